@@ -1,0 +1,91 @@
+"""`kdpipe ...`: the command line over :mod:`kdpipe.steps`; no logic of its own."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Callable
+from typing import Any
+
+from kdpipe import __version__, steps
+from kdpipe.config import DEFAULT_PARAMS, Params, load_params
+from kdpipe.errors import KdpipeError
+
+log = logging.getLogger("kdpipe")
+
+
+def _add_common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-c", "--params", default=str(DEFAULT_PARAMS), help="params file (default: params.yaml)")
+    p.add_argument("-p", "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a param, e.g. -p train.epochs=2 (repeatable)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="kdpipe", description="Nightly knowledge distillation pipeline.")
+    parser.add_argument("--version", action="version", version=f"kdpipe {__version__}")
+    parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name, help_text in (
+        ("prepare", "materialise the data set with its manifest"),
+        ("teacher", "load or train the teacher and measure it"),
+        ("distill", "train the student"),
+        ("validate", "measure the student and decide pass/fail"),
+        ("promote", "promote the validated student"),
+        ("run", "all five steps in order"),
+    ):
+        p = sub.add_parser(name, help=help_text)
+        _add_common(p)
+        if name in ("distill", "run"):
+            p.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
+        if name == "promote":
+            p.add_argument("--dry-run", action="store_true", help="explain the decision without changing anything")
+    return parser
+
+
+def _summary_table(result: dict[str, Any], params: Params) -> str:
+    v = result["validation"]
+    rows = [("", "top-1", "parameters", "latency (ms, batch 1)")]
+    for who in ("teacher", "student"):
+        m = v[who]
+        rows.append((f"{who} ({m.get('arch', params.student.arch if who == 'student' else params.teacher.arch)})",
+                     f"{m['top1'] * 100:.2f} %", f"{m['parameters']:,}", f"{m['latency_ms_batch1']:.2f}"))
+    widths = [max(len(r[i]) for r in rows) for i in range(4)]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)) for r in rows]
+    ratio = v["teacher"]["parameters"] / max(1, v["student"]["parameters"])
+    lines.append(f"student/teacher parameters: 1/{ratio:.1f}; {result['promotion']['message']}")
+    if params.tracking.enabled:
+        lines.append(f"MLflow store: {params.tracking.uri} (experiment {params.tracking.experiment!r})")
+        if params.tracking.uri.startswith("sqlite:"):
+            lines.append(f"open the UI with: .venv/bin/mlflow ui --backend-store-uri {params.tracking.uri}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(asctime)s %(message)s",
+                        datefmt="%H:%M:%S")
+    try:
+        params = load_params(args.params, args.overrides)
+        actions: dict[str, Callable[[], Any]] = {
+            "prepare": lambda: steps.prepare_data(params),
+            "teacher": lambda: steps.evaluate_teacher(params),
+            "distill": lambda: steps.distill(params, resume=args.resume),
+            "validate": lambda: steps.validate_student(params),
+            "promote": lambda: steps.promote(params, dry_run=args.dry_run),
+            "run": lambda: steps.run_pipeline(params, resume=args.resume),
+        }
+        result = actions[args.command]()
+        if args.command == "run":
+            print(_summary_table(result, params))
+    except KdpipeError as exc:
+        print(f"kdpipe: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("kdpipe: interrupted; rerun with --resume to continue from the last checkpoint", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

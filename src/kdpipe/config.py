@@ -1,0 +1,264 @@
+"""The params.yaml schema: every knob of kdpipe, validated on load with errors that name the key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from kdpipe.errors import ConfigError
+
+DEFAULT_PARAMS = Path("params.yaml")
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+class DataConfig(_Section):
+    source: Literal["fashion_mnist", "mnist", "cifar10", "cifar100", "imagefolder"] = "fashion_mnist"
+    root: str | None = Field(None, description="raw data directory; the ImageFolder root for 'imagefolder'")
+    image_size: int | None = Field(None, ge=8, description="resize ImageFolder images to this square size")
+    val_size: int = Field(5000, ge=0, description="training images held out for validation")
+    train_subset: int | None = Field(None, ge=2, description="keep only this many training images (smoke runs)")
+    test_subset: int | None = Field(None, ge=2, description="keep only this many test images (smoke runs)")
+    seed: int = 0
+    crop_padding: int = Field(2, ge=0)
+    hflip: bool | None = Field(None, description="horizontal flips; null picks the data set's default")
+
+
+class TrainConfig(_Section):
+    epochs: int = Field(8, ge=1)
+    batch_size: int = 256
+    optimizer: Literal["sgd", "adamw"] = "sgd"
+    lr: float = Field(0.1, gt=0)
+    momentum: float = Field(0.9, ge=0, lt=1)
+    nesterov: bool = True
+    weight_decay: float = Field(5e-4, ge=0)
+    schedule: Literal["cosine", "multistep", "constant"] = "cosine"
+    warmup_epochs: int = Field(0, ge=0)
+    milestones: tuple[int, ...] = ()
+    gamma: float = Field(0.1, gt=0, le=1)
+    seed: int = 0
+
+    @field_validator("milestones", mode="before")
+    @classmethod
+    def _list_to_tuple(cls, value: Any) -> Any:
+        return tuple(value) if isinstance(value, list) else value
+
+    @field_validator("batch_size")
+    @classmethod
+    def _batchnorm_needs_two(cls, value: int) -> int:
+        if value < 2:
+            raise ValueError(f"must be at least 2, got {value}: BatchNorm in train mode needs 2 samples per batch")
+        return value
+
+    @model_validator(mode="after")
+    def _check_schedule(self) -> TrainConfig:
+        if self.warmup_epochs >= self.epochs:
+            raise ValueError(f"warmup_epochs ({self.warmup_epochs}) must be smaller than epochs ({self.epochs})")
+        if self.schedule == "multistep" and not self.milestones:
+            raise ValueError("schedule 'multistep' needs milestones")
+        return self
+
+
+class TeacherConfig(_Section):
+    source: str = Field("train", description="'train', a checkpoint path, or a models:/ URI")
+    arch: str = "cnn32_fc512"
+    train: TrainConfig = TrainConfig(epochs=4)
+
+
+class StudentConfig(_Section):
+    arch: str = "cnn16"
+
+
+class SRDConfig(_Section):
+    """The simple recipe: projector, normalisation and distance are the paper's three switches."""
+
+    projector: Literal["linear", "mlp", "none"] = "linear"
+    train_projector: bool = Field(True, description="false freezes a random projector (ablation)")
+    norm: Literal["bn", "none", "l2", "layernorm"] = "bn"
+    distance: Literal["logsum", "mse", "l1", "cosine"] = "logsum"
+    alpha: float = Field(4.0, gt=0, description="exponent of the LogSum distance")
+    feat_weight: float = Field(2.0, ge=0)
+    kl_weight: float = Field(1.0, ge=0)
+    ce_weight: float = Field(1.0, ge=0)
+    temperature: float = Field(1.0, gt=0)
+
+
+class KDConfig(_Section):
+    """Hinton et al. 2015: KL at a raised temperature plus cross-entropy."""
+
+    temperature: float = Field(4.0, gt=0)
+    kl_weight: float = Field(1.0, ge=0)
+    ce_weight: float = Field(1.0, ge=0)
+
+
+class FitNetConfig(_Section):
+    """Romero et al. 2015 on pooled features: a projector and MSE, no normalisation."""
+
+    projector: Literal["linear", "mlp"] = "linear"
+    feat_weight: float = Field(1.0, ge=0)
+    ce_weight: float = Field(1.0, ge=0)
+
+
+class MethodConfig(_Section):
+    name: Literal["srd", "kd", "fitnet", "scratch"] = "srd"
+    srd: SRDConfig = SRDConfig()
+    kd: KDConfig = KDConfig()
+    fitnet: FitNetConfig = FitNetConfig()
+
+
+class RuntimeConfig(_Section):
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    num_threads: int | None = Field(None, ge=1, description="torch CPU threads; null uses every core")
+    amp: bool = Field(True, description="bf16 autocast, CUDA only")
+    channels_last: bool = Field(True, description="channels_last memory format, CUDA only")
+    eval_batch_size: int = Field(1000, ge=1)
+    progress: Literal["auto", "bar", "log", "off"] = "auto"
+
+
+class ValidateConfig(_Section):
+    min_top1: float = Field(0.895, ge=0, le=1)
+    max_teacher_gap: float | None = Field(0.05, ge=0, le=1, description="teacher top-1 minus student top-1")
+    max_latency_ms: float | None = Field(50.0, gt=0, description="per image at batch 1")
+
+
+class GateConfig(_Section):
+    min_improvement: float = Field(0.0, ge=0, le=1, description="top-1 points over the champion, as a fraction")
+    significance: float | None = Field(None, gt=0, lt=1, description="McNemar p-value threshold, null to skip")
+
+
+class TrackingConfig(_Section):
+    enabled: bool = True
+    uri: str = "sqlite:///mlruns.db"
+    experiment: str = Field("kdpipe", min_length=1)
+    registered_model: str = Field("kdpipe-student", min_length=1)
+
+
+class PathsConfig(_Section):
+    prepared: str = "data/prepared"
+    teacher: str = "artifacts/teacher"
+    student: str = "artifacts/student"
+    checkpoints: str = "artifacts/checkpoints"
+    validation: str = "artifacts/validation"
+    promotion: str = "artifacts/promotion"
+
+
+class Params(_Section):
+    data: DataConfig = DataConfig()
+    teacher: TeacherConfig = TeacherConfig()
+    student: StudentConfig = StudentConfig()
+    method: MethodConfig = MethodConfig()
+    train: TrainConfig = TrainConfig()
+    runtime: RuntimeConfig = RuntimeConfig()
+    validate_: ValidateConfig = Field(ValidateConfig(), alias="validate")
+    gate: GateConfig = GateConfig()
+    tracking: TrackingConfig = TrackingConfig()
+    paths: PathsConfig = PathsConfig()
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True, populate_by_name=True)
+
+    @model_validator(mode="after")
+    def _check_models(self) -> Params:
+        from kdpipe.models import available_models, is_known_model
+
+        for key, arch in (("student.arch", self.student.arch), ("teacher.arch", self.teacher.arch)):
+            if not is_known_model(arch):
+                raise _KeyedError(key, f"unknown model {arch!r}; available: {', '.join(available_models())}")
+        if self.method.name == "srd" and self.method.srd.projector == "none":
+            d_s, d_t = feature_dim(self.student.arch), feature_dim(self.teacher.arch)
+            if d_s != d_t:
+                raise _KeyedError(
+                    "method.srd.projector",
+                    f"'none' needs equal feature sizes, but student {self.student.arch} has {d_s} and "
+                    f"teacher {self.teacher.arch} has {d_t}; use 'linear' or 'mlp'",
+                )
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json", by_alias=True)
+
+
+class _KeyedError(ValueError):
+    """A cross-section check that knows which key is at fault."""
+
+    def __init__(self, key: str, message: str) -> None:
+        super().__init__(message)
+        self.key = key
+
+
+def feature_dim(arch: str) -> int:
+    """Feature size of an architecture, built on the meta device so nothing is allocated."""
+    import torch
+
+    from kdpipe.models import create_model
+
+    with torch.device("meta"):
+        return create_model(arch, num_classes=10, in_channels=3).feature_dim
+
+
+def _format_validation_error(exc: ValidationError, origin: str) -> str:
+    err = exc.errors()[0]
+    loc = [str(p) for p in err["loc"]]
+    ctx = err.get("ctx") or {}
+    inner = ctx.get("error")
+    if isinstance(inner, _KeyedError):
+        return f"{origin}: {inner.key}: {inner}"
+    key = ".".join("validate" if p == "validate_" else p for p in loc) or "(top level)"
+    msg = err["msg"].removeprefix("Value error, ")
+    if err["type"] == "extra_forbidden":
+        msg = "unknown key"
+    elif "input" in err and err["type"] not in ("missing",):
+        msg = f"{msg} (got {err['input']!r})"
+    extra = f" ({len(exc.errors()) - 1} more error(s))" if len(exc.errors()) > 1 else ""
+    return f"{origin}: {key}: {msg}{extra}"
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """``train.epochs=2`` -> (["train", "epochs"], 2); the value is read as YAML."""
+    key, sep, raw = text.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"override {text!r}: expected KEY=VALUE, e.g. train.epochs=2")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"override {text!r}: value is not valid YAML ({exc.problem})") from None
+    return key.strip().split("."), value
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    for text in overrides:
+        path, value = parse_override(text)
+        node = raw
+        for i, part in enumerate(path[:-1]):
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise ConfigError(f"override {text!r}: {'.'.join(path[: i + 1])} is not a section")
+            node = child
+        node[path[-1]] = value
+    return raw
+
+
+def load_params(path: str | Path = DEFAULT_PARAMS, overrides: list[str] | None = None) -> Params:
+    """Read and validate params.yaml, then apply ``KEY=VALUE`` overrides through the same schema."""
+    path = Path(path)
+    if not path.exists():
+        raise ConfigError(f"{path}: file not found")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: top level must be a mapping of sections")
+    raw = apply_overrides(raw, overrides or [])
+    return params_from_dict(raw, origin=str(path))
+
+
+def params_from_dict(raw: dict[str, Any], origin: str = "params") -> Params:
+    try:
+        return Params.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(_format_validation_error(exc, origin)) from None

@@ -1,0 +1,1 @@
+"""Data: raw sources, the prepared (hashed, manifested) data set, and the in-memory batch loader."""

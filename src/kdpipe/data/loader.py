@@ -1,0 +1,116 @@
+"""The in-memory batch loader: uint8 tensors on the device, augmentation on whole batches.
+
+For 28x28 or 32x32 images a per-image ``Dataset`` with worker processes spends its time in
+Python; here one epoch is a permutation, and a batch is an index, a vectorised random crop,
+a flip and a normalisation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import torch
+
+
+def random_crop(x: torch.Tensor, padding: int, gen: torch.Generator) -> torch.Tensor:
+    """Zero-pad by ``padding`` and take an independent random ``HxW`` window per image."""
+    if padding == 0:
+        return x
+    n, c, h, w = x.shape
+    padded = torch.nn.functional.pad(x, (padding, padding, padding, padding))
+    dy = torch.randint(0, 2 * padding + 1, (n,), generator=gen, device=gen.device).to(x.device)
+    dx = torch.randint(0, 2 * padding + 1, (n,), generator=gen, device=gen.device).to(x.device)
+    rows = (dy[:, None] + torch.arange(h, device=x.device))[:, :, None]
+    cols = (dx[:, None] + torch.arange(w, device=x.device))[:, None, :]
+    batch = torch.arange(n, device=x.device)[:, None, None]
+    return padded.permute(0, 2, 3, 1)[batch, rows, cols].permute(0, 3, 1, 2)
+
+
+def random_hflip(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    flip = (torch.rand(x.shape[0], generator=gen, device=gen.device) < 0.5).to(x.device)
+    return torch.where(flip[:, None, None, None], x.flip(3), x)
+
+
+class InMemoryLoader:
+    """Iterates ``(float images, labels)`` batches over uint8 tensors held on ``device``.
+
+    Shuffling and augmentation draw from a generator seeded by ``(seed, epoch)``, so an epoch is
+    the same whether the run was resumed or not. With ``world_size > 1`` each rank takes its own
+    equal-sized shard of the same permutation (DDP). A training batch of a single image is
+    dropped: BatchNorm cannot use it.
+    """
+
+    def __init__(
+        self,
+        images: torch.Tensor,
+        labels: torch.Tensor,
+        batch_size: int,
+        mean: list[float],
+        std: list[float],
+        *,
+        train: bool = False,
+        crop_padding: int = 0,
+        hflip: bool = False,
+        seed: int = 0,
+        device: torch.device | str = "cpu",
+        channels_last: bool = False,
+        rank: int = 0,
+        world_size: int = 1,
+    ) -> None:
+        if images.dtype != torch.uint8:
+            raise TypeError(f"images must be uint8, got {images.dtype}")
+        self.device = torch.device(device)
+        self.images = images.to(self.device)
+        self.labels = labels.to(self.device)
+        self.batch_size = batch_size
+        self.train = train
+        self.crop_padding = crop_padding
+        self.hflip = hflip
+        self.seed = seed
+        self.rank, self.world_size = rank, world_size
+        self.channels_last = channels_last
+        self.mean = torch.tensor(mean, device=self.device).view(1, -1, 1, 1)
+        self.std = torch.tensor(std, device=self.device).view(1, -1, 1, 1)
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def _indices(self) -> torch.Tensor:
+        n = len(self.labels)
+        if not self.train:
+            idx = torch.arange(n, device=self.device)
+        else:
+            gen = torch.Generator(device="cpu").manual_seed(self.seed * 1_000_003 + self.epoch)
+            idx = torch.randperm(n, generator=gen).to(self.device)
+        if self.world_size > 1:
+            per_rank = n // self.world_size if self.train else -(-n // self.world_size)
+            idx = idx[self.rank :: self.world_size][:per_rank]
+        return idx
+
+    @property
+    def num_samples(self) -> int:
+        return len(self._indices())
+
+    def __len__(self) -> int:
+        n = self.num_samples
+        full, rest = divmod(n, self.batch_size)
+        return full + (1 if rest > 1 or (rest == 1 and not self.train) else 0)
+
+    def normalize(self, x: torch.Tensor) -> torch.Tensor:
+        out = (x.float().div_(255) - self.mean) / self.std
+        return out.contiguous(memory_format=torch.channels_last) if self.channels_last else out
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        idx = self._indices()
+        gen = torch.Generator(device=self.device).manual_seed(self.seed * 1_000_003 + self.epoch + 7)
+        for start in range(0, len(idx), self.batch_size):
+            batch = idx[start : start + self.batch_size]
+            if self.train and len(batch) < 2:
+                break
+            x = self.images[batch]
+            if self.train:
+                x = random_crop(x, self.crop_padding, gen)
+                if self.hflip:
+                    x = random_hflip(x, gen)
+            yield self.normalize(x), self.labels[batch]

@@ -1,0 +1,162 @@
+"""Raw data sources, each read with torchvision's own loaders into uint8 tensors.
+
+Fashion-MNIST comes from Debian's ``dataset-fashion-mnist`` package where it is installed: its
+gzip files are unpacked into the layout torchvision's ``FashionMNIST`` expects, so the same class
+reads them as it reads its own downloads. Where neither exists, torchvision downloads.
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+import shutil
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from kdpipe.errors import DataError
+
+DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
+MNIST_FILES = (
+    "train-images-idx3-ubyte",
+    "train-labels-idx1-ubyte",
+    "t10k-images-idx3-ubyte",
+    "t10k-labels-idx1-ubyte",
+)
+DEFAULT_HFLIP = {"fashion_mnist": True, "mnist": False, "cifar10": True, "cifar100": True, "imagefolder": True}
+
+
+@dataclass(frozen=True)
+class RawData:
+    """Train and test splits as ``uint8 [N, C, H, W]`` images and ``int64 [N]`` labels."""
+
+    train_x: torch.Tensor
+    train_y: torch.Tensor
+    test_x: torch.Tensor
+    test_y: torch.Tensor
+    classes: list[str]
+    description: str
+
+
+def _unpack_gzip(src: Path, dst: Path) -> None:
+    tmp = dst.with_suffix(".partial")
+    try:
+        with gzip.open(src, "rb") as fin, open(tmp, "wb") as fout:
+            shutil.copyfileobj(fin, fout)
+    except (OSError, EOFError, zlib.error) as exc:
+        tmp.unlink(missing_ok=True)
+        raise DataError(f"{src}: not a valid gzip file ({exc})") from None
+    os.replace(tmp, dst)
+
+
+def _stage_idx_files(raw_dir: Path, archive_dirs: list[Path]) -> bool:
+    """Unpack ``*-ubyte.gz`` files found in ``archive_dirs`` into ``raw_dir``; True when all four exist."""
+    raw_dir.mkdir(parents=True, exist_ok=True)
+    for name in MNIST_FILES:
+        if (raw_dir / name).exists():
+            continue
+        archive = next((d / f"{name}.gz" for d in archive_dirs if (d / f"{name}.gz").exists()), None)
+        if archive is None:
+            return False
+        _unpack_gzip(archive, raw_dir / name)
+    return True
+
+
+def _check_split(x: torch.Tensor, y: torch.Tensor, n_classes: int, what: str) -> None:
+    if x.shape[0] != y.shape[0]:
+        raise DataError(f"{what}: {x.shape[0]} images but {y.shape[0]} labels")
+    if y.numel() and (int(y.min()) < 0 or int(y.max()) >= n_classes):
+        raise DataError(f"{what}: labels outside 0..{n_classes - 1}")
+
+
+def load_mnist_like(source: str, root: Path) -> RawData:
+    """Fashion-MNIST or MNIST through torchvision, from Debian's files, local files or a download."""
+    from torchvision import datasets
+
+    cls = datasets.FashionMNIST if source == "fashion_mnist" else datasets.MNIST
+    raw_dir = root / cls.__name__ / "raw"
+    archives = [root, raw_dir] + ([DEBIAN_FASHION_MNIST] if source == "fashion_mnist" else [])
+    have_files = _stage_idx_files(raw_dir, archives)
+    splits = {}
+    for train in (True, False):
+        prefix = "train" if train else "t10k"
+        try:
+            ds = cls(str(root), train=train, download=not have_files)
+        except RuntimeError as exc:
+            if "not found" in str(exc).lower() or "download" in str(exc).lower():
+                raise DataError(
+                    f"{source}: data not found under {raw_dir} and it cannot be downloaded here ({exc}); "
+                    "on Debian run: apt-get install dataset-fashion-mnist"
+                ) from None
+            raise DataError(f"{raw_dir}/{prefix}-*-ubyte: cannot be read: {exc}") from None
+        except (AssertionError, ValueError, OSError) as exc:
+            raise DataError(f"{raw_dir}/{prefix}-*-ubyte: corrupt idx file ({exc or type(exc).__name__})") from None
+        x, y = ds.data, ds.targets
+        if x.ndim != 3:
+            raise DataError(f"{raw_dir}/{prefix}-images-idx3-ubyte: expected 3-d images, got shape {tuple(x.shape)}")
+        _check_split(x, y, len(cls.classes), f"{raw_dir}/{prefix}-*-ubyte")
+        splits[train] = (x.unsqueeze(1).contiguous(), y.long())
+    return RawData(*splits[True], *splits[False], list(cls.classes), f"torchvision.datasets.{cls.__name__}({raw_dir})")
+
+
+def load_cifar(source: str, root: Path) -> RawData:
+    from torchvision import datasets
+
+    cls = datasets.CIFAR10 if source == "cifar10" else datasets.CIFAR100
+    splits = {}
+    for train in (True, False):
+        try:
+            ds = cls(str(root), train=train, download=True)
+        except Exception as exc:  # torchvision raises several types for missing or corrupt archives
+            raise DataError(f"{source}: cannot load from {root} ({exc})") from None
+        x = torch.from_numpy(np.ascontiguousarray(ds.data)).permute(0, 3, 1, 2).contiguous()
+        y = torch.tensor(ds.targets, dtype=torch.long)
+        _check_split(x, y, len(ds.classes), f"{source} {'train' if train else 'test'}")
+        splits[train] = (x, y)
+    return RawData(*splits[True], *splits[False], list(ds.classes), f"torchvision.datasets.{cls.__name__}({root})")
+
+
+def load_imagefolder(root: Path, image_size: int | None) -> RawData:
+    """An ImageFolder tree with ``train/`` and ``test/`` (or ``val/``) sub-directories."""
+    from PIL import Image
+    from torchvision import datasets
+    from torchvision.transforms import functional as TF
+
+    test_dir = next((root / d for d in ("test", "val") if (root / d).is_dir()), None)
+    if not (root / "train").is_dir() or test_dir is None:
+        raise DataError(f"{root}: an ImageFolder source needs train/ and test/ (or val/) sub-directories")
+    splits = {}
+    classes: list[str] = []
+    for train, folder in ((True, root / "train"), (False, test_dir)):
+        ds = datasets.ImageFolder(str(folder))
+        if classes and ds.classes != classes:
+            raise DataError(f"{folder}: classes {ds.classes} differ from train/ classes {classes}")
+        classes = ds.classes
+        images = []
+        for path, _ in ds.samples:
+            try:
+                with Image.open(path) as img:
+                    img = img.convert("RGB")
+                    if image_size:
+                        img = img.resize((image_size, image_size), Image.BILINEAR)
+                    images.append(TF.pil_to_tensor(img))
+            except OSError as exc:
+                raise DataError(f"{path}: cannot read image ({exc})") from None
+        if len({tuple(t.shape) for t in images}) > 1:
+            raise DataError(f"{folder}: images differ in size; set data.image_size")
+        splits[train] = (torch.stack(images), torch.tensor(ds.targets, dtype=torch.long))
+    return RawData(*splits[True], *splits[False], classes, f"torchvision.datasets.ImageFolder({root})")
+
+
+def load_source(source: str, root: str | None, image_size: int | None = None) -> RawData:
+    base = Path(root) if root else Path("data/raw")
+    if source in ("fashion_mnist", "mnist"):
+        return load_mnist_like(source, base)
+    if source in ("cifar10", "cifar100"):
+        return load_cifar(source, base)
+    if root is None:
+        raise DataError("data.root: an ImageFolder source needs its directory")
+    return load_imagefolder(base, image_size)

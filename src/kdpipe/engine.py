@@ -1,0 +1,217 @@
+"""The training loop shared by every method and by teacher bootstrapping.
+
+It owns the optimiser and schedule, bf16 autocast and channels_last on CUDA, a checkpoint at the
+end of every epoch (atomic), exact resume, the NaN guard and progress reporting. It knows nothing
+of MLflow: callers receive each epoch's record through ``on_epoch``.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from kdpipe.checkpoint import atomic_torch_save, load_checkpoint
+from kdpipe.config import TrainConfig
+from kdpipe.data.loader import InMemoryLoader
+from kdpipe.distill.base import Distiller
+from kdpipe.errors import KdpipeError, NonFiniteLossError
+
+log = logging.getLogger("kdpipe")
+
+CHECKPOINT_FILE = "last.pt"
+EpochCallback = Callable[[dict[str, Any]], None]
+
+
+def build_optimizer(params: list[nn.Parameter], cfg: TrainConfig) -> torch.optim.Optimizer:
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov and cfg.momentum > 0, weight_decay=cfg.weight_decay)
+    return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+
+def lr_factor(step: int, steps_per_epoch: int, cfg: TrainConfig) -> float:
+    """Learning-rate multiplier for an optimiser step: linear warm-up, then the chosen schedule."""
+    warmup = cfg.warmup_epochs * steps_per_epoch
+    total = cfg.epochs * steps_per_epoch
+    if step < warmup:
+        return (step + 1) / warmup
+    if cfg.schedule == "cosine":
+        progress = (step - warmup) / max(1, total - warmup)
+        return 0.5 * (1 + math.cos(math.pi * progress))
+    if cfg.schedule == "multistep":
+        epoch = step // steps_per_epoch
+        return cfg.gamma ** sum(epoch >= m for m in cfg.milestones)
+    return 1.0
+
+
+@dataclass
+class Runtime:
+    device: torch.device
+    amp: bool = False
+    progress: str = "auto"
+    is_main: bool = True
+
+    @property
+    def autocast(self) -> torch.autocast:
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp and self.device.type == "cuda")
+
+
+@torch.no_grad()
+def accuracy(model: nn.Module, loader: InMemoryLoader, runtime: Runtime) -> float:
+    was_training = model.training
+    model.eval()
+    correct = torch.zeros((), device=runtime.device, dtype=torch.long)
+    for x, y in loader:
+        with runtime.autocast:
+            correct += (model(x).argmax(1) == y).sum()
+    model.train(was_training)
+    return correct.item() / max(1, loader.num_samples)
+
+
+class _Progress:
+    """A tqdm bar on interactive terminals; otherwise a plain log line every quarter epoch."""
+
+    def __init__(self, mode: str, total: int, desc: str, enabled: bool) -> None:
+        interactive = sys.stderr.isatty()
+        self.mode = "off" if not enabled else ("bar" if mode == "bar" or (mode == "auto" and interactive) else mode)
+        if self.mode == "auto":
+            self.mode = "log"
+        self.total, self.desc, self.bar = total, desc, None
+        if self.mode == "bar":
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total, desc=desc, unit="batch", leave=False, dynamic_ncols=True)
+        self.every = max(1, total // 4)
+
+    def update(self, step: int, images_per_s: float, loss: float) -> None:
+        if self.bar is not None:
+            self.bar.update(1)
+            self.bar.set_postfix(loss=f"{loss:.3f}", img_s=f"{images_per_s:.0f}")
+        elif self.mode == "log" and (step + 1) % self.every == 0 and step + 1 < self.total:
+            log.info("%s %d/%d batches, loss %.4f, %.0f images/s", self.desc, step + 1, self.total, loss, images_per_s)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def train(
+    distiller: Distiller,
+    train_loader: InMemoryLoader,
+    val_loader: InMemoryLoader | None,
+    cfg: TrainConfig,
+    runtime: Runtime,
+    checkpoint_dir: Path,
+    *,
+    resume: bool = False,
+    fingerprint: str = "",
+    on_epoch: EpochCallback | None = None,
+    label: str = "train",
+    wrapped: nn.Module | None = None,
+) -> list[dict[str, Any]]:
+    """Train ``distiller`` for ``cfg.epochs`` epochs and return one record per epoch.
+
+    ``wrapped`` is the module to call for the forward pass when it differs from ``distiller``
+    (a DistributedDataParallel wrapper). With ``resume`` the run continues after the last
+    completed epoch stored in ``checkpoint_dir`` and ends with the same weights as an
+    uninterrupted run.
+    """
+    model = wrapped if wrapped is not None else distiller
+    optimizer = build_optimizer(distiller.trainable_parameters(), cfg)
+    steps_per_epoch = len(train_loader)
+    if steps_per_epoch == 0:
+        raise KdpipeError(f"{label}: the training split has fewer than 2 images")
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, steps_per_epoch, cfg))
+    ckpt_path = checkpoint_dir / CHECKPOINT_FILE
+    history: list[dict[str, Any]] = []
+    start_epoch = 0
+    if resume and ckpt_path.exists():
+        state = load_checkpoint(ckpt_path)
+        if state.get("fingerprint") != fingerprint:
+            raise KdpipeError(f"{ckpt_path}: written for other params or data; remove it or run without --resume")
+        distiller.load_trainable_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        torch.set_rng_state(state["rng_cpu"])
+        if runtime.device.type == "cuda" and "rng_cuda" in state:
+            torch.cuda.set_rng_state(state["rng_cuda"], runtime.device)
+        history = list(state["history"])
+        start_epoch = int(state["epoch"]) + 1
+        log.info("%s: resuming from %s after epoch %d", label, ckpt_path, start_epoch)
+    elif resume:
+        log.info("%s: no checkpoint at %s, starting from scratch", label, ckpt_path)
+
+    for epoch in range(start_epoch, cfg.epochs):
+        train_loader.set_epoch(epoch)
+        model.train()
+        sums: dict[str, torch.Tensor] = {}
+        correct = torch.zeros((), device=runtime.device, dtype=torch.long)
+        seen = 0
+        progress = _Progress(runtime.progress, steps_per_epoch, f"{label} epoch {epoch + 1}/{cfg.epochs}", runtime.is_main)
+        start = time.perf_counter()
+        for step, (x, y) in enumerate(train_loader):
+            with runtime.autocast:
+                out = model(x, y)
+            optimizer.zero_grad(set_to_none=True)
+            out.loss.backward()
+            optimizer.step()
+            scheduler.step()
+            for name, value in (("loss", out.loss), *out.parts.items()):
+                sums[name] = sums.get(name, 0) + value.detach() * len(y)
+            correct += (out.logits.detach().argmax(1) == y).sum()
+            seen += len(y)
+            if step % 20 == 0 or step == steps_per_epoch - 1:
+                loss_now = out.loss.item()
+                if not math.isfinite(loss_now):
+                    parts = ", ".join(f"{k}={v.item():.4g}" for k, v in out.parts.items())
+                    kept = f"; the last good checkpoint {ckpt_path} is left intact" if ckpt_path.exists() else ""
+                    raise NonFiniteLossError(
+                        f"{label}: loss became {loss_now} at epoch {epoch + 1}, batch {step + 1} ({parts}); "
+                        f"lower train.lr or check the data{kept}"
+                    )
+                progress.update(step, seen / (time.perf_counter() - start), loss_now)
+        progress.close()
+        seconds = time.perf_counter() - start
+        means = {k: (v / seen).item() for k, v in sums.items()}
+        if not all(math.isfinite(v) for v in means.values()):
+            raise NonFiniteLossError(f"{label}: non-finite loss in epoch {epoch + 1} ({means}); last good checkpoint left intact")
+        record: dict[str, Any] = {
+            "epoch": epoch + 1,
+            "lr": optimizer.param_groups[0]["lr"],
+            **{f"loss_{k}" if k != "loss" else "loss": v for k, v in means.items()},
+            "train_acc": correct.item() / max(1, seen),
+            "images_per_s": seen / seconds,
+            "epoch_seconds": seconds,
+        }
+        if val_loader is not None:
+            record["val_acc"] = accuracy(distiller.student, val_loader, runtime)
+        history.append(record)
+        if runtime.is_main:
+            state = {
+                "epoch": epoch,
+                "fingerprint": fingerprint,
+                "model": distiller.trainable_state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
+                "rng_cpu": torch.get_rng_state(),
+                "history": history,
+            }
+            if runtime.device.type == "cuda":
+                state["rng_cuda"] = torch.cuda.get_rng_state(runtime.device)
+            atomic_torch_save(state, ckpt_path)
+            val = f", val_acc {record['val_acc']:.4f}" if "val_acc" in record else ""
+            log.info(
+                "%s epoch %d/%d: loss %.4f, train_acc %.4f%s, %.0f images/s, %.1fs",
+                label, epoch + 1, cfg.epochs, record["loss"], record["train_acc"], val, record["images_per_s"], seconds,
+            )
+            if on_epoch is not None:
+                on_epoch(record)
+    return history

@@ -1,0 +1,25 @@
+"""Errors a user can act on: the CLI prints their message on one line and exits non-zero."""
+
+
+class KdpipeError(Exception):
+    """Base class for every error that names what is wrong in the user's input or environment."""
+
+
+class ConfigError(KdpipeError):
+    """params.yaml (or a -p override) has an unknown key, a wrong type or an impossible value."""
+
+
+class DataError(KdpipeError):
+    """A data file is missing, truncated, corrupt or inconsistent."""
+
+
+class TeacherMismatchError(KdpipeError):
+    """The teacher was trained for other classes than the prepared data has."""
+
+
+class NonFiniteLossError(KdpipeError):
+    """Training produced a NaN or Inf loss; the last good checkpoint is left in place."""
+
+
+class TrackingError(KdpipeError):
+    """The MLflow tracking server or store cannot be reached or refused a request."""

@@ -1,0 +1,61 @@
+"""The model registry: every architecture is a name for :func:`create_model`."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from kdpipe.models.base import FeatureClassifier
+from kdpipe.models.cnn import SimpleCNN
+from kdpipe.models.mobilenetv2 import MobileNetV2
+from kdpipe.models.resnet import NARROW, WIDE_X4, CifarResNet
+from kdpipe.models.torchvision_wrap import TorchvisionClassifier
+from kdpipe.models.wrn import WideResNet
+
+Builder = Callable[[int, int], FeatureClassifier]
+
+REGISTRY: dict[str, Builder] = {
+    **{f"cnn{w}": (lambda w: lambda k, c: SimpleCNN(w, k, c))(w) for w in (8, 16, 32, 64)},
+    **{
+        f"cnn{w}_fc{h}": (lambda w, h: lambda k, c: SimpleCNN(w, k, c, hidden=h))(w, h)
+        for w in (32, 64)
+        for h in (512, 1024)
+    },
+    **{f"resnet{d}": (lambda d: lambda k, c: CifarResNet(d, NARROW, k, c))(d) for d in (8, 14, 20, 32, 44, 56, 110)},
+    "resnet8x4": lambda k, c: CifarResNet(8, WIDE_X4, k, c),
+    "resnet32x4": lambda k, c: CifarResNet(32, WIDE_X4, k, c),
+    **{
+        f"wrn_{d}_{w}": (lambda d, w: lambda k, c: WideResNet(d, w, k, c))(d, w)
+        for d in (16, 40)
+        for w in (1, 2, 4)
+    },
+    "mobilenetv2": lambda k, c: MobileNetV2(k, c, width=1.0),
+    "mobilenetv2_w0.5": lambda k, c: MobileNetV2(k, c, width=0.5),
+}
+
+TORCHVISION_PREFIX = "torchvision:"
+
+
+def available_models() -> list[str]:
+    return sorted(REGISTRY) + [f"{TORCHVISION_PREFIX}<name>"]
+
+
+def is_known_model(name: str) -> bool:
+    return name in REGISTRY or (name.startswith(TORCHVISION_PREFIX) and len(name) > len(TORCHVISION_PREFIX))
+
+
+def create_model(name: str, num_classes: int, in_channels: int = 3) -> FeatureClassifier:
+    """Build a fresh, randomly initialised model by registry name."""
+    if name.startswith(TORCHVISION_PREFIX):
+        return TorchvisionClassifier(name[len(TORCHVISION_PREFIX) :], num_classes, in_channels)
+    try:
+        builder = REGISTRY[name]
+    except KeyError:
+        raise ValueError(f"unknown model {name!r}; available: {', '.join(available_models())}") from None
+    return builder(num_classes, in_channels)
+
+
+def count_parameters(model: FeatureClassifier) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+__all__ = ["FeatureClassifier", "available_models", "count_parameters", "create_model", "is_known_model"]
