@@ -133,10 +133,10 @@ def train(
     ckpt_path = checkpoint_dir / CHECKPOINT_FILE
     history: list[dict[str, Any]] = []
     start_epoch = 0
-    if resume and ckpt_path.exists():
-        state = load_checkpoint(ckpt_path)
-        if state.get("fingerprint") != fingerprint:
-            raise KdpipeError(f"{ckpt_path}: written for other params or data; remove it or run without --resume")
+    state = load_checkpoint(ckpt_path) if resume and ckpt_path.exists() else {}
+    if resume and ckpt_path.exists() and state.get("fingerprint") != fingerprint:
+        log.warning("%s: %s was written for other params or data; starting from scratch", label, ckpt_path)
+    elif resume and ckpt_path.exists():
         distiller.load_trainable_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])

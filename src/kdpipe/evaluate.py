@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import itertools
 import time
 from typing import Any
 
@@ -29,7 +30,7 @@ def expected_calibration_error(probs: torch.Tensor, labels: torch.Tensor, bins: 
     correct = (pred == labels).float()
     edges = torch.linspace(0, 1, bins + 1)
     ece = torch.zeros(())
-    for lo, hi in zip(edges[:-1], edges[1:], strict=True):
+    for lo, hi in itertools.pairwise(edges):
         in_bin = (conf > lo) & (conf <= hi)
         if in_bin.any():
             ece += in_bin.float().mean() * (correct[in_bin].mean() - conf[in_bin].mean()).abs()

@@ -16,7 +16,7 @@ def random_crop(x: torch.Tensor, padding: int, gen: torch.Generator) -> torch.Te
     """Zero-pad by ``padding`` and take an independent random ``HxW`` window per image."""
     if padding == 0:
         return x
-    n, c, h, w = x.shape
+    n, _c, h, w = x.shape
     padded = torch.nn.functional.pad(x, (padding, padding, padding, padding))
     dy = torch.randint(0, 2 * padding + 1, (n,), generator=gen, device=gen.device).to(x.device)
     dx = torch.randint(0, 2 * padding + 1, (n,), generator=gen, device=gen.device).to(x.device)

@@ -36,7 +36,7 @@ TORCHVISION_PREFIX = "torchvision:"
 
 
 def available_models() -> list[str]:
-    return sorted(REGISTRY) + [f"{TORCHVISION_PREFIX}<name>"]
+    return [*sorted(REGISTRY), f"{TORCHVISION_PREFIX}<name>"]
 
 
 def is_known_model(name: str) -> bool:

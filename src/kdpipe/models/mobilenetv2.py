@@ -13,7 +13,7 @@ SETTINGS = ((1, 16, 1, 1), (6, 24, 2, 1), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 
 
 
 def _scaled(channels: int, width: float) -> int:
-    return max(8, int(round(channels * width / 8)) * 8)
+    return max(8, round(channels * width / 8) * 8)
 
 
 class InvertedResidual(nn.Module):

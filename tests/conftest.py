@@ -1,0 +1,55 @@
+"""Shared fixtures: small but real Fashion-MNIST runs with every path inside a temporary directory.
+
+Tests run torch with ``KDPIPE_TEST_THREADS`` threads (default 2, the CI machine's core count);
+pytest runs them serially.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from kdpipe.config import Params, params_from_dict
+
+THREADS = int(os.environ.get("KDPIPE_TEST_THREADS", "2"))
+torch.set_num_threads(THREADS)
+
+
+def _set(tree: dict[str, Any], dotted: str, value: Any) -> None:
+    *parents, leaf = dotted.split(".")
+    for p in parents:
+        tree = tree.setdefault(p, {})
+    tree[leaf] = value
+
+
+@pytest.fixture(scope="session")
+def raw_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Where torchvision's FashionMNIST layout is unpacked from Debian's files, once per session."""
+    return tmp_path_factory.mktemp("raw")
+
+
+@pytest.fixture
+def make_params(tmp_path: Path, raw_root: Path) -> Callable[..., Params]:
+    """Params for a small real run: 2 000 training images, tiny epochs, all outputs under tmp_path."""
+
+    def factory(**overrides: Any) -> Params:
+        raw: dict[str, Any] = {
+            "data": {"root": str(raw_root), "train_subset": 2000, "test_subset": 1000, "val_size": 500},
+            "teacher": {"arch": "cnn16", "train": {"epochs": 1, "batch_size": 128}},
+            "student": {"arch": "cnn8"},
+            "train": {"epochs": 1, "batch_size": 128},
+            "runtime": {"num_threads": THREADS, "progress": "off", "device": "cpu"},
+            "validate": {"min_top1": 0.0, "max_teacher_gap": None, "max_latency_ms": None},
+            "tracking": {"uri": f"sqlite:///{tmp_path / 'mlruns.db'}", "experiment": "tests"},
+            "paths": {k: str(tmp_path / k) for k in ("prepared", "teacher", "student", "checkpoints", "validation", "promotion")},
+        }
+        for key, value in overrides.items():
+            _set(raw, key.replace("__", "."), value)
+        return params_from_dict(raw)
+
+    return factory
