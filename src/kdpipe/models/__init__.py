@@ -13,21 +13,25 @@ from kdpipe.models.wrn import WideResNet
 
 Builder = Callable[[int, int], FeatureClassifier]
 
+def _cnn(width: int, hidden: int = 0) -> Builder:
+    return lambda k, c: SimpleCNN(width, k, c, hidden=hidden)
+
+
+def _resnet(depth: int, widths: tuple[int, int, int, int] = NARROW) -> Builder:
+    return lambda k, c: CifarResNet(depth, widths, k, c)
+
+
+def _wrn(depth: int, widen: int) -> Builder:
+    return lambda k, c: WideResNet(depth, widen, k, c)
+
+
 REGISTRY: dict[str, Builder] = {
-    **{f"cnn{w}": (lambda w: lambda k, c: SimpleCNN(w, k, c))(w) for w in (8, 16, 32, 64)},
-    **{
-        f"cnn{w}_fc{h}": (lambda w, h: lambda k, c: SimpleCNN(w, k, c, hidden=h))(w, h)
-        for w in (32, 64)
-        for h in (512, 1024)
-    },
-    **{f"resnet{d}": (lambda d: lambda k, c: CifarResNet(d, NARROW, k, c))(d) for d in (8, 14, 20, 32, 44, 56, 110)},
-    "resnet8x4": lambda k, c: CifarResNet(8, WIDE_X4, k, c),
-    "resnet32x4": lambda k, c: CifarResNet(32, WIDE_X4, k, c),
-    **{
-        f"wrn_{d}_{w}": (lambda d, w: lambda k, c: WideResNet(d, w, k, c))(d, w)
-        for d in (16, 40)
-        for w in (1, 2, 4)
-    },
+    **{f"cnn{w}": _cnn(w) for w in (8, 16, 32, 64)},
+    **{f"cnn{w}_fc{h}": _cnn(w, h) for w in (32, 64) for h in (512, 1024)},
+    **{f"resnet{d}": _resnet(d) for d in (8, 14, 20, 32, 44, 56, 110)},
+    "resnet8x4": _resnet(8, WIDE_X4),
+    "resnet32x4": _resnet(32, WIDE_X4),
+    **{f"wrn_{d}_{w}": _wrn(d, w) for d in (16, 40) for w in (1, 2, 4)},
     "mobilenetv2": lambda k, c: MobileNetV2(k, c, width=1.0),
     "mobilenetv2_w0.5": lambda k, c: MobileNetV2(k, c, width=0.5),
 }
