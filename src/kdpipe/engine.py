@@ -89,13 +89,14 @@ class _Progress:
             from tqdm import tqdm
 
             self.bar = tqdm(total=total, desc=desc, unit="batch", leave=False, dynamic_ncols=True)
-        self.every = max(1, total // 4)
+        self.next_log = max(1, total // 4)
 
     def update(self, step: int, images_per_s: float, loss: float) -> None:
         if self.bar is not None:
-            self.bar.update(1)
+            self.bar.update(step + 1 - self.bar.n)
             self.bar.set_postfix(loss=f"{loss:.3f}", img_s=f"{images_per_s:.0f}")
-        elif self.mode == "log" and (step + 1) % self.every == 0 and step + 1 < self.total:
+        elif self.mode == "log" and self.next_log <= step + 1 < self.total:
+            self.next_log += max(1, self.total // 4)
             log.info("%s %d/%d batches, loss %.4f, %.0f images/s", self.desc, step + 1, self.total, loss, images_per_s)
 
     def close(self) -> None:
