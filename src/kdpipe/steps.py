@@ -142,9 +142,9 @@ def evaluate_teacher(params: Params) -> dict[str, Any]:
     with step_run(params, "evaluate_teacher", {"kdpipe.data_sha256": data.sha256, "kdpipe.teacher_source": source}) as run:
         if source == "train":
             existing = out / MODEL_FILE
-            if existing.exists() and load_model(existing)[1]["meta"].get("fingerprint") == wanted:
+            teacher, meta = load_model(existing) if existing.exists() else (None, {"meta": {}})
+            if teacher is not None and meta["meta"].get("fingerprint") == wanted:
                 log.info("evaluate_teacher: reusing the teacher in %s (same params and data)", existing)
-                teacher, meta = load_model(existing)
             else:
                 teacher = _train_teacher(params, data, runtime, run)
                 meta = {"arch": params.teacher.arch, "classes": data.classes, "in_channels": data.in_channels}
