@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import argparse
 import logging
+import shlex
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from kdpipe import __version__, steps
@@ -40,6 +42,11 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
         if name == "promote":
             p.add_argument("--dry-run", action="store_true", help="explain the decision without changing anything")
+    from kdpipe.study import add_arguments as add_study_arguments
+
+    p = sub.add_parser("study", help="the accuracy study: baselines, the recipe, its ablations, the capacity gap")
+    _add_common(p)
+    add_study_arguments(p)
     return parser
 
 
@@ -61,6 +68,15 @@ def _summary_table(result: dict[str, Any], params: Params) -> str:
     return "\n".join(lines)
 
 
+def _study(params: Params, args: argparse.Namespace, argv: list[str] | None) -> dict[str, Any]:
+    """The study records its own command line, so its report says how to reproduce it."""
+    from kdpipe.study import run_from_args
+
+    summary = run_from_args(params, args, shlex.join(["kdpipe", *(sys.argv[1:] if argv is None else argv)]))
+    print(Path(summary["files"]["report"]).read_text(), end="")
+    return summary
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(asctime)s %(message)s",
@@ -74,6 +90,7 @@ def main(argv: list[str] | None = None) -> int:
             "validate": lambda: steps.validate_student(params),
             "promote": lambda: steps.promote(params, dry_run=args.dry_run),
             "run": lambda: steps.run_pipeline(params, resume=args.resume),
+            "study": lambda: _study(params, args, argv),
         }
         result = actions[args.command]()
         if args.command == "run":

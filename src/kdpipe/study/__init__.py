@@ -1,0 +1,167 @@
+"""`kdpipe study`: the evidence that the recipe is worth it, reproducible and resumable.
+
+On the prepared data set, with one fixed teacher and one training budget (params.yaml's), the
+student is trained under every cell of :mod:`kdpipe.study.cells` with several seeds, then a table,
+a plot and the results are written and, when tracking is on, logged to MLflow. Finished runs are
+kept; rerunning the same command continues an interrupted study, and once every run is finished
+it only rewrites the report and logs what MLflow does not have yet.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import uuid
+from pathlib import Path
+from typing import Any
+
+from kdpipe.config import Params
+from kdpipe.errors import ConfigError, KdpipeError
+from kdpipe.model_file import MODEL_FILE
+from kdpipe.models import is_known_model
+from kdpipe.steps import write_json
+from kdpipe.study import runner
+from kdpipe.study.cells import Cell, select_cells
+from kdpipe.study.report import summarise, write_report
+from kdpipe.tracking import check_tracking
+
+log = logging.getLogger("kdpipe")
+
+STUDY_FILE = "study.json"
+DEFAULT_DIR = "artifacts/study"
+DEFAULT_SEEDS = (0, 1, 2)
+SMALL_TEACHER = "cnn32"
+LARGE_TEACHER = "cnn64_fc1024"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--dir", default=DEFAULT_DIR, help=f"study directory (default: {DEFAULT_DIR})")
+    p.add_argument("--seeds", type=int, nargs="+", default=list(DEFAULT_SEEDS), help="training seeds (default: 0 1 2)")
+    p.add_argument("--cells", nargs="+", metavar="CELL", help="only these cells (default: all)")
+    p.add_argument("--jobs", type=int, default=1, help="runs in parallel worker processes (default: 1)")
+    p.add_argument("--small-teacher", default=SMALL_TEACHER, help=f"capacity gap: small teacher (default: {SMALL_TEACHER})")
+    p.add_argument("--large-teacher", default=LARGE_TEACHER, help=f"capacity gap: large teacher (default: {LARGE_TEACHER})")
+    p.add_argument("--no-gap", action="store_true", help="leave out the capacity-gap sweep")
+    p.add_argument("--no-plot", action="store_true", help="write no plot (where matplotlib is missing)")
+
+
+def run_from_args(params: Params, args: argparse.Namespace, command: str | None = None) -> dict[str, Any]:
+    return run_study(
+        params, Path(args.dir), seeds=args.seeds, cells=args.cells, jobs=args.jobs, small_teacher=args.small_teacher,
+        large_teacher=args.large_teacher, gap=not args.no_gap, plot=not args.no_plot, command=command,
+    )
+
+
+def _study_id(study_dir: Path) -> str:
+    """The study's identity travels with its directory, so MLflow knows it wherever it is logged."""
+    path = study_dir / STUDY_FILE
+    if path.exists():
+        return str(json.loads(path.read_text())["study_id"])
+    study_id = uuid.uuid4().hex[:12]
+    write_json(path, {"study_id": study_id})
+    return study_id
+
+
+def _check_args(seeds: list[int], jobs: int, archs: dict[str, str]) -> None:
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise ConfigError(f"--seeds: give distinct seeds, got {seeds}")
+    if jobs < 1:
+        raise ConfigError(f"--jobs: must be at least 1, got {jobs}")
+    for role in ("small", "large"):
+        if not is_known_model(archs[role]):
+            raise ConfigError(f"--{role}-teacher: unknown model {archs[role]!r}")
+
+
+def _cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def _drop_duplicate_gap(cells: list[Cell], archs: dict[str, str]) -> list[Cell]:
+    """A gap teacher that is the study's teacher already: its kd and srd are the main cells."""
+    kept = []
+    for c in cells:
+        if c.gap_role and archs[c.gap_role] == archs["main"]:
+            log.info("study: %s skipped: the %s teacher %s is the study's teacher (see kd, srd)", c.name, c.gap_role,
+                     archs["main"])
+            continue
+        kept.append(c)
+    return kept
+
+
+def _teacher_tasks(base: Params, study_dir: Path, roles: set[str], archs: dict[str, str], threads: int) -> list[dict[str, Any]]:
+    tasks = []
+    for role in sorted(roles):
+        record = study_dir / runner.TEACHERS_DIR / f"{role}.json"
+        model = runner.teacher_dir(base, study_dir, role) / MODEL_FILE
+        known = json.loads(record.read_text()).get("model_sha256") if record.exists() else None
+        if known and model.exists() and known == runner.file_sha256(model):
+            continue
+        params = runner.teacher_params(base, study_dir, role, archs[role], threads)
+        tasks.append({"id": f"teacher {role} ({archs[role]})", "role": role, "params": params.to_dict(), "record": str(record)})
+    return tasks
+
+
+def _teachers(study_dir: Path) -> dict[str, dict[str, Any]]:
+    folder = study_dir / runner.TEACHERS_DIR
+    return {p.stem: json.loads(p.read_text()) for p in sorted(folder.glob("*.json"))} if folder.exists() else {}
+
+
+def run_study(
+    base: Params, study_dir: Path, *, seeds: list[int] | tuple[int, ...] = DEFAULT_SEEDS, cells: list[str] | None = None,
+    jobs: int = 1, small_teacher: str = SMALL_TEACHER, large_teacher: str = LARGE_TEACHER, gap: bool = True,
+    plot: bool = True, command: str | None = None,
+) -> dict[str, Any]:
+    """Run what is not finished, then report; returns which runs ran, which were kept, and the files."""
+    seeds = list(seeds)
+    archs = {"main": base.teacher.arch, "small": small_teacher, "large": large_teacher}
+    _check_args(seeds, jobs, archs)
+    check_tracking(base)
+    chosen = _drop_duplicate_gap(select_cells(cells, gap), archs)
+    study_id = _study_id(study_dir)
+    threads = max(1, (base.runtime.num_threads or _cores()) // jobs)
+    runs = [runner.make_run(base, study_dir, c, s, archs, threads) for s in seeds for c in chosen]
+    results = {r.id: runner.read_result(r) for r in runs}
+    pending = [r for r in runs if results[r.id] is None]
+    kept = [r.id for r in runs if results[r.id] is not None]
+    log.info("study %s in %s: %d run(s) to do, %d finished already; %d job(s) x %d thread(s)", study_id, study_dir,
+             len(pending), len(kept), jobs, threads)
+    failures: dict[str, str] = {}
+    if pending:
+        runner.ensure_prepared(base)
+        roles = {r.teacher_role for r in pending if r.needs_teacher}
+        teacher_tasks = _teacher_tasks(base, study_dir, roles, archs, threads)
+
+        def teacher_done(task: dict[str, Any], info: dict[str, Any]) -> None:
+            log.info("study: teacher %s %s: test top-1 %.4f", info["role"], info["arch"], info["test_top1"])
+
+        failures |= runner.execute(runner.execute_teacher, teacher_tasks, jobs, threads, teacher_done)
+        failed_roles = {t["role"] for t in teacher_tasks if t["id"] in failures}
+        todo = [r for r in pending if not (r.needs_teacher and r.teacher_role in failed_roles)]
+        tasks = [runner.run_task(r) for r in todo]
+
+        def run_done(task: dict[str, Any], result: dict[str, Any]) -> None:
+            results[task["id"]] = result
+            finished = sum(v is not None for v in results.values())
+            log.info("study: %d/%d finished: %s test top-1 %.4f, val %.4f (%.1f s training)", finished, len(runs),
+                     task["id"], result["test_top1"], result["val_top1"], result["train_seconds"])
+
+        failures |= runner.execute(runner.execute_run, tasks, jobs, threads, run_done)
+    if failures:
+        raise KdpipeError(
+            f"study: {len(failures)} task(s) failed ({'; '.join(f'{k}: {v}' for k, v in failures.items())}); "
+            "rerun the same command to retry them (finished runs are kept)"
+        )
+    finished = [res for r in runs if (res := results[r.id]) is not None]
+    teachers = _teachers(study_dir)
+    files = write_report(study_dir, study_id, base, seeds, chosen, finished, teachers, archs, command, plot)
+    summary: dict[str, Any] = {
+        "study_id": study_id, "ran": [r.id for r in pending], "kept": kept, "files": {k: str(v) for k, v in files.items()},
+    }
+    if base.tracking.enabled:
+        from kdpipe.study.mlflow_log import log_study
+
+        summary["mlflow"] = log_study(base, study_id, summarise(chosen, finished, archs), files)
+    log.info("study: report in %s", files["report"])
+    return summary

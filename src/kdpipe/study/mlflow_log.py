@@ -1,0 +1,133 @@
+"""Logging a study to MLflow: one parent run, one child per cell, one grandchild per seed.
+
+It reads only the runs' result files, so a study trained elsewhere with tracking off is logged by
+rerunning the same command here. Every run it creates carries a key tag and is marked complete
+last; a rerun finds the complete ones by their key and logs only what is missing (an incomplete
+cell, left by a crash while logging, is deleted and logged again), so logging twice changes nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+from kdpipe.config import Params
+from kdpipe.study.report import Summary
+from kdpipe.tracking import check_tracking, flatten
+
+log = logging.getLogger("kdpipe")
+
+STUDY_TAG = "kdpipe.study.id"
+KEY_TAG = "kdpipe.study.key"
+COMPLETE_TAG = "kdpipe.study.complete"
+PARENT_TAG = "mlflow.parentRunId"
+BATCH = 100
+
+
+class _Logger:
+    def __init__(self, params: Params, study_id: str) -> None:
+        from mlflow import MlflowClient
+
+        check_tracking(params)
+        self.client = MlflowClient(tracking_uri=params.tracking.uri)
+        self.experiment_id = self.client.get_experiment_by_name(params.tracking.experiment).experiment_id
+        self.study_id = study_id
+        self.runs: dict[str, Any] = {}
+        token = None
+        while True:
+            page = self.client.search_runs(
+                [self.experiment_id], filter_string=f"tags.`{STUDY_TAG}` = '{study_id}'", page_token=token
+            )
+            self.runs |= {r.data.tags[KEY_TAG]: r for r in page if KEY_TAG in r.data.tags}
+            token = page.token
+            if not token:
+                break
+
+    def complete(self, key: str) -> bool:
+        run = self.runs.get(key)
+        return run is not None and run.data.tags.get(COMPLETE_TAG) == "true"
+
+    def replace(self, key: str, name: str, parent: str | None, tags: dict[str, Any]) -> str:
+        """A new run under ``key``; one already there (left incomplete, or stale) is deleted first."""
+        if key in self.runs:
+            self.client.delete_run(self.runs.pop(key).info.run_id)
+        return self.create(key, name, parent, tags)
+
+    def create(self, key: str, name: str, parent: str | None, tags: dict[str, Any]) -> str:
+        all_tags = {STUDY_TAG: self.study_id, KEY_TAG: key, **{k: str(v) for k, v in tags.items()}}
+        if parent:
+            all_tags[PARENT_TAG] = parent
+        return self.client.create_run(self.experiment_id, run_name=name, tags=all_tags).info.run_id
+
+    def log(self, run_id: str, metrics: dict[str, float | None], params: dict[str, Any] | None = None,
+            history: list[dict[str, float]] | None = None) -> None:
+        from mlflow.entities import Metric, Param
+
+        now = int(time.time() * 1000)
+        items = [Metric(k, float(v), now, 0) for k, v in metrics.items() if v is not None]
+        for record in history or []:
+            step = int(record["epoch"])
+            items += [Metric(k, float(v), now, step) for k, v in record.items() if k != "epoch"]
+        plist = [Param(k, str(v)[:6000]) for k, v in (params or {}).items()]
+        for i in range(0, max(len(items), len(plist)), BATCH):
+            self.client.log_batch(run_id, metrics=items[i : i + BATCH], params=plist[i : i + BATCH])
+
+    def finish(self, run_id: str) -> None:
+        self.client.set_tag(run_id, COMPLETE_TAG, "true")
+        self.client.set_terminated(run_id, "FINISHED")
+
+
+def _cell_metrics(s: Summary, scratch: Summary | None) -> dict[str, float | None]:
+    return {
+        "test_top1_mean": s.mean("test_top1"),
+        "test_top1_std": s.std("test_top1"),
+        "val_top1_mean": s.mean("val_top1"),
+        "val_top1_std": s.std("val_top1"),
+        "delta_vs_scratch": None if scratch is None else s.mean("test_top1") - scratch.mean("test_top1"),
+        "train_seconds_mean": s.mean("train_seconds"),
+        "images_per_s_mean": s.mean("images_per_s"),
+        "seeds": len(s.runs),
+    }
+
+
+def _run_params(result: dict[str, Any]) -> dict[str, Any]:
+    tree = {k: v for k, v in result["params"].items() if k not in ("paths", "tracking")}
+    return {"overrides": " ".join(result["overrides"]), **flatten(tree)}
+
+
+def log_study(params: Params, study_id: str, summaries: list[Summary], files: dict[str, Path]) -> dict[str, Any]:
+    """Log what is not logged yet; return the parent run id and how many cells were logged now."""
+    mlf = _Logger(params, study_id)
+    fresh_parent = not mlf.complete(study_id)
+    found = mlf.runs.get(study_id)
+    parent = found.info.run_id if found else mlf.create(study_id, f"study-{study_id}", None, {"kdpipe.step": "study"})
+    scratch = next((s for s in summaries if s.cell.name == "scratch"), None)
+    logged = skipped = 0
+    for s in summaries:
+        seeds = ",".join(str(r["seed"]) for r in s.runs)
+        key = f"{study_id}/{s.cell.name}/seeds={seeds}"
+        if mlf.complete(key):
+            skipped += 1
+            continue
+        tags = {"kdpipe.step": "study_cell", "kdpipe.study.cell": s.cell.name, "kdpipe.method": s.cell.method,
+                "kdpipe.study.seeds": seeds}
+        child = mlf.replace(key, s.cell.name, parent, tags)
+        mlf.log(child, _cell_metrics(s, scratch), {"cell": s.cell.name, "what": s.cell.what, **_run_params(s.runs[0])})
+        for r in s.runs:
+            run_tags = {**tags, "kdpipe.step": "study_run", "kdpipe.device": r["device"], "kdpipe.data_sha256": r["data_sha256"]}
+            grandchild = mlf.replace(f"{key}/seed{r['seed']}", f"{s.cell.name}-seed{r['seed']}", child, run_tags)
+            final = {k: r[k] for k in ("test_top1", "val_top1", "train_seconds", "images_per_s", "wall_seconds")}
+            mlf.log(grandchild, final, {"seed": r["seed"]}, r["history"])
+            mlf.finish(grandchild)
+        mlf.finish(child)
+        logged += 1
+    if fresh_parent or logged:
+        metrics = {f"{s.cell.name}.{k}": v for s in summaries for k, v in _cell_metrics(s, scratch).items()}
+        mlf.log(parent, metrics)
+        for path in files.values():
+            mlf.client.log_artifact(parent, str(path))
+        mlf.finish(parent)
+    log.info("study: MLflow parent run %s (%d cell(s) logged now, %d already there)", parent, logged, skipped)
+    return {"parent_run_id": parent, "logged_cells": logged, "already_logged_cells": skipped}

@@ -1,0 +1,236 @@
+"""The study's report: a Markdown table, a bar plot with error bars, and the results as JSON and CSV.
+
+Everything here is computed from the runs' result files alone, so a study run elsewhere (a lent
+GPU, tracking off) reports the same here. Means and sample standard deviations are over seeds;
+no seed is dropped and nothing is selected on the test split.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import statistics
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from kdpipe.checkpoint import atomic_write_bytes
+from kdpipe.config import Params
+from kdpipe.steps import write_json
+from kdpipe.study.cells import Cell
+
+REPORT_FILE = "report.md"
+PLOT_FILE = "study.png"
+RESULTS_JSON = "results.json"
+RESULTS_CSV = "results.csv"
+CSV_FIELDS = (
+    "cell", "seed", "method", "teacher_arch", "test_top1", "val_top1", "epochs", "train_seconds", "images_per_s",
+    "wall_seconds", "device", "threads",
+)
+TARGETS = {"scratch": 1.0, "kd": 0.3}
+"""Acceptance (issue 5): srd's mean top-1 over at least these points above each baseline."""
+
+
+@dataclass(frozen=True)
+class Summary:
+    cell: Cell
+    teacher_arch: str | None
+    runs: list[dict[str, Any]]
+
+    def _values(self, key: str) -> list[float]:
+        return [float(r[key]) for r in self.runs]
+
+    def mean(self, key: str) -> float:
+        return statistics.fmean(self._values(key))
+
+    def std(self, key: str) -> float:
+        values = self._values(key)
+        return statistics.stdev(values) if len(values) > 1 else 0.0
+
+    def as_dict(self, scratch: Summary | None) -> dict[str, Any]:
+        return {
+            "cell": self.cell.name,
+            "what": self.cell.what,
+            "method": self.cell.method,
+            "teacher_arch": self.teacher_arch,
+            "seeds": [r["seed"] for r in self.runs],
+            "test_top1": self._values("test_top1"),
+            "test_top1_mean": self.mean("test_top1"),
+            "test_top1_std": self.std("test_top1"),
+            "val_top1_mean": self.mean("val_top1"),
+            "val_top1_std": self.std("val_top1"),
+            "delta_vs_scratch": None if scratch is None else self.mean("test_top1") - scratch.mean("test_top1"),
+            "train_seconds_mean": self.mean("train_seconds"),
+            "images_per_s_mean": self.mean("images_per_s"),
+        }
+
+
+def summarise(cells: list[Cell], results: list[dict[str, Any]], teacher_archs: dict[str, str]) -> list[Summary]:
+    by_cell: dict[str, list[dict[str, Any]]] = {}
+    for r in sorted(results, key=lambda r: r["seed"]):
+        by_cell.setdefault(r["cell"], []).append(r)
+    return [
+        Summary(c, None if c.method == "scratch" else teacher_archs[c.gap_role or "main"], by_cell[c.name])
+        for c in cells
+        if c.name in by_cell
+    ]
+
+
+def _pct(x: float) -> str:
+    return f"{100 * x:.2f}"
+
+
+def _table(rows: list[list[str]]) -> list[str]:
+    head, *body = rows
+    return ["| " + " | ".join(head) + " |", "|" + "---|" * len(head), *("| " + " | ".join(r) + " |" for r in body)]
+
+
+def _gap_rows(summaries: list[Summary], teachers: dict[str, dict[str, Any]], teacher_archs: dict[str, str]) -> list[list[str]]:
+    by_name = {s.cell.name: s for s in summaries}
+    rows = []
+    for role in ("small", "main", "large"):
+        kd, srd = (by_name.get(m if role == "main" else f"gap_{role}_{m}") for m in ("kd", "srd"))
+        if role != "main" and teacher_archs[role] == teacher_archs["main"]:
+            continue
+        if kd is None and srd is None:
+            continue
+        t = teachers.get(role, {})
+        cells = [f"{_pct(s.mean('test_top1'))} ± {_pct(s.std('test_top1'))}" if s else "-" for s in (kd, srd)]
+        diff = f"{100 * (srd.mean('test_top1') - kd.mean('test_top1')):+.2f}" if kd and srd else "-"
+        params = f"{t['parameters']:,}" if "parameters" in t else "?"
+        top1 = _pct(t["test_top1"]) if "test_top1" in t else "?"
+        rows.append([f"{role}: {teacher_archs[role]}", params, top1, *cells, diff])
+    return rows
+
+
+def _acceptance(summaries: list[Summary]) -> list[str]:
+    by_name = {s.cell.name: s for s in summaries}
+    srd = by_name.get("srd")
+    lines = []
+    for baseline, target in TARGETS.items():
+        other = by_name.get(baseline)
+        if srd is None or other is None:
+            continue
+        diff = 100 * (srd.mean("test_top1") - other.mean("test_top1"))
+        verdict = "met" if diff >= target else "NOT met"
+        lines.append(f"- srd - {baseline}: {diff:+.2f} points (target ≥ +{target:.1f}): {verdict}")
+    return lines
+
+
+def markdown(
+    study_id: str, base: Params, seeds: list[int], summaries: list[Summary], teachers: dict[str, dict[str, Any]],
+    teacher_archs: dict[str, str], runs: list[dict[str, Any]], command: str | None,
+) -> str:
+    t = base.train
+    main_t = teachers.get("main", {})
+    devices = sorted({r["device"] for r in runs})
+    shas = sorted({r["data_sha256"][:12] for r in runs})
+    lines = [
+        f"# kdpipe study {study_id}",
+        "",
+        f"- data: {base.data.source} (sha256 {', '.join(shas)}), student {base.student.arch}, teacher "
+        f"{main_t.get('arch', base.teacher.arch)} (test top-1 {_pct(main_t['test_top1']) if main_t else '?'} %)",
+        f"- budget: {t.epochs} epochs, batch {t.batch_size}, {t.optimizer} lr {t.lr} {t.schedule}; "
+        f"seeds {', '.join(map(str, seeds))}; device {', '.join(devices)}",
+        "- top-1 in %, mean ± sample std over seeds on the test split; val is the held-out validation split; "
+        "train s and images/s are the training loop alone, per run",
+    ]
+    if command:
+        lines.append(f"- reproduce: `{command}`")
+    rows = [["cell", "what it changes", "test top-1", "Δ vs scratch", "val top-1", "train s", "images/s", "n"]]
+    scratch = next((s for s in summaries if s.cell.name == "scratch"), None)
+    for s in summaries:
+        if s.cell.gap_role:
+            continue
+        delta = "-" if scratch is None or s is scratch else f"{100 * (s.mean('test_top1') - scratch.mean('test_top1')):+.2f}"
+        rows.append([
+            s.cell.name, s.cell.what, f"{_pct(s.mean('test_top1'))} ± {_pct(s.std('test_top1'))}", delta,
+            f"{_pct(s.mean('val_top1'))} ± {_pct(s.std('val_top1'))}", f"{s.mean('train_seconds'):.1f}",
+            f"{s.mean('images_per_s'):,.0f}", str(len(s.runs)),
+        ])
+    lines += ["", *_table(rows)]
+    gap = _gap_rows(summaries, teachers, teacher_archs)
+    if gap:
+        head = ["teacher", "parameters", "teacher top-1", "kd", "srd", "srd - kd"]
+        lines += ["", f"Capacity gap (student {base.student.arch}, test top-1 %, mean ± std):", "", *_table([head, *gap])]
+    acceptance = _acceptance(summaries)
+    if acceptance:
+        lines += ["", "Acceptance (issue 5):", *acceptance]
+    return "\n".join(lines) + "\n"
+
+
+def _gap_group(summaries: list[Summary]) -> list[Summary]:
+    """kd and srd by teacher, small to large; the study's own kd and srd are the middle teacher."""
+    if not any(s.cell.gap_role for s in summaries):
+        return []
+    order = {f"gap_small_{m}": i for i, m in enumerate(("kd", "srd"))}
+    order |= {"kd": 2, "srd": 3, "gap_large_kd": 4, "gap_large_srd": 5}
+    return sorted((s for s in summaries if s.cell.name in order), key=lambda s: order[s.cell.name])
+
+
+def _bars(ax: Any, group: list[Summary], labels: list[str], title: str, scratch: Summary | None) -> None:
+    means = [100 * s.mean("test_top1") for s in group]
+    stds = [100 * s.std("test_top1") for s in group]
+    colors = {"scratch": "tab:gray", "srd": "tab:blue"}
+    ax.bar(range(len(group)), means, yerr=stds, capsize=4, color=[colors.get(s.cell.method, "tab:orange") for s in group])
+    ax.set_xticks(range(len(group)), labels, rotation=45, ha="right", fontsize=8)
+    low = min(m - s for m, s in zip(means, stds, strict=True))
+    high = max(m + s for m, s in zip(means, stds, strict=True))
+    ax.set_ylim(low - 0.5, high + 0.3)
+    ax.set_ylabel("test top-1 (%)")
+    ax.set_title(title, fontsize=10)
+    if scratch is not None:
+        ax.axhline(100 * scratch.mean("test_top1"), color="tab:gray", linestyle="--", linewidth=1)
+
+
+def plot(path: Path, summaries: list[Summary]) -> None:
+    """Bars of mean test top-1 with ±1 std error bars; the scratch mean as a dashed line."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    scratch = next((s for s in summaries if s.cell.name == "scratch"), None)
+    main = [s for s in summaries if not s.cell.gap_role]
+    gap = _gap_group(summaries)
+    panels = [(main, [s.cell.name for s in main], "recipe, baselines and ablations")] if main else []
+    if gap:
+        panels.append((gap, [f"{s.cell.method} ← {s.teacher_arch}" for s in gap], "capacity gap"))
+    fig, axes = plt.subplots(1, len(panels), figsize=(5 + 3.5 * len(panels), 4.5), squeeze=False,
+                             width_ratios=[max(2, len(g)) for g, _, _ in panels])
+    for ax, (group, labels, title) in zip(axes[0], panels, strict=True):
+        _bars(ax, group, labels, title, scratch)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=120)
+    plt.close(fig)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def results_csv(runs: list[dict[str, Any]]) -> bytes:
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=CSV_FIELDS, extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(runs)
+    return buf.getvalue().encode()
+
+
+def write_report(
+    study_dir: Path, study_id: str, base: Params, seeds: list[int], cells: list[Cell], runs: list[dict[str, Any]],
+    teachers: dict[str, dict[str, Any]], teacher_archs: dict[str, str], command: str | None, with_plot: bool = True,
+) -> dict[str, Path]:
+    """Write the table, the plot and the results; return their paths."""
+    summaries = summarise(cells, runs, teacher_archs)
+    scratch = next((s for s in summaries if s.cell.name == "scratch"), None)
+    files = {"report": study_dir / REPORT_FILE, "json": study_dir / RESULTS_JSON, "csv": study_dir / RESULTS_CSV}
+    text = markdown(study_id, base, seeds, summaries, teachers, teacher_archs, runs, command)
+    atomic_write_bytes(files["report"], text.encode())
+    write_json(files["json"], {
+        "study_id": study_id, "command": command, "seeds": seeds, "teachers": teachers, "teacher_archs": teacher_archs,
+        "cells": [s.as_dict(scratch) for s in summaries], "runs": runs,
+    })
+    atomic_write_bytes(files["csv"], results_csv(runs))
+    if with_plot:
+        files["plot"] = study_dir / PLOT_FILE
+        plot(files["plot"], summaries)
+    return files

@@ -1,0 +1,258 @@
+"""Running the study's cells: one fixed teacher, one budget, every run through ``kdpipe.steps``.
+
+A run is one cell under one seed. It trains with :func:`kdpipe.steps.distill` (the one training
+loop) with its own student and checkpoint paths under the study directory, then writes
+``result.json`` atomically. A run whose result exists for the same training params is never rerun;
+an interrupted one resumes from its last epoch checkpoint. With ``jobs > 1`` runs go to worker
+processes (spawned, so CUDA works in each): small models are launch-bound on a GPU, so several
+processes sharing it multiply the throughput.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import logging
+import multiprocessing
+import os
+import time
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from kdpipe import steps
+from kdpipe.config import Params, apply_overrides, params_from_dict
+from kdpipe.data.prepared import MANIFEST_FILE, PreparedData, load_prepared
+from kdpipe.engine import Runtime
+from kdpipe.evaluate import predict_logits
+from kdpipe.model_file import MODEL_FILE, load_model
+from kdpipe.models import count_parameters
+from kdpipe.study.cells import Cell
+
+log = logging.getLogger("kdpipe")
+
+RESULT_FILE = "result.json"
+TEACHERS_DIR = "teachers"
+RUNS_DIR = "runs"
+FINGERPRINT_SECTIONS = ("data", "teacher", "student", "method", "train")
+Task = dict[str, Any]
+Done = Callable[[Task, dict[str, Any]], None]
+
+
+@dataclass(frozen=True)
+class Run:
+    cell: Cell
+    seed: int
+    params: Params
+    overrides: tuple[str, ...]
+    directory: Path
+
+    @property
+    def id(self) -> str:
+        return f"{self.cell.name}/seed{self.seed}"
+
+    @property
+    def teacher_role(self) -> str:
+        return self.cell.gap_role or "main"
+
+    @property
+    def needs_teacher(self) -> bool:
+        return self.params.method.name != "scratch"
+
+
+def training_fingerprint(params: Params) -> str:
+    """What decides a run's result: data, teacher, student, method and budget (not where or how it ran)."""
+    tree = params.to_dict()
+    tree["data"].pop("root", None)
+    return steps.fingerprint({k: tree[k] for k in FINGERPRINT_SECTIONS})
+
+
+def teacher_dir(base: Params, study_dir: Path, role: str) -> Path:
+    """The study's fixed teacher lives at ``paths.teacher``; the gap sweep's teachers in the study."""
+    return Path(base.paths.teacher) if role == "main" else study_dir / TEACHERS_DIR / role
+
+
+def _quoted(path: Path) -> str:
+    return json.dumps(str(path))
+
+
+def make_run(base: Params, study_dir: Path, cell: Cell, seed: int, teacher_archs: dict[str, str], threads: int) -> Run:
+    """The cell's overrides, then the seed, the run's own paths and its teacher, validated as one."""
+    directory = study_dir / RUNS_DIR / cell.name / f"seed{seed}"
+    overrides = [*cell.overrides, f"train.seed={seed}"]
+    if cell.gap_role:
+        overrides += [f"teacher.arch={teacher_archs[cell.gap_role]}", "teacher.source=train"]
+    overrides += [
+        f"paths.student={_quoted(directory / 'student')}",
+        f"paths.checkpoints={_quoted(directory / 'checkpoints')}",
+        f"paths.teacher={_quoted(teacher_dir(base, study_dir, cell.gap_role or 'main'))}",
+        "tracking.enabled=false",
+        f"runtime.num_threads={threads}",
+    ]
+    params = params_from_dict(apply_overrides(base.to_dict(), overrides), origin=f"study cell {cell.name}")
+    return Run(cell, seed, params, tuple(overrides), directory)
+
+
+def teacher_params(base: Params, study_dir: Path, role: str, arch: str, threads: int) -> Params:
+    raw = base.to_dict()
+    raw["tracking"]["enabled"] = False
+    raw["runtime"]["num_threads"] = threads
+    if role != "main":
+        directory = study_dir / TEACHERS_DIR / role
+        raw["teacher"].update(arch=arch, source="train")
+        raw["paths"].update(teacher=str(directory), checkpoints=str(directory / "checkpoints"))
+    return params_from_dict(raw, origin=f"study teacher {role}")
+
+
+def read_result(run: Run) -> dict[str, Any] | None:
+    """The run's result when it finished with the same training params; None when it must (re)run."""
+    path = run.directory / RESULT_FILE
+    if not path.exists():
+        return None
+    try:
+        result = json.loads(path.read_text())
+    except json.JSONDecodeError:
+        log.warning("study: %s is not valid JSON; rerunning %s", path, run.id)
+        return None
+    if result.get("fingerprint") != training_fingerprint(run.params):
+        log.warning("study: %s was computed with other params; rerunning %s", path, run.id)
+        return None
+    return result
+
+
+def top1(model: torch.nn.Module, data: PreparedData, split: str, params: Params, runtime: Runtime) -> float:
+    loader = steps.make_loader(data, split, params.runtime.eval_batch_size, params, runtime)
+    logits = predict_logits(model.to(runtime.device), loader)
+    return float((logits.argmax(1) == data.split(split)[1]).float().mean())
+
+
+def _device_name(runtime: Runtime) -> str:
+    return torch.cuda.get_device_name(runtime.device) if runtime.device.type == "cuda" else "cpu"
+
+
+def _history(path: Path) -> list[dict[str, float]]:
+    with open(path, newline="") as fh:
+        return [{k: float(v) for k, v in row.items() if v not in ("", None)} for row in csv.DictReader(fh)]
+
+
+def run_task(run: Run) -> Task:
+    """What a worker needs for one run, as plain data (workers are spawned, not forked)."""
+    return {
+        "id": run.id, "cell": run.cell.name, "seed": run.seed, "overrides": list(run.overrides),
+        "fingerprint": training_fingerprint(run.params), "teacher_role": run.teacher_role,
+        "directory": str(run.directory), "params": run.params.to_dict(),
+    }
+
+
+def execute_run(task: dict[str, Any]) -> dict[str, Any]:
+    """Worker side of one run: distil (resuming), measure val and test top-1, write the result."""
+    params = params_from_dict(task["params"], origin=f"study run {task['id']}")
+    start = time.perf_counter()
+    steps.distill(params, resume=True)
+    wall = time.perf_counter() - start
+    data = load_prepared(params.paths.prepared)
+    runtime = steps.make_runtime(params)
+    student, _ = load_model(Path(params.paths.student) / MODEL_FILE)
+    history = _history(Path(params.paths.student) / steps.HISTORY_FILE)
+    train_seconds = sum(h["epoch_seconds"] for h in history)
+    images = sum(h["images_per_s"] * h["epoch_seconds"] for h in history)
+    result = {
+        **{k: task[k] for k in ("id", "cell", "seed", "overrides", "fingerprint")},
+        "method": params.method.name,
+        "student_arch": params.student.arch,
+        "teacher_arch": params.teacher.arch if params.method.name != "scratch" else None,
+        "teacher_role": task["teacher_role"],
+        "data_sha256": data.sha256,
+        "test_top1": top1(student, data, "test", params, runtime),
+        "val_top1": top1(student, data, "val", params, runtime),
+        "epochs": len(history),
+        "train_seconds": train_seconds,
+        "images_per_s": images / train_seconds if train_seconds else 0.0,
+        "wall_seconds": wall,
+        "device": _device_name(runtime),
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "pid": os.getpid(),
+        "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "history": history,
+        "params": params.to_dict(),
+    }
+    steps.write_json(Path(task["directory"]) / RESULT_FILE, result)
+    return result
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def execute_teacher(task: dict[str, Any]) -> dict[str, Any]:
+    """Worker side of one teacher: train it once (or load it), measure it, record it in the study."""
+    params = params_from_dict(task["params"], origin=f"study teacher {task['role']}")
+    path = Path(params.paths.teacher) / MODEL_FILE
+    if not path.exists():
+        steps.evaluate_teacher(params)
+    model, meta = load_model(path)
+    data = load_prepared(params.paths.prepared)
+    runtime = steps.make_runtime(params)
+    info = {
+        "role": task["role"],
+        "arch": meta["arch"],
+        "parameters": count_parameters(model),
+        "test_top1": top1(model, data, "test", params, runtime),
+        "val_top1": top1(model, data, "val", params, runtime),
+        "path": str(path),
+        "model_sha256": file_sha256(path),
+        "data_sha256": data.sha256,
+    }
+    steps.write_json(Path(task["record"]), info)
+    return info
+
+
+def _init_worker(threads: int, level: int) -> None:
+    torch.set_num_threads(threads)
+    logging.basicConfig(level=level, format="%(asctime)s [%(processName)s] %(message)s", datefmt="%H:%M:%S")
+
+
+def execute(
+    fn: Callable[[Task], dict[str, Any]], tasks: list[Task], jobs: int, threads: int, done: Done
+) -> dict[str, str]:
+    """Run ``fn`` on every task, in this process or in ``jobs`` workers; return the failures by task id.
+
+    One failing task does not stop the others: its error is returned and it reruns next time.
+    """
+    failures: dict[str, str] = {}
+    if jobs == 1:
+        for task in tasks:
+            try:
+                done(task, fn(task))
+            except Exception as exc:  # any error of one run is reported; the others go on
+                failures[task["id"]] = f"{type(exc).__name__}: {exc}"
+        return failures
+    context = multiprocessing.get_context("spawn")
+    level = logging.getLogger("kdpipe").getEffectiveLevel()
+    with ProcessPoolExecutor(jobs, mp_context=context, initializer=_init_worker, initargs=(threads, level)) as pool:
+        futures = {pool.submit(fn, task): task for task in tasks}
+        for future in as_completed(futures):
+            task = futures[future]
+            try:
+                done(task, future.result())
+            except Exception as exc:  # includes a worker that died (BrokenProcessPool)
+                failures[task["id"]] = f"{type(exc).__name__}: {exc}"
+    return failures
+
+
+def ensure_prepared(base: Params) -> None:
+    if not (Path(base.paths.prepared) / MANIFEST_FILE).exists():
+        log.info("study: no prepared data at %s; preparing it", base.paths.prepared)
+        raw = base.to_dict()
+        raw["tracking"]["enabled"] = False
+        steps.prepare_data(params_from_dict(raw, origin="study prepare"))
