@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import argparse
 import logging
-import shlex
 import sys
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
-from kdpipe import __version__, steps
+from kdpipe import __version__, distributed, steps
 from kdpipe.config import DEFAULT_PARAMS, Params, load_params
 from kdpipe.errors import KdpipeError
 
@@ -42,11 +40,6 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
         if name == "promote":
             p.add_argument("--dry-run", action="store_true", help="explain the decision without changing anything")
-    from kdpipe.study import add_arguments as add_study_arguments
-
-    p = sub.add_parser("study", help="the accuracy study: baselines, the recipe, its ablations, the capacity gap")
-    _add_common(p)
-    add_study_arguments(p)
     return parser
 
 
@@ -68,13 +61,10 @@ def _summary_table(result: dict[str, Any], params: Params) -> str:
     return "\n".join(lines)
 
 
-def _study(params: Params, args: argparse.Namespace, argv: list[str] | None) -> dict[str, Any]:
-    """The study records its own command line, so its report says how to reproduce it."""
-    from kdpipe.study import run_from_args
-
-    summary = run_from_args(params, args, shlex.join(["kdpipe", *(sys.argv[1:] if argv is None else argv)]))
-    print(Path(summary["files"]["report"]).read_text(), end="")
-    return summary
+def _distill(params: Params, resume: bool) -> dict[str, Any]:
+    """One process of the distill step; under torchrun, one rank of a DDP run."""
+    with distributed.process_group(params.runtime.device) as world:
+        return steps.distill(params, resume=resume, rank=world.rank, world_size=world.world_size)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -86,11 +76,10 @@ def main(argv: list[str] | None = None) -> int:
         actions: dict[str, Callable[[], Any]] = {
             "prepare": lambda: steps.prepare_data(params),
             "teacher": lambda: steps.evaluate_teacher(params),
-            "distill": lambda: steps.distill(params, resume=args.resume),
+            "distill": lambda: _distill(params, args.resume),
             "validate": lambda: steps.validate_student(params),
             "promote": lambda: steps.promote(params, dry_run=args.dry_run),
             "run": lambda: steps.run_pipeline(params, resume=args.resume),
-            "study": lambda: _study(params, args, argv),
         }
         result = actions[args.command]()
         if args.command == "run":

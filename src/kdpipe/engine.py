@@ -23,6 +23,7 @@ from kdpipe.checkpoint import atomic_torch_save, load_checkpoint
 from kdpipe.config import TrainConfig
 from kdpipe.data.loader import InMemoryLoader
 from kdpipe.distill.base import Distiller
+from kdpipe.distributed import all_reduce_sum
 from kdpipe.errors import KdpipeError, NonFiniteLossError
 
 log = logging.getLogger("kdpipe")
@@ -181,6 +182,10 @@ def train(
                 progress.update(step, seen / (time.perf_counter() - start), loss_now)
         progress.close()
         seconds = time.perf_counter() - start
+        seen_t = torch.tensor(seen, device=runtime.device)
+        for total in (*sums.values(), correct, seen_t):
+            all_reduce_sum(total)  # under DDP the epoch's record covers every rank's shard
+        seen = int(seen_t.item())
         means = {k: (v / seen).item() for k, v in sums.items()}
         if not all(math.isfinite(v) for v in means.values()):
             raise NonFiniteLossError(f"{label}: non-finite loss in epoch {epoch + 1} ({means}); last good checkpoint left intact")
@@ -192,7 +197,7 @@ def train(
             "images_per_s": seen / seconds,
             "epoch_seconds": seconds,
         }
-        if val_loader is not None:
+        if val_loader is not None and runtime.is_main:
             record["val_acc"] = accuracy(distiller.student, val_loader, runtime)
         history.append(record)
         if runtime.is_main:

@@ -6,6 +6,7 @@ MLflow run, and returns a small summary dict. Nothing here knows which orchestra
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import hashlib
 import json
@@ -17,6 +18,7 @@ from typing import Any
 
 import torch
 
+from kdpipe import distributed
 from kdpipe.checkpoint import atomic_write_bytes
 from kdpipe.config import Params, TrainConfig
 from kdpipe.data.loader import InMemoryLoader
@@ -29,7 +31,7 @@ from kdpipe.evaluate import classification_metrics, measure_speed, model_size, p
 from kdpipe.model_file import MODEL_FILE, load_model, save_model
 from kdpipe.models import FeatureClassifier, create_model
 from kdpipe.promote import decide_thresholds, record_promotion
-from kdpipe.tracking import check_tracking, pipeline_run_id, step_run
+from kdpipe.tracking import StepRun, check_tracking, pipeline_run_id, step_run
 
 log = logging.getLogger("kdpipe")
 
@@ -210,8 +212,11 @@ def distill(params: Params, resume: bool = False, rank: int = 0, world_size: int
     distiller = create_distiller(params.method, student, teacher).to(runtime.device)
     out = Path(params.paths.student)
     history_path = out / HISTORY_FILE
-    tags = {"kdpipe.data_sha256": data.sha256, "kdpipe.method": method, "kdpipe.device": str(runtime.device)}
-    with step_run(params, "distill", tags) as run:
+    tags = {"kdpipe.data_sha256": data.sha256, "kdpipe.method": method, "kdpipe.device": str(runtime.device),
+            "kdpipe.world_size": world_size}
+    # Under DDP only rank 0 talks to MLflow; the other ranks train and stay silent.
+    tracked = step_run(params, "distill", tags) if runtime.is_main else contextlib.nullcontext(StepRun(active=False))
+    with tracked as run:
 
         def on_epoch(record: dict[str, Any]) -> None:
             run.log_metrics({k: v for k, v in record.items() if k != "epoch"}, record["epoch"])
@@ -229,6 +234,7 @@ def distill(params: Params, resume: bool = False, rank: int = 0, world_size: int
                                     cfg.model_dump(mode="json"), data.sha256, world_size),
             on_epoch=on_epoch,
             label=f"distill[{method}]",
+            wrapped=distributed.wrap(distiller, runtime.device) if world_size > 1 else None,
         )
         summary = {
             "method": method,
