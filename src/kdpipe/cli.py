@@ -11,6 +11,7 @@ from typing import Any
 from kdpipe import __version__, distributed, steps
 from kdpipe.config import DEFAULT_PARAMS, Params, load_params
 from kdpipe.errors import KdpipeError
+from kdpipe.kubeflow import commands as kubeflow_commands
 
 log = logging.getLogger("kdpipe")
 
@@ -40,6 +41,9 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
         if name == "promote":
             p.add_argument("--dry-run", action="store_true", help="explain the decision without changing anything")
+    p = sub.add_parser("pipeline", help="the Kubeflow pipeline: compile, submit, schedule, run-local, image")
+    _add_common(p)
+    kubeflow_commands.add_arguments(p)
     return parser
 
 
@@ -80,6 +84,7 @@ def main(argv: list[str] | None = None) -> int:
             "validate": lambda: steps.validate_student(params),
             "promote": lambda: steps.promote(params, dry_run=args.dry_run),
             "run": lambda: steps.run_pipeline(params, resume=args.resume),
+            "pipeline": lambda: kubeflow_commands.run(args),
         }
         result = actions[args.command]()
         if args.command == "run":

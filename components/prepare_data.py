@@ -1,0 +1,33 @@
+"""Kubeflow component for kdpipe.steps.prepare_data: the data set as a Dataset artifact."""
+
+from kfp import dsl
+from kfp.dsl import Dataset, Metrics, Output
+
+from kdpipe.kubeflow.image import IMAGE
+
+
+@dsl.component(base_image=IMAGE, install_kfp_package=False)
+def prepare_data(
+    params_yaml: str,
+    overrides: list,
+    data_ref: str,
+    cache_dir: str,
+    run_id: str,
+    dataset: Output[Dataset],
+    metrics: Output[Metrics],
+):
+    """Prepare the data set with its manifest; with a data_ref it stays there and the artifact names it."""
+    from kdpipe import steps
+    from kdpipe.kubeflow import artifacts, dataref
+    from kdpipe.kubeflow.params import step_params
+
+    ref = dataref.parse(data_ref)
+    if ref.kind == "dvc":
+        manifest = dataref.verified_manifest(dataref.materialize(ref, cache_dir))
+    else:
+        params = step_params(params_yaml, overrides, run_id,
+                             prepared=dataref.writable_dir(ref, dataset.path, cache_dir))
+        manifest = steps.prepare_data(params)
+        dataref.publish(ref, params.paths.prepared)
+    dataref.record(ref, manifest, dataset)
+    artifacts.log_scalars(metrics, {f"{split}_size": n for split, n in manifest["splits"].items()})

@@ -1,0 +1,40 @@
+"""Kubeflow component for kdpipe.steps.validate_student: metrics, confusion matrix, report, verdict."""
+
+from kfp import dsl
+from kfp.dsl import Artifact, ClassificationMetrics, Dataset, Input, Markdown, Metrics, Model, Output
+
+from kdpipe.kubeflow.image import IMAGE
+
+
+@dsl.component(base_image=IMAGE, install_kfp_package=False)
+def validate_student(
+    params_yaml: str,
+    overrides: list,
+    cache_dir: str,
+    run_id: str,
+    dataset: Input[Dataset],
+    teacher: Input[Model],
+    student: Input[Model],
+    validation: Output[Artifact],
+    metrics: Output[Metrics],
+    confusion: Output[ClassificationMetrics],
+    report: Output[Markdown],
+) -> bool:
+    """Measure the student beside its teacher; returns whether it passed, which gates promote.
+
+    A plain ``bool`` (kfp's single output "Output"): kfp.local resolves conditions only on that name.
+    """
+    from pathlib import Path
+
+    from kdpipe import steps
+    from kdpipe.kubeflow import artifacts, dataref
+    from kdpipe.kubeflow.params import step_params
+
+    params = step_params(params_yaml, overrides, run_id, prepared=dataref.local_dir(dataset.path, cache_dir),
+                         teacher=teacher.path, student=student.path, validation=validation.path)
+    result = steps.validate_student(params)
+    artifacts.log_scalars(metrics, result)
+    artifacts.log_confusion(confusion, Path(validation.path) / steps.DETAILS_FILE)
+    artifacts.write_run_report(Path(report.path), Path(dataset.path), Path(student.path), Path(validation.path))
+    validation.metadata["passed"] = bool(result["passed"])
+    return bool(result["passed"])

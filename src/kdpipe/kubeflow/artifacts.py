@@ -1,0 +1,115 @@
+"""Step results as Kubeflow artifacts the UI can show: scalars, the confusion matrix, the report.
+
+The steps write plain JSON files; this module reads them back into kfp's Metrics,
+ClassificationMetrics, Model metadata and a Markdown run report, duck-typed so it needs no kfp.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any, Protocol
+
+from kdpipe.model_file import MODEL_FILE
+
+
+class MetricsLike(Protocol):
+    def log_metric(self, metric: str, value: float) -> None: ...
+
+
+class ConfusionLike(Protocol):
+    def log_confusion_matrix(self, categories: list[str], matrix: list[list[int]]) -> None: ...
+
+
+class ArtifactLike(Protocol):
+    path: str
+    metadata: dict[str, Any]
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def log_scalars(metrics: MetricsLike, values: dict[str, Any], prefix: str = "") -> None:
+    """Every finite number in ``values`` (nested dicts flattened with dots) as a Kubeflow metric."""
+    for key, value in values.items():
+        if isinstance(value, dict):
+            log_scalars(metrics, value, f"{prefix}{key}.")
+        elif _number(value):
+            metrics.log_metric(f"{prefix}{key}", float(value))
+
+
+def read_json(path: Path) -> dict[str, Any]:
+    return dict(json.loads(path.read_text()))
+
+
+def describe_model(model: ArtifactLike, **extra: Any) -> None:
+    """Model metadata the Kubeflow UI lists: the file, framework, architecture, classes, data."""
+    from kdpipe.model_file import load_model
+
+    _, record = load_model(Path(model.path) / MODEL_FILE)
+    meta = record.get("meta", {})
+    model.metadata.update({
+        "framework": "pytorch",
+        "file": MODEL_FILE,
+        "arch": record["arch"],
+        "classes": list(record["classes"]),
+        "in_channels": int(record["in_channels"]),
+        **{k: v for k, v in meta.items() if isinstance(v, (str, int, float, bool))},
+        **extra,
+    })
+
+
+def log_confusion(confusion: ConfusionLike, details_path: Path) -> None:
+    """The student's test confusion matrix (rows: true class, columns: predicted)."""
+    details = read_json(details_path)
+    confusion.log_confusion_matrix(list(details["classes"]), details["student"]["confusion_matrix"])
+
+
+def _fmt(value: Any, spec: str) -> str:
+    return format(value, spec) if _number(value) else "n/a"
+
+
+def run_report(manifest: dict[str, Any], distilled: dict[str, Any], validation: dict[str, Any],
+               decision: dict[str, Any]) -> str:
+    """The Markdown summary of one pipeline run: data, teacher and student, and the verdict."""
+    teacher, student = validation["teacher"], validation["student"]
+    rows = [
+        ("test top-1", "top1", ".2%"), ("test top-5", "top5", ".2%"), ("calibration error (ECE)", "ece", ".4f"),
+        ("agreement with the teacher", "teacher_agreement", ".2%"), ("parameters", "parameters", ","),
+        ("latency per image, batch 1 (ms)", "latency_ms_batch1", ".2f"),
+    ]
+    lines = [
+        "# kdpipe run report",
+        "",
+        f"Data: `{manifest['source']}`, sha256 `{manifest['sha256'][:16]}`, splits "
+        + ", ".join(f"{k} {v:,}" for k, v in manifest["splits"].items()),
+        "",
+        f"Distillation: method `{distilled.get('method')}`, {distilled.get('epochs')} epochs, "
+        f"final validation accuracy {_fmt(distilled.get('final_val_acc'), '.2%')}",
+        "",
+        "| | teacher | student |",
+        "|---|---|---|",
+        *(f"| {label} | {_fmt(teacher.get(key), spec)} | {_fmt(student.get(key), spec)} |" for label, key, spec in rows),
+        "",
+        "**Validation passed**: the student goes on to promotion." if decision["passed"]
+        else "**Validation failed**, the student is not promoted:",
+        *(f"- {reason}" for reason in decision.get("reasons", [])),
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def write_run_report(path: Path, dataset_dir: Path, student_dir: Path, validation_dir: Path) -> None:
+    """The run report from the files the steps wrote (every Dataset artifact holds the manifest)."""
+    from kdpipe.data.prepared import MANIFEST_FILE
+
+    text = run_report(
+        read_json(dataset_dir / MANIFEST_FILE),
+        read_json(student_dir / "metrics.json"),
+        read_json(validation_dir / "metrics.json"),
+        read_json(validation_dir / "decision.json"),
+    )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)

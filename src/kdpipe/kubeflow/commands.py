@@ -1,0 +1,90 @@
+"""`kdpipe pipeline compile | submit | schedule | run-local | image`: the Kubeflow commands.
+
+The params file (``-c``) and overrides (``-p``) are validated like every other command's, then
+travel as the pipeline's ``params_yaml`` and ``overrides`` parameters, so a run on the cluster
+uses exactly what was checked here.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+DEFAULT_PIPELINE_ROOT = Path("artifacts/kfp")
+
+
+def _cluster_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--host", required=True, help="Kubeflow Pipelines API endpoint, e.g. http://localhost:8080")
+    p.add_argument("--experiment", default="kdpipe", help="Kubeflow experiment (default: kdpipe)")
+    p.add_argument("--package", type=Path, help="compiled pipeline (default: pipelines/distill_pipeline.yaml)")
+    p.add_argument("--data-ref", help="pvc:/path, s3://bucket/prefix or dvc+<repo>@<rev>#<path> for large data")
+    p.add_argument("--accelerator-type", help="Kubernetes GPU resource (default: nvidia.com/gpu)")
+    p.add_argument("--accelerator-count", type=int, help="GPUs of the distill pod, one torchrun process each")
+    p.add_argument("--credentials-secret", help="Kubernetes secret with the S3 and MLflow credentials")
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    sub = p.add_subparsers(dest="pipeline_command", required=True)
+    c = sub.add_parser("compile", help="write the pipeline YAML (default: pipelines/distill_pipeline.yaml)")
+    c.add_argument("-o", "--output", type=Path, help="where to write it")
+    c.add_argument("--data-cache-pvc", help="mount this PersistentVolumeClaim for the data cache and checkpoints")
+    c.add_argument("--pytorchjob-nodes", type=int, default=0,
+                   help="run distill as a Training Operator PyTorchJob on this many nodes (needs --data-cache-pvc)")
+    s = sub.add_parser("submit", help="start one run on a Kubeflow Pipelines cluster")
+    _cluster_arguments(s)
+    s.add_argument("--run-name", help="display name of the run")
+    r = sub.add_parser("schedule", help="create or update the nightly recurring run")
+    _cluster_arguments(r)
+    r.add_argument("--cron", default="0 2 * * *", help='cron expression (default: "0 2 * * *", 02:00 every night)')
+    r.add_argument("--name", default="kdpipe-nightly", help="recurring run name; an existing one is replaced")
+    local = sub.add_parser("run-local", help="run the pipeline here with kfp.local (SubprocessRunner)")
+    local.add_argument("--pipeline-root", type=Path, default=DEFAULT_PIPELINE_ROOT,
+                       help=f"where the run's artifacts go (default: {DEFAULT_PIPELINE_ROOT})")
+    local.add_argument("--data-ref", help="pvc:/path, s3://bucket/prefix or dvc+<repo>@<rev>#<path>")
+    sub.add_parser("image", help="print the container image every component runs in")
+
+
+def _arguments(args: argparse.Namespace, params_text: str) -> dict[str, Any]:
+    """Pipeline parameters from the command line; unset options keep the compiled defaults."""
+    values = {
+        "params_yaml": params_text,
+        "overrides": list(args.overrides),
+        "data_ref": args.data_ref,
+        "accelerator_type": getattr(args, "accelerator_type", None),
+        "accelerator_count": getattr(args, "accelerator_count", None),
+        "credentials_secret": getattr(args, "credentials_secret", None),
+    }
+    return {k: v for k, v in values.items() if v is not None}
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    """Carry out one ``kdpipe pipeline`` command (the CLI has validated ``-c`` and ``-p`` already)."""
+    from kdpipe.kubeflow.image import IMAGE
+
+    if args.pipeline_command == "image":
+        print(IMAGE)
+        return {"image": IMAGE}
+    from pipelines.distill_pipeline import COMPILED, Options, compile_pipeline
+
+    params_text = Path(args.params).read_text()
+    if args.pipeline_command == "compile":
+        out = compile_pipeline(args.output or COMPILED, params_text, Options(args.data_cache_pvc, args.pytorchjob_nodes))
+        print(f"wrote {out}")
+        return {"package": str(out)}
+    if args.pipeline_command == "run-local":
+        from kdpipe.kubeflow.local import run_local
+
+        run_dir = run_local(params_text, args.pipeline_root, _arguments(args, params_text))
+        print(f"artifacts of the run: {run_dir}")
+        return {"run_dir": str(run_dir)}
+    from kdpipe.kubeflow import client
+
+    package = args.package or COMPILED
+    if args.pipeline_command == "submit":
+        run_id = client.submit(args.host, package, _arguments(args, params_text), args.experiment, args.run_name)
+        print(f"started run {run_id} in experiment {args.experiment!r}")
+        return {"run_id": run_id}
+    result = client.schedule(args.host, package, args.cron, args.name, args.experiment, _arguments(args, params_text))
+    print(f"{result['action']} recurring run {args.name!r} ({result['recurring_run_id']}), cron {args.cron!r}")
+    return result

@@ -1,0 +1,189 @@
+"""The compiled pipeline: committed and current, and every cluster setting on the task it belongs to.
+
+The YAML holds two documents (``yaml.safe_load_all``): the pipeline spec, then the Kubernetes
+platform spec that kfp-kubernetes writes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from kdpipe.config import Params
+from kdpipe.errors import KdpipeError
+from kdpipe.kubeflow import cluster, pytorchjob
+from kdpipe.kubeflow.image import IMAGE
+from kdpipe.kubeflow.params import one_line, step_params
+from pipelines.distill_pipeline import COMPILED, RETRIES, Options, compile_pipeline
+
+REPO = Path(__file__).resolve().parents[1]
+PARAMS_TEXT = (REPO / "params.yaml").read_text()
+
+
+def _load(path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    spec, platform = yaml.safe_load_all(path.read_text())
+    return spec, platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+
+
+@pytest.fixture(scope="module")
+def compiled() -> tuple[dict[str, Any], dict[str, Any]]:
+    return _load(COMPILED)
+
+
+def _tasks(spec: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Every task of the DAG, including those inside conditions."""
+    tasks = dict(spec["root"]["dag"]["tasks"])
+    for component in spec["components"].values():
+        tasks.update(component.get("dag", {}).get("tasks", {}))
+    return tasks
+
+
+def test_committed_pipeline_is_what_compile_writes_now(tmp_path: Path) -> None:
+    fresh = compile_pipeline(tmp_path / "pipeline.yaml", PARAMS_TEXT)
+    assert fresh.read_text() == COMPILED.read_text(), (
+        f"{COMPILED.relative_to(REPO)} is stale: run `kdpipe pipeline compile` and commit it"
+    )
+
+
+def test_defaults_are_the_embedded_params_and_one_gpu(compiled: tuple[dict[str, Any], dict[str, Any]]) -> None:
+    spec, _ = compiled
+    inputs = spec["root"]["inputDefinitions"]["parameters"]
+    assert yaml.safe_load(inputs["params_yaml"]["defaultValue"]) == yaml.safe_load(PARAMS_TEXT)
+    assert step_params(inputs["params_yaml"]["defaultValue"], []).data.source == "fashion_mnist"
+    assert inputs["accelerator_type"]["defaultValue"] == cluster.GPU_RESOURCE
+    assert inputs["accelerator_count"]["defaultValue"] == 1
+    assert inputs["credentials_secret"]["defaultValue"] == cluster.CREDENTIALS_SECRET
+
+
+def test_every_component_runs_in_the_project_image(compiled: tuple[dict[str, Any], dict[str, Any]]) -> None:
+    spec, _ = compiled
+    executors = spec["deploymentSpec"]["executors"]
+    assert set(executors) == {f"exec-{name}" for name in
+                              ("prepare-data", "evaluate-teacher", "distill", "validate-student", "promote")}
+    for executor in executors.values():
+        container = executor["container"]
+        assert container["image"] == IMAGE
+        assert "pip install" not in " ".join(container["command"])  # the image already holds kfp and kdpipe
+
+
+def test_distill_requests_gpus_from_pipeline_parameters(compiled: tuple[dict[str, Any], dict[str, Any]]) -> None:
+    spec, platform = compiled
+    executors = spec["deploymentSpec"]["executors"]
+    accelerator = executors["exec-distill"]["container"]["resources"]["accelerator"]
+    assert accelerator == {"resourceType": "{{$.inputs.parameters['pipelinechannel--accelerator_type']}}",
+                           "resourceCount": "{{$.inputs.parameters['pipelinechannel--accelerator_count']}}"}
+    distill = spec["root"]["dag"]["tasks"]["distill"]
+    assert distill["inputs"]["parameters"]["num_processes"] == {"componentInputParameter": "accelerator_count"}
+    assert [name for name, e in executors.items() if "resources" in e["container"]] == ["exec-distill"]
+
+    gpu = platform["exec-distill"]
+    assert gpu["tolerations"] == [dict(t) for t in cluster.GPU_TOLERATIONS]
+    assert gpu["nodeSelector"]["labels"] == cluster.GPU_NODE_SELECTOR
+    assert gpu["emptyDirMounts"] == [{"volumeName": "dshm", "mountPath": "/dev/shm", "medium": "Memory"}]
+    for name, executor in platform.items():
+        if name != "exec-distill":
+            assert "tolerations" not in executor and "nodeSelector" not in executor, name
+
+
+def test_every_task_reads_the_credentials_secret_as_env(compiled: tuple[dict[str, Any], dict[str, Any]]) -> None:
+    _, platform = compiled
+    assert len(platform) == 5
+    for name, executor in platform.items():
+        (secret,) = executor["secretAsEnv"]
+        assert {m["secretKey"]: m["envVar"] for m in secret["keyToEnv"]} == {k: k for k in cluster.SECRET_ENV}, name
+        assert secret["secretNameParameter"]["componentInputParameter"].endswith("credentials_secret")
+
+
+def test_retries_and_caching(compiled: tuple[dict[str, Any], dict[str, Any]]) -> None:
+    spec, _ = compiled
+    tasks = _tasks(spec)
+    assert tasks["distill"]["retryPolicy"] == {"maxRetryCount": 3, "backoffDuration": "60s", "backoffFactor": 2.0,
+                                               "backoffMaxDuration": "3600s"} == {
+        "maxRetryCount": RETRIES["num_retries"], "backoffDuration": RETRIES["backoff_duration"],
+        "backoffFactor": RETRIES["backoff_factor"], "backoffMaxDuration": RETRIES["backoff_max_duration"]}
+    caching = {name: task["cachingOptions"].get("enableCache", False) for name, task in tasks.items()
+               if "cachingOptions" in task}
+    assert caching == {"prepare-data": True, "evaluate-teacher": False, "distill": False,
+                       "validate-student": False, "promote": False}
+
+
+def test_promote_runs_only_when_validation_passed(compiled: tuple[dict[str, Any], dict[str, Any]]) -> None:
+    spec, _ = compiled
+    (gate,) = [t for t in spec["root"]["dag"]["tasks"].values() if t.get("triggerPolicy")]
+    assert gate["triggerPolicy"]["condition"] == "inputs.parameter_values['pipelinechannel--validate-student-Output'] == true"
+    assert "promote" in spec["components"][gate["componentRef"]["name"]]["dag"]["tasks"]
+    assert "promote" not in spec["root"]["dag"]["tasks"]
+
+
+def test_a_data_cache_pvc_is_mounted_on_every_task(tmp_path: Path) -> None:
+    spec, platform = _load(compile_pipeline(tmp_path / "p.yaml", PARAMS_TEXT, Options(data_cache_pvc="kd-cache")))
+    for name, executor in platform.items():
+        (mount,) = executor["pvcMount"]
+        assert mount["mountPath"] == cluster.CACHE_PATH and mount["pvcNameParameter"]["runtimeValue"]["constant"] == "kd-cache", name
+    for task in spec["root"]["dag"]["tasks"].values():
+        if "cache_dir" in task["inputs"]["parameters"]:
+            assert task["inputs"]["parameters"]["cache_dir"]["runtimeValue"]["constant"] == cluster.CACHE_PATH
+
+
+def test_pytorchjob_flag_compiles_distill_as_a_launcher_of_a_pytorchjob(tmp_path: Path) -> None:
+    with pytest.raises(KdpipeError, match="needs --data-cache-pvc"):
+        compile_pipeline(tmp_path / "p.yaml", PARAMS_TEXT, Options(pytorchjob_nodes=2))
+    spec, platform = _load(compile_pipeline(tmp_path / "p.yaml", PARAMS_TEXT,
+                                            Options(data_cache_pvc="shared", pytorchjob_nodes=3)))
+    launcher = spec["root"]["dag"]["tasks"]["distill-pytorchjob"]
+    assert launcher["inputs"]["parameters"]["nodes"]["runtimeValue"]["constant"] == 3
+    assert launcher["inputs"]["parameters"]["gpus_per_node"] == {"componentInputParameter": "accelerator_count"}
+    assert launcher["retryPolicy"]["maxRetryCount"] == 3
+    assert "resources" not in spec["deploymentSpec"]["executors"]["exec-distill-pytorchjob"]["container"]
+    assert "tolerations" not in platform["exec-distill-pytorchjob"]  # the launcher itself needs no GPU
+
+
+def test_pytorchjob_manifest_places_torchrun_pods_on_gpu_nodes(tmp_path: Path) -> None:
+    job = pytorchjob.manifest("kdpipe-distill-x", tmp_path, nodes=3, gpus_per_node=4, pvc_name="shared",
+                              secret_name="creds")
+    assert job["kind"] == "PyTorchJob" and job["spec"]["nprocPerNode"] == "4"
+    replicas = job["spec"]["pytorchReplicaSpecs"]
+    assert replicas["Master"]["replicas"] == 1 and replicas["Worker"]["replicas"] == 2
+    pod = replicas["Worker"]["template"]["spec"]
+    (container,) = pod["containers"]
+    assert container["image"] == IMAGE
+    assert container["command"][1:4] == ["-m", "torch.distributed.run", "-m"]  # torchrun reads PET_* from the operator
+    assert container["command"][-3:] == ["-c", str(tmp_path / "params.yaml"), "--resume"]
+    assert container["resources"]["limits"] == {cluster.GPU_RESOURCE: 4}
+    assert {e["name"] for e in container["env"]} == set(cluster.SECRET_ENV)
+    assert {e["valueFrom"]["secretKeyRef"]["name"] for e in container["env"]} == {"creds"}
+    assert pod["tolerations"] == [dict(t) for t in cluster.GPU_TOLERATIONS]
+    assert pod["nodeSelector"] == cluster.GPU_NODE_SELECTOR
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    assert volumes["kdpipe-cache"]["persistentVolumeClaim"] == {"claimName": "shared"}
+    assert volumes["dshm"]["emptyDir"] == {"medium": "Memory"}
+    assert "Worker" not in pytorchjob.manifest("one", tmp_path, nodes=1, gpus_per_node=2)["spec"]["pytorchReplicaSpecs"]
+    assert pytorchjob.job_state({"status": {"conditions": [{"type": "Running", "status": "True"}]}}) is None
+    assert pytorchjob.job_state({"status": {"conditions": [{"type": "Succeeded", "status": "True"}]}}) == "Succeeded"
+
+
+def test_params_default_is_single_line_yaml_of_the_same_params() -> None:
+    text = one_line(PARAMS_TEXT)
+    assert "\n" not in text
+    assert yaml.safe_load(text) == yaml.safe_load(PARAMS_TEXT)
+
+
+def test_pytorchjob_stage_puts_inputs_and_params_on_the_shared_volume(
+    make_params: Callable[..., Params], tmp_path: Path
+) -> None:
+    params = make_params()
+    for name in ("prepared", "teacher"):
+        Path(getattr(params.paths, name)).mkdir(parents=True)
+        (Path(getattr(params.paths, name)) / f"{name}.bin").write_bytes(b"x")
+    work = tmp_path / "pvc" / "runs" / "r1"
+    work.mkdir(parents=True)
+    staged = pytorchjob.stage(params, work)
+    assert (work / "prepared" / "prepared.bin").exists() and (work / "teacher" / "teacher.bin").exists()
+    reread = step_params((work / "params.yaml").read_text(), [])
+    assert reread == staged
+    assert {reread.paths.prepared, reread.paths.student, reread.paths.checkpoints} == {
+        str(work / "prepared"), str(work / "student"), str(work / "checkpoints")}
