@@ -42,8 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "promote":
             p.add_argument("--dry-run", action="store_true", help="explain the decision without changing anything")
     p = sub.add_parser("pipeline", help="the Kubeflow pipeline: compile, submit, schedule, run-local, image")
-    _add_common(p)
-    kubeflow_commands.add_arguments(p)
+    kubeflow_commands.add_arguments(p, _add_common)
     return parser
 
 

@@ -63,11 +63,12 @@ def _recurring_runs_named(client: Any, experiment_id: str, name: str) -> list[An
 def schedule(host: str, package: Path, cron: str, name: str, experiment: str,
              arguments: dict[str, Any]) -> dict[str, Any]:
     """Create the recurring run ``name``, replacing any existing one of that name in ``experiment``."""
+    cron = kfp_cron(cron)
     client = connect(host)
     experiment_id = client.create_experiment(name=experiment).experiment_id
     previous = _recurring_runs_named(client, experiment_id, name)
     created = client.create_recurring_run(
-        experiment_id=experiment_id, job_name=name, cron_expression=kfp_cron(cron),
+        experiment_id=experiment_id, job_name=name, cron_expression=cron,
         pipeline_package_path=_package(package), params=arguments, max_concurrency=1, no_catchup=True,
     )
     for old in previous:

@@ -8,6 +8,7 @@ uses exactly what was checked here.
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +25,8 @@ def _cluster_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--credentials-secret", help="Kubernetes secret with the S3 and MLflow credentials")
 
 
-def add_arguments(p: argparse.ArgumentParser) -> None:
+def add_arguments(p: argparse.ArgumentParser, add_common: Callable[[argparse.ArgumentParser], None]) -> None:
+    """The subcommands, each with the CLI's common ``-c``/``-p`` options (``add_common``)."""
     sub = p.add_subparsers(dest="pipeline_command", required=True)
     c = sub.add_parser("compile", help="write the pipeline YAML (default: pipelines/distill_pipeline.yaml)")
     c.add_argument("-o", "--output", type=Path, help="where to write it")
@@ -42,7 +44,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     local.add_argument("--pipeline-root", type=Path, default=DEFAULT_PIPELINE_ROOT,
                        help=f"where the run's artifacts go (default: {DEFAULT_PIPELINE_ROOT})")
     local.add_argument("--data-ref", help="pvc:/path, s3://bucket/prefix or dvc+<repo>@<rev>#<path>")
-    sub.add_parser("image", help="print the container image every component runs in")
+    image = sub.add_parser("image", help="print the container image every component runs in")
+    for command in (c, s, r, local, image):
+        add_common(command)
 
 
 def _arguments(args: argparse.Namespace, params_text: str) -> dict[str, Any]:
