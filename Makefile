@@ -3,7 +3,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint data env
+.PHONY: demo test lint data env image
 
 $(STAMP): requirements.lock pyproject.toml
 	python3 -m venv $(VENV)
@@ -26,3 +26,7 @@ test: env data
 
 lint: env
 	$(BIN)/ruff check src tests benchmarks components pipelines
+
+# The container image of the Kubeflow components, tagged with the one reference the pipeline uses.
+image: env
+	docker build --build-arg IMAGE=$$($(BIN)/kdpipe pipeline image) -t $$($(BIN)/kdpipe pipeline image) .
