@@ -97,7 +97,7 @@ def writable_dir(ref: DataRef, artifact_path: str, scratch: str) -> str:
     if ref.kind == "path":
         return ref.location
     if ref.kind == "s3":
-        return tempfile.mkdtemp(prefix="kdpipe-prepared-", dir=scratch or None)
+        return tempfile.mkdtemp(prefix="kdpipe-prepared-", dir=_ensure(Path(scratch)) if scratch else None)
     return artifact_path
 
 
