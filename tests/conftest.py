@@ -16,6 +16,9 @@ import torch
 
 from kdpipe.config import Params, params_from_dict
 
+# Real MLflow and SeaweedFS servers (tests/servers.py), session-scoped, for the registry and S3 tests.
+from servers import mlflow_server, seaweedfs  # noqa: F401
+
 THREADS = int(os.environ.get("KDPIPE_TEST_THREADS", "2"))
 torch.set_num_threads(THREADS)
 

@@ -137,6 +137,17 @@ class TrackingConfig(_Section):
     experiment: str = Field("kdpipe", min_length=1)
     registered_model: str = Field("kdpipe-student", min_length=1)
 
+    @field_validator("uri")
+    @classmethod
+    def _no_credentials(cls, value: str) -> str:
+        """Params are logged to MLflow: a password here would end up in every run."""
+        from urllib.parse import urlsplit
+
+        if urlsplit(value).password is not None:
+            raise ValueError("must not contain credentials; set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD "
+                             "in the environment instead")
+        return value
+
 
 class PathsConfig(_Section):
     prepared: str = "data/prepared"

@@ -2,26 +2,41 @@
 
 A step is its own process under DVC and under Kubeflow, so a parent run would have to be handed
 across processes; a tag (``kdpipe.pipeline_run_id``) groups the steps of one pipeline run instead
-and works the same from the CLI, DVC and Kubeflow.
+and works the same from the CLI, DVC and Kubeflow (search ``tags.kdpipe.pipeline_run_id = '...'``).
+
+Every run carries the lineage tags (data sha256, teacher source and version, git commit, kdpipe
+version, device), the resolved params flattened, and the resolved ``params.yaml`` as an artifact.
+That artifact is written first, so a refusing artifact store fails a step before its work starts.
 """
 
 from __future__ import annotations
 
 import contextlib
+import copy
+import functools
 import logging
 import os
+import subprocess
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import torch
+import yaml
+
 from kdpipe import __version__
 from kdpipe.config import Params
-from kdpipe.errors import TrackingError
+from kdpipe.errors import KdpipeError, TrackingError
+from kdpipe.serving import ServingClassifier
+from kdpipe.storage import explain_storage_error
 
 log = logging.getLogger("kdpipe")
 
 PIPELINE_RUN_ENV = "KDPIPE_PIPELINE_RUN_ID"
+GIT_COMMIT_ENV = "KDPIPE_GIT_COMMIT"
+HEALTH_TIMEOUT_S = 5.0
+_TRACKING_MODULES = ("mlflow", "boto3", "botocore", "s3transfer", "requests", "urllib3", "sqlalchemy")
 
 
 def pipeline_run_id() -> str:
@@ -29,6 +44,19 @@ def pipeline_run_id() -> str:
     if not os.environ.get(PIPELINE_RUN_ENV):
         os.environ[PIPELINE_RUN_ENV] = uuid.uuid4().hex[:12]
     return os.environ[PIPELINE_RUN_ENV]
+
+
+@functools.cache
+def git_commit() -> str:
+    """The commit of kdpipe's source: ``KDPIPE_GIT_COMMIT`` (set in images), else git, else 'unknown'."""
+    if os.environ.get(GIT_COMMIT_ENV):
+        return os.environ[GIT_COMMIT_ENV]
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True,
+                             text=True, timeout=10, check=True)
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return out.stdout.strip() or "unknown"
 
 
 def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -40,6 +68,30 @@ def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
         else:
             out[name] = value
     return out
+
+
+def _first_line(exc: BaseException, limit: int = 300) -> str:
+    text = str(exc).strip()
+    line = text.splitlines()[0] if text else type(exc).__name__
+    return line[:limit]
+
+
+def _from_tracking_stack(exc: BaseException) -> bool:
+    return type(exc).__module__.split(".")[0] in _TRACKING_MODULES
+
+
+@contextlib.contextmanager
+def tracking_errors(params: Params, what: str = "MLflow request") -> Iterator[None]:
+    """Turn MLflow, S3 and HTTP failures into one-line :class:`TrackingError` messages."""
+    try:
+        yield
+    except KdpipeError:
+        raise
+    except Exception as exc:
+        if not _from_tracking_stack(exc):
+            raise
+        cause = explain_storage_error(exc) or _first_line(exc)
+        raise TrackingError(f"tracking: {what} failed against {params.tracking.uri}: {cause}") from None
 
 
 class StepRun:
@@ -67,6 +119,17 @@ class StepRun:
 
             mlflow.log_artifact(str(path), artifact_path)
 
+    def log_text(self, text: str, artifact_file: str) -> None:
+        if self.active:
+            import mlflow
+
+            mlflow.log_text(text, artifact_file)
+
+    def log_classifier(self, model: torch.nn.Module, checkpoint: Path, manifest: dict[str, Any],
+                       name: str = "student") -> dict[str, str] | None:
+        """Log ``model`` as an MLflow model (see :func:`log_classifier`); None when tracking is off."""
+        return log_classifier(model, checkpoint, manifest, name) if self.active else None
+
     @property
     def run_id(self) -> str | None:
         if not self.active:
@@ -77,45 +140,110 @@ class StepRun:
         return run.info.run_id if run else None
 
 
+def _probe_server(uri: str) -> None:
+    """An HTTP tracking server answers /health at once; MLflow's own client would retry for minutes."""
+    import requests
+
+    try:
+        resp = requests.get(uri.rstrip("/") + "/health", timeout=HEALTH_TIMEOUT_S)
+    except requests.RequestException as exc:
+        reason = "connection refused" if isinstance(exc, requests.ConnectionError) else type(exc).__name__
+        raise TrackingError(f"tracking.uri: cannot reach MLflow at {uri} ({reason})") from None
+    if resp.status_code >= 500:
+        raise TrackingError(f"tracking.uri: MLflow at {uri} is unhealthy (HTTP {resp.status_code} on /health)")
+
+
 def check_tracking(params: Params) -> None:
     """Fail fast, before any training, when the tracking store cannot be reached."""
     if not params.tracking.enabled:
         return
     import mlflow
-    from mlflow.exceptions import MlflowException
 
-    mlflow.set_tracking_uri(params.tracking.uri)
+    uri = params.tracking.uri
+    if uri.startswith(("http://", "https://")):
+        _probe_server(uri)
+    mlflow.set_tracking_uri(uri)
     try:
         mlflow.set_experiment(params.tracking.experiment)
-    except (MlflowException, OSError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise TrackingError(f"tracking.uri: cannot reach MLflow at {params.tracking.uri} ({first})") from None
+    except Exception as exc:
+        raise TrackingError(f"tracking.uri: cannot reach MLflow at {uri} ({_first_line(exc)})") from None
+
+
+def lineage_tags(params: Params, **extra: Any) -> dict[str, str]:
+    """What every run and registered version says about where it came from."""
+    tags = {
+        "kdpipe.pipeline_run_id": pipeline_run_id(),
+        "kdpipe.version": __version__,
+        "kdpipe.git_commit": git_commit(),
+        "kdpipe.teacher_source": params.teacher.source,
+    }
+    tags.update({k: str(v) for k, v in extra.items() if v is not None})
+    return tags
 
 
 @contextlib.contextmanager
-def step_run(params: Params, step: str, tags: dict[str, Any] | None = None) -> Iterator[StepRun]:
-    """Open an MLflow run for one step; a failure ends it FAILED with the reason in a tag."""
-    if not params.tracking.enabled:
+def step_run(params: Params, step: str, tags: dict[str, Any] | None = None, *, main: bool = True) -> Iterator[StepRun]:
+    """Open an MLflow run for one step; a failure ends it FAILED with the reason in a tag.
+
+    ``main`` is false on every DDP rank but 0: those ranks get an inactive handle and never touch
+    MLflow.
+    """
+    if not params.tracking.enabled or not main:
         yield StepRun(active=False)
         return
     import mlflow
 
     check_tracking(params)
-    with mlflow.start_run(run_name=f"{step}-{pipeline_run_id()}") as run:
-        mlflow.log_params(flatten(params.to_dict()))
-        mlflow.set_tags(
-            {
-                "kdpipe.step": step,
-                "kdpipe.pipeline_run_id": pipeline_run_id(),
-                "kdpipe.version": __version__,
-                **{k: str(v) for k, v in (tags or {}).items()},
-            }
-        )
-        handle = StepRun(active=True)
+    with tracking_errors(params, f"the {step} run"), mlflow.start_run(run_name=f"{step}-{pipeline_run_id()}") as run:
         try:
-            yield handle
+            mlflow.log_params(flatten(params.to_dict()))
+            mlflow.set_tags({"kdpipe.step": step, **lineage_tags(params), **{k: str(v) for k, v in (tags or {}).items()}})
+            mlflow.log_text(yaml.safe_dump(params.to_dict(), sort_keys=False), "params.yaml")
+            yield StepRun(active=True)
         except BaseException as exc:
-            mlflow.set_tag("kdpipe.error", f"{type(exc).__name__}: {exc}"[:5000])
-            mlflow.end_run(status="FAILED")
+            with contextlib.suppress(Exception):
+                mlflow.set_tag("kdpipe.error", f"{type(exc).__name__}: {exc}"[:5000])
+            with contextlib.suppress(Exception):
+                mlflow.end_run(status="FAILED")
             raise
         log.info("%s: MLflow run %s in experiment %r", step, run.info.run_id, params.tracking.experiment)
+
+
+def log_classifier(model: torch.nn.Module, checkpoint: Path, manifest: dict[str, Any], name: str = "student") -> dict[str, str]:
+    """Log ``model`` in MLflow 3's form: pt2 export, tensor signature, input example, no projector.
+
+    The exported module is :class:`ServingClassifier` (float images in [0, 1], normalisation inside).
+    The kdpipe checkpoint (architecture, classes, weights) rides along in ``extra_files`` so that a
+    registered model can serve again as a teacher with its classes checked.
+    """
+    import mlflow
+    import numpy as np
+    from mlflow.models import ModelSignature
+    from mlflow.types import Schema, TensorSpec
+
+    shape = tuple(int(s) for s in manifest["shape"])
+    classes = list(manifest["classes"])
+    net = copy.deepcopy(model).cpu().float().to(memory_format=torch.contiguous_format).eval()
+    serving = ServingClassifier(net, manifest["mean"], manifest["std"]).eval()
+    example = np.random.default_rng(0).random((2, *shape), dtype=np.float32)
+    signature = ModelSignature(
+        inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, *shape))]),
+        outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, len(classes)))]),
+    )
+    info = mlflow.pytorch.log_model(
+        serving,
+        name=name,
+        signature=signature,
+        input_example=example,
+        pip_requirements=[f"torch=={torch.__version__.split('+')[0]}", f"mlflow=={mlflow.__version__}"],
+        extra_files=[str(checkpoint)],
+        metadata={
+            "classes": classes,
+            "input": "float32 images N x C x H x W with values in [0, 1]; normalisation is inside the model",
+            "mean": list(manifest["mean"]),
+            "std": list(manifest["std"]),
+            "data_sha256": manifest["sha256"],
+        },
+    )
+    return {"model_uri": info.model_uri, "model_id": info.model_id, "run_id": info.run_id,
+            "tracking_uri": mlflow.get_tracking_uri()}

@@ -1,0 +1,88 @@
+"""The serving champion, measured on this run's test split so the gate compares like with like.
+
+The champion is loaded from the registry exactly as users get it (the exported serving module, float
+images in [0, 1]) and scored on the prepared test images. Only a champion evaluated on the same data
+(sha256 tag) is scored: on other data its numbers would not be comparable, and the gate refuses.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from kdpipe import registry
+from kdpipe.config import Params
+from kdpipe.data.prepared import PreparedData, load_prepared
+from kdpipe.errors import KdpipeError
+from kdpipe.promote import DATA_SHA_TAG, ChampionEvaluator, Scores
+from kdpipe.serving import predict_unit_images
+
+RECORDED_TAGS = {"arch": "kdpipe.student_arch", "parameters": "kdpipe.parameters", "size_bytes": "kdpipe.size_bytes",
+                 "latency_ms_batch1": "kdpipe.latency_ms_batch1", "top1": "kdpipe.top1"}
+
+
+@dataclass(frozen=True)
+class ChampionScore:
+    """The champion as the validation saw it; ``logits`` is None when it is not comparable."""
+
+    version: str | None
+    data_sha256: str | None
+    logits: torch.Tensor | None
+    tags: dict[str, str]
+    note: str
+
+    def recorded(self) -> dict[str, Any]:
+        """What the champion's own validation recorded in its version tags: architecture, size, speed."""
+        out: dict[str, Any] = {"arch": self.tags.get(RECORDED_TAGS["arch"], "?")}
+        for key in ("parameters", "size_bytes"):
+            if RECORDED_TAGS[key] in self.tags:
+                out[key] = int(float(self.tags[RECORDED_TAGS[key]]))
+        if RECORDED_TAGS["latency_ms_batch1"] in self.tags:
+            out["latency_ms_batch1"] = float(self.tags[RECORDED_TAGS["latency_ms_batch1"]])
+        return out
+
+
+def score_version(params: Params, mlflow_client: Any, version: str, data: PreparedData) -> torch.Tensor:
+    module = registry.load_serving(mlflow_client, params.tracking.registered_model, version)
+    return predict_unit_images(module, data.split("test")[0], params.runtime.eval_batch_size)
+
+
+def measure(params: Params, data: PreparedData) -> ChampionScore:
+    """Look up ``champion`` and score it on ``data``'s test split when it saw the same data."""
+    if not params.tracking.enabled:
+        return ChampionScore(None, None, None, {}, "tracking is off: no registry to read a champion from")
+    name = params.tracking.registered_model
+    mlflow_client = registry.client(params.tracking.uri)
+    mv = registry.version_by_alias(mlflow_client, name, registry.CHAMPION)
+    if mv is None:
+        return ChampionScore(None, None, None, {}, f"{name} has no champion yet")
+    sha = mv.tags.get(DATA_SHA_TAG)
+    if sha != data.sha256:
+        return ChampionScore(str(mv.version), sha, None, dict(mv.tags),
+                             f"v{mv.version} was evaluated on other data ({str(sha)[:12]}); not comparable")
+    logits = score_version(params, mlflow_client, str(mv.version), data)
+    return ChampionScore(str(mv.version), sha, logits, dict(mv.tags), f"v{mv.version} measured on this test split")
+
+
+def evaluator(params: Params, validated: dict[str, Any], data_sha256: str) -> ChampionEvaluator:
+    """The gate's champion scorer: the validation's predictions when the champion is unchanged,
+    otherwise (it moved since) a fresh measurement on the prepared data the student was validated on."""
+    name = params.tracking.registered_model
+
+    def evaluate(mv: Any) -> Scores:
+        labels = validated["labels"]
+        if validated.get("champion_version") == str(mv.version) and "champion" in validated:
+            return Scores.from_predictions(validated["champion"], labels, data_sha256)
+        data = load_prepared(params.paths.prepared)
+        if data.sha256 != data_sha256:
+            raise KdpipeError(
+                f"{params.paths.prepared}: the prepared data ({data.sha256[:12]}) changed since validation "
+                f"({data_sha256[:12]}), and champion v{mv.version} of {name} must be measured on the student's data; "
+                "rerun validate"
+            )
+        logits = score_version(params, registry.client(params.tracking.uri), str(mv.version), data)
+        return Scores.from_predictions(logits.argmax(1), labels, data_sha256)
+
+    return evaluate

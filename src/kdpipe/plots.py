@@ -1,0 +1,72 @@
+"""PNG figures for the MLflow UI: learning curves of a training run and a confusion matrix.
+
+Drawn with matplotlib's object API on the Agg canvas: no pyplot state, no display, safe in worker
+processes and threads.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+_PANELS = (
+    ("losses", lambda k: k == "loss" or k.startswith("loss_")),
+    ("accuracy", lambda k: k in ("train_acc", "val_acc")),
+    ("learning rate", lambda k: k == "lr"),
+    ("projector effective rank", lambda k: k == "projector_effective_rank"),
+)
+
+
+def _save(fig: Figure, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    FigureCanvasAgg(fig)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    return path
+
+
+def learning_curves(history: list[dict[str, Any]], path: Path, title: str = "") -> Path:
+    """One panel per family of per-epoch values that the history holds."""
+    keys = [k for rec in history for k in rec]
+    panels = [(name, [k for k in dict.fromkeys(keys) if pick(k)]) for name, pick in _PANELS]
+    panels = [(name, ks) for name, ks in panels if ks]
+    fig = Figure(figsize=(4.2 * len(panels), 3.4))
+    epochs = [rec["epoch"] for rec in history]
+    for i, (name, ks) in enumerate(panels):
+        ax = fig.add_subplot(1, len(panels), i + 1)
+        for k in ks:
+            ax.plot(epochs, [rec.get(k, float("nan")) for rec in history], marker="o", label=k)
+        ax.set_title(name)
+        ax.set_xlabel("epoch")
+        ax.grid(alpha=0.3)
+        if len(ks) > 1:
+            ax.legend(fontsize=7)
+    if title:
+        fig.suptitle(title)
+    return _save(fig, path)
+
+
+def confusion_matrix(matrix: list[list[int]], classes: list[str], path: Path, title: str = "") -> Path:
+    """Rows are true classes, columns predictions; counts written in the cells."""
+    n = len(classes)
+    size = max(4.0, 0.55 * n + 2)
+    fig = Figure(figsize=(size, size))
+    ax = fig.add_subplot(1, 1, 1)
+    image = ax.imshow(matrix, cmap="Blues")
+    fig.colorbar(image, ax=ax, fraction=0.046)
+    ticks = list(range(n))
+    ax.set_xticks(ticks, labels=classes, rotation=60, ha="right", fontsize=7)
+    ax.set_yticks(ticks, labels=classes, fontsize=7)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    if n <= 30:
+        top = max((max(row) for row in matrix), default=0)
+        for r, row in enumerate(matrix):
+            for c, count in enumerate(row):
+                ax.text(c, r, str(count), ha="center", va="center", fontsize=6,
+                        color="white" if count > top / 2 else "black")
+    if title:
+        ax.set_title(title)
+    return _save(fig, path)

@@ -1,0 +1,200 @@
+"""The MLflow model registry as kdpipe uses it: aliases, version tags, a promotion lock, models:/ URIs.
+
+MLflow has no compare-and-set on aliases, so two promotions racing could each read the old champion
+and each move it. The registry itself provides the mutex: registered-model names are unique, so
+creating ``<name>.promotion-lock`` succeeds for exactly one caller (acquire) and deleting it
+releases. A holder that died leaves a stale lock; a waiter takes it over once it is older than
+``stale_after_s`` (judged by the server's creation time, or by how long this waiter has watched the
+same holder, whichever says stale first, so clock skew cannot keep it forever).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import re
+import socket
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from kdpipe.errors import KdpipeError, TrackingError
+from kdpipe.model_file import MODEL_FILE
+
+log = logging.getLogger("kdpipe")
+
+CHAMPION = "champion"
+CHALLENGER = "challenger"
+LOCK_SUFFIX = ".promotion-lock"
+LOCK_OWNER_TAG = "kdpipe.lock_owner"
+STALE_AFTER_S = 600.0
+WAIT_S = 900.0
+POLL_S = 0.25
+_MODELS_URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:@(?P<alias>[^/]+)|/(?P<version>\d+))$")
+
+
+def client(tracking_uri: str) -> Any:
+    from mlflow import MlflowClient
+
+    return MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+
+
+def _error_code(exc: BaseException) -> str | None:
+    return getattr(exc, "error_code", None)
+
+
+def version_by_alias(mlflow_client: Any, name: str, alias: str) -> Any | None:
+    """The model version ``alias`` points at, or None when the model or the alias does not exist."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return mlflow_client.get_model_version_by_alias(name, alias)
+    except MlflowException as exc:
+        if _error_code(exc) in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
+            return None
+        raise
+
+
+def get_version(mlflow_client: Any, name: str, version: str) -> Any | None:
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return mlflow_client.get_model_version(name, str(version))
+    except MlflowException as exc:
+        if _error_code(exc) in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
+            return None
+        raise
+
+
+def find_version_by_tag(mlflow_client: Any, name: str, key: str, value: str) -> Any | None:
+    """The version of ``name`` whose tag ``key`` is ``value`` (a rerun of promote must not duplicate one)."""
+    for mv in mlflow_client.search_model_versions(f"name = '{name}'"):
+        if mv.tags.get(key) == value:
+            return mv
+    return None
+
+
+def register_version(mlflow_client: Any, name: str, model_uri: str, run_id: str | None, tags: dict[str, str]) -> Any:
+    """A new version of ``name`` (created on first use) from a logged model."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        mlflow_client.create_registered_model(name, description="students distilled by kdpipe; aliases champion/challenger")
+    except MlflowException as exc:
+        if _error_code(exc) != "RESOURCE_ALREADY_EXISTS":
+            raise
+    model_id = model_uri.removeprefix("models:/") if model_uri.startswith("models:/m-") else None
+    return mlflow_client.create_model_version(name, model_uri, run_id=run_id, tags=tags, model_id=model_id)
+
+
+@dataclass(frozen=True)
+class LockHandle:
+    name: str
+    owner: str
+
+
+@contextlib.contextmanager
+def promotion_lock(
+    mlflow_client: Any, name: str, *, stale_after_s: float = STALE_AFTER_S, wait_s: float = WAIT_S, poll_s: float = POLL_S
+) -> Iterator[LockHandle]:
+    """Hold the registry-wide promotion mutex for ``name`` while the body runs."""
+    from mlflow.exceptions import MlflowException
+
+    lock = name + LOCK_SUFFIX
+    owner = f"{socket.gethostname()}:{uuid.uuid4().hex[:12]}"
+    started = time.monotonic()
+    watched: dict[str, float] = {}
+    while True:
+        try:
+            mlflow_client.create_registered_model(lock, tags={LOCK_OWNER_TAG: owner},
+                                                  description=f"held by a kdpipe promotion of {name}; deleted on release")
+            break
+        except MlflowException as exc:
+            if _error_code(exc) != "RESOURCE_ALREADY_EXISTS":
+                raise
+        try:
+            held = mlflow_client.get_registered_model(lock)
+        except MlflowException as exc:
+            if _error_code(exc) == "RESOURCE_DOES_NOT_EXIST":
+                continue  # released between our create and our read: try again at once
+            raise
+        holder = held.tags.get(LOCK_OWNER_TAG, "?")
+        if holder == owner:
+            break  # our create went through although its reply was lost
+        first_seen = watched.setdefault(holder, time.monotonic())
+        age = time.time() - held.creation_timestamp / 1000
+        if age > stale_after_s or time.monotonic() - first_seen > stale_after_s:
+            log.warning("promote: taking over the stale lock %s held by %s for %.0fs", lock, holder, age)
+            _delete_if_held_by(mlflow_client, lock, holder)
+            continue
+        if time.monotonic() - started > wait_s:
+            raise TrackingError(
+                f"registry: the promotion lock {lock!r} has been held by {holder} for {age:.0f}s; if no promotion "
+                f"is running, delete the registered model {lock!r}"
+            )
+        time.sleep(poll_s)
+    try:
+        yield LockHandle(lock, owner)
+    finally:
+        _delete_if_held_by(mlflow_client, lock, owner)
+
+
+def _delete_if_held_by(mlflow_client: Any, lock: str, owner: str) -> None:
+    """Release ``lock`` only while ``owner`` still holds it (never someone else's fresh lock)."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        if mlflow_client.get_registered_model(lock).tags.get(LOCK_OWNER_TAG) == owner:
+            mlflow_client.delete_registered_model(lock)
+    except MlflowException as exc:
+        if _error_code(exc) != "RESOURCE_DOES_NOT_EXIST":
+            raise
+
+
+def parse_models_uri(uri: str) -> tuple[str, str | None, str | None]:
+    """``models:/name@alias`` -> (name, alias, None); ``models:/name/3`` -> (name, None, '3')."""
+    found = _MODELS_URI.match(uri)
+    if not found:
+        raise KdpipeError(f"{uri!r}: expected models:/<name>@<alias> or models:/<name>/<version>")
+    return found["name"], found["alias"], found["version"]
+
+
+def resolve(mlflow_client: Any, uri: str) -> Any:
+    """The model version a ``models:/`` URI names, with a clear error when it does not exist."""
+    name, alias, version = parse_models_uri(uri)
+    mv = version_by_alias(mlflow_client, name, alias) if alias else get_version(mlflow_client, name, str(version))
+    if mv is None:
+        what = f"alias {alias!r}" if alias else f"version {version}"
+        raise KdpipeError(f"{uri}: the registered model {name!r} has no {what}")
+    return mv
+
+
+def fetch_checkpoint(mlflow_client: Any, uri: str, dst: Path) -> tuple[Path, Any]:
+    """Download the kdpipe checkpoint logged with a registered version; returns (path, version)."""
+    import mlflow
+
+    mv = resolve(mlflow_client, uri)
+    dst.mkdir(parents=True, exist_ok=True)
+    try:
+        local = mlflow.artifacts.download_artifacts(
+            artifact_uri=f"models:/{mv.name}/{mv.version}/extra_files/{MODEL_FILE}", dst_path=tempfile.mkdtemp(dir=dst),
+            tracking_uri=mlflow_client.tracking_uri,
+        )
+    except Exception as exc:
+        raise KdpipeError(
+            f"{uri}: version {mv.version} carries no kdpipe checkpoint (extra_files/{MODEL_FILE}); "
+            f"register models logged by kdpipe ({type(exc).__name__})"
+        ) from None
+    return Path(local), mv
+
+
+def load_serving(mlflow_client: Any, name: str, version: str) -> Any:
+    """The exported serving module of a registered version (float images in [0, 1] in, logits out)."""
+    import mlflow
+
+    mlflow.set_tracking_uri(mlflow_client.tracking_uri)
+    return mlflow.pytorch.load_model(f"models:/{name}/{version}")

@@ -1,0 +1,47 @@
+"""The Markdown report of a validation: teacher, student and current champion side by side."""
+
+from __future__ import annotations
+
+from typing import Any
+
+_ROWS = (
+    ("test top-1", "top1", "{:.2%}"),
+    ("test top-5", "top5", "{:.2%}"),
+    ("calibration error (ECE)", "ece", "{:.4f}"),
+    ("agreement with the teacher", "teacher_agreement", "{:.2%}"),
+    ("parameters", "parameters", "{:,}"),
+    ("size (bytes)", "size_bytes", "{:,}"),
+    ("latency per image, batch 1 (ms)", "latency_ms_batch1", "{:.2f}"),
+)
+
+
+def _cell(metrics: dict[str, Any] | None, key: str, fmt: str) -> str:
+    if not metrics or metrics.get(key) is None:
+        return "-"
+    try:
+        return fmt.format(metrics[key])
+    except (TypeError, ValueError):
+        return str(metrics[key])
+
+
+def render(
+    teacher: dict[str, Any],
+    student: dict[str, Any],
+    champion: dict[str, Any] | None,
+    decision: dict[str, Any],
+    lineage: dict[str, str],
+    champion_note: str,
+) -> str:
+    """``champion`` holds the champion's metrics on this test split, or None (``champion_note`` says why)."""
+    heads = [f"teacher ({teacher.get('arch', '?')})", f"student ({student.get('arch', '?')})",
+             f"champion ({champion['label']})" if champion else "champion"]
+    lines = ["# kdpipe validation report", "", f"| | {' | '.join(heads)} |", "|---|---|---|---|"]
+    for label, key, fmt in _ROWS:
+        cells = [_cell(m, key, fmt) for m in (teacher, student, champion)]
+        lines.append(f"| {label} | {' | '.join(cells)} |")
+    verdict = "passed" if decision["passed"] else "failed"
+    lines += ["", f"Champion: {champion_note}", "", f"## Validation thresholds: {verdict}", ""]
+    lines += [f"- {reason}" for reason in decision["reasons"]] or ["- every threshold in `validate.*` holds"]
+    lines += ["", "## Lineage", "", "| tag | value |", "|---|---|"]
+    lines += [f"| {k} | `{v}` |" for k, v in sorted(lineage.items())]
+    return "\n".join(lines) + "\n"

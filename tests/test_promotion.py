@@ -1,0 +1,291 @@
+"""The promotion gate and the registry's aliases, against a real ``mlflow server``.
+
+The candidates here are real registered versions of one small logged model; what the gate compares
+(test predictions) is given directly, so each case states exactly the accuracies it needs instead
+of training students until one happens to be better. The whole pipeline's path through the same
+code is covered in test_tracking.py.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import random
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+import yaml
+
+from kdpipe import registry
+from kdpipe.cli import main
+from kdpipe.config import GateConfig
+from kdpipe.errors import KdpipeError, TrackingError
+from kdpipe.model_file import MODEL_FILE, save_model
+from kdpipe.models import create_model
+from kdpipe.promote import (
+    DATA_SHA_TAG,
+    HISTORY_TAG,
+    MODEL_SHA_TAG,
+    PREVIOUS_TAG,
+    Candidate,
+    Scores,
+    mcnemar,
+    promote_candidate,
+    rollback,
+)
+from kdpipe.tracking import log_classifier
+
+N_TEST = 400
+DATA = "a" * 64
+OTHER_DATA = "b" * 64
+CLASSES = [f"c{i}" for i in range(10)]
+
+
+def result(top1: float, sha: str = DATA) -> Scores:
+    """Test predictions with the first round(top1 * N) images right: nested, so McNemar's c is 0."""
+    correct = torch.zeros(N_TEST, dtype=torch.bool)
+    correct[: round(top1 * N_TEST)] = True
+    return Scores(float(correct.float().mean()), correct, sha)
+
+
+def scored_from_tags(mv: Any) -> Scores:
+    """The champion evaluator: a version's test results, rebuilt from the top-1 it was registered with."""
+    return result(float(mv.tags["kdpipe.top1"]), mv.tags[DATA_SHA_TAG])
+
+
+def candidate(model_uri: str, top1: float, sha: str = DATA, passed: bool = True) -> Candidate:
+    tags = {MODEL_SHA_TAG: uuid.uuid4().hex, DATA_SHA_TAG: sha, "kdpipe.top1": str(top1)}
+    thresholds = {"passed": passed, "reasons": [] if passed else ["top-1 0.1000 is below validate.min_top1 0.5000"]}
+    return Candidate(model_uri, None, result(top1, sha), thresholds, tags)
+
+
+@pytest.fixture(scope="module")
+def model_uri(mlflow_server: str, tmp_path_factory: pytest.TempPathFactory) -> str:
+    """One small student logged once on the server; every candidate registers a version of it."""
+    import mlflow
+
+    torch.manual_seed(0)
+    net = create_model("cnn8", len(CLASSES), 1).eval()
+    ckpt = tmp_path_factory.mktemp("logged") / MODEL_FILE
+    save_model(ckpt, net, "cnn8", CLASSES, 1)
+    manifest = {"shape": [1, 28, 28], "classes": CLASSES, "mean": [0.3], "std": [0.35], "sha256": DATA}
+    mlflow.set_tracking_uri(mlflow_server)
+    mlflow.set_experiment("promotion-tests")
+    with mlflow.start_run():
+        return log_classifier(net, ckpt, manifest)["model_uri"]
+
+
+@pytest.fixture
+def reg(mlflow_server: str) -> tuple[Any, str]:
+    """A client on the real server and a registered-model name of this test's own."""
+    return registry.client(mlflow_server), f"students-{uuid.uuid4().hex[:8]}"
+
+
+def champion_of(client: Any, name: str) -> str | None:
+    mv = registry.version_by_alias(client, name, registry.CHAMPION)
+    return None if mv is None else str(mv.version)
+
+
+def promote(client: Any, name: str, cand: Candidate, gate: GateConfig | None = None, **kw: Any) -> dict[str, Any]:
+    return promote_candidate(client, name, cand, gate or GateConfig(), scored_from_tags, **kw)
+
+
+def test_first_model_becomes_champion(reg: tuple[Any, str], model_uri: str) -> None:
+    client, name = reg
+    record = promote(client, name, candidate(model_uri, 0.80))
+    assert record["promoted"] and record["version"] == "1"
+    assert champion_of(client, name) == "1"
+    assert str(registry.version_by_alias(client, name, registry.CHALLENGER).version) == "1"
+    tags = client.get_model_version(name, "1").tags
+    assert tags["kdpipe.promotion.decision"] == "champion"
+    assert "no champion yet" in tags["kdpipe.promotion.reasons"]
+    assert tags[PREVIOUS_TAG] == ""
+    assert "v1 is the new champion" in record["message"]
+
+
+def test_worse_model_stays_challenger(reg: tuple[Any, str], model_uri: str) -> None:
+    client, name = reg
+    promote(client, name, candidate(model_uri, 0.80))
+    record = promote(client, name, candidate(model_uri, 0.70))
+    assert not record["promoted"] and record["version"] == "2"
+    assert champion_of(client, name) == "1"
+    assert str(registry.version_by_alias(client, name, registry.CHALLENGER).version) == "2"
+    tags = client.get_model_version(name, "2").tags
+    assert tags["kdpipe.promotion.decision"] == "challenger"
+    assert "does not beat the champion v1" in tags["kdpipe.promotion.reasons"]
+    assert "stays challenger, champion stays v1" in record["message"]
+
+
+def test_better_model_becomes_champion(reg: tuple[Any, str], model_uri: str) -> None:
+    client, name = reg
+    promote(client, name, candidate(model_uri, 0.80))
+    record = promote(client, name, candidate(model_uri, 0.85))
+    assert record["promoted"]
+    assert champion_of(client, name) == "2"
+    assert client.get_model_version(name, "2").tags[PREVIOUS_TAG] == "1"
+    assert "champion v1 -> v2 (promoted)" in client.get_registered_model(name).tags[HISTORY_TAG]
+
+
+def test_tie_and_margin_keep_the_champion(reg: tuple[Any, str], model_uri: str) -> None:
+    client, name = reg
+    promote(client, name, candidate(model_uri, 0.80))
+    tie = promote(client, name, candidate(model_uri, 0.80))
+    small = promote(client, name, candidate(model_uri, 0.81), GateConfig(min_improvement=0.02))
+    enough = promote(client, name, candidate(model_uri, 0.83), GateConfig(min_improvement=0.02))
+    assert not tie["promoted"] and "does not beat" in tie["message"]
+    assert not small["promoted"] and "less than gate.min_improvement 0.0200" in small["message"]
+    assert enough["promoted"] and champion_of(client, name) == enough["version"]
+
+
+def test_mcnemar_must_agree_when_significance_is_set(reg: tuple[Any, str], model_uri: str) -> None:
+    client, name = reg
+    promote(client, name, candidate(model_uri, 0.800))
+    gate = GateConfig(significance=0.05)
+    lucky = promote(client, name, candidate(model_uri, 0.805), gate)  # 2 more right of 400: chance
+    clear = promote(client, name, candidate(model_uri, 0.850), gate)  # 20 more right, none worse
+    assert not lucky["promoted"] and "McNemar: 2 test images only the student gets right, 0 only" in lucky["message"]
+    assert clear["promoted"] and champion_of(client, name) == clear["version"]
+
+
+def test_mcnemar_exact_p_values() -> None:
+    s = torch.tensor([True] * 10 + [False] * 2 + [True] * 50)
+    c = torch.tensor([False] * 10 + [True] * 2 + [True] * 50)
+    b, c_count, p = mcnemar(s, c)
+    assert (b, c_count) == (10, 2)
+    assert p == pytest.approx(0.0386, abs=1e-4)  # two-sided exact binomial, 12 discordant pairs
+    assert mcnemar(s, s)[2] == 1.0
+
+
+def test_model_evaluated_on_other_data_is_refused(reg: tuple[Any, str], model_uri: str) -> None:
+    client, name = reg
+    promote(client, name, candidate(model_uri, 0.80))
+    record = promote(client, name, candidate(model_uri, 0.99, sha=OTHER_DATA))
+    assert not record["promoted"] and champion_of(client, name) == "1"
+    assert "not comparable" in record["message"] and OTHER_DATA[:12] in record["message"]
+
+
+def test_failed_thresholds_never_become_champion(reg: tuple[Any, str], model_uri: str) -> None:
+    client, name = reg
+    record = promote(client, name, candidate(model_uri, 0.10, passed=False))
+    assert not record["promoted"] and champion_of(client, name) is None
+    assert str(registry.version_by_alias(client, name, registry.CHALLENGER).version) == record["version"]
+    assert "below validate.min_top1" in record["message"]
+
+
+def test_dry_run_changes_nothing(reg: tuple[Any, str], model_uri: str) -> None:
+    client, name = reg
+    promote(client, name, candidate(model_uri, 0.80))
+    before = [(mv.version, dict(mv.tags), list(mv.aliases)) for mv in client.search_model_versions(f"name = '{name}'")]
+    record = promote(client, name, candidate(model_uri, 0.90), dry_run=True)
+    assert record["dry_run"] and record["would_promote"] and not record["promoted"]
+    assert record["message"].startswith("dry run: nothing changed") and "would become champion" in record["message"]
+    after = [(mv.version, dict(mv.tags), list(mv.aliases)) for mv in client.search_model_versions(f"name = '{name}'")]
+    assert after == before
+
+
+def test_rerunning_promote_for_the_same_student_adds_no_version(reg: tuple[Any, str], model_uri: str) -> None:
+    client, name = reg
+    cand = candidate(model_uri, 0.80)
+    promote(client, name, cand)
+    again = promote(client, name, cand)
+    assert "already the champion" in again["message"]
+    assert len(client.search_model_versions(f"name = '{name}'")) == 1
+
+
+def test_rollback_moves_champion_back_and_keeps_history(
+    reg: tuple[Any, str], model_uri: str, make_params: Any, tmp_path: Path, mlflow_server: str, capsys: Any
+) -> None:
+    client, name = reg
+    promote(client, name, candidate(model_uri, 0.80))
+    promote(client, name, candidate(model_uri, 0.85))
+    promote(client, name, candidate(model_uri, 0.90))
+    assert champion_of(client, name) == "3"
+
+    dry = rollback(client, name, dry_run=True)
+    assert (dry["from"], dry["to"]) == ("3", "2") and champion_of(client, name) == "3"
+
+    params_file = tmp_path / "params.yaml"
+    params = make_params(tracking__uri=mlflow_server, tracking__registered_model=name)
+    params_file.write_text(yaml.safe_dump(params.to_dict()))
+    assert main(["-q", "rollback", "-c", str(params_file)]) == 0
+    assert capsys.readouterr().out.strip() == f"champion of {name} moved from v3 back to v2"
+    assert champion_of(client, name) == "2"
+    assert client.get_model_version(name, "3").tags["kdpipe.rolled_back_to"] == "2"
+
+    assert rollback(client, name)["to"] == "1"
+    with pytest.raises(KdpipeError, match=r"champion v1 of .* has no previous champion"):
+        rollback(client, name)
+    assert champion_of(client, name) == "1"
+    history = client.get_registered_model(name).tags[HISTORY_TAG].splitlines()
+    assert [line.split(" ", 1)[1] for line in history] == [
+        "champion v- -> v1 (promoted)", "champion v1 -> v2 (promoted)", "champion v2 -> v3 (promoted)",
+        "champion v3 -> v2 (rollback)", "champion v2 -> v1 (rollback)",
+    ]
+
+
+def test_rollback_without_champion_is_a_clear_error(reg: tuple[Any, str]) -> None:
+    client, name = reg
+    with pytest.raises(KdpipeError, match=f"registry: {name} has no champion to roll back"):
+        rollback(client, name)
+
+
+def _promote_in_process(uri: str, name: str, model_uri: str, top1: float, barrier: Any, out: Any) -> None:
+    """One racing promotion in its own process: waits for the others, then promotes."""
+    client = registry.client(uri)
+    cand = candidate(model_uri, top1)
+    barrier.wait()
+    out.put((top1, promote(client, name, cand)["version"]))
+
+
+def test_concurrent_promotions_leave_one_consistent_champion(reg: tuple[Any, str], model_uri: str, mlflow_server: str) -> None:
+    """Four processes promote at once. Whatever order the lock gives them, the best one must end as
+    champion and each champion's back pointer must name the champion it replaced: without the lock
+    a slower, worse student could read the old champion and overwrite a better one."""
+    client, name = reg
+    promote(client, name, candidate(model_uri, 0.50))
+    scores = [0.60, 0.70, 0.80, 0.90]
+    random.Random(0).shuffle(scores)
+    ctx = multiprocessing.get_context("spawn")
+    barrier, out = ctx.Barrier(len(scores)), ctx.Queue()
+    procs = [ctx.Process(target=_promote_in_process, args=(mlflow_server, name, model_uri, s, barrier, out)) for s in scores]
+    for p in procs:
+        p.start()
+    results = dict(out.get(timeout=300) for _ in procs)
+    for p in procs:
+        p.join(timeout=60)
+        assert p.exitcode == 0
+    versions = {str(mv.version): mv for mv in client.search_model_versions(f"name = '{name}'")}
+    assert len(versions) == 1 + len(scores)
+    champion = versions[champion_of(client, name)]
+    assert float(champion.tags["kdpipe.top1"]) == max(scores) and results[max(scores)] == str(champion.version)
+    chain, mv = [], champion
+    while mv.tags.get(PREVIOUS_TAG):
+        prev = versions[mv.tags[PREVIOUS_TAG]]
+        assert float(prev.tags["kdpipe.top1"]) < float(mv.tags["kdpipe.top1"])
+        chain.append(str(mv.version))
+        mv = prev
+    crowned = {v for v, m in versions.items() if m.tags["kdpipe.promotion.decision"] == "champion"}
+    assert crowned == {*chain, str(mv.version)}
+    with pytest.raises(Exception, match="RESOURCE_DOES_NOT_EXIST"):
+        client.get_registered_model(name + registry.LOCK_SUFFIX)
+
+
+def test_stale_lock_is_taken_over(reg: tuple[Any, str], model_uri: str) -> None:
+    client, name = reg
+    client.create_registered_model(name + registry.LOCK_SUFFIX, tags={registry.LOCK_OWNER_TAG: "crashed:0"})
+    record = promote(client, name, candidate(model_uri, 0.8), lock_options={"stale_after_s": 0.5, "poll_s": 0.05})
+    assert record["promoted"]
+    with pytest.raises(Exception, match="RESOURCE_DOES_NOT_EXIST"):
+        client.get_registered_model(name + registry.LOCK_SUFFIX)
+
+
+def test_held_lock_makes_a_waiter_give_up_with_a_clear_error(reg: tuple[Any, str], model_uri: str) -> None:
+    client, name = reg
+    lock = name + registry.LOCK_SUFFIX
+    client.create_registered_model(lock, tags={registry.LOCK_OWNER_TAG: "busy:1"})
+    with pytest.raises(TrackingError, match=f"promotion lock '{lock}' has been held by busy:1"):
+        promote(client, name, candidate(model_uri, 0.8), lock_options={"stale_after_s": 3600, "wait_s": 0.3, "poll_s": 0.05})
+    assert client.get_registered_model(lock).tags[registry.LOCK_OWNER_TAG] == "busy:1"  # the holder's lock stays
+    assert champion_of(client, name) is None
