@@ -12,6 +12,7 @@ from kdpipe import __version__, distributed, steps
 from kdpipe.config import DEFAULT_PARAMS, Params, load_params
 from kdpipe.errors import KdpipeError
 from kdpipe.kubeflow import commands as kubeflow_commands
+from kdpipe.promote import rollback_champion
 
 log = logging.getLogger("kdpipe")
 
@@ -32,14 +33,15 @@ def build_parser() -> argparse.ArgumentParser:
         ("teacher", "load or train the teacher and measure it"),
         ("distill", "train the student"),
         ("validate", "measure the student and decide pass/fail"),
-        ("promote", "promote the validated student"),
+        ("promote", "register the validated student as challenger; move champion to it when it wins"),
+        ("rollback", "move the champion alias back to the previous champion"),
         ("run", "all five steps in order"),
     ):
         p = sub.add_parser(name, help=help_text)
         _add_common(p)
         if name in ("distill", "run"):
             p.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
-        if name == "promote":
+        if name in ("promote", "rollback"):
             p.add_argument("--dry-run", action="store_true", help="explain the decision without changing anything")
     p = sub.add_parser("pipeline", help="the Kubeflow pipeline: compile, submit, schedule, run-local, image")
     kubeflow_commands.add_arguments(p, _add_common)
@@ -82,12 +84,15 @@ def main(argv: list[str] | None = None) -> int:
             "distill": lambda: _distill(params, args.resume),
             "validate": lambda: steps.validate_student(params),
             "promote": lambda: steps.promote(params, dry_run=args.dry_run),
+            "rollback": lambda: rollback_champion(params, dry_run=args.dry_run),
             "run": lambda: steps.run_pipeline(params, resume=args.resume),
             "pipeline": lambda: kubeflow_commands.run(args),
         }
         result = actions[args.command]()
         if args.command == "run":
             print(_summary_table(result, params))
+        elif args.command in ("promote", "rollback"):
+            print(result["message"])
     except KdpipeError as exc:
         print(f"kdpipe: error: {exc}", file=sys.stderr)
         return 2
