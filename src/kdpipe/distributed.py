@@ -8,6 +8,7 @@ torchrun everything here is a no-op, so the same ``kdpipe distill`` runs on one 
 from __future__ import annotations
 
 import contextlib
+import inspect
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -18,6 +19,14 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from kdpipe.distill.base import Distiller
+
+# torch 2.14 renamed broadcast_buffers to forward_sync_buffers; older releases (pyproject allows them)
+# only know the first name.
+_SYNC_BUFFERS = (
+    {"forward_sync_buffers": True}
+    if "forward_sync_buffers" in inspect.signature(DistributedDataParallel).parameters
+    else {"broadcast_buffers": True}
+)
 
 
 @dataclass(frozen=True)
@@ -65,7 +74,7 @@ def wrap(distiller: Distiller, device: torch.device) -> nn.Module:
     return DistributedDataParallel(
         distiller,
         device_ids=[device.index] if device.type == "cuda" else None,
-        forward_sync_buffers=True,
+        **_SYNC_BUFFERS,
         find_unused_parameters=False,
         gradient_as_bucket_view=True,
     )
