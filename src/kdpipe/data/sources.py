@@ -8,8 +8,10 @@ reads them as it reads its own downloads. Where neither exists, torchvision down
 from __future__ import annotations
 
 import gzip
+import math
 import os
 import shutil
+import struct
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,8 +54,11 @@ def _unpack_gzip(src: Path, dst: Path) -> None:
     os.replace(tmp, dst)
 
 
-def _stage_idx_files(raw_dir: Path, archive_dirs: list[Path]) -> bool:
-    """Unpack ``*-ubyte.gz`` files found in ``archive_dirs`` into ``raw_dir``; True when all four exist."""
+def _stage_idx_files(raw_dir: Path, archive_dirs: list[Path], origins: dict[str, Path]) -> bool:
+    """Unpack ``*-ubyte.gz`` files found in ``archive_dirs`` into ``raw_dir``; True when all four exist.
+
+    ``origins`` receives the archive each newly unpacked file came from, so errors can name it.
+    """
     raw_dir.mkdir(parents=True, exist_ok=True)
     for name in MNIST_FILES:
         if (raw_dir / name).exists():
@@ -62,7 +67,53 @@ def _stage_idx_files(raw_dir: Path, archive_dirs: list[Path]) -> bool:
         if archive is None:
             return False
         _unpack_gzip(archive, raw_dir / name)
+        origins[name] = archive
     return True
+
+
+def _describe(path: Path, origins: dict[str, Path]) -> str:
+    origin = origins.get(path.name)
+    return f"{path} (unpacked from {origin})" if origin else str(path)
+
+
+def _check_idx_file(path: Path, ndim: int, origins: dict[str, Path]) -> int:
+    """Check a uint8 idx file's magic number and that its size fits its header; return its item count.
+
+    torchvision's reader asserts or reshapes on a bad file without naming it, so the header is read here.
+    """
+    header_len = 4 * (ndim + 1)
+    size = path.stat().st_size
+    with open(path, "rb") as fh:
+        header = fh.read(header_len)
+    if len(header) < header_len:
+        raise DataError(f"{_describe(path, origins)}: {size} bytes is too short for an idx header")
+    magic, *dims = struct.unpack(f">{ndim + 1}I", header)
+    if magic != 0x800 + ndim:
+        raise DataError(
+            f"{_describe(path, origins)}: wrong magic number {magic:#010x}, expected {0x800 + ndim:#010x} "
+            f"(a uint8 idx file with {ndim} dimension(s))"
+        )
+    expected = header_len + math.prod(dims)
+    if size != expected:
+        raise DataError(f"{_describe(path, origins)}: header says shape {dims} ({expected} bytes) but the file has {size} bytes")
+    return dims[0]
+
+
+def _check_idx_files(raw_dir: Path, origins: dict[str, Path]) -> None:
+    """Validate the four idx files; a freshly unpacked copy that fails is removed, so fixing its archive suffices."""
+    try:
+        counts = {name: _check_idx_file(raw_dir / name, 3 if "images" in name else 1, origins) for name in MNIST_FILES}
+        for prefix in ("train", "t10k"):
+            images, labels = raw_dir / f"{prefix}-images-idx3-ubyte", raw_dir / f"{prefix}-labels-idx1-ubyte"
+            if counts[images.name] != counts[labels.name]:
+                raise DataError(
+                    f"{_describe(labels, origins)}: {counts[labels.name]} labels, but "
+                    f"{_describe(images, origins)} has {counts[images.name]} images"
+                )
+    except DataError:
+        for name in origins:
+            (raw_dir / name).unlink(missing_ok=True)
+        raise
 
 
 def _check_split(x: torch.Tensor, y: torch.Tensor, n_classes: int, what: str) -> None:
@@ -79,7 +130,10 @@ def load_mnist_like(source: str, root: Path) -> RawData:
     cls = datasets.FashionMNIST if source == "fashion_mnist" else datasets.MNIST
     raw_dir = root / cls.__name__ / "raw"
     archives = [root, raw_dir] + ([DEBIAN_FASHION_MNIST] if source == "fashion_mnist" else [])
-    have_files = _stage_idx_files(raw_dir, archives)
+    origins: dict[str, Path] = {}
+    have_files = _stage_idx_files(raw_dir, archives, origins)
+    if have_files:
+        _check_idx_files(raw_dir, origins)
     splits = {}
     for train in (True, False):
         prefix = "train" if train else "t10k"
@@ -97,7 +151,7 @@ def load_mnist_like(source: str, root: Path) -> RawData:
         x, y = ds.data, ds.targets
         if x.ndim != 3:
             raise DataError(f"{raw_dir}/{prefix}-images-idx3-ubyte: expected 3-d images, got shape {tuple(x.shape)}")
-        _check_split(x, y, len(cls.classes), f"{raw_dir}/{prefix}-*-ubyte")
+        _check_split(x, y, len(cls.classes), f"{raw_dir}/{prefix}-labels-idx1-ubyte")
         splits[train] = (x.unsqueeze(1).contiguous(), y.long())
     return RawData(*splits[True], *splits[False], list(cls.classes), f"torchvision.datasets.{cls.__name__}({raw_dir})")
 

@@ -1,0 +1,108 @@
+"""The `kdpipe` command as a user runs it: the whole pipeline end to end, and the error contract.
+
+Everything goes through the installed console script in a subprocess, so argument parsing, the
+params file, the exit status and what reaches stdout/stderr are the real ones.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import yaml
+
+from kdpipe.config import Params
+
+KDPIPE = str(Path(sys.executable).with_name("kdpipe"))
+
+
+def _kdpipe(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([KDPIPE, *args], cwd=cwd, capture_output=True, text=True, timeout=600)
+
+
+def _write_params(path: Path, params: Params) -> Path:
+    path.write_text(yaml.safe_dump(params.to_dict(), sort_keys=False))
+    return path
+
+
+@pytest.mark.parametrize(
+    ("yaml_text", "overrides", "key"),
+    [
+        ("train:\n  epochs: 2\n  epoch: 3\n", [], "train.epoch"),
+        ('train:\n  epochs: "two"\n', [], "train.epochs"),
+        ("method:\n  srd:\n    alpha: 0\n", [], "method.srd.alpha"),
+        ("train:\n  epochs: 0\n", [], "train.epochs"),
+        ("method:\n  srd:\n    projector: none\n", [], "method.srd.projector"),
+        ("train:\n  batch_size: 1\n", [], "train.batch_size"),
+        ("{}\n", ["train.epochs"], "train.epochs"),
+        ("{}\n", ["method.srd.alpha=-2"], "method.srd.alpha"),
+    ],
+    ids=["unknown-key", "wrong-type", "alpha-zero", "epochs-zero", "projector-none", "batch-size-one",
+         "override-syntax", "override-value"],
+)
+def test_bad_params_give_one_line_naming_the_key(tmp_path: Path, yaml_text: str, overrides: list[str], key: str) -> None:
+    (tmp_path / "params.yaml").write_text(yaml_text)
+    args = [arg for o in overrides for arg in ("-p", o)]
+    result = _kdpipe("prepare", "-c", "params.yaml", *args, cwd=tmp_path)
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr + result.stdout
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("kdpipe: error: ")
+    assert key in lines[0]
+    assert not (tmp_path / "data").exists(), "a rejected run must not start preparing data"
+
+
+def test_run_writes_every_output_and_logs_to_mlflow(tmp_path: Path, make_params: Callable[..., Params]) -> None:
+    """`kdpipe run` on a small real config: all files of every step, the summary, and the MLflow runs."""
+    from mlflow import MlflowClient
+
+    params = make_params(train__epochs=2, data__train_subset=1000, data__val_size=200, data__test_subset=500)
+    result = _kdpipe("run", "-c", str(_write_params(tmp_path / "params.yaml", params)), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "teacher (cnn16)" in result.stdout and "student (cnn8)" in result.stdout
+    assert f"MLflow store: {params.tracking.uri}" in result.stdout
+    assert "mlflow ui --backend-store-uri" in result.stdout
+
+    paths = params.paths
+    manifest = json.loads((Path(paths.prepared) / "manifest.json").read_text())
+    assert manifest["splits"] == {"train": 800, "val": 200, "test": 500}
+    assert len(manifest["classes"]) == 10 and len(manifest["sha256"]) == 64
+
+    teacher = json.loads((Path(paths.teacher) / "metrics.json").read_text())
+    assert 0.0 <= teacher["top1"] <= 1.0 and teacher["arch"] == "cnn16"
+    assert (Path(paths.teacher) / "model.pt").is_file() and (Path(paths.student) / "model.pt").is_file()
+
+    with open(Path(paths.student) / "history.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert [int(r["epoch"]) for r in rows] == [1, 2]
+    assert {"loss", "loss_ce", "loss_kl", "loss_feat", "train_acc", "val_acc", "lr"} <= set(rows[0])
+    for r in rows:
+        parts = float(r["loss_ce"]) + float(r["loss_kl"]) + float(r["loss_feat"])
+        assert float(r["loss"]) == pytest.approx(parts, rel=1e-4)
+
+    validation = json.loads((Path(paths.validation) / "metrics.json").read_text())
+    assert {"top1", "top5", "ece", "teacher_agreement", "parameters", "latency_ms_batch1"} <= set(validation["student"])
+    decision = json.loads((Path(paths.validation) / "decision.json").read_text())
+    assert decision["passed"] is True and decision["data_sha256"] == manifest["sha256"]
+    promotion = json.loads((Path(paths.promotion) / "promotion.json").read_text())
+    assert promotion["data_sha256"] == manifest["sha256"]
+
+    client = MlflowClient(tracking_uri=params.tracking.uri)
+    experiment = client.get_experiment_by_name(params.tracking.experiment)
+    assert experiment is not None
+    runs = client.search_runs([experiment.experiment_id])
+    by_step = {r.data.tags["kdpipe.step"]: r for r in runs}
+    assert {"prepare_data", "evaluate_teacher", "distill", "validate_student"} <= set(by_step)
+    assert len({r.data.tags["kdpipe.pipeline_run_id"] for r in runs}) == 1
+    assert all(r.info.status == "FINISHED" for r in runs)
+    distill_run = by_step["distill"]
+    assert distill_run.data.params["method.name"] == "srd"
+    for metric in ("loss", "loss_feat", "val_acc", "lr"):
+        assert [m.step for m in client.get_metric_history(distill_run.info.run_id, metric)] == [1, 2], metric
+    assert by_step["distill"].data.tags["kdpipe.data_sha256"] == manifest["sha256"]

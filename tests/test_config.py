@@ -1,0 +1,74 @@
+"""params.yaml validation in-process: what is accepted, and that each rejection names its key.
+
+The CLI's error contract (one line, non-zero exit, no traceback) is in test_cli.py; here the schema
+itself is pinned, including that the repository's params.yaml spells out every knob.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from kdpipe.config import Params, load_params, params_from_dict
+from kdpipe.errors import ConfigError
+
+REPO_PARAMS = Path(__file__).resolve().parents[1] / "params.yaml"
+
+
+def test_repository_params_yaml_lists_every_knob_at_its_default() -> None:
+    """params.yaml is the one place a user reads the knobs: it must hold all of them, nothing else."""
+    raw = yaml.safe_load(REPO_PARAMS.read_text())
+    assert raw == Params().to_dict()
+    assert load_params(REPO_PARAMS) == Params()
+
+
+def test_overrides_go_through_the_schema(tmp_path: Path) -> None:
+    path = tmp_path / "params.yaml"
+    path.write_text(REPO_PARAMS.read_text())
+    p = load_params(path, ["train.epochs=2", "method.srd.alpha=3.5", "teacher.train.batch_size=64", "method.name=kd"])
+    assert (p.train.epochs, p.method.srd.alpha, p.teacher.train.batch_size, p.method.name) == (2, 3.5, 64, "kd")
+    with pytest.raises(ConfigError, match=r"train\.epochs"):
+        load_params(path, ["train.epochs=0"])
+
+
+@pytest.mark.parametrize(
+    ("raw", "key"),
+    [
+        ({"train": {"epoch": 3}}, "train.epoch"),
+        ({"shiny": {}}, "shiny"),
+        ({"train": {"epochs": "two"}}, "train.epochs"),
+        ({"train": {"epochs": 2.0}}, "train.epochs"),
+        ({"train": {"epochs": 0}}, "train.epochs"),
+        ({"method": {"srd": {"alpha": 0}}}, "method.srd.alpha"),
+        ({"method": {"srd": {"alpha": -1.0}}}, "method.srd.alpha"),
+        ({"train": {"batch_size": 1}}, "train.batch_size"),
+        ({"teacher": {"train": {"batch_size": 1}}}, "teacher.train.batch_size"),
+        ({"method": {"srd": {"projector": "none"}}}, "method.srd.projector"),
+        ({"method": {"srd": {"norm": "batch"}}}, "method.srd.norm"),
+        ({"student": {"arch": "resnet9000"}}, "student.arch"),
+        ({"train": {"epochs": 2, "warmup_epochs": 2}}, "train"),
+        ({"validate": {"min_top1": 1.5}}, "validate.min_top1"),
+    ],
+)
+def test_bad_value_names_its_key(raw: dict, key: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        params_from_dict(raw, origin="params.yaml")
+    message = str(info.value)
+    assert message.startswith(f"params.yaml: {key}: "), message
+    assert "\n" not in message
+
+
+def test_projector_none_is_accepted_for_equal_feature_sizes() -> None:
+    p = params_from_dict({"student": {"arch": "cnn16"}, "teacher": {"arch": "cnn16"}, "method": {"srd": {"projector": "none"}}})
+    assert p.method.srd.projector == "none"
+
+
+def test_bad_override_syntax_is_a_config_error(tmp_path: Path) -> None:
+    path = tmp_path / "params.yaml"
+    path.write_text("{}\n")
+    with pytest.raises(ConfigError, match="expected KEY=VALUE"):
+        load_params(path, ["train.epochs"])
+    with pytest.raises(ConfigError, match=r"train\.epochs is not a section"):
+        load_params(path, ["train.epochs=3", "train.epochs.x=1"])

@@ -1,0 +1,174 @@
+"""Data: the batch loader, the prepared data set's hash, and clear errors for corrupt raw files.
+
+Corrupt inputs are built from copies of Debian's real Fashion-MNIST archives, each broken in one
+way; every error must name the file so a user knows which one to replace.
+"""
+
+from __future__ import annotations
+
+import gzip
+import shutil
+import struct
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import torch
+
+from kdpipe import steps
+from kdpipe.config import Params
+from kdpipe.data.loader import InMemoryLoader, random_crop
+from kdpipe.data.prepared import TENSORS_FILE, load_prepared
+from kdpipe.data.sources import DEBIAN_FASHION_MNIST, MNIST_FILES, load_mnist_like
+from kdpipe.errors import DataError
+
+
+def _loader(n: int, batch: int, train: bool, seed: int = 0) -> InMemoryLoader:
+    images = torch.arange(n, dtype=torch.uint8).view(n, 1, 1, 1).expand(n, 1, 4, 4).contiguous()
+    return InMemoryLoader(images, torch.arange(n), batch, [0.0], [1.0], train=train, seed=seed)
+
+
+def test_loader_drops_only_a_single_leftover_training_image() -> None:
+    loader = _loader(3 * 4 + 1, 4, train=True)
+    batches = [y for _, y in loader]
+    assert [len(y) for y in batches] == [4, 4, 4] and len(loader) == 3
+    seen = torch.cat(batches)
+    assert len(seen.unique()) == 12
+
+    assert [len(y) for _, y in _loader(3 * 4 + 2, 4, train=True)] == [4, 4, 4, 2]
+    evaluation = _loader(3 * 4 + 1, 4, train=False)
+    assert [len(y) for _, y in evaluation] == [4, 4, 4, 1] and len(evaluation) == 4
+
+
+def test_loader_epoch_order_depends_only_on_seed_and_epoch() -> None:
+    """Resume relies on this: epoch e is the same batches whether or not the run was interrupted."""
+
+    def order(seed: int, epoch: int) -> torch.Tensor:
+        loader = _loader(50, 8, train=True, seed=seed)
+        loader.set_epoch(epoch)
+        return torch.cat([y for _, y in loader])
+
+    assert torch.equal(order(0, 3), order(0, 3))
+    assert not torch.equal(order(0, 3), order(0, 4))
+    assert not torch.equal(order(0, 3), order(1, 3))
+
+
+def test_random_crop_takes_a_window_of_the_padded_image() -> None:
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randint(1, 255, (16, 2, 6, 6), dtype=torch.uint8)
+    out = random_crop(x, 2, gen)
+    padded = torch.nn.functional.pad(x, (2, 2, 2, 2))
+    assert out.shape == x.shape and out.dtype == torch.uint8
+    windows = [{(dy, dx) for dy in range(5) for dx in range(5) if torch.equal(padded[i, :, dy:dy + 6, dx:dx + 6], out[i])}
+               for i in range(len(x))]
+    assert all(windows)
+    assert len(set().union(*windows)) > 1, "offsets must differ between images"
+
+
+# --- corrupt raw files --------------------------------------------------------------------------
+
+
+def _archive_copy(tmp_path: Path) -> Path:
+    """A data.root holding copies of the four real archives, for one test to break."""
+    root = tmp_path / "root"
+    root.mkdir()
+    for name in MNIST_FILES:
+        shutil.copy(DEBIAN_FASHION_MNIST / f"{name}.gz", root / f"{name}.gz")
+    return root
+
+
+def _idx_labels(header_count: int, labels: bytes) -> bytes:
+    return struct.pack(">II", 0x801, header_count) + labels
+
+
+def _load_error(root: Path) -> str:
+    with pytest.raises(DataError) as info:
+        load_mnist_like("fashion_mnist", root)
+    return str(info.value)
+
+
+def test_truncated_gzip_names_the_archive(tmp_path: Path) -> None:
+    root = _archive_copy(tmp_path)
+    archive = root / "train-labels-idx1-ubyte.gz"
+    archive.write_bytes(archive.read_bytes()[: archive.stat().st_size // 2])
+    message = _load_error(root)
+    assert str(archive) in message and "gzip" in message
+
+
+def test_wrong_magic_number_names_the_file(tmp_path: Path) -> None:
+    root = _archive_copy(tmp_path)
+    archive = root / "t10k-labels-idx1-ubyte.gz"
+    archive.write_bytes(gzip.compress(torch.randint(0, 256, (10008,), generator=torch.Generator().manual_seed(0),
+                                                    dtype=torch.uint8).numpy().tobytes()))
+    message = _load_error(root)
+    assert "t10k-labels-idx1-ubyte" in message and str(archive) in message and "magic number" in message
+    assert not (root / "FashionMNIST" / "raw" / "t10k-labels-idx1-ubyte").exists(), "the bad copy must not linger"
+
+
+def test_label_count_that_does_not_match_the_images_names_both_files(tmp_path: Path) -> None:
+    root = _archive_copy(tmp_path)
+    labels = gzip.decompress((root / "t10k-labels-idx1-ubyte.gz").read_bytes())[8:]
+    (root / "t10k-labels-idx1-ubyte.gz").write_bytes(gzip.compress(_idx_labels(9999, labels[:9999])))
+    message = _load_error(root)
+    assert "t10k-labels-idx1-ubyte" in message and "t10k-images-idx3-ubyte" in message
+    assert "9999 labels" in message and "10000 images" in message
+
+
+def test_file_shorter_than_its_header_names_the_file(tmp_path: Path) -> None:
+    root = _archive_copy(tmp_path)
+    labels = gzip.decompress((root / "t10k-labels-idx1-ubyte.gz").read_bytes())[8:]
+    (root / "t10k-labels-idx1-ubyte.gz").write_bytes(gzip.compress(_idx_labels(10000, labels[:5000])))
+    message = _load_error(root)
+    assert "t10k-labels-idx1-ubyte" in message and "5008 bytes" in message
+
+
+def test_cli_reports_a_corrupt_file_on_one_line(tmp_path: Path) -> None:
+    root = _archive_copy(tmp_path)
+    archive = root / "train-images-idx3-ubyte.gz"
+    archive.write_bytes(archive.read_bytes()[:100_000])
+    (tmp_path / "params.yaml").write_text(f"data:\n  root: {root}\ntracking:\n  enabled: false\n")
+    result = subprocess.run([str(Path(sys.executable).with_name("kdpipe")), "prepare"], cwd=tmp_path,
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("kdpipe: error: ") and str(archive) in lines[0]
+    assert not (tmp_path / "data" / "prepared").exists()
+
+
+# --- the prepared data set ----------------------------------------------------------------------
+
+
+def _prepare(make_params: Callable[..., Params], prepared: Path, seed: int = 0) -> dict:
+    params = make_params(data__train_subset=600, data__val_size=100, data__test_subset=200, data__seed=seed,
+                         paths__prepared=str(prepared), tracking__enabled=False)
+    return steps.prepare_data(params)
+
+
+def test_prepare_is_deterministic_for_a_seed(make_params: Callable[..., Params], tmp_path: Path) -> None:
+    first = _prepare(make_params, tmp_path / "a")
+    again = _prepare(make_params, tmp_path / "b")
+    other = _prepare(make_params, tmp_path / "c", seed=1)
+    assert first["sha256"] == again["sha256"] != other["sha256"]
+    a, b = load_prepared(tmp_path / "a"), load_prepared(tmp_path / "b")
+    assert all(torch.equal(a.tensors[k], b.tensors[k]) for k in a.tensors)
+    assert first["splits"] == {"train": 500, "val": 100, "test": 200}
+    assert first["classes"][0] == "T-shirt/top" and len(first["classes"]) == 10
+    assert first["shape"] == [1, 28, 28] and first["hflip"] is True
+    assert a.tensors["train_x"].dtype == torch.uint8
+
+
+def test_tampered_prepared_data_fails_the_hash_check(make_params: Callable[..., Params], tmp_path: Path) -> None:
+    _prepare(make_params, tmp_path / "prepared")
+    path = tmp_path / "prepared" / TENSORS_FILE
+    tensors = torch.load(path, weights_only=True)
+    tensors["train_y"][0] = (tensors["train_y"][0] + 1) % 10
+    torch.save(tensors, path)
+    with pytest.raises(DataError, match=r"splits\.pt: content does not match the sha256"):
+        load_prepared(tmp_path / "prepared")
+
+    path.write_bytes(path.read_bytes()[:1000])
+    with pytest.raises(DataError, match=r"splits\.pt: cannot be read"):
+        load_prepared(tmp_path / "prepared")
