@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import argparse
 import logging
+import shlex
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from kdpipe import __version__, distributed, steps
@@ -43,6 +45,11 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
         if name in ("promote", "rollback"):
             p.add_argument("--dry-run", action="store_true", help="explain the decision without changing anything")
+    from kdpipe.study import add_arguments as add_study_arguments
+
+    p = sub.add_parser("study", help="the accuracy study: baselines, the recipe, its ablations, the capacity gap")
+    _add_common(p)
+    add_study_arguments(p)
     p = sub.add_parser("pipeline", help="the Kubeflow pipeline: compile, submit, schedule, run-local, image")
     kubeflow_commands.add_arguments(p, _add_common)
     return parser
@@ -72,6 +79,15 @@ def _distill(params: Params, resume: bool) -> dict[str, Any]:
         return steps.distill(params, resume=resume, rank=world.rank, world_size=world.world_size)
 
 
+def _study(params: Params, args: argparse.Namespace, argv: list[str] | None) -> dict[str, Any]:
+    """The study records its own command line, so its report says how to reproduce it."""
+    from kdpipe.study import run_from_args
+
+    summary = run_from_args(params, args, shlex.join(["kdpipe", *(sys.argv[1:] if argv is None else argv)]))
+    print(Path(summary["files"]["report"]).read_text(), end="")
+    return summary
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(asctime)s %(message)s",
@@ -86,6 +102,7 @@ def main(argv: list[str] | None = None) -> int:
             "promote": lambda: steps.promote(params, dry_run=args.dry_run),
             "rollback": lambda: rollback_champion(params, dry_run=args.dry_run),
             "run": lambda: steps.run_pipeline(params, resume=args.resume),
+            "study": lambda: _study(params, args, argv),
             "pipeline": lambda: kubeflow_commands.run(args),
         }
         result = actions[args.command]()
