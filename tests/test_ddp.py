@@ -1,4 +1,5 @@
-"""The distill step under torchrun: two CPU processes (gloo), each on its own shard of the data.
+"""The distill step under torchrun: two CPU processes (gloo), each on its own shard of the data,
+started by the same launcher as the Kubeflow distill component (kdpipe.kubeflow.launch).
 
 Every process runs with one torch/OpenMP thread. Which files a rank writes and which databases it
 opens are observed, not mocked: a ``sitecustomize`` on the workers' PYTHONPATH installs a Python
@@ -10,21 +11,19 @@ Kubeflow pod would), a point that a kill from outside could only race for.
 
 from __future__ import annotations
 
-import json
-import os
 import sqlite3
-import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
 import torch
-import yaml
 
 from kdpipe import steps
 from kdpipe.checkpoint import load_checkpoint
 from kdpipe.config import Params
 from kdpipe.engine import CHECKPOINT_FILE
+from kdpipe.errors import KdpipeError
+from kdpipe.kubeflow import launch
 
 EPOCHS = 4
 AUDIT_HOOK = '''
@@ -47,25 +46,14 @@ if _rank is not None:
 '''
 
 
-def _write_params(params: Params, path: Path) -> Path:
-    path.write_text(yaml.safe_dump(params.to_dict()))
-    return path
-
-
-def _torchrun(params_file: Path, audit_dir: Path, *extra: str, preempt_at: int = 0) -> subprocess.Popen[bytes]:
+def _ranks_watched(monkeypatch: pytest.MonkeyPatch, audit_dir: Path, preempt_at: int = 0) -> Path:
+    """Environment for the next torchrun: one thread per rank, the audit hook, an optional preemption."""
     audit_dir.mkdir(parents=True, exist_ok=True)
     (audit_dir / "sitecustomize.py").write_text(AUDIT_HOOK)
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(audit_dir), "KDPIPE_AUDIT_DIR": str(audit_dir),
-           "KDPIPE_PREEMPT_AT_CHECKPOINT": str(preempt_at)}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2",
-           "-m", "kdpipe.cli", "distill", "-c", str(params_file), *extra]
-    return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
-
-
-def _finish(proc: subprocess.Popen[bytes]) -> str:
-    out = proc.communicate(timeout=600)[0].decode()
-    assert proc.returncode == 0, out
-    return out
+    for key, value in {"OMP_NUM_THREADS": "1", "PYTHONPATH": str(audit_dir), "KDPIPE_AUDIT_DIR": str(audit_dir),
+                       "KDPIPE_PREEMPT_AT_CHECKPOINT": str(preempt_at)}.items():
+        monkeypatch.setenv(key, value)
+    return audit_dir
 
 
 def _audit(audit_dir: Path, rank: int) -> list[str]:
@@ -92,20 +80,21 @@ def _variant(make_params: Callable[..., Params], tmp_path: Path, name: str) -> P
 
 
 def test_distill_under_torchrun_trains_on_two_ranks_writes_on_rank0_only_and_resumes_exactly(
-    make_params: Callable[..., Params], tmp_path: Path
+    make_params: Callable[..., Params], tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    capfd: pytest.CaptureFixture[str],
 ) -> None:
     base = _variant(make_params, tmp_path, "setup")
     steps.prepare_data(base)
     steps.evaluate_teacher(base)
 
-    # An uninterrupted two-rank run.
+    # An uninterrupted two-rank run, launched the way the distill component launches it.
     full = _variant(make_params, tmp_path, "full")
-    audit = tmp_path / "full" / "audit"
-    log = _finish(_torchrun(_write_params(full, tmp_path / "full" / "params.yaml"), audit))
+    audit = _ranks_watched(monkeypatch, tmp_path / "full" / "audit")
+    summary = launch.distill(full, num_processes=2, resume=False)
+    log = capfd.readouterr()
 
     history = (Path(full.paths.student) / steps.HISTORY_FILE).read_text().splitlines()
     assert len(history) == 1 + EPOCHS
-    summary = json.loads((Path(full.paths.student) / steps.METRICS_FILE).read_text())
     assert summary["epochs"] == EPOCHS and summary["final_val_acc"] > 0.2, (summary, log)
     losses = [float(row.split(",")[history[0].split(",").index("loss")]) for row in history[1:]]
     assert losses[-1] < losses[0]
@@ -121,17 +110,18 @@ def test_distill_under_torchrun_trains_on_two_ranks_writes_on_rank0_only_and_res
 
     # The same run preempted while writing its second checkpoint, then resumed by a second torchrun.
     cut = _variant(make_params, tmp_path, "cut")
-    params_file = _write_params(cut, tmp_path / "cut" / "params.yaml")
-    preempted = _torchrun(params_file, tmp_path / "cut" / "audit1", preempt_at=2)
-    preempted.communicate(timeout=600)
-    assert preempted.returncode != 0
+    _ranks_watched(monkeypatch, tmp_path / "cut" / "audit1", preempt_at=2)
+    with pytest.raises(KdpipeError, match="torchrun with 2 processes exited"):
+        launch.distill(cut, num_processes=2)
     assert load_checkpoint(Path(cut.paths.checkpoints) / "student" / CHECKPOINT_FILE)["epoch"] == 0  # epoch 1 kept
     assert not (Path(cut.paths.student) / "model.pt").exists()
 
-    resumed_log = _finish(_torchrun(params_file, tmp_path / "cut" / "audit2", "--resume"))
-    assert "resuming from" in resumed_log
+    resumed_audit = _ranks_watched(monkeypatch, tmp_path / "cut" / "audit2")
+    capfd.readouterr()
+    launch.distill(cut, num_processes=2)
+    assert "resuming from" in capfd.readouterr().err
     a = torch.load(Path(full.paths.student) / "model.pt", weights_only=True)["state_dict"]
     b = torch.load(Path(cut.paths.student) / "model.pt", weights_only=True)["state_dict"]
     assert a.keys() == b.keys()
     assert all(torch.equal(a[k], b[k]) for k in a)
-    assert not [line for line in _audit(tmp_path / "cut" / "audit2", 1) if str(tmp_path) in line]
+    assert not [line for line in _audit(resumed_audit, 1) if str(tmp_path) in line]

@@ -1,4 +1,5 @@
-"""The whole Kubeflow pipeline, run by kfp.local's SubprocessRunner on a small Fashion-MNIST subset.
+"""The whole Kubeflow pipeline, run by `kdpipe pipeline run-local` (kfp.local's SubprocessRunner) on a
+small Fashion-MNIST subset.
 
 Every component runs as a subprocess of this Python (``use_venv=False``), reads and writes real kfp
 artifacts, and logs to a real MLflow store; the test then opens every artifact the run produced.
@@ -7,16 +8,18 @@ artifacts, and logs to a real MLflow store; the test then opens every artifact t
 from __future__ import annotations
 
 import json
+import re
 import sqlite3
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
 import torch
 
+from kdpipe.cli import main
 from kdpipe.config import Params
 from kdpipe.data.prepared import load_prepared
-from kdpipe.kubeflow.local import run_local
 from kdpipe.kubeflow.params import dump_params
 from kdpipe.model_file import load_model
 
@@ -28,10 +31,17 @@ def _outputs(task_dir: Path) -> dict[str, Any]:
     return {"artifacts": artifacts, "parameters": executor.get("parameterValues", {})}
 
 
-def test_pipeline_runs_locally_and_produces_every_artifact(make_params: Callable[..., Params], tmp_path: Path) -> None:
+def test_pipeline_runs_locally_and_produces_every_artifact(
+    make_params: Callable[..., Params], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     params = make_params(data__train_subset=1000, data__test_subset=500, data__val_size=200,
                          train__epochs=2, train__batch_size=64)
-    run = run_local(dump_params(params), tmp_path / "kfp", {})
+    params_file = tmp_path / "params.yaml"
+    params_file.write_text(dump_params(params))
+    assert main(["pipeline", "run-local", "-c", str(params_file), "--pipeline-root", str(tmp_path / "kfp")]) == 0
+    found = re.search(r"^artifacts of the run: (.+)$", capsys.readouterr().out, re.MULTILINE)
+    assert found, "run-local did not say where the run's artifacts are"
+    run = Path(found.group(1))
 
     # Dataset: the prepared data set with its manifest.
     dataset_dir = run / "prepare-data" / "dataset"
@@ -55,7 +65,7 @@ def test_pipeline_runs_locally_and_produces_every_artifact(make_params: Callable
     assert distilled["metrics"]["metadata"]["epochs"] == 2
     student, record = load_model(run / "distill" / "student" / "model.pt")
     assert record["arch"] == params.student.arch
-    x, y = data.split("test")
+    x, _ = data.split("test")
     mean = torch.tensor(manifest["mean"]).view(1, -1, 1, 1)
     std = torch.tensor(manifest["std"]).view(1, -1, 1, 1)
     with torch.no_grad():
