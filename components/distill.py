@@ -9,7 +9,7 @@ from kdpipe.kubeflow.image import IMAGE
 @dsl.component(base_image=IMAGE, install_kfp_package=False)
 def distill(
     params_yaml: str,
-    overrides: list,
+    overrides: list[str],
     cache_dir: str,
     run_id: str,
     num_processes: int,
@@ -17,7 +17,7 @@ def distill(
     teacher: Input[Model],
     student: Output[Model],
     metrics: Output[Metrics],
-):
+) -> None:
     """Train the student, one process per GPU of the pod under torchrun; a retry resumes its checkpoint.
 
     Checkpoints go under cache_dir (a PVC) keyed by the run id, so a retried or preempted pod of the

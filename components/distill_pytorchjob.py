@@ -9,7 +9,7 @@ from kdpipe.kubeflow.image import IMAGE
 @dsl.component(base_image=IMAGE, install_kfp_package=False)
 def distill_pytorchjob(
     params_yaml: str,
-    overrides: list,
+    overrides: list[str],
     cache_dir: str,
     run_id: str,
     nodes: int,
@@ -21,7 +21,7 @@ def distill_pytorchjob(
     teacher: Input[Model],
     student: Output[Model],
     metrics: Output[Metrics],
-):
+) -> None:
     """Stage inputs on the shared PVC, run the PyTorchJob to completion, collect the student."""
     import shutil
     from pathlib import Path

@@ -9,13 +9,13 @@ from kdpipe.kubeflow.image import IMAGE
 @dsl.component(base_image=IMAGE, install_kfp_package=False)
 def evaluate_teacher(
     params_yaml: str,
-    overrides: list,
+    overrides: list[str],
     cache_dir: str,
     run_id: str,
     dataset: Input[Dataset],
     teacher: Output[Model],
     metrics: Output[Metrics],
-):
+) -> None:
     """Load (or, for the embedded demo, train) the teacher and measure it on the test split."""
     from kdpipe import steps
     from kdpipe.kubeflow import artifacts, dataref, launch

@@ -9,13 +9,13 @@ from kdpipe.kubeflow.image import IMAGE
 @dsl.component(base_image=IMAGE, install_kfp_package=False)
 def prepare_data(
     params_yaml: str,
-    overrides: list,
+    overrides: list[str],
     data_ref: str,
     cache_dir: str,
     run_id: str,
     dataset: Output[Dataset],
     metrics: Output[Metrics],
-):
+) -> None:
     """Prepare the data set with its manifest; with a data_ref it stays there and the artifact names it."""
     from kdpipe import steps
     from kdpipe.kubeflow import artifacts, dataref

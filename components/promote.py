@@ -9,7 +9,7 @@ from kdpipe.kubeflow.image import IMAGE
 @dsl.component(base_image=IMAGE, install_kfp_package=False)
 def promote(
     params_yaml: str,
-    overrides: list,
+    overrides: list[str],
     cache_dir: str,
     run_id: str,
     dataset: Input[Dataset],
