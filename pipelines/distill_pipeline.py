@@ -53,7 +53,7 @@ def build(default_params_yaml: str, options: Options = Options()) -> dsl.graph_c
                                                   "(Miles & Mikolajczyk, AAAI 2024) and promote it when it is better.")
     def distill_pipeline(
         params_yaml: str = default_params_yaml,
-        overrides: list = [],  # noqa: B006 - kfp records the default in the compiled spec
+        overrides: list[str] = [],  # noqa: B006 - kfp records the default in the compiled spec
         data_ref: str = "",
         accelerator_type: str = cluster.GPU_RESOURCE,
         accelerator_count: int = 1,
