@@ -11,7 +11,9 @@ import math
 from pathlib import Path
 from typing import Any, Protocol
 
-from kdpipe.model_file import MODEL_FILE
+from kdpipe.data.prepared import MANIFEST_FILE
+from kdpipe.model_file import MODEL_FILE, load_model
+from kdpipe.steps import DECISION_FILE, METRICS_FILE
 
 
 class MetricsLike(Protocol):
@@ -46,8 +48,6 @@ def read_json(path: Path) -> dict[str, Any]:
 
 def describe_model(model: ArtifactLike, **extra: Any) -> None:
     """Model metadata the Kubeflow UI lists: the file, framework, architecture, classes, data."""
-    from kdpipe.model_file import load_model
-
     _, record = load_model(Path(model.path) / MODEL_FILE)
     meta = record.get("meta", {})
     model.metadata.update({
@@ -103,13 +103,11 @@ def run_report(manifest: dict[str, Any], distilled: dict[str, Any], validation: 
 
 def write_run_report(path: Path, dataset_dir: Path, student_dir: Path, validation_dir: Path) -> None:
     """The run report from the files the steps wrote (every Dataset artifact holds the manifest)."""
-    from kdpipe.data.prepared import MANIFEST_FILE
-
     text = run_report(
         read_json(dataset_dir / MANIFEST_FILE),
-        read_json(student_dir / "metrics.json"),
-        read_json(validation_dir / "metrics.json"),
-        read_json(validation_dir / "decision.json"),
+        read_json(student_dir / METRICS_FILE),
+        read_json(validation_dir / METRICS_FILE),
+        read_json(validation_dir / DECISION_FILE),
     )
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text)

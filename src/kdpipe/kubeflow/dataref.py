@@ -21,18 +21,15 @@ import shutil
 import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Any, Literal
 
 from kdpipe.data.prepared import MANIFEST_FILE, TENSORS_FILE, load_prepared
 from kdpipe.errors import DataError
+from kdpipe.kubeflow.artifacts import ArtifactLike
+from kdpipe.storage import ENDPOINT_ENV, explain_storage_error
 
 REFERENCE_FILE = "reference.json"
 DATA_FILES = (TENSORS_FILE, MANIFEST_FILE)  # the manifest last: a reader never sees it without its data
-
-
-class ArtifactLike(Protocol):
-    path: str
-    metadata: dict[str, Any]
 
 
 @dataclass(frozen=True)
@@ -74,8 +71,6 @@ def parse(uri: str) -> DataRef:
 def _s3_client() -> Any:
     import boto3
 
-    from kdpipe.storage import ENDPOINT_ENV
-
     return boto3.client("s3", endpoint_url=os.environ.get(ENDPOINT_ENV) or None)
 
 
@@ -85,8 +80,6 @@ def _split_s3(location: str) -> tuple[str, str]:
 
 
 def _storage_error(ref: DataRef, exc: Exception) -> DataError:
-    from kdpipe.storage import explain_storage_error
-
     return DataError(f"data_ref {ref.uri}: {explain_storage_error(exc) or exc}")
 
 
