@@ -34,9 +34,10 @@ RUN apt-get update \
     && rm -rf /var/lib/apt/lists/*
 COPY --from=build /opt/kdpipe /opt/kdpipe
 RUN useradd --create-home --uid 10001 kdpipe
+# No NVIDIA_VISIBLE_DEVICES here: the device plugin sets it for pods that request GPUs, and a
+# default of "all" would hand every GPU of a node to pods that requested none.
 ENV PATH=/opt/kdpipe/bin:$PATH \
     PYTHONUNBUFFERED=1 \
-    NVIDIA_VISIBLE_DEVICES=all \
     NVIDIA_DRIVER_CAPABILITIES=compute,utility
 USER 10001
 WORKDIR /home/kdpipe
