@@ -52,9 +52,9 @@ def build_models(args: argparse.Namespace, device: torch.device) -> tuple[nn.Mod
     return teacher, student
 
 
-def kdpipe_side(teacher: nn.Module, student: nn.Module) -> tuple[Step, Step, nn.Module]:
+def kdpipe_side(teacher: nn.Module, student: nn.Module, device: torch.device) -> tuple[Step, Step, nn.Module]:
     """kdpipe's SRD module and the engine's step: forward, zero_grad, backward, SGD step."""
-    distiller = SRD(student, teacher, SRDConfig())
+    distiller = SRD(student, teacher, SRDConfig()).to(device)
     optimizer = torch.optim.SGD(distiller.trainable_parameters(), **SGD_KWARGS)
 
     def loss(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -128,7 +128,7 @@ def torchdistill_side(teacher: nn.Module, student: nn.Module, feature_module: st
 def build_sides(args: argparse.Namespace, device: torch.device) -> dict[str, tuple[Step, Step]]:
     """Both sides from the same initial weights: teacher, student and projector."""
     teacher, student = build_models(args, device)
-    ours_step, ours_loss, projector = kdpipe_side(copy.deepcopy(teacher), copy.deepcopy(student))
+    ours_step, ours_loss, projector = kdpipe_side(copy.deepcopy(teacher), copy.deepcopy(student), device)
     theirs_step, theirs_loss, linear = torchdistill_side(copy.deepcopy(teacher), copy.deepcopy(student), args.feature_module, device)
     linear.load_state_dict(projector.state_dict())
     return {"kdpipe": (ours_step, ours_loss), "torchdistill": (theirs_step, theirs_loss)}
