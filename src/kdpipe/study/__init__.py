@@ -21,7 +21,7 @@ from kdpipe.config import Params
 from kdpipe.errors import ConfigError, KdpipeError
 from kdpipe.model_file import MODEL_FILE
 from kdpipe.models import is_known_model
-from kdpipe.steps import write_json
+from kdpipe.steps import file_sha256, write_json
 from kdpipe.study import runner
 from kdpipe.study.cells import Cell, select_cells
 from kdpipe.study.report import summarise, write_report
@@ -96,7 +96,7 @@ def _teacher_tasks(base: Params, study_dir: Path, roles: set[str], archs: dict[s
         record = study_dir / runner.TEACHERS_DIR / f"{role}.json"
         model = runner.teacher_dir(base, study_dir, role) / MODEL_FILE
         known = json.loads(record.read_text()).get("model_sha256") if record.exists() else None
-        if known and model.exists() and known == runner.file_sha256(model):
+        if known and model.exists() and known == file_sha256(model):
             continue
         params = runner.teacher_params(base, study_dir, role, archs[role], threads)
         tasks.append({"id": f"teacher {role} ({archs[role]})", "role": role, "params": params.to_dict(), "record": str(record)})

@@ -11,7 +11,6 @@ processes sharing it multiply the throughput.
 from __future__ import annotations
 
 import csv
-import hashlib
 import json
 import logging
 import multiprocessing
@@ -186,14 +185,6 @@ def execute_run(task: dict[str, Any]) -> dict[str, Any]:
     return result
 
 
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def execute_teacher(task: dict[str, Any]) -> dict[str, Any]:
     """Worker side of one teacher: train it once (or load it), measure it, record it in the study."""
     params = params_from_dict(task["params"], origin=f"study teacher {task['role']}")
@@ -210,7 +201,7 @@ def execute_teacher(task: dict[str, Any]) -> dict[str, Any]:
         "test_top1": top1(model, data, "test", params, runtime),
         "val_top1": top1(model, data, "val", params, runtime),
         "path": str(path),
-        "model_sha256": file_sha256(path),
+        "model_sha256": steps.file_sha256(path),
         "data_sha256": data.sha256,
     }
     steps.write_json(Path(task["record"]), info)
