@@ -20,7 +20,7 @@ from kdpipe.promote import DATA_SHA_TAG, ChampionEvaluator, Scores
 from kdpipe.serving import predict_unit_images
 
 RECORDED_TAGS = {"arch": "kdpipe.student_arch", "parameters": "kdpipe.parameters", "size_bytes": "kdpipe.size_bytes",
-                 "latency_ms_batch1": "kdpipe.latency_ms_batch1", "top1": "kdpipe.top1"}
+                 "latency_ms_batch1": "kdpipe.latency_ms_batch1"}
 
 
 @dataclass(frozen=True)

@@ -169,16 +169,14 @@ def check_tracking(params: Params) -> None:
         raise TrackingError(f"tracking.uri: cannot reach MLflow at {uri} ({_first_line(exc)})") from None
 
 
-def lineage_tags(params: Params, **extra: Any) -> dict[str, str]:
+def lineage_tags(params: Params) -> dict[str, str]:
     """What every run and registered version says about where it came from."""
-    tags = {
+    return {
         "kdpipe.pipeline_run_id": pipeline_run_id(),
         "kdpipe.version": __version__,
         "kdpipe.git_commit": git_commit(),
         "kdpipe.teacher_source": params.teacher.source,
     }
-    tags.update({k: str(v) for k, v in extra.items() if v is not None})
-    return tags
 
 
 @contextlib.contextmanager
