@@ -9,6 +9,7 @@ code is covered in test_tracking.py.
 from __future__ import annotations
 
 import multiprocessing
+import queue
 import random
 import uuid
 from pathlib import Path
@@ -19,7 +20,6 @@ import torch
 import yaml
 
 from kdpipe import registry
-from kdpipe.cli import main
 from kdpipe.config import GateConfig
 from kdpipe.errors import KdpipeError, TrackingError
 from kdpipe.model_file import MODEL_FILE, save_model
@@ -209,6 +209,8 @@ def test_rollback_moves_champion_back_and_keeps_history(
     params_file = tmp_path / "params.yaml"
     params = make_params(tracking__uri=mlflow_server, tracking__registered_model=name)
     params_file.write_text(yaml.safe_dump(params.to_dict()))
+    from kdpipe.cli import main  # here, so the racing processes below need not import the whole CLI
+
     assert main(["-q", "rollback", "-c", str(params_file)]) == 0
     assert capsys.readouterr().out.strip() == f"champion of {name} moved from v3 back to v2"
     assert champion_of(client, name) == "2"
@@ -235,8 +237,11 @@ def _promote_in_process(uri: str, name: str, model_uri: str, top1: float, barrie
     """One racing promotion in its own process: waits for the others, then promotes."""
     client = registry.client(uri)
     cand = candidate(model_uri, top1)
-    barrier.wait()
-    out.put((top1, promote(client, name, cand)["version"]))
+    try:
+        barrier.wait(timeout=600)
+        out.put((top1, promote(client, name, cand)["version"]))
+    except Exception as exc:  # reported to the test instead of dying silently
+        out.put((top1, f"{type(exc).__name__}: {exc}"))
 
 
 def test_concurrent_promotions_leave_one_consistent_champion(reg: tuple[Any, str], model_uri: str, mlflow_server: str) -> None:
@@ -252,10 +257,18 @@ def test_concurrent_promotions_leave_one_consistent_champion(reg: tuple[Any, str
     procs = [ctx.Process(target=_promote_in_process, args=(mlflow_server, name, model_uri, s, barrier, out)) for s in scores]
     for p in procs:
         p.start()
-    results = dict(out.get(timeout=300) for _ in procs)
+    results: dict[float, str] = {}
+    while len(results) < len(procs):
+        try:
+            top1, outcome = out.get(timeout=5)
+            results[top1] = outcome
+        except queue.Empty:
+            dead = [p.exitcode for p in procs if p.exitcode not in (None, 0)]
+            assert not dead, f"a promoting process died before reporting (exit codes {dead})"
     for p in procs:
         p.join(timeout=60)
         assert p.exitcode == 0
+    assert all(v.isdigit() for v in results.values()), results
     versions = {str(mv.version): mv for mv in client.search_model_versions(f"name = '{name}'")}
     assert len(versions) == 1 + len(scores)
     champion = versions[champion_of(client, name)]

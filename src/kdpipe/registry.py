@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import random
 import re
 import socket
 import tempfile
@@ -34,6 +35,7 @@ LOCK_OWNER_TAG = "kdpipe.lock_owner"
 STALE_AFTER_S = 600.0
 WAIT_S = 900.0
 POLL_S = 0.25
+MAX_POLL_S = 2.0
 _MODELS_URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:@(?P<alias>[^/]+)|/(?P<version>\d+))$")
 
 
@@ -108,6 +110,7 @@ def promotion_lock(
     owner = f"{socket.gethostname()}:{uuid.uuid4().hex[:12]}"
     started = time.monotonic()
     watched: dict[str, float] = {}
+    polls = 0
     while True:
         try:
             mlflow_client.create_registered_model(lock, tags={LOCK_OWNER_TAG: owner},
@@ -136,7 +139,9 @@ def promotion_lock(
                 f"registry: the promotion lock {lock!r} has been held by {holder} for {age:.0f}s; if no promotion "
                 f"is running, delete the registered model {lock!r}"
             )
-        time.sleep(poll_s)
+        # Back off with jitter: waiters polling in step would keep a SQLite-backed store busy.
+        time.sleep(random.uniform(0.5, 1.0) * min(MAX_POLL_S, poll_s * 1.5**polls))
+        polls += 1
     try:
         yield LockHandle(lock, owner)
     finally:
