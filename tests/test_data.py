@@ -172,3 +172,25 @@ def test_tampered_prepared_data_fails_the_hash_check(make_params: Callable[..., 
     path.write_bytes(path.read_bytes()[:1000])
     with pytest.raises(DataError, match=r"splits\.pt: cannot be read"):
         load_prepared(tmp_path / "prepared")
+
+
+def test_train_subset_is_one_fixed_sample_of_the_train_split(make_params: Callable[..., Params], tmp_path: Path) -> None:
+    """``train.subset`` trains on N train-split images that data.seed picks, never val or test ones."""
+    _prepare(make_params, tmp_path / "prepared")
+    data = load_prepared(tmp_path / "prepared")
+    runtime = steps.make_runtime(make_params(tracking__enabled=False))
+    train_x, _ = data.split("train")
+
+    def seen(train_seed: int, data_seed: int = 0) -> torch.Tensor:
+        params = make_params(paths__prepared=str(tmp_path / "prepared"), data__seed=data_seed, train__subset=120)
+        loader = steps.make_loader(data, "train", 50, params, runtime, seed=train_seed, subset=params.train.subset)
+        return torch.cat([x for x, _ in loader])
+
+    first = seen(train_seed=0)
+    assert len(first) == 120
+    assert torch.equal(first, seen(train_seed=7)), "the training seed must not change the transfer set"
+    assert not torch.equal(first, seen(train_seed=0, data_seed=1))
+    sample_x, _ = data.split("train", 120, 0)
+    flat = train_x.flatten(1)
+    assert all(bool((flat == row).all(1).any()) for row in sample_x.flatten(1)), "every image is a train-split image"
+    assert data.split("train", 10_000, 0)[0].shape == train_x.shape, "a subset larger than the split keeps it all"

@@ -65,9 +65,9 @@ def make_runtime(params: Params, rank: int = 0) -> Runtime:
 
 def make_loader(
     data: PreparedData, split: str, batch_size: int, params: Params, runtime: Runtime, *, train: bool = False,
-    seed: int = 0, rank: int = 0, world_size: int = 1,
+    seed: int = 0, rank: int = 0, world_size: int = 1, subset: int | None = None,
 ) -> InMemoryLoader:
-    x, y = data.split(split)
+    x, y = data.split(split, subset, params.data.seed)
     m = data.manifest
     return InMemoryLoader(
         x, y, batch_size, m["mean"], m["std"], train=train, crop_padding=params.data.crop_padding,
@@ -125,7 +125,7 @@ def _train_teacher(params: Params, data: PreparedData, runtime: Runtime, run: An
     distiller = create_distiller(params.method.model_copy(update={"name": "scratch"}), teacher, None)
     train(
         distiller,
-        make_loader(data, "train", cfg.batch_size, params, runtime, train=True, seed=cfg.seed),
+        make_loader(data, "train", cfg.batch_size, params, runtime, train=True, seed=cfg.seed, subset=cfg.subset),
         make_loader(data, "val", params.runtime.eval_batch_size, params, runtime),
         cfg,
         runtime,
@@ -268,7 +268,8 @@ def distill(params: Params, resume: bool = False, rank: int = 0, world_size: int
         start = time.perf_counter()
         history = train(
             distiller,
-            make_loader(data, "train", cfg.batch_size, params, runtime, train=True, seed=cfg.seed, rank=rank, world_size=world_size),
+            make_loader(data, "train", cfg.batch_size, params, runtime, train=True, seed=cfg.seed, rank=rank,
+                        world_size=world_size, subset=cfg.subset),
             make_loader(data, "val", params.runtime.eval_batch_size, params, runtime),
             cfg,
             runtime,

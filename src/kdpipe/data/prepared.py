@@ -31,8 +31,9 @@ class PreparedData:
     tensors: dict[str, torch.Tensor]
     manifest: dict[str, Any]
 
-    def split(self, name: str) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.tensors[f"{name}_x"], self.tensors[f"{name}_y"]
+    def split(self, name: str, subset: int | None = None, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+        """A split, or a fixed sample of ``subset`` of its images chosen by ``seed``."""
+        return sample(self.tensors[f"{name}_x"], self.tensors[f"{name}_y"], subset, seed)
 
     @property
     def classes(self) -> list[str]:
@@ -67,6 +68,11 @@ def _take(x: torch.Tensor, y: torch.Tensor, n: int | None, gen: torch.Generator)
         return x, y
     idx = torch.randperm(len(y), generator=gen)[:n].sort().values
     return x[idx], y[idx]
+
+
+def sample(x: torch.Tensor, y: torch.Tensor, n: int | None, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The same ``n`` images for a seed, whatever trains on them: a fixed transfer set."""
+    return _take(x, y, n, torch.Generator().manual_seed(seed))
 
 
 def build_splits(

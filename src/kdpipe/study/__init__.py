@@ -32,8 +32,7 @@ log = logging.getLogger("kdpipe")
 STUDY_FILE = "study.json"
 DEFAULT_DIR = "artifacts/study"
 DEFAULT_SEEDS = (0, 1, 2)
-SMALL_TEACHER = "cnn32"
-LARGE_TEACHER = "cnn64_fc1024"
+SMALL_TEACHER = "cnn16_fc256"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -42,7 +41,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cells", nargs="+", metavar="CELL", help="only these cells (default: all)")
     p.add_argument("--jobs", type=int, default=1, help="runs in parallel worker processes (default: 1)")
     p.add_argument("--small-teacher", default=SMALL_TEACHER, help=f"capacity gap: small teacher (default: {SMALL_TEACHER})")
-    p.add_argument("--large-teacher", default=LARGE_TEACHER, help=f"capacity gap: large teacher (default: {LARGE_TEACHER})")
+    p.add_argument("--large-teacher", help="capacity gap: large teacher (default: the study's own teacher, teacher.arch)")
     p.add_argument("--no-gap", action="store_true", help="leave out the capacity-gap sweep")
     p.add_argument("--no-plot", action="store_true", help="write no plot (where matplotlib is missing)")
 
@@ -110,12 +109,12 @@ def _teachers(study_dir: Path) -> dict[str, dict[str, Any]]:
 
 def run_study(
     base: Params, study_dir: Path, *, seeds: list[int] | tuple[int, ...] = DEFAULT_SEEDS, cells: list[str] | None = None,
-    jobs: int = 1, small_teacher: str = SMALL_TEACHER, large_teacher: str = LARGE_TEACHER, gap: bool = True,
+    jobs: int = 1, small_teacher: str = SMALL_TEACHER, large_teacher: str | None = None, gap: bool = True,
     plot: bool = True, command: str | None = None,
 ) -> dict[str, Any]:
     """Run what is not finished, then report; returns which runs ran, which were kept, and the files."""
     seeds = list(seeds)
-    archs = {"main": base.teacher.arch, "small": small_teacher, "large": large_teacher}
+    archs = {"main": base.teacher.arch, "small": small_teacher, "large": large_teacher or base.teacher.arch}
     _check_args(seeds, jobs, archs)
     check_tracking(base)
     chosen = _drop_duplicate_gap(select_cells(cells, gap), archs)

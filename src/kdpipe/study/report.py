@@ -117,6 +117,10 @@ def _acceptance(summaries: list[Summary]) -> list[str]:
     return lines
 
 
+def _images(subset: int | None) -> str:
+    return "the whole train split" if subset is None else f"a fixed sample of {subset:,} train-split images"
+
+
 def markdown(
     study_id: str, base: Params, seeds: list[int], summaries: list[Summary], teachers: dict[str, dict[str, Any]],
     teacher_archs: dict[str, str], runs: list[dict[str, Any]], command: str | None,
@@ -130,7 +134,7 @@ def markdown(
         "",
         f"- data: {base.data.source} (sha256 {', '.join(shas)}), student {base.student.arch}, teacher "
         f"{main_t.get('arch', base.teacher.arch)} (test top-1 {_pct(main_t['test_top1']) if main_t else '?'} %)",
-        f"- budget: {t.epochs} epochs, batch {t.batch_size}, {t.optimizer} lr {t.lr} {t.schedule}; "
+        f"- budget: {t.epochs} epochs over {_images(t.subset)}, batch {t.batch_size}, {t.optimizer} lr {t.lr} {t.schedule}; "
         f"seeds {', '.join(map(str, seeds))}; device {', '.join(devices)}",
         "- top-1 in %, mean ± sample std over seeds on the test split; val is the held-out validation split; "
         "train s and images/s are the training loop alone, per run",
