@@ -99,7 +99,8 @@ def _gap_rows(summaries: list[Summary], teachers: dict[str, dict[str, Any]], tea
         diff = f"{100 * (srd.mean('test_top1') - kd.mean('test_top1')):+.2f}" if kd and srd else "-"
         params = f"{t['parameters']:,}" if "parameters" in t else "?"
         top1 = _pct(t["test_top1"]) if "test_top1" in t else "?"
-        rows.append([f"{role}: {teacher_archs[role]}", params, top1, *cells, diff])
+        label = "main = large" if role == "main" and teacher_archs["large"] == teacher_archs["main"] else role
+        rows.append([f"{label}: {teacher_archs[role]}", params, top1, *cells, diff])
     return rows
 
 
