@@ -27,7 +27,7 @@ def _wrn(depth: int, widen: int) -> Builder:
 
 REGISTRY: dict[str, Builder] = {
     **{f"cnn{w}": _cnn(w) for w in (8, 16, 32, 64)},
-    **{f"cnn{w}_fc{h}": _cnn(w, h) for w in (32, 64) for h in (512, 1024)},
+    **{f"cnn{w}_fc{h}": _cnn(w, h) for w in (16, 32, 64) for h in (256, 512, 1024)},
     **{f"resnet{d}": _resnet(d) for d in (8, 14, 20, 32, 44, 56, 110)},
     "resnet8x4": _resnet(8, WIDE_X4),
     "resnet32x4": _resnet(32, WIDE_X4),
