@@ -20,7 +20,7 @@ import torch
 from kdpipe import steps
 from kdpipe.config import Params
 from kdpipe.data.loader import InMemoryLoader, random_crop
-from kdpipe.data.prepared import TENSORS_FILE, load_prepared
+from kdpipe.data.prepared import TENSORS_FILE, load_prepared, sample
 from kdpipe.data.sources import DEBIAN_FASHION_MNIST, MNIST_FILES, load_mnist_like
 from kdpipe.errors import DataError
 
@@ -190,7 +190,7 @@ def test_train_subset_is_one_fixed_sample_of_the_train_split(make_params: Callab
     assert len(first) == 120
     assert torch.equal(first, seen(train_seed=7)), "the training seed must not change the transfer set"
     assert not torch.equal(first, seen(train_seed=0, data_seed=1))
-    sample_x, _ = data.split("train", 120, 0)
+    sample_x, _ = sample(*data.split("train"), 120, 0)
     flat = train_x.flatten(1)
     assert all(bool((flat == row).all(1).any()) for row in sample_x.flatten(1)), "every image is a train-split image"
-    assert data.split("train", 10_000, 0)[0].shape == train_x.shape, "a subset larger than the split keeps it all"
+    assert sample(*data.split("train"), 10_000, 0)[0].shape == train_x.shape, "a subset larger than the split keeps it all"

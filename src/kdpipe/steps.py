@@ -22,7 +22,7 @@ from kdpipe import champion, distributed, plots, registry, report
 from kdpipe.checkpoint import atomic_write_bytes
 from kdpipe.config import Params, TrainConfig
 from kdpipe.data.loader import InMemoryLoader
-from kdpipe.data.prepared import PreparedData, build_splits, load_prepared, write_prepared
+from kdpipe.data.prepared import PreparedData, build_splits, load_prepared, sample, write_prepared
 from kdpipe.data.sources import load_source
 from kdpipe.diagnostics import RANK_BATCH, projector_effective_rank
 from kdpipe.distill import create_distiller
@@ -67,7 +67,7 @@ def make_loader(
     data: PreparedData, split: str, batch_size: int, params: Params, runtime: Runtime, *, train: bool = False,
     seed: int = 0, rank: int = 0, world_size: int = 1, subset: int | None = None,
 ) -> InMemoryLoader:
-    x, y = data.split(split, subset, params.data.seed)
+    x, y = sample(*data.split(split), subset, params.data.seed)
     m = data.manifest
     return InMemoryLoader(
         x, y, batch_size, m["mean"], m["std"], train=train, crop_padding=params.data.crop_padding,

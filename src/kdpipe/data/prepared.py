@@ -31,9 +31,8 @@ class PreparedData:
     tensors: dict[str, torch.Tensor]
     manifest: dict[str, Any]
 
-    def split(self, name: str, subset: int | None = None, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-        """A split, or a fixed sample of ``subset`` of its images chosen by ``seed``."""
-        return sample(self.tensors[f"{name}_x"], self.tensors[f"{name}_y"], subset, seed)
+    def split(self, name: str) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.tensors[f"{name}_x"], self.tensors[f"{name}_y"]
 
     @property
     def classes(self) -> list[str]:
