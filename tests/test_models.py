@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from kdpipe.config import Params, feature_dim
-from kdpipe.models import REGISTRY, count_parameters, create_model
+from kdpipe.models import MODELS, count_parameters, create_model
 
 K = 7
 
@@ -30,7 +30,7 @@ def _check(name: str, in_channels: int, size: int) -> torch.nn.Module:
     return model
 
 
-@pytest.mark.parametrize("name", sorted(REGISTRY))
+@pytest.mark.parametrize("name", MODELS.names())
 def test_registry_model_gives_features_and_logits(name: str) -> None:
     """Grey 28x28 (the embedded data set) for every registry name."""
     assert feature_dim(name) == _check(name, in_channels=1, size=28).feature_dim

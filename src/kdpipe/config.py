@@ -6,9 +6,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
-from kdpipe.errors import ConfigError
+from kdpipe.errors import ConfigError, UnknownNameError
 
 DEFAULT_PARAMS = Path("params.yaml")
 
@@ -80,15 +80,24 @@ class StudentConfig(_Section):
 class SRDConfig(_Section):
     """The simple recipe: projector, normalisation and distance are the paper's three switches."""
 
-    projector: Literal["linear", "mlp", "none"] = "linear"
+    projector: str = "linear"
     train_projector: bool = Field(True, description="false freezes a random projector (ablation)")
-    norm: Literal["bn", "none", "l2", "layernorm"] = "bn"
-    distance: Literal["logsum", "mse", "l1", "cosine"] = "logsum"
+    norm: str = "bn"
+    distance: str = "logsum"
     alpha: float = Field(4.0, gt=0, description="exponent of the LogSum distance")
     feat_weight: float = Field(2.0, ge=0)
     kl_weight: float = Field(1.0, ge=0)
     ce_weight: float = Field(1.0, ge=0)
     temperature: float = Field(1.0, gt=0)
+
+    @field_validator("projector", "norm", "distance")
+    @classmethod
+    def _known_name(cls, value: str, info: ValidationInfo) -> str:
+        from kdpipe.distill.distance import DISTANCES
+        from kdpipe.distill.normalization import NORMS
+        from kdpipe.distill.projector import PROJECTORS
+
+        return {"projector": PROJECTORS, "norm": NORMS, "distance": DISTANCES}[info.field_name].check(value)
 
 
 class KDConfig(_Section):
@@ -102,16 +111,31 @@ class KDConfig(_Section):
 class FitNetConfig(_Section):
     """Romero et al. 2015 on pooled features: a projector and MSE, no normalisation."""
 
-    projector: Literal["linear", "mlp"] = "linear"
+    projector: str = "linear"
     feat_weight: float = Field(1.0, ge=0)
     ce_weight: float = Field(1.0, ge=0)
 
+    @field_validator("projector")
+    @classmethod
+    def _known_projector(cls, value: str) -> str:
+        from kdpipe.distill.projector import PROJECTORS
+
+        # FitNet always maps D_s to D_t with a learned regressor, so 'none' (the identity) is no FitNet projector.
+        return PROJECTORS.without("none").check(value)
+
 
 class MethodConfig(_Section):
-    name: Literal["srd", "kd", "fitnet", "scratch"] = "srd"
+    name: str = "srd"
     srd: SRDConfig = SRDConfig()
     kd: KDConfig = KDConfig()
     fitnet: FitNetConfig = FitNetConfig()
+
+    @field_validator("name")
+    @classmethod
+    def _known_method(cls, value: str) -> str:
+        from kdpipe.distill import METHODS
+
+        return METHODS.check(value)
 
 
 class RuntimeConfig(_Section):
@@ -183,11 +207,11 @@ class Params(_Section):
 
     @model_validator(mode="after")
     def _check_models(self) -> Params:
-        from kdpipe.models import available_models, is_known_model
+        from kdpipe.models import MODELS, is_known_model
 
         for key, arch in (("student.arch", self.student.arch), ("teacher.arch", self.teacher.arch)):
             if not is_known_model(arch):
-                raise _KeyedError(key, f"unknown model {arch!r}; available: {', '.join(available_models())}")
+                raise _KeyedError(key, str(MODELS.unknown(arch)))
         if self.method.name == "srd" and self.method.srd.projector == "none":
             d_s, d_t = feature_dim(self.student.arch), feature_dim(self.teacher.arch)
             if d_s != d_t:
@@ -231,7 +255,8 @@ def _format_validation_error(exc: ValidationError, origin: str) -> str:
     msg = err["msg"].removeprefix("Value error, ")
     if err["type"] == "extra_forbidden":
         msg = "unknown key"
-    elif "input" in err and err["type"] not in ("missing",):
+    # An unknown name's message already quotes the name, so it needs no "(got ...)".
+    elif "input" in err and err["type"] not in ("missing",) and not isinstance(inner, UnknownNameError):
         msg = f"{msg} (got {err['input']!r})"
     extra = f" ({len(exc.errors()) - 1} more error(s))" if len(exc.errors()) > 1 else ""
     return f"{origin}: {key}: {msg}{extra}"

@@ -23,3 +23,7 @@ class NonFiniteLossError(KdpipeError):
 
 class TrackingError(KdpipeError):
     """The MLflow tracking server or store cannot be reached or refused a request."""
+
+
+class UnknownNameError(ConfigError, ValueError):
+    """A name no table has; ConfigError so the CLI prints it on one line, ValueError so pydantic reports its key."""

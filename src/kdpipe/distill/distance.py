@@ -7,6 +7,8 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
+from kdpipe.factories import Factories
+
 Distance = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 # log(0) is -inf; the sum is clamped here, far below any sum a real batch produces.
@@ -26,13 +28,17 @@ def cosine(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return (1 - F.cosine_similarity(a, b, dim=1)).mean()
 
 
+DISTANCES: Factories[Distance] = Factories(
+    "distance",
+    {
+        "logsum": logsum,
+        "mse": lambda alpha: F.mse_loss,
+        "l1": lambda alpha: F.l1_loss,
+        "cosine": lambda alpha: cosine,
+    },
+)
+
+
 def make_distance(kind: str, alpha: float = 4.0) -> Distance:
-    if kind == "logsum":
-        return logsum(alpha)
-    if kind == "mse":
-        return F.mse_loss
-    if kind == "l1":
-        return F.l1_loss
-    if kind == "cosine":
-        return cosine
-    raise ValueError(f"unknown distance {kind!r}")
+    """``alpha`` is the LogSum exponent; the other distances ignore it."""
+    return DISTANCES.create(kind, alpha)

@@ -10,19 +10,24 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from kdpipe.factories import Factories
+
 
 class L2Rows(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.normalize(x, dim=1)
 
 
+NORMS: Factories[nn.Module] = Factories(
+    "norm",
+    {
+        "bn": lambda dim: nn.BatchNorm1d(dim, eps=1e-4, affine=False),
+        "layernorm": lambda dim: nn.LayerNorm(dim, elementwise_affine=False),
+        "l2": lambda dim: L2Rows(),
+        "none": lambda dim: nn.Identity(),
+    },
+)
+
+
 def make_norm(kind: str, dim: int) -> nn.Module:
-    if kind == "bn":
-        return nn.BatchNorm1d(dim, eps=1e-4, affine=False)
-    if kind == "layernorm":
-        return nn.LayerNorm(dim, elementwise_affine=False)
-    if kind == "l2":
-        return L2Rows()
-    if kind == "none":
-        return nn.Identity()
-    raise ValueError(f"unknown normalisation {kind!r}")
+    return NORMS.create(kind, dim)

@@ -4,16 +4,29 @@ from __future__ import annotations
 
 from torch import nn
 
+from kdpipe.factories import Factories
+
+PROJECTORS: Factories[nn.Module] = Factories("projector")
+
+
+@PROJECTORS.register("linear")
+def _linear(d_student: int, d_teacher: int) -> nn.Module:
+    return nn.Linear(d_student, d_teacher)
+
+
+@PROJECTORS.register("mlp")
+def _mlp(d_student: int, d_teacher: int) -> nn.Module:
+    return nn.Sequential(
+        nn.Linear(d_student, d_teacher), nn.BatchNorm1d(d_teacher), nn.ReLU(inplace=True), nn.Linear(d_teacher, d_teacher)
+    )
+
+
+@PROJECTORS.register("none")
+def _identity(d_student: int, d_teacher: int) -> nn.Module:
+    if d_student != d_teacher:
+        raise ValueError(f"projector 'none' needs equal feature sizes, got {d_student} and {d_teacher}")
+    return nn.Identity()
+
 
 def make_projector(kind: str, d_student: int, d_teacher: int) -> nn.Module:
-    if kind == "linear":
-        return nn.Linear(d_student, d_teacher)
-    if kind == "mlp":
-        return nn.Sequential(
-            nn.Linear(d_student, d_teacher), nn.BatchNorm1d(d_teacher), nn.ReLU(inplace=True), nn.Linear(d_teacher, d_teacher)
-        )
-    if kind == "none":
-        if d_student != d_teacher:
-            raise ValueError(f"projector 'none' needs equal feature sizes, got {d_student} and {d_teacher}")
-        return nn.Identity()
-    raise ValueError(f"unknown projector {kind!r}")
+    return PROJECTORS.create(kind, d_student, d_teacher)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from kdpipe.factories import Factories
 from kdpipe.models.base import FeatureClassifier
 from kdpipe.models.cnn import SimpleCNN
 from kdpipe.models.mobilenetv2 import MobileNetV2
@@ -25,41 +26,41 @@ def _wrn(depth: int, widen: int) -> Builder:
     return lambda k, c: WideResNet(depth, widen, k, c)
 
 
-REGISTRY: dict[str, Builder] = {
-    **{f"cnn{w}": _cnn(w) for w in (8, 16, 32, 64)},
-    **{f"cnn{w}_fc{h}": _cnn(w, h) for w in (16, 32, 64) for h in (256, 512, 1024)},
-    **{f"resnet{d}": _resnet(d) for d in (8, 14, 20, 32, 44, 56, 110)},
-    "resnet8x4": _resnet(8, WIDE_X4),
-    "resnet32x4": _resnet(32, WIDE_X4),
-    **{f"wrn_{d}_{w}": _wrn(d, w) for d in (16, 40) for w in (1, 2, 4)},
-    "mobilenetv2": lambda k, c: MobileNetV2(k, c, width=1.0),
-    "mobilenetv2_w0.5": lambda k, c: MobileNetV2(k, c, width=0.5),
-}
-
 TORCHVISION_PREFIX = "torchvision:"
+
+MODELS: Factories[FeatureClassifier] = Factories(
+    "model",
+    {
+        **{f"cnn{w}": _cnn(w) for w in (8, 16, 32, 64)},
+        **{f"cnn{w}_fc{h}": _cnn(w, h) for w in (16, 32, 64) for h in (256, 512, 1024)},
+        **{f"resnet{d}": _resnet(d) for d in (8, 14, 20, 32, 44, 56, 110)},
+        "resnet8x4": _resnet(8, WIDE_X4),
+        "resnet32x4": _resnet(32, WIDE_X4),
+        **{f"wrn_{d}_{w}": _wrn(d, w) for d in (16, 40) for w in (1, 2, 4)},
+        "mobilenetv2": lambda k, c: MobileNetV2(k, c, width=1.0),
+        "mobilenetv2_w0.5": lambda k, c: MobileNetV2(k, c, width=0.5),
+    },
+    patterns=[f"{TORCHVISION_PREFIX}<name>"],
+)
 
 
 def available_models() -> list[str]:
-    return [*sorted(REGISTRY), f"{TORCHVISION_PREFIX}<name>"]
+    return [*MODELS.names(), *MODELS.patterns]
 
 
 def is_known_model(name: str) -> bool:
-    return name in REGISTRY or (name.startswith(TORCHVISION_PREFIX) and len(name) > len(TORCHVISION_PREFIX))
+    return name in MODELS or (name.startswith(TORCHVISION_PREFIX) and len(name) > len(TORCHVISION_PREFIX))
 
 
 def create_model(name: str, num_classes: int, in_channels: int = 3) -> FeatureClassifier:
     """Build a fresh, randomly initialised model by registry name."""
     if name.startswith(TORCHVISION_PREFIX):
         return TorchvisionClassifier(name[len(TORCHVISION_PREFIX) :], num_classes, in_channels)
-    try:
-        builder = REGISTRY[name]
-    except KeyError:
-        raise ValueError(f"unknown model {name!r}; available: {', '.join(available_models())}") from None
-    return builder(num_classes, in_channels)
+    return MODELS.create(name, num_classes, in_channels)
 
 
 def count_parameters(model: FeatureClassifier) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-__all__ = ["FeatureClassifier", "available_models", "count_parameters", "create_model", "is_known_model"]
+__all__ = ["MODELS", "FeatureClassifier", "available_models", "count_parameters", "create_model", "is_known_model"]
