@@ -23,11 +23,12 @@ def distill(
     Checkpoints go under cache_dir (a PVC) keyed by the run id, so a retried or preempted pod of the
     same run continues after its last completed epoch.
     """
+    from kdpipe import steps
     from kdpipe.kubeflow import artifacts, dataref, launch
     from kdpipe.kubeflow.params import step_params
 
     params = step_params(params_yaml, overrides, run_id, prepared=dataref.local_dir(dataset.path, cache_dir),
                          teacher=teacher.path, student=student.path,
                          checkpoints=launch.scratch_dir(cache_dir, "checkpoints", run_id))
-    artifacts.log_scalars(metrics, launch.distill(params, num_processes))
+    artifacts.log_scalars(metrics, launch.distill(params, num_processes, steps.distill))
     artifacts.describe_model(student, role="student")

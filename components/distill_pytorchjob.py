@@ -8,34 +8,23 @@ from kdpipe.kubeflow.image import IMAGE
 
 @dsl.component(base_image=IMAGE, install_kfp_package=False)
 def distill_pytorchjob(
-    params_yaml: str,
-    overrides: list[str],
-    cache_dir: str,
-    run_id: str,
-    nodes: int,
-    gpus_per_node: int,
-    accelerator_type: str,
-    pvc_name: str,
-    credentials_secret: str,
+    params_yaml: str, overrides: list[str], cache_dir: str, run_id: str,
+    nodes: int, gpus_per_node: int, accelerator_type: str, pvc_name: str, credentials_secret: str,
     dataset: Input[Dataset],
     teacher: Input[Model],
     student: Output[Model],
     metrics: Output[Metrics],
 ) -> None:
     """Stage inputs on the shared PVC, run the PyTorchJob to completion, collect the student."""
-    import shutil
-    from pathlib import Path
-
     from kdpipe.kubeflow import artifacts, dataref, launch, pytorchjob
     from kdpipe.kubeflow.params import step_params
 
     params = step_params(params_yaml, overrides, run_id, prepared=dataref.local_dir(dataset.path, cache_dir),
                          teacher=teacher.path)
-    work = Path(launch.scratch_dir(cache_dir, "runs", run_id))
-    staged = pytorchjob.stage(params, work)
-    pytorchjob.run(pytorchjob.manifest(f"kdpipe-distill-{run_id}"[:63], work, nodes=nodes, gpus_per_node=gpus_per_node,
-                                       accelerator_type=accelerator_type, pvc_name=pvc_name,
-                                       secret_name=credentials_secret))
-    shutil.copytree(staged.paths.student, student.path, dirs_exist_ok=True)
-    artifacts.log_scalars(metrics, artifacts.read_json(Path(student.path) / "metrics.json"))
+    summary = pytorchjob.distill(
+        params, launch.scratch_dir(cache_dir, "runs", run_id), f"kdpipe-distill-{run_id}", student.path, nodes=nodes,
+        gpus_per_node=gpus_per_node, accelerator_type=accelerator_type, pvc_name=pvc_name,
+        secret_name=credentials_secret,
+    )
+    artifacts.log_scalars(metrics, summary)
     artifacts.describe_model(student, role="student")

@@ -21,13 +21,6 @@ def prepare_data(
     from kdpipe.kubeflow import artifacts, dataref
     from kdpipe.kubeflow.params import step_params
 
-    ref = dataref.parse(data_ref)
-    if ref.kind == "dvc":
-        manifest = dataref.verified_manifest(dataref.materialize(ref, cache_dir))
-    else:
-        params = step_params(params_yaml, overrides, run_id,
-                             prepared=dataref.writable_dir(ref, dataset.path, cache_dir))
-        manifest = steps.prepare_data(params)
-        dataref.publish(ref, params.paths.prepared)
-    dataref.record(ref, manifest, dataset)
+    params = step_params(params_yaml, overrides, run_id)
+    manifest = dataref.prepare(params, data_ref, cache_dir, dataset, steps.prepare_data)
     artifacts.log_scalars(metrics, {f"{split}_size": n for split, n in manifest["splits"].items()})

@@ -24,8 +24,6 @@ def validate_student(
 
     A plain ``bool`` (kfp's single output "Output"): kfp.local resolves conditions only on that name.
     """
-    from pathlib import Path
-
     from kdpipe import steps
     from kdpipe.kubeflow import artifacts, dataref
     from kdpipe.kubeflow.params import step_params
@@ -33,8 +31,4 @@ def validate_student(
     params = step_params(params_yaml, overrides, run_id, prepared=dataref.local_dir(dataset.path, cache_dir),
                          teacher=teacher.path, student=student.path, validation=validation.path)
     result = steps.validate_student(params)
-    artifacts.log_scalars(metrics, result)
-    artifacts.log_confusion(confusion, Path(validation.path) / steps.DETAILS_FILE)
-    artifacts.write_run_report(Path(report.path), Path(dataset.path), Path(student.path), Path(validation.path))
-    validation.metadata["passed"] = bool(result["passed"])
-    return bool(result["passed"])
+    return artifacts.record_validation(result, metrics, confusion, report, validation, dataset, student)

@@ -23,6 +23,7 @@ from kdpipe.data.loader import InMemoryLoader, random_crop
 from kdpipe.data.prepared import TENSORS_FILE, load_prepared, sample
 from kdpipe.data.sources import DEBIAN_FASHION_MNIST, MNIST_FILES, load_mnist_like
 from kdpipe.errors import DataError
+from kdpipe.runtime import make_loader, make_runtime
 
 
 def _loader(n: int, batch: int, train: bool, seed: int = 0) -> InMemoryLoader:
@@ -178,12 +179,12 @@ def test_train_subset_is_one_fixed_sample_of_the_train_split(make_params: Callab
     """``train.subset`` trains on N train-split images that data.seed picks, never val or test ones."""
     _prepare(make_params, tmp_path / "prepared")
     data = load_prepared(tmp_path / "prepared")
-    runtime = steps.make_runtime(make_params(tracking__enabled=False))
+    runtime = make_runtime(make_params(tracking__enabled=False))
     train_x, _ = data.split("train")
 
     def seen(train_seed: int, data_seed: int = 0) -> torch.Tensor:
         params = make_params(paths__prepared=str(tmp_path / "prepared"), data__seed=data_seed, train__subset=120)
-        loader = steps.make_loader(data, "train", 50, params, runtime, seed=train_seed, subset=params.train.subset)
+        loader = make_loader(data, "train", 50, params, runtime, seed=train_seed, subset=params.train.subset)
         return torch.cat([x for x, _ in loader])
 
     first = seen(train_seed=0)

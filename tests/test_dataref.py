@@ -92,10 +92,7 @@ def test_an_s3_reference_is_uploaded_once_and_fetched_into_the_cache(small: Para
 
     ref = dataref.parse("s3://datasets/fashion/v1")
     artifact = Artifact(str(tmp_path / "kfp" / "dataset"))
-    staging = dataref.writable_dir(ref, artifact.path, str(tmp_path / "scratch"))
-    manifest = steps.prepare_data(small.model_copy(update={"paths": small.paths.model_copy(update={"prepared": staging})}))
-    dataref.publish(ref, staging)
-    dataref.record(ref, manifest, artifact)
+    manifest = dataref.prepare(small, ref.uri, str(tmp_path / "scratch"), artifact, steps.prepare_data)
     keys = sorted(o["Key"] for o in boto3.client("s3", endpoint_url=s3).list_objects_v2(Bucket="datasets")["Contents"])
     assert keys == ["fashion/v1/manifest.json", "fashion/v1/splits.pt"]
 
@@ -116,6 +113,8 @@ def _run(*cmd: str, cwd: Path) -> str:
 
 
 def test_a_dvc_reference_reads_the_data_set_versioned_at_a_revision(small: Params, tmp_path: Path) -> None:
+    import mlflow
+
     repo = tmp_path / "repo"
     repo.mkdir()
     dvc = str(Path(sys.executable).with_name("dvc"))
@@ -131,10 +130,14 @@ def test_a_dvc_reference_reads_the_data_set_versioned_at_a_revision(small: Param
     rev = _run("git", "rev-parse", "HEAD", cwd=repo)
 
     ref = dataref.parse(f"dvc+{repo}@{rev}#data/prepared")
-    local = dataref.materialize(ref, str(tmp_path / "cache"))
-    assert dataref.verified_manifest(local) == manifest
     artifact = Artifact(str(tmp_path / "kfp" / "dataset"))
-    dataref.record(ref, manifest, artifact)
+    assert dataref.prepare(small, ref.uri, str(tmp_path / "cache"), artifact, steps.prepare_data) == manifest
+    local = dataref.materialize(ref, str(tmp_path / "cache"), manifest["sha256"])
+    client = mlflow.MlflowClient(small.tracking.uri)
+    experiment = client.get_experiment_by_name(small.tracking.experiment).experiment_id
+    prepared = client.search_runs([experiment], "tags.`kdpipe.step` = 'prepare_data'")
+    assert len(prepared) == 2, "the DVC path opens its prepare_data run like the first preparation did"
+    assert {r.data.tags["kdpipe.data_sha256"] for r in prepared} == {manifest["sha256"]}
     assert json.loads((Path(artifact.path) / "reference.json").read_text())["rev"] == rev
     assert dataref.local_dir(artifact.path, str(tmp_path / "cache")) == str(local)
     with pytest.raises(DataError, match="a DVC revision is read, not prepared"):

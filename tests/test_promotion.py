@@ -9,8 +9,12 @@ code is covered in test_tracking.py.
 from __future__ import annotations
 
 import multiprocessing
+import os
 import queue
 import random
+import subprocess
+import sys
+import textwrap
 import uuid
 from pathlib import Path
 from typing import Any
@@ -22,19 +26,11 @@ import yaml
 from kdpipe import registry
 from kdpipe.config import GateConfig
 from kdpipe.errors import KdpipeError, TrackingError
+from kdpipe.gate import Scores
 from kdpipe.model_file import MODEL_FILE, save_model
 from kdpipe.models import create_model
-from kdpipe.promote import (
-    DATA_SHA_TAG,
-    HISTORY_TAG,
-    MODEL_SHA_TAG,
-    PREVIOUS_TAG,
-    Candidate,
-    Scores,
-    mcnemar,
-    promote_candidate,
-    rollback,
-)
+from kdpipe.promote import Candidate, promote_candidate, rollback
+from kdpipe.tags import CHAMPION_HISTORY, DATA_SHA256, LOCK_OWNER, MODEL_SHA256, PREVIOUS_CHAMPION
 from kdpipe.tracking import log_classifier
 
 N_TEST = 400
@@ -52,11 +48,11 @@ def result(top1: float, sha: str = DATA) -> Scores:
 
 def scored_from_tags(mv: Any) -> Scores:
     """The champion evaluator: a version's test results, rebuilt from the top-1 it was registered with."""
-    return result(float(mv.tags["kdpipe.top1"]), mv.tags[DATA_SHA_TAG])
+    return result(float(mv.tags["kdpipe.top1"]), mv.tags[DATA_SHA256])
 
 
 def candidate(model_uri: str, top1: float, sha: str = DATA, passed: bool = True) -> Candidate:
-    tags = {MODEL_SHA_TAG: uuid.uuid4().hex, DATA_SHA_TAG: sha, "kdpipe.top1": str(top1)}
+    tags = {MODEL_SHA256: uuid.uuid4().hex, DATA_SHA256: sha, "kdpipe.top1": str(top1)}
     thresholds = {"passed": passed, "reasons": [] if passed else ["top-1 0.1000 is below validate.min_top1 0.5000"]}
     return Candidate(model_uri, None, result(top1, sha), thresholds, tags)
 
@@ -74,7 +70,7 @@ def model_uri(mlflow_server: str, tmp_path_factory: pytest.TempPathFactory) -> s
     mlflow.set_tracking_uri(mlflow_server)
     mlflow.set_experiment("promotion-tests")
     with mlflow.start_run():
-        return log_classifier(net, ckpt, manifest)["model_uri"]
+        return log_classifier(net, ckpt, manifest, mlflow_server)["model_uri"]
 
 
 @pytest.fixture
@@ -101,7 +97,7 @@ def test_first_model_becomes_champion(reg: tuple[Any, str], model_uri: str) -> N
     tags = client.get_model_version(name, "1").tags
     assert tags["kdpipe.promotion.decision"] == "champion"
     assert "no champion yet" in tags["kdpipe.promotion.reasons"]
-    assert tags[PREVIOUS_TAG] == ""
+    assert tags[PREVIOUS_CHAMPION] == ""
     assert "v1 is the new champion" in record["message"]
 
 
@@ -124,8 +120,8 @@ def test_better_model_becomes_champion(reg: tuple[Any, str], model_uri: str) -> 
     record = promote(client, name, candidate(model_uri, 0.85))
     assert record["promoted"]
     assert champion_of(client, name) == "2"
-    assert client.get_model_version(name, "2").tags[PREVIOUS_TAG] == "1"
-    assert "champion v1 -> v2 (promoted)" in client.get_registered_model(name).tags[HISTORY_TAG]
+    assert client.get_model_version(name, "2").tags[PREVIOUS_CHAMPION] == "1"
+    assert "champion v1 -> v2 (promoted)" in client.get_registered_model(name).tags[CHAMPION_HISTORY]
 
 
 def test_tie_and_margin_keep_the_champion(reg: tuple[Any, str], model_uri: str) -> None:
@@ -147,15 +143,6 @@ def test_mcnemar_must_agree_when_significance_is_set(reg: tuple[Any, str], model
     clear = promote(client, name, candidate(model_uri, 0.850), gate)  # 20 more right, none worse
     assert not lucky["promoted"] and "McNemar: 2 test images only the student gets right, 0 only" in lucky["message"]
     assert clear["promoted"] and champion_of(client, name) == clear["version"]
-
-
-def test_mcnemar_exact_p_values() -> None:
-    s = torch.tensor([True] * 10 + [False] * 2 + [True] * 50)
-    c = torch.tensor([False] * 10 + [True] * 2 + [True] * 50)
-    b, c_count, p = mcnemar(s, c)
-    assert (b, c_count) == (10, 2)
-    assert p == pytest.approx(0.0386, abs=1e-4)  # two-sided exact binomial, 12 discordant pairs
-    assert mcnemar(s, s)[2] == 1.0
 
 
 def test_model_evaluated_on_other_data_is_refused(reg: tuple[Any, str], model_uri: str) -> None:
@@ -220,7 +207,7 @@ def test_rollback_moves_champion_back_and_keeps_history(
     with pytest.raises(KdpipeError, match=r"champion v1 of .* has no previous champion"):
         rollback(client, name)
     assert champion_of(client, name) == "1"
-    history = client.get_registered_model(name).tags[HISTORY_TAG].splitlines()
+    history = client.get_registered_model(name).tags[CHAMPION_HISTORY].splitlines()
     assert [line.split(" ", 1)[1] for line in history] == [
         "champion v- -> v1 (promoted)", "champion v1 -> v2 (promoted)", "champion v2 -> v3 (promoted)",
         "champion v3 -> v2 (rollback)", "champion v2 -> v1 (rollback)",
@@ -274,8 +261,8 @@ def test_concurrent_promotions_leave_one_consistent_champion(reg: tuple[Any, str
     champion = versions[champion_of(client, name)]
     assert float(champion.tags["kdpipe.top1"]) == max(scores) and results[max(scores)] == str(champion.version)
     chain, mv = [], champion
-    while mv.tags.get(PREVIOUS_TAG):
-        prev = versions[mv.tags[PREVIOUS_TAG]]
+    while mv.tags.get(PREVIOUS_CHAMPION):
+        prev = versions[mv.tags[PREVIOUS_CHAMPION]]
         assert float(prev.tags["kdpipe.top1"]) < float(mv.tags["kdpipe.top1"])
         chain.append(str(mv.version))
         mv = prev
@@ -287,7 +274,7 @@ def test_concurrent_promotions_leave_one_consistent_champion(reg: tuple[Any, str
 
 def test_stale_lock_is_taken_over(reg: tuple[Any, str], model_uri: str) -> None:
     client, name = reg
-    client.create_registered_model(name + registry.LOCK_SUFFIX, tags={registry.LOCK_OWNER_TAG: "crashed:0"})
+    client.create_registered_model(name + registry.LOCK_SUFFIX, tags={LOCK_OWNER: "crashed:0"})
     record = promote(client, name, candidate(model_uri, 0.8), lock_options={"stale_after_s": 0.5, "poll_s": 0.05})
     assert record["promoted"]
     with pytest.raises(Exception, match="RESOURCE_DOES_NOT_EXIST"):
@@ -297,8 +284,29 @@ def test_stale_lock_is_taken_over(reg: tuple[Any, str], model_uri: str) -> None:
 def test_held_lock_makes_a_waiter_give_up_with_a_clear_error(reg: tuple[Any, str], model_uri: str) -> None:
     client, name = reg
     lock = name + registry.LOCK_SUFFIX
-    client.create_registered_model(lock, tags={registry.LOCK_OWNER_TAG: "busy:1"})
+    client.create_registered_model(lock, tags={LOCK_OWNER: "busy:1"})
     with pytest.raises(TrackingError, match=f"promotion lock '{lock}' has been held by busy:1"):
         promote(client, name, candidate(model_uri, 0.8), lock_options={"stale_after_s": 3600, "wait_s": 0.3, "poll_s": 0.05})
-    assert client.get_registered_model(lock).tags[registry.LOCK_OWNER_TAG] == "busy:1"  # the holder's lock stays
+    assert client.get_registered_model(lock).tags[LOCK_OWNER] == "busy:1"  # the holder's lock stays
     assert champion_of(client, name) is None
+
+
+def test_a_registered_version_loads_through_the_client_alone(reg: tuple[Any, str], model_uri: str,
+                                                             mlflow_server: str, tmp_path: Path) -> None:
+    """In a fresh process with no process-wide MLflow URI, a version's serving module and checkpoint
+    load from the client's own server, and kdpipe sets no process-wide URI while doing it."""
+    client, name = reg
+    version = registry.register_version(client, name, model_uri, None, {}).version
+    probe = textwrap.dedent(f"""
+        from pathlib import Path
+        import mlflow, torch
+        from kdpipe import registry
+        client = registry.client({mlflow_server!r})
+        module = registry.load_serving(client, {name!r}, "{version}", Path({str(tmp_path)!r}))
+        path, mv = registry.fetch_checkpoint(client, "models:/{name}/{version}", Path({str(tmp_path)!r}))
+        print(tuple(module(torch.rand(2, 1, 28, 28)).shape), path.name, mv.version, mlflow.tracking.is_tracking_uri_set())
+    """)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+    done = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip().splitlines()[-1] == f"(2, {len(CLASSES)}) {MODEL_FILE} {version} False"

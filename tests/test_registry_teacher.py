@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 import torch
 
-from kdpipe import registry, steps
+from kdpipe import registry, steps, teacher
 from kdpipe.config import Params
 from kdpipe.data.prepared import load_prepared
 from kdpipe.errors import KdpipeError, TeacherMismatchError
@@ -31,7 +31,7 @@ def register_teacher(uri: str, name: str, classes: list[str], manifest: dict[str
     mlflow.set_tracking_uri(uri)
     mlflow.set_experiment("teachers")
     with mlflow.start_run() as run:
-        logged = log_classifier(net, ckpt, {**manifest, "classes": classes})
+        logged = log_classifier(net, ckpt, {**manifest, "classes": classes}, uri)
     client = registry.client(uri)
     mv = registry.register_version(client, name, logged["model_uri"], run.info.run_id, {})
     client.set_registered_model_alias(name, "prod", mv.version)
@@ -55,7 +55,7 @@ def test_teacher_from_the_registry_by_alias_or_version(
         meta = load_model(Path(params.paths.teacher) / MODEL_FILE)[1]
         assert meta["classes"] == data.classes
         assert (meta["meta"]["source"], meta["meta"]["version"]) == (source, f"{name}/{version}")
-        assert steps.teacher_lineage(params)["kdpipe.teacher_version"] == f"{name}/{version}"
+        assert teacher.lineage(params)["kdpipe.teacher_version"] == f"{name}/{version}"
 
     summary = steps.distill(params)  # the registry teacher distils like any other
     assert summary["epochs"] == 1

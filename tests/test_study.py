@@ -17,7 +17,8 @@ from kdpipe.cli import main
 from kdpipe.config import Params
 from kdpipe.errors import ConfigError
 from kdpipe.study import run_study
-from kdpipe.study.mlflow_log import PARENT_TAG, STUDY_TAG
+from kdpipe.study.mlflow_log import PARENT_TAG
+from kdpipe.tags import STUDY_ID as STUDY_TAG
 
 TINY = {
     "data__train_subset": 400, "data__val_size": 80, "data__test_subset": 160, "train__batch_size": 64,

@@ -28,8 +28,9 @@ from kdpipe.config import Params, feature_dim
 from kdpipe.data.prepared import load_prepared
 from kdpipe.diagnostics import effective_rank
 from kdpipe.errors import ConfigError, KdpipeError
+from kdpipe.files import DECISION_FILE
 from kdpipe.model_file import MODEL_FILE, load_model
-from kdpipe.tracking import PIPELINE_RUN_ENV, step_run
+from kdpipe.tracking import PIPELINE_RUN_ENV, step_run, with_pipeline_run_id
 from servers import free_port
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -103,7 +104,8 @@ def test_pipeline_run_is_tracked_and_the_champion_serves_the_trained_student(
     assert "teacher (cnn16)" in report and "student (cnn8)" in report and "champion" in report
     assert json.loads(download(params, validate_id, "manifest.json", arts).read_text())["sha256"] == data.sha256
     logged_params = yaml.safe_load(download(params, validate_id, "params.yaml", arts).read_text())
-    assert logged_params == params.to_dict()
+    assert logged_params == with_pipeline_run_id(params).to_dict()  # what the run ran with: the id resolved
+    assert logged_params["tracking"]["pipeline_run_id"] == os.environ[PIPELINE_RUN_ENV]
 
     name = params.tracking.registered_model
     mlflow.set_tracking_uri(params.tracking.uri)
@@ -153,7 +155,7 @@ def test_running_again_on_the_same_data_keeps_the_champion_unless_beaten(
         assert not record["promoted"] and str(champion.version) == "1"
         assert "v2 stays challenger, champion stays v1" in record["message"]
         assert "does not beat" in record["message"] or "less than gate.min_improvement 0.0200" in record["message"]
-    validation = json.loads((Path(params.paths.validation) / steps.DECISION_FILE).read_text())
+    validation = json.loads((Path(params.paths.validation) / DECISION_FILE).read_text())
     assert validation["champion"]["version"] == "1" and validation["champion"]["top1"] == pytest.approx(top1_first)
 
 
@@ -173,15 +175,6 @@ def test_failed_step_ends_its_run_failed_with_the_reason(make_params: Callable[.
     (custom,) = mlflow.MlflowClient(params.tracking.uri).search_runs(
         [mlflow.get_experiment_by_name(params.tracking.experiment).experiment_id], "tags.`kdpipe.step` = 'custom'")
     assert custom.info.status == "FAILED" and custom.data.tags["kdpipe.error"] == "ValueError: boom"
-
-
-def test_only_rank_zero_logs_under_ddp(make_params: Callable[..., Params]) -> None:
-    """Rank 1 of a distributed run trains but opens no MLflow run and writes no student."""
-    params = make_params(method__name="scratch")
-    steps.prepare_data(params)
-    steps.distill(params, rank=1)
-    assert "distill" not in runs_by_step(params)
-    assert not (Path(params.paths.student) / MODEL_FILE).exists()
 
 
 def test_unreachable_tracking_server_fails_before_any_training(

@@ -19,14 +19,15 @@ import torch
 import yaml
 
 from kdpipe import steps
-from kdpipe.checkpoint import load_checkpoint
 from kdpipe.config import Params, params_from_dict
 from kdpipe.data.prepared import PreparedData, load_prepared
 from kdpipe.distill import create_distiller
 from kdpipe.engine import CHECKPOINT_FILE, train
 from kdpipe.errors import NonFiniteLossError, TeacherMismatchError
+from kdpipe.files import load_checkpoint
 from kdpipe.model_file import load_model, save_model
 from kdpipe.models import create_model
+from kdpipe.runtime import make_loader, make_runtime
 
 SMALL_DATA = {"data__train_subset": 1000, "data__val_size": 200, "data__test_subset": 500}
 BATCH = 100
@@ -76,12 +77,12 @@ def _perturb_bn_buffers(model: torch.nn.Module) -> None:
 
 
 def _srd_setup(params: Params, data: PreparedData) -> tuple:
-    runtime = steps.make_runtime(params)
+    runtime = make_runtime(params)
     torch.manual_seed(0)
     teacher = create_model("cnn16", data.num_classes, data.in_channels)
     student = create_model("cnn8", data.num_classes, data.in_channels)
     distiller = create_distiller(params.method, student, teacher)
-    loader = steps.make_loader(data, "train", params.train.batch_size, params, runtime, train=True)
+    loader = make_loader(data, "train", params.train.batch_size, params, runtime, train=True)
     return distiller, loader, runtime
 
 

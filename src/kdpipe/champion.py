@@ -7,20 +7,20 @@ images in [0, 1]) and scored on the prepared test images. Only a champion evalua
 
 from __future__ import annotations
 
+import tempfile
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
 
-from kdpipe import registry
+from kdpipe import registry, tags
 from kdpipe.config import Params
 from kdpipe.data.prepared import PreparedData, load_prepared
 from kdpipe.errors import KdpipeError
-from kdpipe.promote import DATA_SHA_TAG, ChampionEvaluator, Scores
+from kdpipe.gate import Scores
+from kdpipe.promote import ChampionEvaluator
 from kdpipe.serving import predict_unit_images
-
-RECORDED_TAGS = {"arch": "kdpipe.student_arch", "parameters": "kdpipe.parameters", "size_bytes": "kdpipe.size_bytes",
-                 "latency_ms_batch1": "kdpipe.latency_ms_batch1"}
 
 
 @dataclass(frozen=True)
@@ -35,18 +35,20 @@ class ChampionScore:
 
     def recorded(self) -> dict[str, Any]:
         """What the champion's own validation recorded in its version tags: architecture, size, speed."""
-        out: dict[str, Any] = {"arch": self.tags.get(RECORDED_TAGS["arch"], "?")}
+        out: dict[str, Any] = {"arch": self.tags.get(tags.STUDENT_ARCH, "?")}
         for key in ("parameters", "size_bytes"):
-            if RECORDED_TAGS[key] in self.tags:
-                out[key] = int(float(self.tags[RECORDED_TAGS[key]]))
-        if RECORDED_TAGS["latency_ms_batch1"] in self.tags:
-            out["latency_ms_batch1"] = float(self.tags[RECORDED_TAGS["latency_ms_batch1"]])
+            if tags.recorded_metric(key) in self.tags:
+                out[key] = int(float(self.tags[tags.recorded_metric(key)]))
+        if tags.recorded_metric("latency_ms_batch1") in self.tags:
+            out["latency_ms_batch1"] = float(self.tags[tags.recorded_metric("latency_ms_batch1")])
         return out
 
 
 def score_version(params: Params, mlflow_client: Any, version: str, data: PreparedData) -> torch.Tensor:
-    module = registry.load_serving(mlflow_client, params.tracking.registered_model, version)
-    return predict_unit_images(module, data.split("test")[0], params.runtime.eval_batch_size)
+    """Logits of a registered version on ``data``'s test split, through its exported serving module."""
+    with tempfile.TemporaryDirectory() as tmp:
+        module = registry.load_serving(mlflow_client, params.tracking.registered_model, version, Path(tmp))
+        return predict_unit_images(module, data.split("test")[0], params.runtime.eval_batch_size)
 
 
 def measure(params: Params, data: PreparedData) -> ChampionScore:
@@ -58,7 +60,7 @@ def measure(params: Params, data: PreparedData) -> ChampionScore:
     mv = registry.version_by_alias(mlflow_client, name, registry.CHAMPION)
     if mv is None:
         return ChampionScore(None, None, None, {}, f"{name} has no champion yet")
-    sha = mv.tags.get(DATA_SHA_TAG)
+    sha = mv.tags.get(tags.DATA_SHA256)
     if sha != data.sha256:
         return ChampionScore(str(mv.version), sha, None, dict(mv.tags),
                              f"v{mv.version} was evaluated on other data ({str(sha)[:12]}); not comparable")

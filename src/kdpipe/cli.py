@@ -1,4 +1,9 @@
-"""`kdpipe ...`: the command line over :mod:`kdpipe.steps`; no logic of its own."""
+"""`kdpipe ...`: the command line over :mod:`kdpipe.steps`; no logic of its own.
+
+Commands that live outside the library (``kdpipe pipeline ...``, in ``pipelines/``) join through
+the ``kdpipe_commands`` entry point group: a module with ``HELP``, ``add_arguments(parser,
+add_common)`` and ``run(args)``. The library never imports them by name.
+"""
 
 from __future__ import annotations
 
@@ -7,16 +12,18 @@ import logging
 import shlex
 import sys
 from collections.abc import Callable
+from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any
 
 from kdpipe import __version__, distributed, steps
 from kdpipe.config import DEFAULT_PARAMS, Params, load_params
 from kdpipe.errors import KdpipeError
-from kdpipe.kubeflow import commands as kubeflow_commands
-from kdpipe.promote import rollback_champion
+from kdpipe.tracking import with_pipeline_run_id
 
 log = logging.getLogger("kdpipe")
+
+COMMANDS_GROUP = "kdpipe_commands"
 
 
 def _add_common(p: argparse.ArgumentParser) -> None:
@@ -50,8 +57,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("study", help="the accuracy study: baselines, the recipe, its ablations, the capacity gap")
     _add_common(p)
     add_study_arguments(p)
-    p = sub.add_parser("pipeline", help="the Kubeflow pipeline: compile, submit, schedule, run-local, image")
-    kubeflow_commands.add_arguments(p, _add_common)
+    for entry in entry_points(group=COMMANDS_GROUP):
+        plugin = entry.load()
+        p = sub.add_parser(entry.name, help=plugin.HELP)
+        plugin.add_arguments(p, _add_common)
+        p.set_defaults(plugin=plugin)
     return parser
 
 
@@ -93,19 +103,18 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(asctime)s %(message)s",
                         datefmt="%H:%M:%S")
     try:
-        params = load_params(args.params, args.overrides)
+        params = with_pipeline_run_id(load_params(args.params, args.overrides))
         actions: dict[str, Callable[[], Any]] = {
             "prepare": lambda: steps.prepare_data(params),
             "teacher": lambda: steps.evaluate_teacher(params),
             "distill": lambda: _distill(params, args.resume),
             "validate": lambda: steps.validate_student(params),
             "promote": lambda: steps.promote(params, dry_run=args.dry_run),
-            "rollback": lambda: rollback_champion(params, dry_run=args.dry_run),
+            "rollback": lambda: steps.rollback(params, dry_run=args.dry_run),
             "run": lambda: steps.run_pipeline(params, resume=args.resume),
             "study": lambda: _study(params, args, argv),
-            "pipeline": lambda: kubeflow_commands.run(args),
         }
-        result = actions[args.command]()
+        result = args.plugin.run(args) if hasattr(args, "plugin") else actions[args.command]()
         if args.command == "run":
             print(_summary_table(result, params))
         elif args.command in ("promote", "rollback"):

@@ -169,6 +169,10 @@ class TrackingConfig(_Section):
     uri: str = "sqlite:///mlruns.db"
     experiment: str = Field("kdpipe", min_length=1)
     registered_model: str = Field("kdpipe-student", min_length=1)
+    pipeline_run_id: str | None = Field(
+        None, min_length=1, description="groups the steps of one pipeline run in MLflow; null: "
+        "$KDPIPE_PIPELINE_RUN_ID, else a fresh id per command"
+    )
 
     @field_validator("uri")
     @classmethod

@@ -19,12 +19,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from kdpipe.checkpoint import atomic_torch_save, load_checkpoint
 from kdpipe.config import TrainConfig
 from kdpipe.data.loader import InMemoryLoader
 from kdpipe.distill.base import Distiller
 from kdpipe.distributed import all_reduce_sum
 from kdpipe.errors import KdpipeError, NonFiniteLossError
+from kdpipe.files import atomic_torch_save, load_checkpoint
 
 log = logging.getLogger("kdpipe")
 

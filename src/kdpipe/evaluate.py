@@ -102,3 +102,8 @@ def measure_speed(
         f"throughput_batch{batch}": throughput,
         "device": str(device),
     }
+
+
+def inference_cost(model: nn.Module, sample_shape: tuple[int, ...], device: torch.device) -> dict[str, Any]:
+    """Size and speed side by side: parameters, bytes, batch-1 latency and throughput."""
+    return {**model_size(model), **measure_speed(model, sample_shape, device)}

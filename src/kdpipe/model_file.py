@@ -10,8 +10,8 @@ from typing import Any
 
 import torch
 
-from kdpipe.checkpoint import atomic_torch_save
 from kdpipe.errors import KdpipeError
+from kdpipe.files import atomic_torch_save
 from kdpipe.models import FeatureClassifier, create_model
 
 MODEL_FILE = "model.pt"

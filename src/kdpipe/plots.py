@@ -6,11 +6,14 @@ processes and threads.
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 from typing import Any
 
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+
+from kdpipe.files import atomic_write_bytes
 
 _PANELS = (
     ("losses", lambda k: k == "loss" or k.startswith("loss_")),
@@ -20,10 +23,12 @@ _PANELS = (
 )
 
 
-def _save(fig: Figure, path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
+def save_png(fig: Figure, path: Path, *, dpi: int = 110, bbox_inches: str | None = "tight") -> Path:
+    """Render ``fig`` on its own Agg canvas and write it atomically."""
     FigureCanvasAgg(fig)
-    fig.savefig(path, dpi=110, bbox_inches="tight")
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi, bbox_inches=bbox_inches)
+    atomic_write_bytes(path, buf.getvalue())
     return path
 
 
@@ -45,7 +50,7 @@ def learning_curves(history: list[dict[str, Any]], path: Path, title: str = "") 
             ax.legend(fontsize=7)
     if title:
         fig.suptitle(title)
-    return _save(fig, path)
+    return save_png(fig, path)
 
 
 def confusion_matrix(matrix: list[list[int]], classes: list[str], path: Path, title: str = "") -> Path:
@@ -69,4 +74,4 @@ def confusion_matrix(matrix: list[list[int]], classes: list[str], path: Path, ti
                         color="white" if count > top / 2 else "black")
     if title:
         ax.set_title(title)
-    return _save(fig, path)
+    return save_png(fig, path)

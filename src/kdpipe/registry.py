@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from kdpipe import tags
 from kdpipe.errors import KdpipeError, TrackingError
 from kdpipe.model_file import MODEL_FILE
 
@@ -31,7 +32,6 @@ log = logging.getLogger("kdpipe")
 CHAMPION = "champion"
 CHALLENGER = "challenger"
 LOCK_SUFFIX = ".promotion-lock"
-LOCK_OWNER_TAG = "kdpipe.lock_owner"
 STALE_AFTER_S = 600.0
 WAIT_S = 900.0
 POLL_S = 0.25
@@ -40,6 +40,7 @@ _MODELS_URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:@(?P<alias>[^/]+)|/(?P<ve
 
 
 def client(tracking_uri: str) -> Any:
+    """A client whose registry is the tracking store: every registry call below goes through it."""
     from mlflow import MlflowClient
 
     return MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
@@ -80,7 +81,7 @@ def find_version_by_tag(mlflow_client: Any, name: str, key: str, value: str) -> 
     return None
 
 
-def register_version(mlflow_client: Any, name: str, model_uri: str, run_id: str | None, tags: dict[str, str]) -> Any:
+def register_version(mlflow_client: Any, name: str, model_uri: str, run_id: str | None, version_tags: dict[str, str]) -> Any:
     """A new version of ``name`` (created on first use) from a logged model."""
     from mlflow.exceptions import MlflowException
 
@@ -90,7 +91,7 @@ def register_version(mlflow_client: Any, name: str, model_uri: str, run_id: str 
         if _error_code(exc) != "RESOURCE_ALREADY_EXISTS":
             raise
     model_id = model_uri.removeprefix("models:/") if model_uri.startswith("models:/m-") else None
-    return mlflow_client.create_model_version(name, model_uri, run_id=run_id, tags=tags, model_id=model_id)
+    return mlflow_client.create_model_version(name, model_uri, run_id=run_id, tags=version_tags, model_id=model_id)
 
 
 @dataclass(frozen=True)
@@ -113,7 +114,7 @@ def promotion_lock(
     polls = 0
     while True:
         try:
-            mlflow_client.create_registered_model(lock, tags={LOCK_OWNER_TAG: owner},
+            mlflow_client.create_registered_model(lock, tags={tags.LOCK_OWNER: owner},
                                                   description=f"held by a kdpipe promotion of {name}; deleted on release")
             break
         except MlflowException as exc:
@@ -125,7 +126,7 @@ def promotion_lock(
             if _error_code(exc) == "RESOURCE_DOES_NOT_EXIST":
                 continue  # released between our create and our read: try again at once
             raise
-        holder = held.tags.get(LOCK_OWNER_TAG, "?")
+        holder = held.tags.get(tags.LOCK_OWNER, "?")
         if holder == owner:
             break  # our create went through although its reply was lost
         first_seen = watched.setdefault(holder, time.monotonic())
@@ -153,7 +154,7 @@ def _delete_if_held_by(mlflow_client: Any, lock: str, owner: str) -> None:
     from mlflow.exceptions import MlflowException
 
     try:
-        if mlflow_client.get_registered_model(lock).tags.get(LOCK_OWNER_TAG) == owner:
+        if mlflow_client.get_registered_model(lock).tags.get(tags.LOCK_OWNER) == owner:
             mlflow_client.delete_registered_model(lock)
     except MlflowException as exc:
         if _error_code(exc) != "RESOURCE_DOES_NOT_EXIST":
@@ -178,28 +179,38 @@ def resolve(mlflow_client: Any, uri: str) -> Any:
     return mv
 
 
-def fetch_checkpoint(mlflow_client: Any, uri: str, dst: Path) -> tuple[Path, Any]:
-    """Download the kdpipe checkpoint logged with a registered version; returns (path, version)."""
+def _download(mlflow_client: Any, name: str, version: str, path: str, dst: Path) -> Path:
+    """One file or folder of a registered version's model, fetched through ``mlflow_client`` alone.
+
+    ``models:/`` URIs would be resolved against MLflow's process-wide registry URI, so the
+    version's own artifact location is asked of this client and downloaded from there.
+    """
     import mlflow
 
-    mv = resolve(mlflow_client, uri)
+    root = mlflow_client.get_model_version_download_uri(name, version).rstrip("/")
     dst.mkdir(parents=True, exist_ok=True)
+    local = mlflow.artifacts.download_artifacts(artifact_uri=f"{root}/{path}" if path else root,
+                                                dst_path=tempfile.mkdtemp(dir=dst),
+                                                tracking_uri=mlflow_client.tracking_uri)
+    return Path(local)
+
+
+def fetch_checkpoint(mlflow_client: Any, uri: str, dst: Path) -> tuple[Path, Any]:
+    """Download the kdpipe checkpoint logged with a registered version; returns (path, version)."""
+    mv = resolve(mlflow_client, uri)
     try:
-        local = mlflow.artifacts.download_artifacts(
-            artifact_uri=f"models:/{mv.name}/{mv.version}/extra_files/{MODEL_FILE}", dst_path=tempfile.mkdtemp(dir=dst),
-            tracking_uri=mlflow_client.tracking_uri,
-        )
+        local = _download(mlflow_client, mv.name, str(mv.version), f"extra_files/{MODEL_FILE}", dst)
     except Exception as exc:
         raise KdpipeError(
             f"{uri}: version {mv.version} carries no kdpipe checkpoint (extra_files/{MODEL_FILE}); "
             f"register models logged by kdpipe ({type(exc).__name__})"
         ) from None
-    return Path(local), mv
+    return local, mv
 
 
-def load_serving(mlflow_client: Any, name: str, version: str) -> Any:
-    """The exported serving module of a registered version (float images in [0, 1] in, logits out)."""
+def load_serving(mlflow_client: Any, name: str, version: str, dst: Path) -> Any:
+    """The exported serving module of a registered version (float images in [0, 1] in, logits out),
+    downloaded into ``dst`` and loaded from there."""
     import mlflow
 
-    mlflow.set_tracking_uri(mlflow_client.tracking_uri)
-    return mlflow.pytorch.load_model(f"models:/{name}/{version}")
+    return mlflow.pytorch.load_model(str(_download(mlflow_client, name, version, "", dst)))

@@ -6,7 +6,13 @@ and works the same from the CLI, DVC and Kubeflow (search ``tags.kdpipe.pipeline
 
 Every run carries the lineage tags (data sha256, teacher source and version, git commit, kdpipe
 version, device), the resolved params flattened, and the resolved ``params.yaml`` as an artifact.
-That artifact is written first, so a refusing artifact store fails a step before its work starts.
+That artifact is the run's first write, so a refusing artifact store fails the step as soon as its
+run opens: before training in distill, but after prepare has written its data and after validate
+has measured (those steps open their run once their results exist).
+
+MLflow's fluent API (``start_run``, ``log_model``) reads a process-wide tracking URI. kdpipe sets it
+only inside :func:`step_run`, for the run's duration, and puts the previous value back after; every
+other call goes through an ``MlflowClient`` built for ``tracking.uri``.
 """
 
 from __future__ import annotations
@@ -18,14 +24,14 @@ import logging
 import os
 import subprocess
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
 import yaml
 
-from kdpipe import __version__
+from kdpipe import __version__, tags
 from kdpipe.config import Params
 from kdpipe.errors import KdpipeError, TrackingError
 from kdpipe.serving import ServingClassifier
@@ -39,11 +45,15 @@ HEALTH_TIMEOUT_S = 5.0
 _TRACKING_MODULES = ("mlflow", "boto3", "botocore", "s3transfer", "requests", "urllib3", "sqlalchemy")
 
 
-def pipeline_run_id() -> str:
-    """The id shared by the steps of one pipeline run; set once per process when absent."""
-    if not os.environ.get(PIPELINE_RUN_ENV):
-        os.environ[PIPELINE_RUN_ENV] = uuid.uuid4().hex[:12]
-    return os.environ[PIPELINE_RUN_ENV]
+def with_pipeline_run_id(params: Params, environ: Mapping[str, str] = os.environ) -> Params:
+    """``params`` with ``tracking.pipeline_run_id`` set: as given, else ``$KDPIPE_PIPELINE_RUN_ID``, else fresh.
+
+    Entry points call this once, so every step they run shares the id; the environment is only read.
+    """
+    if params.tracking.pipeline_run_id:
+        return params
+    run_id = environ.get(PIPELINE_RUN_ENV) or uuid.uuid4().hex[:12]
+    return params.model_copy(update={"tracking": params.tracking.model_copy(update={"pipeline_run_id": run_id})})
 
 
 @functools.cache
@@ -97,8 +107,9 @@ def tracking_errors(params: Params, what: str = "MLflow request") -> Iterator[No
 class StepRun:
     """A thin handle on the active MLflow run; every method is a no-op when tracking is off."""
 
-    def __init__(self, active: bool) -> None:
+    def __init__(self, active: bool, uri: str = "") -> None:
         self.active = active
+        self.uri = uri
 
     def log_metrics(self, metrics: dict[str, Any], step: int | None = None) -> None:
         if self.active:
@@ -107,11 +118,11 @@ class StepRun:
             scalars = {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
             mlflow.log_metrics(scalars, step=step)
 
-    def set_tags(self, tags: dict[str, Any]) -> None:
+    def set_tags(self, values: dict[str, Any]) -> None:
         if self.active:
             import mlflow
 
-            mlflow.set_tags({k: str(v) for k, v in tags.items()})
+            mlflow.set_tags({k: str(v) for k, v in values.items()})
 
     def log_artifact(self, path: Path, artifact_path: str | None = None) -> None:
         if self.active and Path(path).exists():
@@ -128,7 +139,7 @@ class StepRun:
     def log_classifier(self, model: torch.nn.Module, checkpoint: Path, manifest: dict[str, Any],
                        name: str = "student") -> dict[str, str] | None:
         """Log ``model`` as an MLflow model (see :func:`log_classifier`); None when tracking is off."""
-        return log_classifier(model, checkpoint, manifest, name) if self.active else None
+        return log_classifier(model, checkpoint, manifest, self.uri, name) if self.active else None
 
     @property
     def run_id(self) -> str | None:
@@ -153,62 +164,90 @@ def _probe_server(uri: str) -> None:
         raise TrackingError(f"tracking.uri: MLflow at {uri} is unhealthy (HTTP {resp.status_code} on /health)")
 
 
-def check_tracking(params: Params) -> None:
-    """Fail fast, before any training, when the tracking store cannot be reached."""
-    if not params.tracking.enabled:
-        return
-    import mlflow
+def check_tracking(params: Params) -> str | None:
+    """Fail fast, before any training, when the tracking store cannot be reached; returns the experiment id.
 
-    uri = params.tracking.uri
+    The experiment ``tracking.experiment`` is created when missing; None when tracking is off.
+    """
+    if not params.tracking.enabled:
+        return None
+    from mlflow import MlflowClient
+
+    uri, name = params.tracking.uri, params.tracking.experiment
     if uri.startswith(("http://", "https://")):
         _probe_server(uri)
-    mlflow.set_tracking_uri(uri)
     try:
-        mlflow.set_experiment(params.tracking.experiment)
+        mlflow_client = MlflowClient(tracking_uri=uri)
+        experiment = mlflow_client.get_experiment_by_name(name)
+        if experiment is None:
+            return str(mlflow_client.create_experiment(name))
     except Exception as exc:
         raise TrackingError(f"tracking.uri: cannot reach MLflow at {uri} ({_first_line(exc)})") from None
+    if experiment.lifecycle_stage != "active":
+        raise TrackingError(f"tracking.experiment: {name!r} is deleted in {uri}; restore it or choose another name")
+    return str(experiment.experiment_id)
+
+
+@contextlib.contextmanager
+def _fluent_uri(uri: str) -> Iterator[None]:
+    """MLflow's fluent API on ``uri`` for the body only; the process-wide value is put back after."""
+    import mlflow
+    from mlflow.tracking import is_tracking_uri_set
+
+    previous = mlflow.get_tracking_uri() if is_tracking_uri_set() else None
+    mlflow.set_tracking_uri(uri)
+    try:
+        yield
+    finally:
+        mlflow.set_tracking_uri(previous)
 
 
 def lineage_tags(params: Params) -> dict[str, str]:
     """What every run and registered version says about where it came from."""
     return {
-        "kdpipe.pipeline_run_id": pipeline_run_id(),
-        "kdpipe.version": __version__,
-        "kdpipe.git_commit": git_commit(),
-        "kdpipe.teacher_source": params.teacher.source,
+        tags.PIPELINE_RUN_ID: str(params.tracking.pipeline_run_id),
+        tags.VERSION: __version__,
+        tags.GIT_COMMIT: git_commit(),
+        tags.TEACHER_SOURCE: params.teacher.source,
     }
 
 
 @contextlib.contextmanager
-def step_run(params: Params, step: str, tags: dict[str, Any] | None = None, *, main: bool = True) -> Iterator[StepRun]:
+def step_run(params: Params, step: str, run_tags: dict[str, Any] | None = None, *, main: bool = True) -> Iterator[StepRun]:
     """Open an MLflow run for one step; a failure ends it FAILED with the reason in a tag.
 
     ``main`` is false on every DDP rank but 0: those ranks get an inactive handle and never touch
-    MLflow.
+    MLflow. Params without a pipeline run id (a step called on its own) get one here.
     """
     if not params.tracking.enabled or not main:
         yield StepRun(active=False)
         return
     import mlflow
 
-    check_tracking(params)
-    with tracking_errors(params, f"the {step} run"), mlflow.start_run(run_name=f"{step}-{pipeline_run_id()}") as run:
+    params = with_pipeline_run_id(params)
+
+    uri = params.tracking.uri
+    experiment_id = check_tracking(params)
+    run_name = f"{step}-{params.tracking.pipeline_run_id}"
+    with (_fluent_uri(uri), tracking_errors(params, f"the {step} run"),
+          mlflow.start_run(experiment_id=experiment_id, run_name=run_name) as run):
         try:
             mlflow.log_params(flatten(params.to_dict()))
-            mlflow.set_tags({"kdpipe.step": step, **lineage_tags(params), **{k: str(v) for k, v in (tags or {}).items()}})
+            mlflow.set_tags({tags.STEP: step, **lineage_tags(params), **{k: str(v) for k, v in (run_tags or {}).items()}})
             mlflow.log_text(yaml.safe_dump(params.to_dict(), sort_keys=False), "params.yaml")
-            yield StepRun(active=True)
+            yield StepRun(active=True, uri=uri)
         except BaseException as exc:
             with contextlib.suppress(Exception):
-                mlflow.set_tag("kdpipe.error", f"{type(exc).__name__}: {exc}"[:5000])
+                mlflow.set_tag(tags.ERROR, f"{type(exc).__name__}: {exc}"[:5000])
             with contextlib.suppress(Exception):
                 mlflow.end_run(status="FAILED")
             raise
         log.info("%s: MLflow run %s in experiment %r", step, run.info.run_id, params.tracking.experiment)
 
 
-def log_classifier(model: torch.nn.Module, checkpoint: Path, manifest: dict[str, Any], name: str = "student") -> dict[str, str]:
-    """Log ``model`` in MLflow 3's form: pt2 export, tensor signature, input example, no projector.
+def log_classifier(model: torch.nn.Module, checkpoint: Path, manifest: dict[str, Any], tracking_uri: str,
+                   name: str = "student") -> dict[str, str]:
+    """Log ``model`` into the active run on ``tracking_uri``, in MLflow 3's form: pt2 export, tensor signature, input example, no projector.
 
     The exported module is :class:`ServingClassifier` (float images in [0, 1], normalisation inside).
     The kdpipe checkpoint (architecture, classes, weights) rides along in ``extra_files`` so that a
@@ -244,4 +283,4 @@ def log_classifier(model: torch.nn.Module, checkpoint: Path, manifest: dict[str,
         },
     )
     return {"model_uri": info.model_uri, "model_id": info.model_id, "run_id": info.run_id,
-            "tracking_uri": mlflow.get_tracking_uri()}
+            "tracking_uri": tracking_uri}

@@ -6,14 +6,13 @@ ClassificationMetrics, Model metadata and a Markdown run report, duck-typed so i
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import Any, Protocol
 
 from kdpipe.data.prepared import MANIFEST_FILE
+from kdpipe.files import DECISION_FILE, DETAILS_FILE, METRICS_FILE, atomic_write_text, read_json
 from kdpipe.model_file import MODEL_FILE, load_model
-from kdpipe.steps import DECISION_FILE, METRICS_FILE
 
 
 class MetricsLike(Protocol):
@@ -40,10 +39,6 @@ def log_scalars(metrics: MetricsLike, values: dict[str, Any], prefix: str = "") 
             log_scalars(metrics, value, f"{prefix}{key}.")
         elif _number(value):
             metrics.log_metric(f"{prefix}{key}", float(value))
-
-
-def read_json(path: Path) -> dict[str, Any]:
-    return dict(json.loads(path.read_text()))
 
 
 def describe_model(model: ArtifactLike, **extra: Any) -> None:
@@ -109,5 +104,14 @@ def write_run_report(path: Path, dataset_dir: Path, student_dir: Path, validatio
         read_json(validation_dir / METRICS_FILE),
         read_json(validation_dir / DECISION_FILE),
     )
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text)
+    atomic_write_text(path, text)
+
+
+def record_validation(result: dict[str, Any], metrics: MetricsLike, confusion: ConfusionLike, report: ArtifactLike,
+                      validation: ArtifactLike, dataset: ArtifactLike, student: ArtifactLike) -> bool:
+    """The validation as the Kubeflow UI shows it: scalars, confusion matrix, run report, verdict."""
+    log_scalars(metrics, result)
+    log_confusion(confusion, Path(validation.path) / DETAILS_FILE)
+    write_run_report(Path(report.path), Path(dataset.path), Path(student.path), Path(validation.path))
+    validation.metadata["passed"] = bool(result["passed"])
+    return bool(result["passed"])

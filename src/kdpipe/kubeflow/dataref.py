@@ -19,16 +19,21 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from kdpipe.data.prepared import MANIFEST_FILE, TENSORS_FILE, load_prepared
+from kdpipe.config import Params
+from kdpipe.data.prepared import MANIFEST_FILE, TENSORS_FILE
 from kdpipe.errors import DataError
+from kdpipe.files import atomic_write_text
 from kdpipe.kubeflow.artifacts import ArtifactLike
+from kdpipe.kubeflow.params import with_paths
 from kdpipe.storage import ENDPOINT_ENV, explain_storage_error
 
 REFERENCE_FILE = "reference.json"
+PrepareStep = Callable[..., dict[str, Any]]
 DATA_FILES = (TENSORS_FILE, MANIFEST_FILE)  # the manifest last: a reader never sees it without its data
 
 
@@ -112,8 +117,8 @@ def record(ref: DataRef, manifest: dict[str, Any], dataset: ArtifactLike) -> Non
     out = Path(dataset.path)
     out.mkdir(parents=True, exist_ok=True)
     if ref.kind != "artifact":
-        (out / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2) + "\n")
-        (out / REFERENCE_FILE).write_text(json.dumps({**asdict(ref), "uri": ref.uri}, indent=2) + "\n")
+        atomic_write_text(out / MANIFEST_FILE, json.dumps(manifest, indent=2) + "\n")
+        atomic_write_text(out / REFERENCE_FILE, json.dumps({**asdict(ref), "uri": ref.uri}, indent=2) + "\n")
     dataset.metadata.update({
         "sha256": manifest["sha256"],
         "source": manifest["source"],
@@ -182,11 +187,6 @@ def read_manifest(prepared_dir: Path) -> dict[str, Any]:
     return dict(json.loads(path.read_text()))
 
 
-def verified_manifest(prepared_dir: Path) -> dict[str, Any]:
-    """The manifest of a data set prepared elsewhere, after checking its content against it."""
-    return load_prepared(prepared_dir, verify=True).manifest
-
-
 def _ensure(path: Path) -> Path:
     path.mkdir(parents=True, exist_ok=True)
     return path
@@ -199,3 +199,21 @@ def local_dir(dataset_path: str, cache_dir: str) -> str:
         return dataset_path
     ref = parse(json.loads(reference.read_text())["uri"])
     return str(materialize(ref, cache_dir, read_manifest(Path(dataset_path))["sha256"]))
+
+
+def prepare(params: Params, data_ref: str, cache_dir: str, dataset: ArtifactLike, step: PrepareStep) -> dict[str, Any]:
+    """The prepare step for a ``data_ref``; returns the data set's manifest.
+
+    Into the Dataset artifact, onto a volume, or staged and uploaded to S3, ``step`` (the prepare
+    step) prepares the data; a DVC revision is fetched and ``step`` verifies and records it. Every
+    path goes through ``step``, so every path opens its MLflow run.
+    """
+    ref = parse(data_ref)
+    if ref.kind == "dvc":
+        manifest = step(with_paths(params, prepared=str(materialize(ref, cache_dir))), prepared_elsewhere=True)
+    else:
+        prepared = writable_dir(ref, dataset.path, cache_dir)
+        manifest = step(with_paths(params, prepared=prepared))
+        publish(ref, prepared)
+    record(ref, manifest, dataset)
+    return manifest

@@ -7,19 +7,19 @@ The params travel as a file, the same one ``kdpipe -c`` reads.
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from kdpipe import steps
 from kdpipe.config import Params
 from kdpipe.errors import KdpipeError
+from kdpipe.files import METRICS_FILE, PARAMS_FILE, atomic_write_text, read_json
 from kdpipe.kubeflow.params import dump_params
 
-PARAMS_FILE = "params.yaml"
+DistillStep = Callable[..., dict[str, Any]]
 
 
 def scratch_dir(cache_dir: str, *parts: str) -> str:
@@ -36,18 +36,20 @@ def torchrun_command(params_file: str, nproc_per_node: int | None = None, *, res
     launcher = [sys.executable, "-m", "torch.distributed.run"]
     if nproc_per_node is not None:
         launcher += ["--standalone", f"--nproc-per-node={nproc_per_node}"]
-    return [*launcher, "-m", "kdpipe.cli", "distill", "-c", params_file, *(["--resume"] if resume else [])]
+    return [*launcher, "-m", "kdpipe", "distill", "-c", params_file, *(["--resume"] if resume else [])]
 
 
-def distill(params: Params, num_processes: int, *, resume: bool = True) -> dict[str, Any]:
-    """Train the student with ``num_processes`` data-parallel processes; returns the step's summary."""
+def distill(params: Params, num_processes: int, in_process: DistillStep, *, resume: bool = True) -> dict[str, Any]:
+    """Train the student with ``num_processes`` data-parallel processes; returns the step's summary.
+
+    One process runs ``in_process`` (the distill step) here; several run it under torchrun.
+    """
     if num_processes <= 1:
-        return steps.distill(params, resume=resume)
+        return in_process(params, resume=resume)
     params_file = Path(params.paths.checkpoints) / PARAMS_FILE
-    params_file.parent.mkdir(parents=True, exist_ok=True)
-    params_file.write_text(dump_params(params))
+    atomic_write_text(params_file, dump_params(params))
     done = subprocess.run(torchrun_command(str(params_file), num_processes, resume=resume), check=False)
     if done.returncode != 0:
         raise KdpipeError(f"distill: torchrun with {num_processes} processes exited with {done.returncode}; "
                           "the ranks' logs above say why")
-    return dict(json.loads((Path(params.paths.student) / steps.METRICS_FILE).read_text()))
+    return read_json(Path(params.paths.student) / METRICS_FILE)

@@ -6,14 +6,12 @@ what it ran with) and points ``paths.*`` at its own input and output artifact di
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 import yaml
 
 from kdpipe.config import Params, apply_overrides, params_from_dict
 from kdpipe.errors import ConfigError
-from kdpipe.tracking import PIPELINE_RUN_ENV
 
 ORIGIN = "pipeline parameter params_yaml"
 
@@ -21,10 +19,9 @@ ORIGIN = "pipeline parameter params_yaml"
 def step_params(params_yaml: str, overrides: list[str], run_id: str = "", **paths: str) -> Params:
     """Validate ``params_yaml`` plus ``KEY=VALUE`` overrides, then set the given ``paths.*``.
 
-    ``run_id`` (the Kubeflow run's id) becomes the MLflow tag that groups the steps of one run.
+    ``run_id`` (the Kubeflow run's id) becomes ``tracking.pipeline_run_id``, the MLflow tag that
+    groups the steps of one run.
     """
-    if run_id:
-        os.environ[PIPELINE_RUN_ENV] = run_id
     try:
         raw: Any = yaml.safe_load(params_yaml) or {}
     except yaml.YAMLError as exc:
@@ -32,12 +29,22 @@ def step_params(params_yaml: str, overrides: list[str], run_id: str = "", **path
     if not isinstance(raw, dict):
         raise ConfigError(f"{ORIGIN}: top level must be a mapping of sections")
     raw = apply_overrides(raw, list(overrides))
+    if run_id:
+        tracking = raw.setdefault("tracking", {})
+        if not isinstance(tracking, dict):
+            raise ConfigError(f"{ORIGIN}: tracking must be a mapping")
+        tracking["pipeline_run_id"] = run_id
     if paths:
         section = raw.setdefault("paths", {})
         if not isinstance(section, dict):
             raise ConfigError(f"{ORIGIN}: paths must be a mapping")
         section.update(paths)
     return params_from_dict(raw, origin=ORIGIN)
+
+
+def with_paths(params: Params, **paths: str) -> Params:
+    """The same params with some ``paths.*`` moved (already validated, so nothing to check again)."""
+    return params.model_copy(update={"paths": params.paths.model_copy(update=paths)})
 
 
 def dump_params(params: Params) -> str:

@@ -15,10 +15,11 @@ from typing import Any
 
 from kdpipe.config import Params
 from kdpipe.errors import KdpipeError
+from kdpipe.files import METRICS_FILE, PARAMS_FILE, atomic_write_text, read_json
 from kdpipe.kubeflow import cluster
 from kdpipe.kubeflow.image import IMAGE
-from kdpipe.kubeflow.launch import PARAMS_FILE, torchrun_command
-from kdpipe.kubeflow.params import dump_params
+from kdpipe.kubeflow.launch import torchrun_command
+from kdpipe.kubeflow.params import dump_params, with_paths
 
 GROUP, VERSION, PLURAL = "kubeflow.org", "v1", "pytorchjobs"
 NAMESPACE_FILE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
@@ -29,8 +30,8 @@ def stage(params: Params, work_dir: Path) -> Params:
     paths = {name: str(work_dir / name) for name in ("prepared", "teacher", "student", "checkpoints")}
     for name in ("prepared", "teacher"):
         shutil.copytree(getattr(params.paths, name), paths[name], dirs_exist_ok=True)
-    staged = params.model_copy(update={"paths": params.paths.model_copy(update=paths)})
-    (work_dir / PARAMS_FILE).write_text(dump_params(staged))
+    staged = with_paths(params, **paths)
+    atomic_write_text(work_dir / PARAMS_FILE, dump_params(staged))
     return staged
 
 
@@ -96,3 +97,14 @@ def run(job: dict[str, Any], poll_seconds: float = 30.0) -> None:
         time.sleep(poll_seconds)
     if state == "Failed":
         raise KdpipeError(f"PyTorchJob {namespace}/{name} failed; see `kubectl logs -l training.kubeflow.org/job-name={name}`")
+
+
+def distill(params: Params, work_dir: str, job_name: str, student_dir: str, *, nodes: int, gpus_per_node: int,
+            accelerator_type: str, pvc_name: str, secret_name: str) -> dict[str, Any]:
+    """Stage the inputs under ``work_dir`` (on the shared PVC), run the PyTorchJob to completion, and
+    copy the student into ``student_dir``; returns the distill step's summary."""
+    staged = stage(params, Path(work_dir))
+    run(manifest(job_name[:63], Path(work_dir), nodes=nodes, gpus_per_node=gpus_per_node, accelerator_type=accelerator_type,
+                 pvc_name=pvc_name, secret_name=secret_name))
+    shutil.copytree(staged.paths.student, student_dir, dirs_exist_ok=True)
+    return read_json(Path(student_dir) / METRICS_FILE)

@@ -19,9 +19,9 @@ from typing import Any
 
 from kdpipe.config import Params
 from kdpipe.errors import ConfigError, KdpipeError
+from kdpipe.files import file_sha256, write_json
 from kdpipe.model_file import MODEL_FILE
 from kdpipe.models import is_known_model
-from kdpipe.steps import file_sha256, write_json
 from kdpipe.study import runner
 from kdpipe.study.cells import Cell, select_cells
 from kdpipe.study.report import summarise, write_report
@@ -43,7 +43,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--small-teacher", default=SMALL_TEACHER, help=f"capacity gap: small teacher (default: {SMALL_TEACHER})")
     p.add_argument("--large-teacher", help="capacity gap: large teacher (default: the study's own teacher, teacher.arch)")
     p.add_argument("--no-gap", action="store_true", help="leave out the capacity-gap sweep")
-    p.add_argument("--no-plot", action="store_true", help="write no plot (where matplotlib is missing)")
+    p.add_argument("--no-plot", action="store_true", help="write no plot")
 
 
 def run_from_args(params: Params, args: argparse.Namespace, command: str | None = None) -> dict[str, Any]:

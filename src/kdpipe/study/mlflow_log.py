@@ -13,15 +13,13 @@ import time
 from pathlib import Path
 from typing import Any
 
+from kdpipe import tags
 from kdpipe.config import Params
 from kdpipe.study.report import Summary
 from kdpipe.tracking import check_tracking, flatten
 
 log = logging.getLogger("kdpipe")
 
-STUDY_TAG = "kdpipe.study.id"
-KEY_TAG = "kdpipe.study.key"
-COMPLETE_TAG = "kdpipe.study.complete"
 PARENT_TAG = "mlflow.parentRunId"
 BATCH = 100
 
@@ -38,25 +36,25 @@ class _Logger:
         token = None
         while True:
             page = self.client.search_runs(
-                [self.experiment_id], filter_string=f"tags.`{STUDY_TAG}` = '{study_id}'", page_token=token
+                [self.experiment_id], filter_string=f"tags.`{tags.STUDY_ID}` = '{study_id}'", page_token=token
             )
-            self.runs |= {r.data.tags[KEY_TAG]: r for r in page if KEY_TAG in r.data.tags}
+            self.runs |= {r.data.tags[tags.STUDY_KEY]: r for r in page if tags.STUDY_KEY in r.data.tags}
             token = page.token
             if not token:
                 break
 
     def complete(self, key: str) -> bool:
         run = self.runs.get(key)
-        return run is not None and run.data.tags.get(COMPLETE_TAG) == "true"
+        return run is not None and run.data.tags.get(tags.STUDY_COMPLETE) == "true"
 
-    def replace(self, key: str, name: str, parent: str | None, tags: dict[str, Any]) -> str:
+    def replace(self, key: str, name: str, parent: str | None, run_tags: dict[str, Any]) -> str:
         """A new run under ``key``; one already there (left incomplete, or stale) is deleted first."""
         if key in self.runs:
             self.client.delete_run(self.runs.pop(key).info.run_id)
-        return self.create(key, name, parent, tags)
+        return self.create(key, name, parent, run_tags)
 
-    def create(self, key: str, name: str, parent: str | None, tags: dict[str, Any]) -> str:
-        all_tags = {STUDY_TAG: self.study_id, KEY_TAG: key, **{k: str(v) for k, v in tags.items()}}
+    def create(self, key: str, name: str, parent: str | None, run_tags: dict[str, Any]) -> str:
+        all_tags = {tags.STUDY_ID: self.study_id, tags.STUDY_KEY: key, **{k: str(v) for k, v in run_tags.items()}}
         if parent:
             all_tags[PARENT_TAG] = parent
         return self.client.create_run(self.experiment_id, run_name=name, tags=all_tags).info.run_id
@@ -75,7 +73,7 @@ class _Logger:
             self.client.log_batch(run_id, metrics=items[i : i + BATCH], params=plist[i : i + BATCH])
 
     def finish(self, run_id: str) -> None:
-        self.client.set_tag(run_id, COMPLETE_TAG, "true")
+        self.client.set_tag(run_id, tags.STUDY_COMPLETE, "true")
         self.client.set_terminated(run_id, "FINISHED")
 
 
@@ -102,7 +100,7 @@ def log_study(params: Params, study_id: str, summaries: list[Summary], files: di
     mlf = _Logger(params, study_id)
     fresh_parent = not mlf.complete(study_id)
     found = mlf.runs.get(study_id)
-    parent = found.info.run_id if found else mlf.create(study_id, f"study-{study_id}", None, {"kdpipe.step": "study"})
+    parent = found.info.run_id if found else mlf.create(study_id, f"study-{study_id}", None, {tags.STEP: "study"})
     scratch = next((s for s in summaries if s.cell.name == "scratch"), None)
     logged = skipped = 0
     for s in summaries:
@@ -111,12 +109,12 @@ def log_study(params: Params, study_id: str, summaries: list[Summary], files: di
         if mlf.complete(key):
             skipped += 1
             continue
-        tags = {"kdpipe.step": "study_cell", "kdpipe.study.cell": s.cell.name, "kdpipe.method": s.cell.method,
-                "kdpipe.study.seeds": seeds}
-        child = mlf.replace(key, s.cell.name, parent, tags)
+        cell_tags = {tags.STEP: "study_cell", tags.STUDY_CELL: s.cell.name, tags.METHOD: s.cell.method,
+                     tags.STUDY_SEEDS: seeds}
+        child = mlf.replace(key, s.cell.name, parent, cell_tags)
         mlf.log(child, _cell_metrics(s, scratch), {"cell": s.cell.name, "what": s.cell.what, **_run_params(s.runs[0])})
         for r in s.runs:
-            run_tags = {**tags, "kdpipe.step": "study_run", "kdpipe.device": r["device"], "kdpipe.data_sha256": r["data_sha256"]}
+            run_tags = {**cell_tags, tags.STEP: "study_run", tags.DEVICE: r["device"], tags.DATA_SHA256: r["data_sha256"]}
             grandchild = mlf.replace(f"{key}/seed{r['seed']}", f"{s.cell.name}-seed{r['seed']}", child, run_tags)
             final = {k: r[k] for k in ("test_top1", "val_top1", "train_seconds", "images_per_s", "wall_seconds")}
             mlf.log(grandchild, final, {"seed": r["seed"]}, r["history"])

@@ -10,7 +10,6 @@ processes sharing it multiply the throughput.
 
 from __future__ import annotations
 
-import csv
 import json
 import logging
 import multiprocessing
@@ -24,13 +23,14 @@ from typing import Any
 
 import torch
 
-from kdpipe import steps
+from kdpipe import files, steps
 from kdpipe.config import Params, apply_overrides, params_from_dict
 from kdpipe.data.prepared import MANIFEST_FILE, PreparedData, load_prepared
 from kdpipe.engine import Runtime
 from kdpipe.evaluate import predict_logits
 from kdpipe.model_file import MODEL_FILE, load_model
 from kdpipe.models import count_parameters
+from kdpipe.runtime import eval_loader, make_runtime
 from kdpipe.study.cells import Cell
 
 log = logging.getLogger("kdpipe")
@@ -68,7 +68,7 @@ def training_fingerprint(params: Params) -> str:
     """What decides a run's result: data, teacher, student, method and budget (not where or how it ran)."""
     tree = params.to_dict()
     tree["data"].pop("root", None)
-    return steps.fingerprint({k: tree[k] for k in FINGERPRINT_SECTIONS})
+    return files.fingerprint({k: tree[k] for k in FINGERPRINT_SECTIONS})
 
 
 def teacher_dir(base: Params, study_dir: Path, role: str) -> Path:
@@ -125,18 +125,13 @@ def read_result(run: Run) -> dict[str, Any] | None:
 
 
 def top1(model: torch.nn.Module, data: PreparedData, split: str, params: Params, runtime: Runtime) -> float:
-    loader = steps.make_loader(data, split, params.runtime.eval_batch_size, params, runtime)
+    loader = eval_loader(data, split, params, runtime)
     logits = predict_logits(model.to(runtime.device), loader)
     return float((logits.argmax(1) == data.split(split)[1]).float().mean())
 
 
 def _device_name(runtime: Runtime) -> str:
     return torch.cuda.get_device_name(runtime.device) if runtime.device.type == "cuda" else "cpu"
-
-
-def _history(path: Path) -> list[dict[str, float]]:
-    with open(path, newline="") as fh:
-        return [{k: float(v) for k, v in row.items() if v not in ("", None)} for row in csv.DictReader(fh)]
 
 
 def run_task(run: Run) -> Task:
@@ -152,12 +147,11 @@ def execute_run(task: dict[str, Any]) -> dict[str, Any]:
     """Worker side of one run: distil (resuming), measure val and test top-1, write the result."""
     params = params_from_dict(task["params"], origin=f"study run {task['id']}")
     start = time.perf_counter()
-    steps.distill(params, resume=True)
+    history = steps.distill(params, resume=True)["history"]
     wall = time.perf_counter() - start
     data = load_prepared(params.paths.prepared)
-    runtime = steps.make_runtime(params)
+    runtime = make_runtime(params)
     student, _ = load_model(Path(params.paths.student) / MODEL_FILE)
-    history = _history(Path(params.paths.student) / steps.HISTORY_FILE)
     train_seconds = sum(h["epoch_seconds"] for h in history)
     images = sum(h["images_per_s"] * h["epoch_seconds"] for h in history)
     result = {
@@ -181,7 +175,7 @@ def execute_run(task: dict[str, Any]) -> dict[str, Any]:
         "history": history,
         "params": params.to_dict(),
     }
-    steps.write_json(Path(task["directory"]) / RESULT_FILE, result)
+    files.write_json(Path(task["directory"]) / RESULT_FILE, result)
     return result
 
 
@@ -193,7 +187,7 @@ def execute_teacher(task: dict[str, Any]) -> dict[str, Any]:
         steps.evaluate_teacher(params)
     model, meta = load_model(path)
     data = load_prepared(params.paths.prepared)
-    runtime = steps.make_runtime(params)
+    runtime = make_runtime(params)
     info = {
         "role": task["role"],
         "arch": meta["arch"],
@@ -201,10 +195,10 @@ def execute_teacher(task: dict[str, Any]) -> dict[str, Any]:
         "test_top1": top1(model, data, "test", params, runtime),
         "val_top1": top1(model, data, "val", params, runtime),
         "path": str(path),
-        "model_sha256": steps.file_sha256(path),
+        "model_sha256": files.file_sha256(path),
         "data_sha256": data.sha256,
     }
-    steps.write_json(Path(task["record"]), info)
+    files.write_json(Path(task["record"]), info)
     return info
 
 

@@ -1,5 +1,7 @@
 """`kdpipe pipeline compile | submit | schedule | run-local | image`: the Kubeflow commands.
 
+They live beside the pipeline, not in the library: kdpipe's CLI finds them through the
+``kdpipe_commands`` entry point (pyproject.toml), so ``kdpipe`` never imports ``pipelines``.
 The params file (``-c``) and overrides (``-p``) are validated like every other command's, then
 travel as the pipeline's ``params_yaml`` and ``overrides`` parameters, so a run on the cluster
 uses exactly what was checked here.
@@ -12,6 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+HELP = "the Kubeflow pipeline: compile, submit, schedule, run-local, image"
 DEFAULT_PIPELINE_ROOT = Path("artifacts/kfp")
 
 
@@ -77,7 +80,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         print(f"wrote {out}")
         return {"package": str(out)}
     if args.pipeline_command == "run-local":
-        from kdpipe.kubeflow.local import run_local
+        from pipelines.local import run_local
 
         run_dir = run_local(params_text, args.pipeline_root, _arguments(args, params_text))
         print(f"artifacts of the run: {run_dir}")

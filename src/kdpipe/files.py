@@ -1,0 +1,92 @@
+"""The files the steps write: their names, the one atomic writer, and content digests.
+
+Every file kdpipe writes goes through :func:`atomic_write_bytes` (temp file, fsync, rename), so a
+crash or a full disk leaves the previous file in place, never a half-written one.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+METRICS_FILE = "metrics.json"
+HISTORY_FILE = "history.csv"
+DECISION_FILE = "decision.json"
+DETAILS_FILE = "details.json"
+PREDICTIONS_FILE = "predictions.pt"
+REPORT_FILE = "report.md"
+MODEL_RECORD_FILE = "mlflow_model.json"  # where distill logged the student in MLflow
+PROMOTION_FILE = "promotion.json"
+LEARNING_CURVES_FILE = "learning_curves.png"
+CONFUSION_FILE = "confusion_matrix.png"
+PARAMS_FILE = "params.yaml"
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write, fsync, rename: readers see the old file or the new one, never a part."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode())
+
+
+def atomic_torch_save(obj: Any, path: Path) -> None:
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def load_checkpoint(path: Path) -> dict[str, Any]:
+    """A file written by :func:`atomic_torch_save`; tensors and plain values only."""
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def write_json(path: Path, obj: Any) -> None:
+    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
+
+
+def read_json(path: Path) -> dict[str, Any]:
+    return dict(json.loads(Path(path).read_text()))
+
+
+def write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
+    """Rows as CSV with the union of their keys as columns, in order of first appearance."""
+    keys = list(dict.fromkeys(k for row in rows for k in row))
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=keys)
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write_text(path, buf.getvalue())
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def fingerprint(*parts: Any) -> str:
+    """A short digest of JSON-able values: what a checkpoint or a cached result was made from."""
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]

@@ -1,0 +1,115 @@
+"""The promotion rule as pure functions: thresholds, scores, McNemar and the decision. No MLflow here.
+
+A validated student may serve only when every check holds:
+
+1. the thresholds of ``validate.*`` pass (minimum top-1, maximum gap to the teacher, latency);
+2. it was evaluated on the same data (sha256) as the current champion;
+3. its test top-1 beats the champion's by more than zero and by at least ``gate.min_improvement``
+   (a tie never moves the champion, so rerunning the same params on the same data keeps it);
+4. where ``gate.significance`` is set, the exact McNemar test on the two models' paired test
+   predictions gives p < significance with the student ahead on the discordant pairs.
+
+With no champion yet, passing the thresholds is enough. :mod:`kdpipe.promote` applies the decision
+to the registry.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from kdpipe.config import GateConfig, ValidateConfig
+
+
+def decide_thresholds(student: dict[str, Any], teacher: dict[str, Any], cfg: ValidateConfig) -> dict[str, Any]:
+    """Pass only when every threshold in ``validate`` holds; each failure gives its reason."""
+    reasons = []
+    if student["top1"] < cfg.min_top1:
+        reasons.append(f"top-1 {student['top1']:.4f} is below validate.min_top1 {cfg.min_top1:.4f}")
+    gap = teacher["top1"] - student["top1"]
+    if cfg.max_teacher_gap is not None and gap > cfg.max_teacher_gap:
+        reasons.append(f"gap to the teacher {gap:.4f} exceeds validate.max_teacher_gap {cfg.max_teacher_gap:.4f}")
+    latency = student["latency_ms_batch1"]
+    if cfg.max_latency_ms is not None and latency > cfg.max_latency_ms:
+        reasons.append(f"latency {latency:.2f} ms exceeds validate.max_latency_ms {cfg.max_latency_ms:.2f}")
+    return {"passed": not reasons, "reasons": reasons, "top1": student["top1"], "teacher_gap": gap, "latency_ms": latency}
+
+
+@dataclass(frozen=True)
+class Scores:
+    """One model's predictions on a prepared test split: what the gate compares."""
+
+    top1: float
+    correct: torch.Tensor
+    data_sha256: str
+
+    @classmethod
+    def from_predictions(cls, predictions: torch.Tensor, labels: torch.Tensor, data_sha256: str) -> Scores:
+        correct = predictions.cpu() == labels.cpu()
+        return cls(float(correct.float().mean()), correct, data_sha256)
+
+
+def mcnemar(student_correct: torch.Tensor, champion_correct: torch.Tensor) -> tuple[int, int, float]:
+    """Exact McNemar test: (only the student right, only the champion right, two-sided p-value)."""
+    from scipy.stats import binomtest
+
+    b = int((student_correct & ~champion_correct).sum())
+    c = int((~student_correct & champion_correct).sum())
+    p = 1.0 if b + c == 0 else float(binomtest(b, b + c, 0.5).pvalue)
+    return b, c, p
+
+
+@dataclass
+class GateResult:
+    """Each check as a sentence, prefixed pass/fail; the student is promoted when none failed."""
+
+    checks: list[str] = field(default_factory=list)
+    failed: list[str] = field(default_factory=list)
+
+    def check(self, ok: bool, text: str) -> None:
+        self.checks.append(("pass: " if ok else "fail: ") + text)
+        if not ok:
+            self.failed.append(text)
+
+    @property
+    def promote(self) -> bool:
+        return not self.failed
+
+
+def decide_gate(
+    thresholds: dict[str, Any],
+    student: Scores,
+    gate: GateConfig,
+    champion_version: str | None = None,
+    champion_sha: str | None = None,
+    champion: Scores | None = None,
+) -> GateResult:
+    """Apply the four checks of the module docstring; ``champion`` is needed when the data match."""
+    result = GateResult()
+    result.check(bool(thresholds["passed"]), "; ".join(thresholds["reasons"]) or "the validation thresholds hold")
+    if champion_version is None:
+        result.checks.append("no champion yet: nothing to beat")
+        return result
+    if champion_sha != student.data_sha256:
+        result.check(False, f"evaluated on data {student.data_sha256[:12]}, the champion v{champion_version} on "
+                            f"{str(champion_sha)[:12]}: not comparable")
+        return result
+    result.check(True, f"evaluated on the champion's data {student.data_sha256[:12]}")
+    if champion is None:
+        raise ValueError("decide_gate needs the champion's test results when the data match")
+    delta = student.top1 - champion.top1
+    ours, theirs = f"top-1 {student.top1:.4f}", f"champion v{champion_version} ({champion.top1:.4f})"
+    if delta <= 0:
+        result.check(False, f"{ours} does not beat the {theirs}: {delta:+.4f}")
+    else:
+        enough = delta >= gate.min_improvement
+        result.check(enough, f"{ours} beats the {theirs} by {delta:.4f}, {'at least' if enough else 'less than'} "
+                             f"gate.min_improvement {gate.min_improvement:.4f}")
+    if gate.significance is not None:
+        b, c, p = mcnemar(student.correct, champion.correct)
+        ok = b > c and p < gate.significance
+        result.check(ok, f"McNemar: {b} test images only the student gets right, {c} only the champion; "
+                         f"p = {p:.3g} {'<' if p < gate.significance else '>='} gate.significance {gate.significance}")
+    return result

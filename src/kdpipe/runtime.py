@@ -1,0 +1,67 @@
+"""Where a step runs and how it feeds its models: the device, threads, loaders and model placement.
+
+Every step builds these from ``params.runtime`` and the prepared data's manifest, so the teacher,
+the student and every evaluation see the same normalisation, crops and memory format.
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+
+from kdpipe.config import Params
+from kdpipe.data.loader import InMemoryLoader
+from kdpipe.data.prepared import PreparedData, sample
+from kdpipe.diagnostics import RANK_BATCH
+from kdpipe.engine import Runtime
+from kdpipe.errors import KdpipeError
+from kdpipe.models import FeatureClassifier
+
+
+def make_runtime(params: Params, rank: int = 0) -> Runtime:
+    """The device (``runtime.device``), CPU threads, autocast and progress of this process."""
+    rt = params.runtime
+    torch.set_num_threads(rt.num_threads or os.cpu_count() or 1)
+    if rt.device == "cuda" and not torch.cuda.is_available():
+        raise KdpipeError("runtime.device: 'cuda' requested but no CUDA device is available")
+    use_cuda = rt.device == "cuda" or (rt.device == "auto" and torch.cuda.is_available())
+    device = torch.device(f"cuda:{torch.cuda.current_device()}" if use_cuda else "cpu")
+    return Runtime(device=device, amp=rt.amp and use_cuda, progress=rt.progress, is_main=rank == 0)
+
+
+def _channels_last(params: Params, runtime: Runtime) -> bool:
+    return params.runtime.channels_last and runtime.device.type == "cuda"
+
+
+def make_loader(
+    data: PreparedData, split: str, batch_size: int, params: Params, runtime: Runtime, *, train: bool = False,
+    seed: int = 0, rank: int = 0, world_size: int = 1, subset: int | None = None,
+) -> InMemoryLoader:
+    """Batches of one split on the runtime's device; ``subset`` draws the fixed transfer-set sample."""
+    x, y = sample(*data.split(split), subset, params.data.seed)
+    m = data.manifest
+    return InMemoryLoader(
+        x, y, batch_size, m["mean"], m["std"], train=train, crop_padding=params.data.crop_padding,
+        hflip=bool(m["hflip"]), seed=seed, device=runtime.device, channels_last=_channels_last(params, runtime),
+        rank=rank, world_size=world_size,
+    )
+
+
+def eval_loader(data: PreparedData, split: str, params: Params, runtime: Runtime) -> InMemoryLoader:
+    """The split in order, unaugmented, at ``runtime.eval_batch_size``."""
+    return make_loader(data, split, params.runtime.eval_batch_size, params, runtime)
+
+
+def place_model(model: FeatureClassifier, params: Params, runtime: Runtime) -> FeatureClassifier:
+    """The model on the runtime's device, channels_last where that pays (CUDA)."""
+    model = model.to(runtime.device)
+    if _channels_last(params, runtime):
+        model = model.to(memory_format=torch.channels_last)
+    return model
+
+
+def rank_probe(data: PreparedData, params: Params, runtime: Runtime) -> torch.Tensor:
+    """A fixed, normalised batch on which the projector's effective rank is measured each epoch."""
+    split = "val" if len(data.split("val")[1]) >= 2 else "train"
+    return next(iter(make_loader(data, split, RANK_BATCH, params, runtime)))[0]

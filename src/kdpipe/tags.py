@@ -1,0 +1,62 @@
+"""Every ``kdpipe.*`` tag and metric-name prefix, defined once: writers and readers import them here.
+
+MLflow run tags, model-version tags and registered-model tags share one namespace, so a search
+such as ``tags.`kdpipe.data_sha256` = '...'`` finds runs and versions alike.
+"""
+
+from __future__ import annotations
+
+# Lineage: where a run or a registered version came from.
+STEP = "kdpipe.step"
+PIPELINE_RUN_ID = "kdpipe.pipeline_run_id"
+VERSION = "kdpipe.version"
+GIT_COMMIT = "kdpipe.git_commit"
+DATA_SHA256 = "kdpipe.data_sha256"
+MODEL_SHA256 = "kdpipe.model_sha256"
+TEACHER_SOURCE = "kdpipe.teacher_source"
+TEACHER_VERSION = "kdpipe.teacher_version"
+TEACHER_ARCH = "kdpipe.teacher_arch"
+STUDENT_ARCH = "kdpipe.student_arch"
+METHOD = "kdpipe.method"
+DEVICE = "kdpipe.device"
+WORLD_SIZE = "kdpipe.world_size"
+ERROR = "kdpipe.error"
+
+# Validation and promotion.
+VALIDATION_PASSED = "kdpipe.validation_passed"
+CHAMPION_NOTE = "kdpipe.champion"
+REGISTERED_VERSION = "kdpipe.registered_version"
+PROMOTION_DECISION = "kdpipe.promotion.decision"
+PROMOTION_REASONS = "kdpipe.promotion.reasons"
+PROMOTION_COMPARED_WITH = "kdpipe.promotion.compared_with"
+PROMOTION_DECIDED_AT = "kdpipe.promotion.decided_at"
+
+# The registry's champion chain and audit trail.
+PREVIOUS_CHAMPION = "kdpipe.previous_champion"
+CHAMPION_HISTORY = "kdpipe.champion_history"
+CHAMPION_SINCE = "kdpipe.champion_since"
+ROLLED_BACK_AT = "kdpipe.rolled_back_at"
+ROLLED_BACK_TO = "kdpipe.rolled_back_to"
+LOCK_OWNER = "kdpipe.lock_owner"
+
+# A registered version carries the student's validated figures; the champion's are read back from them.
+RECORDED_METRICS = ("top1", "top5", "parameters", "size_bytes", "latency_ms_batch1")
+
+
+def recorded_metric(name: str) -> str:
+    """The version tag holding one of :data:`RECORDED_METRICS`, e.g. ``kdpipe.top1``."""
+    return f"kdpipe.{name}"
+
+
+# The study's runs.
+STUDY_ID = "kdpipe.study.id"
+STUDY_KEY = "kdpipe.study.key"
+STUDY_COMPLETE = "kdpipe.study.complete"
+STUDY_CELL = "kdpipe.study.cell"
+STUDY_SEEDS = "kdpipe.study.seeds"
+
+# Metric-name prefixes: whose figures a metric is, and on which split.
+TEACHER_TRAIN_PREFIX = "teacher_"
+STUDENT_TEST_PREFIX = "student_test_"
+TEACHER_TEST_PREFIX = "teacher_test_"
+CHAMPION_TEST_PREFIX = "champion_test_"

@@ -1,0 +1,121 @@
+"""The promotion rule on its own: thresholds, McNemar and the decision, with no MLflow and no server.
+
+Expected outcomes are worked out by hand from the rule in kdpipe.gate's docstring; the exact
+binomial p-values are computed here from the binomial formula, independently of scipy.
+"""
+
+from __future__ import annotations
+
+import math
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from kdpipe.config import GateConfig, ValidateConfig
+from kdpipe.gate import Scores, decide_gate, decide_thresholds, mcnemar
+
+DATA = "a" * 64
+OTHER = "b" * 64
+
+
+def scores(correct: list[bool], sha: str = DATA) -> Scores:
+    return Scores.from_predictions(torch.tensor(correct).long(), torch.ones(len(correct)).long(), sha)
+
+
+def passed() -> dict[str, object]:
+    return {"passed": True, "reasons": []}
+
+
+def exact_two_sided_p(b: int, c: int) -> float:
+    """Two-sided exact binomial test at 1/2: twice the smaller tail, capped at 1."""
+    n = b + c
+    tail = sum(math.comb(n, k) for k in range(min(b, c) + 1)) / 2**n
+    return min(1.0, 2 * tail)
+
+
+def test_thresholds_pass_when_every_one_holds() -> None:
+    verdict = decide_thresholds({"top1": 0.90, "latency_ms_batch1": 1.0}, {"top1": 0.93},
+                                ValidateConfig(min_top1=0.88, max_teacher_gap=0.05, max_latency_ms=2.0))
+    assert verdict["passed"] and verdict["reasons"] == []
+    assert verdict["teacher_gap"] == pytest.approx(0.03)
+
+
+def test_each_failing_threshold_gives_its_own_reason() -> None:
+    verdict = decide_thresholds({"top1": 0.80, "latency_ms_batch1": 9.0}, {"top1": 0.95},
+                                ValidateConfig(min_top1=0.88, max_teacher_gap=0.05, max_latency_ms=2.0))
+    assert not verdict["passed"]
+    assert [r.split()[0] for r in verdict["reasons"]] == ["top-1", "gap", "latency"]
+    assert "validate.min_top1 0.8800" in verdict["reasons"][0]
+
+
+def test_unset_thresholds_are_not_checked() -> None:
+    verdict = decide_thresholds({"top1": 0.5, "latency_ms_batch1": 1e6}, {"top1": 1.0},
+                                ValidateConfig(min_top1=0.0, max_teacher_gap=None, max_latency_ms=None))
+    assert verdict["passed"]
+
+
+def test_with_no_champion_passing_the_thresholds_is_enough() -> None:
+    result = decide_gate(passed(), scores([True, False]), GateConfig())
+    assert result.promote and result.checks[-1] == "no champion yet: nothing to beat"
+
+
+def test_failed_thresholds_are_never_promoted_even_without_a_champion() -> None:
+    result = decide_gate({"passed": False, "reasons": ["top-1 too low"]}, scores([True] * 4), GateConfig())
+    assert not result.promote and result.failed == ["top-1 too low"]
+
+
+def test_a_champion_evaluated_on_other_data_is_not_comparable() -> None:
+    result = decide_gate(passed(), scores([True] * 4), GateConfig(), "3", OTHER, scores([False] * 4, OTHER))
+    assert not result.promote and "not comparable" in result.failed[0]
+
+
+def test_a_tie_keeps_the_champion() -> None:
+    same = [True, False, True, False]
+    result = decide_gate(passed(), scores(same), GateConfig(), "1", DATA, scores(same))
+    assert not result.promote and "does not beat" in result.failed[0]
+
+
+def test_a_gain_below_min_improvement_keeps_the_champion() -> None:
+    student, champion = scores([True] * 52 + [False] * 48), scores([True] * 50 + [False] * 50)
+    assert not decide_gate(passed(), student, GateConfig(min_improvement=0.03), "1", DATA, champion).promote
+    assert decide_gate(passed(), student, GateConfig(min_improvement=0.01), "1", DATA, champion).promote
+
+
+def test_the_gate_needs_the_champions_scores_when_the_data_match() -> None:
+    with pytest.raises(ValueError, match="champion's test results"):
+        decide_gate(passed(), scores([True]), GateConfig(), "1", DATA, None)
+
+
+def test_mcnemar_counts_discordant_pairs_and_gives_the_exact_p_value() -> None:
+    student = torch.tensor([True] * 10 + [False] * 2 + [True] * 50)
+    champion = torch.tensor([False] * 10 + [True] * 2 + [True] * 50)
+    b, c, p = mcnemar(student, champion)
+    assert (b, c) == (10, 2)
+    assert p == pytest.approx(exact_two_sided_p(10, 2), rel=1e-9)
+    assert p == pytest.approx(0.0386, abs=1e-4)
+    assert mcnemar(student, student)[2] == 1.0
+
+
+def test_significance_refuses_a_better_top1_that_mcnemar_cannot_tell_apart() -> None:
+    # 3 images only the student gets right, 1 only the champion: +2 images, p = 0.625.
+    student = scores([True] * 3 + [False] + [True] * 96)
+    champion = scores([False] * 3 + [True] + [True] * 96)
+    gate = GateConfig(significance=0.05)
+    result = decide_gate(passed(), student, gate, "1", DATA, champion)
+    assert not result.promote and result.failed[0].startswith("McNemar: 3 test images")
+    assert decide_gate(passed(), student, GateConfig(), "1", DATA, champion).promote
+
+
+def test_significance_promotes_a_clear_winner() -> None:
+    student = scores([True] * 20 + [True] * 80)
+    champion = scores([False] * 20 + [True] * 80)
+    result = decide_gate(passed(), student, GateConfig(significance=0.05), "1", DATA, champion)
+    assert result.promote and exact_two_sided_p(20, 0) < 0.05
+
+
+def test_importing_the_gate_loads_no_mlflow() -> None:
+    probe = "import sys, kdpipe.gate; print(sorted(m for m in sys.modules if m.split('.')[0] == 'mlflow'))"
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
