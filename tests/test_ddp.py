@@ -7,11 +7,16 @@ audit hook that appends each rename (atomic writes end in one) and each SQLite c
 per-rank log. The same hook plays the preemption: asked to, it SIGKILLs rank 0 just before it
 replaces its checkpoint for the N-th time (torchrun then stops the other rank and fails, as a
 Kubeflow pod would), a point that a kill from outside could only race for.
+
+The tracking test runs the same launcher against the session's real ``mlflow server``.
 """
 
 from __future__ import annotations
 
+import os
 import sqlite3
+import subprocess
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 
@@ -19,11 +24,14 @@ import pytest
 import torch
 
 from kdpipe import steps
-from kdpipe.checkpoint import load_checkpoint
 from kdpipe.config import Params
 from kdpipe.engine import CHECKPOINT_FILE
 from kdpipe.errors import KdpipeError
+from kdpipe.files import HISTORY_FILE, load_checkpoint
 from kdpipe.kubeflow import launch
+from kdpipe.kubeflow.params import dump_params
+from kdpipe.model_file import MODEL_FILE, load_model
+from kdpipe.tracking import PIPELINE_RUN_ENV
 
 EPOCHS = 4
 AUDIT_HOOK = '''
@@ -90,10 +98,10 @@ def test_distill_under_torchrun_trains_on_two_ranks_writes_on_rank0_only_and_res
     # An uninterrupted two-rank run, launched the way the distill component launches it.
     full = _variant(make_params, tmp_path, "full")
     audit = _ranks_watched(monkeypatch, tmp_path / "full" / "audit")
-    summary = launch.distill(full, num_processes=2, resume=False)
+    summary = launch.distill(full, 2, steps.distill, resume=False)
     log = capfd.readouterr()
 
-    history = (Path(full.paths.student) / steps.HISTORY_FILE).read_text().splitlines()
+    history = (Path(full.paths.student) / HISTORY_FILE).read_text().splitlines()
     assert len(history) == 1 + EPOCHS
     assert summary["epochs"] == EPOCHS and summary["final_val_acc"] > 0.2, (summary, log)
     losses = [float(row.split(",")[history[0].split(",").index("loss")]) for row in history[1:]]
@@ -112,16 +120,52 @@ def test_distill_under_torchrun_trains_on_two_ranks_writes_on_rank0_only_and_res
     cut = _variant(make_params, tmp_path, "cut")
     _ranks_watched(monkeypatch, tmp_path / "cut" / "audit1", preempt_at=2)
     with pytest.raises(KdpipeError, match="torchrun with 2 processes exited"):
-        launch.distill(cut, num_processes=2)
+        launch.distill(cut, 2, steps.distill)
     assert load_checkpoint(Path(cut.paths.checkpoints) / "student" / CHECKPOINT_FILE)["epoch"] == 0  # epoch 1 kept
     assert not (Path(cut.paths.student) / "model.pt").exists()
 
     resumed_audit = _ranks_watched(monkeypatch, tmp_path / "cut" / "audit2")
     capfd.readouterr()
-    launch.distill(cut, num_processes=2)
+    launch.distill(cut, 2, steps.distill)
     assert "resuming from" in capfd.readouterr().err
     a = torch.load(Path(full.paths.student) / "model.pt", weights_only=True)["state_dict"]
     b = torch.load(Path(cut.paths.student) / "model.pt", weights_only=True)["state_dict"]
     assert a.keys() == b.keys()
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert not [line for line in _audit(resumed_audit, 1) if str(tmp_path) in line]
+
+
+def test_two_gloo_ranks_log_exactly_one_distill_run_from_rank_zero(
+    make_params: Callable[..., Params], tmp_path: Path, mlflow_server: str
+) -> None:
+    """Real: ``kdpipe distill`` started by the users' launcher (torchrun --standalone, two CPU
+    processes in one gloo process group training through DDP) and a real ``mlflow server`` (SQLite
+    backend, artifacts on SeaweedFS), queried afterwards through MLflow's client; nothing is mocked."""
+    import mlflow
+
+    tiny = {"data__train_subset": 600, "data__val_size": 100, "data__test_subset": 100, "runtime__num_threads": 1,
+            "teacher__train__batch_size": 64}
+    steps.prepare_data(make_params(**tiny, tracking__enabled=False))
+    steps.evaluate_teacher(make_params(**tiny, tracking__enabled=False))
+    experiment = f"ddp-{uuid.uuid4().hex[:8]}"
+    params = make_params(**tiny, train__epochs=2, train__batch_size=64, tracking__uri=mlflow_server,
+                         tracking__experiment=experiment)
+    params_file = tmp_path / "ddp-params.yaml"
+    params_file.write_text(dump_params(params))
+    run_id = uuid.uuid4().hex[:12]
+
+    done = subprocess.run(
+        launch.torchrun_command(str(params_file), 2), cwd=tmp_path, capture_output=True, text=True, timeout=300,
+        env={**os.environ, "OMP_NUM_THREADS": "1", PIPELINE_RUN_ENV: run_id},
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+
+    client = mlflow.MlflowClient(mlflow_server)
+    exp = client.get_experiment_by_name(experiment)
+    (run,) = client.search_runs([exp.experiment_id], f"tags.`kdpipe.pipeline_run_id` = '{run_id}'")
+    assert run.data.tags["kdpipe.step"] == "distill" and run.info.status == "FINISHED"
+    assert run.data.tags["kdpipe.world_size"] == "2"
+    for metric in ("loss", "loss_ce", "loss_kl", "loss_feat", "train_acc", "val_acc", "lr"):
+        assert [m.step for m in client.get_metric_history(run.info.run_id, metric)] == [1, 2], metric
+    student, meta = load_model(Path(params.paths.student) / MODEL_FILE)
+    assert meta["arch"] == params.student.arch and sum(p.numel() for p in student.parameters()) > 0

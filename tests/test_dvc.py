@@ -42,15 +42,21 @@ def _run(cwd: Path, *cmd: str) -> str:
     return result.stdout
 
 
-def test_dvc_repro_metrics_params_and_plots(tmp_path: Path, raw_root: Path) -> None:
-    repo = tmp_path / "repo"
+def _dvc_repo(repo: Path, params: dict) -> str:
+    """A fresh git + DVC repository with the real dvc.yaml, the package sources and ``params``; returns dvc's path."""
     shutil.copytree(REPO / "src" / "kdpipe", repo / "src" / "kdpipe", ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copy(REPO / "dvc.yaml", repo / "dvc.yaml")
-    params = _small_params(raw_root)
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     dvc = str(VENV_BIN / "dvc")
     _run(repo, "git", "init", "-q")
     _run(repo, dvc, "init", "-q")
+    return dvc
+
+
+def test_dvc_repro_metrics_params_and_plots(tmp_path: Path, raw_root: Path) -> None:
+    repo = tmp_path / "repo"
+    params = _small_params(raw_root)
+    dvc = _dvc_repo(repo, params)
 
     _run(repo, dvc, "repro")
     assert json.loads(_run(repo, dvc, "status", "--json")) == {}
@@ -83,3 +89,31 @@ def test_dvc_repro_metrics_params_and_plots(tmp_path: Path, raw_root: Path) -> N
     html = (repo / "plots" / "index.html").read_text()
     for column in ('"loss_ce"', '"loss_kl"', '"loss_feat"', '"val_acc"', '"lr"'):
         assert column in html, column
+
+
+def test_changing_data_crop_padding_makes_dvc_status_report_the_distill_stage_changed(tmp_path: Path, raw_root: Path) -> None:
+    """A real ``dvc repro distill`` (prepare, teacher, distill) on a few hundred images records the
+    stages' params in dvc.lock; editing params.yaml then shows in ``dvc status`` exactly where the
+    stages read the key: data.crop_padding in the two training stages, not in prepare."""
+    repo = tmp_path / "repo"
+    params = _small_params(raw_root)
+    params["data"].update(train_subset=400, val_size=100, test_subset=100)
+    params["teacher"]["train"]["batch_size"] = params["train"]["batch_size"] = 64
+    params["train"]["subset"] = None
+    params["runtime"]["num_threads"] = 1
+    dvc = _dvc_repo(repo, params)
+    _run(repo, dvc, "repro", "distill")
+    lock = yaml.safe_load((repo / "dvc.lock").read_text())["stages"]
+    assert lock["distill"]["params"]["params.yaml"]["data.crop_padding"] == 2
+    assert "data.crop_padding" not in lock["prepare"]["params"]["params.yaml"]
+    assert json.loads(_run(repo, dvc, "status", "--with-deps", "--json", "distill")) == {}
+
+    params["runtime"]["progress"] = "log"  # display only: no stage reads it for its outputs
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    assert json.loads(_run(repo, dvc, "status", "--with-deps", "--json", "distill")) == {}
+
+    params["data"]["crop_padding"] = 4
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    status = json.loads(_run(repo, dvc, "status", "--with-deps", "--json", "distill"))
+    changed = {"changed deps": {"params.yaml": {"data.crop_padding": "modified"}}}
+    assert status == {"teacher": [changed], "distill": [changed]}, status
