@@ -170,6 +170,34 @@ def test_resume_ends_with_the_weights_of_an_uninterrupted_run(
     assert len(history[0]) == len(history[1]) == 3
 
 
+def test_resume_after_a_change_of_crop_padding_trains_anew_instead_of_reusing_the_checkpoint(
+    small: Callable[..., Params], tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """`kdpipe distill --resume` (the DVC stage's command) must not hand back a student trained on
+    other crops: crop_padding is part of the checkpoint's fingerprint. With the same padding it resumes."""
+    padded, unpadded = small(data__crop_padding=2), small(data__crop_padding=0)
+    fresh = small(data__crop_padding=0, paths__student=str(tmp_path / "fresh"),
+                  paths__checkpoints=str(tmp_path / "fresh-ckpt"))
+    data = load_prepared(padded.paths.prepared)
+    for params in (padded, fresh):
+        _install_teacher(params, data)
+
+    steps.distill(padded, resume=True)
+    first = load_model(Path(padded.paths.student) / "model.pt")[0].state_dict()
+    caplog.set_level(logging.INFO, logger="kdpipe")
+    steps.distill(unpadded, resume=True)
+    assert "was written for other params or data; starting from scratch" in caplog.text
+    steps.distill(fresh, resume=False)
+    second = load_model(Path(unpadded.paths.student) / "model.pt")[0].state_dict()
+    reference = load_model(Path(fresh.paths.student) / "model.pt")[0].state_dict()
+    assert all(torch.equal(second[k], reference[k]) for k in reference), "trained anew with padding 0"
+    assert not all(torch.equal(second[k], first[k]) for k in first)
+
+    caplog.clear()
+    steps.distill(unpadded, resume=True)
+    assert "resuming from" in caplog.text
+
+
 def test_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(small: Callable[..., Params]) -> None:
     """Epoch 1 trains normally; then the teacher turns out NaN, and epoch 2 must stop without a save."""
     one, two = small(train__epochs=1), small(train__epochs=2)

@@ -7,6 +7,7 @@ the student and every evaluation see the same normalisation, crops and memory fo
 from __future__ import annotations
 
 import os
+from typing import Any
 
 import torch
 
@@ -46,6 +47,13 @@ def make_loader(
         hflip=bool(m["hflip"]), seed=seed, device=runtime.device, channels_last=_channels_last(params, runtime),
         rank=rank, world_size=world_size,
     )
+
+
+def training_views(params: Params, data: PreparedData) -> dict[str, Any]:
+    """What decides the augmented images a model trains on beyond the data's sha256: the crop
+    padding, the flips and the seed that samples a transfer set. A resume fingerprint needs it."""
+    return {"crop_padding": params.data.crop_padding, "hflip": bool(data.manifest["hflip"]),
+            "sample_seed": params.data.seed}
 
 
 def eval_loader(data: PreparedData, split: str, params: Params, runtime: Runtime) -> InMemoryLoader:

@@ -28,7 +28,7 @@ from kdpipe.evaluate import classification_metrics, inference_cost, predict_logi
 from kdpipe.gate import Scores, decide_thresholds
 from kdpipe.model_file import MODEL_FILE, load_model, save_model
 from kdpipe.models import create_model
-from kdpipe.runtime import eval_loader, make_loader, make_runtime, place_model, rank_probe
+from kdpipe.runtime import eval_loader, make_loader, make_runtime, place_model, rank_probe, training_views
 from kdpipe.tracking import StepRun, check_tracking, lineage_tags, step_run, tracking_errors, with_pipeline_run_id
 
 log = logging.getLogger("kdpipe")
@@ -108,7 +108,8 @@ def distill(params: Params, resume: bool = False, rank: int = 0, world_size: int
             eval_loader(data, "val", params, runtime), cfg, runtime, Path(params.paths.checkpoints) / "student",
             resume=resume, on_epoch=on_epoch, label=f"distill[{method}]",
             fingerprint=files.fingerprint("student", params.student.arch, params.method.model_dump(mode="json"),
-                                    cfg.model_dump(mode="json"), data.sha256, world_size),
+                                          cfg.model_dump(mode="json"), data.sha256, world_size,
+                                          training_views(params, data)),
             wrapped=distributed.wrap(distiller, runtime.device) if world_size > 1 else None,
         )
         summary = {"method": method, "epochs": len(history), "final_val_acc": history[-1].get("val_acc"),

@@ -23,7 +23,7 @@ from kdpipe.errors import KdpipeError, TeacherMismatchError
 from kdpipe.files import file_sha256, fingerprint
 from kdpipe.model_file import MODEL_FILE, load_model, save_model
 from kdpipe.models import FeatureClassifier, create_model
-from kdpipe.runtime import eval_loader, make_loader, place_model
+from kdpipe.runtime import eval_loader, make_loader, place_model, training_views
 from kdpipe.tracking import tracking_errors
 
 log = logging.getLogger("kdpipe")
@@ -47,7 +47,7 @@ def check_classes(teacher_meta: dict[str, Any], data: PreparedData, source: str)
 
 
 def _fingerprint(params: Params, data: PreparedData) -> str:
-    return fingerprint("teacher", params.teacher.model_dump(mode="json"), data.sha256)
+    return fingerprint("teacher", params.teacher.model_dump(mode="json"), data.sha256, training_views(params, data))
 
 
 def _train(params: Params, data: PreparedData, runtime: Runtime, on_epoch: EpochCallback) -> FeatureClassifier:
