@@ -20,6 +20,7 @@ import torch
 
 from kdpipe.data.sources import DEFAULT_HFLIP, RawData
 from kdpipe.errors import DataError
+from kdpipe.files import atomic_torch_save, atomic_write_text
 
 TENSORS_FILE = "splits.pt"
 MANIFEST_FILE = "manifest.json"
@@ -119,8 +120,8 @@ def write_prepared(
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
     try:
-        torch.save(tensors, staging / TENSORS_FILE)
-        (staging / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2) + "\n")
+        atomic_torch_save(tensors, staging / TENSORS_FILE)
+        atomic_write_text(staging / MANIFEST_FILE, json.dumps(manifest, indent=2) + "\n")
         if out_dir.exists():
             retired = out_dir.with_name(f".{out_dir.name}.old")
             shutil.rmtree(retired, ignore_errors=True)

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import gzip
 import math
-import os
-import shutil
 import struct
 import zlib
 from dataclasses import dataclass
@@ -20,6 +18,7 @@ import numpy as np
 import torch
 
 from kdpipe.errors import DataError
+from kdpipe.files import atomic_write_bytes
 
 DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
 MNIST_FILES = (
@@ -44,14 +43,12 @@ class RawData:
 
 
 def _unpack_gzip(src: Path, dst: Path) -> None:
-    tmp = dst.with_suffix(".partial")
     try:
-        with gzip.open(src, "rb") as fin, open(tmp, "wb") as fout:
-            shutil.copyfileobj(fin, fout)
+        with gzip.open(src, "rb") as fin:
+            data = fin.read()
     except (OSError, EOFError, zlib.error) as exc:
-        tmp.unlink(missing_ok=True)
         raise DataError(f"{src}: not a valid gzip file ({exc})") from None
-    os.replace(tmp, dst)
+    atomic_write_bytes(dst, data)
 
 
 def _stage_idx_files(raw_dir: Path, archive_dirs: list[Path], origins: dict[str, Path]) -> bool:
