@@ -70,7 +70,7 @@ def model_uri(mlflow_server: str, tmp_path_factory: pytest.TempPathFactory) -> s
     mlflow.set_tracking_uri(mlflow_server)
     mlflow.set_experiment("promotion-tests")
     with mlflow.start_run():
-        return log_classifier(net, ckpt, manifest, mlflow_server)["model_uri"]
+        return log_classifier(net, ckpt, manifest, tracking_uri=mlflow_server)["model_uri"]
 
 
 @pytest.fixture

@@ -31,7 +31,7 @@ def register_teacher(uri: str, name: str, classes: list[str], manifest: dict[str
     mlflow.set_tracking_uri(uri)
     mlflow.set_experiment("teachers")
     with mlflow.start_run() as run:
-        logged = log_classifier(net, ckpt, {**manifest, "classes": classes}, uri)
+        logged = log_classifier(net, ckpt, {**manifest, "classes": classes}, tracking_uri=uri)
     client = registry.client(uri)
     mv = registry.register_version(client, name, logged["model_uri"], run.info.run_id, {})
     client.set_registered_model_alias(name, "prod", mv.version)

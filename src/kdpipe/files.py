@@ -1,7 +1,10 @@
 """The files the steps write: their names, the one atomic writer, and content digests.
 
-Every file kdpipe writes goes through :func:`atomic_write_bytes` (temp file, fsync, rename), so a
-crash or a full disk leaves the previous file in place, never a half-written one.
+Every file kdpipe writes itself goes through :func:`atomic_write_bytes` (temp file, fsync, rename),
+so a crash or a full disk leaves the previous file in place, never a half-written one. (Directories
+that the PyTorchJob launch copies between volumes are copied as they are.) Files with a format of
+their own name themselves beside it: ``model.pt`` (model_file), ``manifest.json`` and ``splits.pt``
+(data.prepared), ``last.pt`` (engine), ``reference.json`` (kubeflow.dataref).
 """
 
 from __future__ import annotations

@@ -9,7 +9,6 @@ never used.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -19,8 +18,6 @@ from kdpipe import registry, tags
 from kdpipe.config import GateConfig
 from kdpipe.errors import KdpipeError
 from kdpipe.gate import GateResult, Scores, decide_gate
-
-log = logging.getLogger("kdpipe")
 
 HISTORY_CHARS = 4000
 TAG_CHARS = 5000
@@ -158,6 +155,14 @@ def rollback(mlflow_client: Any, name: str, *, dry_run: bool = False, lock_optio
         _append_history(mlflow_client, name, f"champion v{champion.version} -> v{target.version} (rollback)")
     return {"rolled_back": True, "dry_run": False, "from": str(champion.version), "to": str(target.version),
             "message": f"champion of {name} moved from v{champion.version} back to v{target.version}"}
+
+
+def without_registry(decision: dict[str, Any], model_sha256: str, *, dry_run: bool) -> dict[str, Any]:
+    """The promotion record when tracking is off: nothing registered, the validation's verdict said."""
+    verdict = "passed" if decision["passed"] else "failed: " + "; ".join(decision["reasons"])
+    return {"promoted": False, "would_promote": decision["passed"], "dry_run": dry_run, "version": None,
+            "message": f"tracking.enabled is false: no registry, nothing promoted; validation {verdict}",
+            "reasons": decision["reasons"], "data_sha256": decision["data_sha256"], "model_sha256": model_sha256}
 
 
 def candidate_tags(lineage: dict[str, str], student: dict[str, Any], *, data_sha256: str, model_sha256: str,

@@ -26,6 +26,7 @@ from typing import Any
 from kdpipe import tags
 from kdpipe.errors import KdpipeError, TrackingError
 from kdpipe.model_file import MODEL_FILE
+from kdpipe.tracking import fluent_uri
 
 log = logging.getLogger("kdpipe")
 
@@ -91,7 +92,9 @@ def register_version(mlflow_client: Any, name: str, model_uri: str, run_id: str 
         if _error_code(exc) != "RESOURCE_ALREADY_EXISTS":
             raise
     model_id = model_uri.removeprefix("models:/") if model_uri.startswith("models:/m-") else None
-    return mlflow_client.create_model_version(name, model_uri, run_id=run_id, tags=version_tags, model_id=model_id)
+    # A local (SQLite) registry looks the logged model up through MLflow's process-wide URI.
+    with fluent_uri(mlflow_client.tracking_uri):
+        return mlflow_client.create_model_version(name, model_uri, run_id=run_id, tags=version_tags, model_id=model_id)
 
 
 @dataclass(frozen=True)

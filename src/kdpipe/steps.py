@@ -1,8 +1,9 @@
 """The pipeline's steps as plain functions: the one seam the CLI, DVC and Kubeflow all call.
 
-Each step loads its inputs from ``params.paths``, computes, decides, and records: its files under
-``params.paths`` and one MLflow run. It returns a small summary. Nothing here knows which
-orchestrator called it; the work itself lives in the modules each step names.
+Each step loads its inputs from ``params.paths``, computes, decides, and records its files there and
+one MLflow run; it returns a small summary. Nothing here knows which orchestrator called it; the work
+itself lives in the modules each step names. A step called without ``tracking.pipeline_run_id``
+takes ``$KDPIPE_PIPELINE_RUN_ID`` or a fresh id.
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ def prepare_data(params: Params, *, prepared_elsewhere: bool = False) -> dict[st
     ``prepared_elsewhere``: the data at ``paths.prepared`` came ready (a DVC revision); it is only
     verified against its manifest and recorded.
     """
+    params = with_pipeline_run_id(params)
     check_tracking(params)
     d, out = params.data, Path(params.paths.prepared)
     if prepared_elsewhere:
@@ -58,6 +60,7 @@ def prepare_data(params: Params, *, prepared_elsewhere: bool = False) -> dict[st
 
 def evaluate_teacher(params: Params) -> dict[str, Any]:
     """Load the teacher (or train one for the embedded demo), check its classes, measure it."""
+    params = with_pipeline_run_id(params)
     runtime = make_runtime(params)
     data = load_prepared(params.paths.prepared)
     out = Path(params.paths.teacher)
@@ -82,6 +85,7 @@ def distill(params: Params, resume: bool = False, rank: int = 0, world_size: int
 
     Returns the summary written to ``metrics.json`` plus the per-epoch ``history``.
     """
+    params = with_pipeline_run_id(params)
     runtime = make_runtime(params, rank)
     data = load_prepared(params.paths.prepared)
     method, cfg, out = params.method.name, params.train, Path(params.paths.student)
@@ -133,6 +137,7 @@ def distill(params: Params, resume: bool = False, rank: int = 0, world_size: int
 
 def validate_student(params: Params) -> dict[str, Any]:
     """Measure the student beside its teacher and the champion on the test split; decide pass or fail."""
+    params = with_pipeline_run_id(params)
     runtime = make_runtime(params)
     data = load_prepared(params.paths.prepared)
     model_path = Path(params.paths.student) / MODEL_FILE
@@ -174,37 +179,33 @@ def promote(params: Params, dry_run: bool = False) -> dict[str, Any]:
     The rule is :mod:`kdpipe.gate`'s, the registry moves :mod:`kdpipe.promote`'s; this step makes
     sure the student on disk is the one validated and hands both to them. ``dry_run`` changes nothing.
     """
+    params = with_pipeline_run_id(params)
     val_dir, model_path = Path(params.paths.validation), Path(params.paths.student) / MODEL_FILE
-    if not (val_dir / files.DECISION_FILE).exists():
-        raise KdpipeError(f"{val_dir / files.DECISION_FILE}: missing; run `kdpipe validate` first (an unvalidated student "
-                          "is never promoted)")
+    decision_path = val_dir / files.DECISION_FILE
+    if not decision_path.exists():
+        raise KdpipeError(f"{decision_path}: missing; run `kdpipe validate` first (an unvalidated student is never promoted)")
     if not model_path.exists():
         raise KdpipeError(f"{model_path}: missing; run `kdpipe distill` first")
-    decision, model_sha = files.read_json(val_dir / files.DECISION_FILE), files.file_sha256(model_path)
+    decision, model_sha = files.read_json(decision_path), files.file_sha256(model_path)
     if decision.get("model_sha256") != model_sha:
-        raise KdpipeError(f"{model_path}: changed since {val_dir / files.DECISION_FILE} was written; rerun `kdpipe validate` "
-                          "before promoting it")
+        raise KdpipeError(f"{model_path}: changed since {decision_path} was written; rerun `kdpipe validate` before promoting it")
     if not params.tracking.enabled:
-        verdict = "passed" if decision["passed"] else "failed: " + "; ".join(decision["reasons"])
-        record = {"promoted": False, "would_promote": decision["passed"], "dry_run": dry_run, "version": None,
-                  "message": f"tracking.enabled is false: no registry, nothing promoted; validation {verdict}",
-                  "reasons": decision["reasons"], "data_sha256": decision["data_sha256"], "model_sha256": model_sha}
-        return _record_promotion(params, record)
+        return _record_promotion(params, registry_moves.without_registry(decision, model_sha, dry_run=dry_run))
     validated = files.load_checkpoint(val_dir / files.PREDICTIONS_FILE)
     result = Scores.from_predictions(validated["student"], validated["labels"], decision["data_sha256"])
     lineage = {**lineage_tags(params), **teacher.lineage(params)}
-    version_tags = registry_moves.candidate_tags(lineage, files.read_json(val_dir / files.METRICS_FILE)["student"],
-                                  data_sha256=decision["data_sha256"], model_sha256=model_sha,
-                                  student_arch=load_model(model_path)[1]["arch"], method=params.method.name,
-                                  passed=decision["passed"])
+    version_tags = registry_moves.candidate_tags(
+        lineage, files.read_json(val_dir / files.METRICS_FILE)["student"], data_sha256=decision["data_sha256"],
+        model_sha256=model_sha, student_arch=load_model(model_path)[1]["arch"], method=params.method.name,
+        passed=decision["passed"])
     check_tracking(params)
     mlflow_client, name = registry.client(params.tracking.uri), params.tracking.registered_model
     evaluate = champion.evaluator(params, validated, decision["data_sha256"])
     if dry_run:
         with tracking_errors(params, "promote --dry-run"):
             cand = registry_moves.Candidate("(logged when promoted)", None, result, decision, version_tags)
-            return _record_promotion(params, registry_moves.promote_candidate(mlflow_client, name, cand, params.gate, evaluate,
-                                                               dry_run=True))
+            record = registry_moves.promote_candidate(mlflow_client, name, cand, params.gate, evaluate, dry_run=True)
+        return _record_promotion(params, record)
     with step_run(params, "promote", {tags.DATA_SHA256: decision["data_sha256"], tags.MODEL_SHA256: model_sha}) as run:
         logged = _logged_student(params, run, model_path, model_sha)
         cand = registry_moves.Candidate(logged["model_uri"], logged["run_id"], result, decision, version_tags)
@@ -222,7 +223,8 @@ def _logged_student(params: Params, run: StepRun, model_path: Path, model_sha: s
         logged = files.read_json(record_path)
         if logged.get("model_sha256") == model_sha and logged.get("tracking_uri") == params.tracking.uri:
             return logged
-    logged = run.log_classifier(load_model(model_path)[0], model_path, files.read_json(Path(params.paths.prepared) / MANIFEST_FILE))
+    manifest = files.read_json(Path(params.paths.prepared) / MANIFEST_FILE)
+    logged = run.log_classifier(load_model(model_path)[0], model_path, manifest)
     assert logged is not None, "the promote run is active whenever tracking is enabled"
     return logged
 
@@ -241,8 +243,8 @@ def rollback(params: Params, dry_run: bool = False) -> dict[str, Any]:
         raise KdpipeError("tracking.enabled: rollback needs the MLflow registry; it is off")
     check_tracking(params)
     with tracking_errors(params, "rollback"):
-        result = registry_moves.rollback(registry.client(params.tracking.uri), params.tracking.registered_model,
-                                   dry_run=dry_run)
+        mlflow_client = registry.client(params.tracking.uri)
+        result = registry_moves.rollback(mlflow_client, params.tracking.registered_model, dry_run=dry_run)
     log.info("rollback: %s", result["message"])
     return result
 

@@ -11,8 +11,9 @@ run opens: before training in distill, but after prepare has written its data an
 has measured (those steps open their run once their results exist).
 
 MLflow's fluent API (``start_run``, ``log_model``) reads a process-wide tracking URI. kdpipe sets it
-only inside :func:`step_run`, for the run's duration, and puts the previous value back after; every
-other call goes through an ``MlflowClient`` built for ``tracking.uri``.
+only inside :func:`fluent_uri` (around a step's run and a version's registration), and puts the
+previous value back after; MLflow itself mirrors it into ``MLFLOW_TRACKING_URI`` for that time.
+Every other call goes through an ``MlflowClient`` built for ``tracking.uri``.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ import yaml
 from kdpipe import __version__, tags
 from kdpipe.config import Params
 from kdpipe.errors import KdpipeError, TrackingError
+from kdpipe.files import PARAMS_FILE
 from kdpipe.serving import ServingClassifier
 from kdpipe.storage import explain_storage_error
 
@@ -139,7 +141,7 @@ class StepRun:
     def log_classifier(self, model: torch.nn.Module, checkpoint: Path, manifest: dict[str, Any],
                        name: str = "student") -> dict[str, str] | None:
         """Log ``model`` as an MLflow model (see :func:`log_classifier`); None when tracking is off."""
-        return log_classifier(model, checkpoint, manifest, self.uri, name) if self.active else None
+        return log_classifier(model, checkpoint, manifest, name, tracking_uri=self.uri) if self.active else None
 
     @property
     def run_id(self) -> str | None:
@@ -172,6 +174,7 @@ def check_tracking(params: Params) -> str | None:
     if not params.tracking.enabled:
         return None
     from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
 
     uri, name = params.tracking.uri, params.tracking.experiment
     if uri.startswith(("http://", "https://")):
@@ -180,7 +183,12 @@ def check_tracking(params: Params) -> str | None:
         mlflow_client = MlflowClient(tracking_uri=uri)
         experiment = mlflow_client.get_experiment_by_name(name)
         if experiment is None:
-            return str(mlflow_client.create_experiment(name))
+            try:
+                return str(mlflow_client.create_experiment(name))
+            except MlflowException as exc:  # another step created it first
+                if getattr(exc, "error_code", None) != "RESOURCE_ALREADY_EXISTS":
+                    raise
+                experiment = mlflow_client.get_experiment_by_name(name)
     except Exception as exc:
         raise TrackingError(f"tracking.uri: cannot reach MLflow at {uri} ({_first_line(exc)})") from None
     if experiment.lifecycle_stage != "active":
@@ -189,8 +197,9 @@ def check_tracking(params: Params) -> str | None:
 
 
 @contextlib.contextmanager
-def _fluent_uri(uri: str) -> Iterator[None]:
-    """MLflow's fluent API on ``uri`` for the body only; the process-wide value is put back after."""
+def fluent_uri(uri: str) -> Iterator[None]:
+    """MLflow's fluent API (and its local stores' own lookups) on ``uri`` for the body only; the
+    process-wide value is put back after."""
     import mlflow
     from mlflow.tracking import is_tracking_uri_set
 
@@ -217,7 +226,7 @@ def step_run(params: Params, step: str, run_tags: dict[str, Any] | None = None, 
     """Open an MLflow run for one step; a failure ends it FAILED with the reason in a tag.
 
     ``main`` is false on every DDP rank but 0: those ranks get an inactive handle and never touch
-    MLflow. Params without a pipeline run id (a step called on its own) get one here.
+    MLflow. Params without a pipeline run id (``step_run`` used on its own) get one here.
     """
     if not params.tracking.enabled or not main:
         yield StepRun(active=False)
@@ -229,12 +238,12 @@ def step_run(params: Params, step: str, run_tags: dict[str, Any] | None = None, 
     uri = params.tracking.uri
     experiment_id = check_tracking(params)
     run_name = f"{step}-{params.tracking.pipeline_run_id}"
-    with (_fluent_uri(uri), tracking_errors(params, f"the {step} run"),
+    with (fluent_uri(uri), tracking_errors(params, f"the {step} run"),
           mlflow.start_run(experiment_id=experiment_id, run_name=run_name) as run):
         try:
             mlflow.log_params(flatten(params.to_dict()))
             mlflow.set_tags({tags.STEP: step, **lineage_tags(params), **{k: str(v) for k, v in (run_tags or {}).items()}})
-            mlflow.log_text(yaml.safe_dump(params.to_dict(), sort_keys=False), "params.yaml")
+            mlflow.log_text(yaml.safe_dump(params.to_dict(), sort_keys=False), PARAMS_FILE)
             yield StepRun(active=True, uri=uri)
         except BaseException as exc:
             with contextlib.suppress(Exception):
@@ -245,8 +254,8 @@ def step_run(params: Params, step: str, run_tags: dict[str, Any] | None = None, 
         log.info("%s: MLflow run %s in experiment %r", step, run.info.run_id, params.tracking.experiment)
 
 
-def log_classifier(model: torch.nn.Module, checkpoint: Path, manifest: dict[str, Any], tracking_uri: str,
-                   name: str = "student") -> dict[str, str]:
+def log_classifier(model: torch.nn.Module, checkpoint: Path, manifest: dict[str, Any], name: str = "student", *,
+                   tracking_uri: str) -> dict[str, str]:
     """Log ``model`` into the active run on ``tracking_uri``, in MLflow 3's form: pt2 export, tensor signature, input example, no projector.
 
     The exported module is :class:`ServingClassifier` (float images in [0, 1], normalisation inside).

@@ -44,10 +44,6 @@ MODELS: Factories[FeatureClassifier] = Factories(
 )
 
 
-def available_models() -> list[str]:
-    return [*MODELS.names(), *MODELS.patterns]
-
-
 def is_known_model(name: str) -> bool:
     return name in MODELS or (name.startswith(TORCHVISION_PREFIX) and len(name) > len(TORCHVISION_PREFIX))
 
@@ -63,4 +59,4 @@ def count_parameters(model: FeatureClassifier) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-__all__ = ["MODELS", "FeatureClassifier", "available_models", "count_parameters", "create_model", "is_known_model"]
+__all__ = ["MODELS", "FeatureClassifier", "count_parameters", "create_model", "is_known_model"]

@@ -14,14 +14,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from kdpipe.config import Params
-from kdpipe.files import atomic_write_bytes, write_json
+from kdpipe.files import REPORT_FILE, atomic_write_bytes, write_json
 from kdpipe.plots import save_png
 from kdpipe.study.cells import Cell
 
-REPORT_FILE = "report.md"
 PLOT_FILE = "study.png"
 RESULTS_JSON = "results.json"
 RESULTS_CSV = "results.csv"
@@ -198,10 +198,12 @@ def plot(path: Path, summaries: list[Summary]) -> None:
     panels = [(main, [s.cell.name for s in main], "recipe, baselines and ablations")] if main else []
     if gap:
         panels.append((gap, [f"{s.cell.method} ← {s.teacher_arch}" for s in gap], "capacity gap"))
-    fig = Figure(figsize=(5 + 3.5 * len(panels), 4.5), layout="tight")
+    fig = Figure(figsize=(5 + 3.5 * len(panels), 4.5))
+    FigureCanvasAgg(fig)
     axes = fig.subplots(1, len(panels), squeeze=False, width_ratios=[max(2, len(g)) for g, _, _ in panels])
     for ax, (group, labels, title) in zip(axes[0], panels, strict=True):
         _bars(ax, group, labels, title, scratch)
+    fig.tight_layout()
     save_png(fig, path, dpi=120, bbox_inches=None)
 
 
