@@ -107,3 +107,8 @@ def measure_speed(
 def inference_cost(model: nn.Module, sample_shape: tuple[int, ...], device: torch.device) -> dict[str, Any]:
     """Size and speed side by side: parameters, bytes, batch-1 latency and throughput."""
     return {**model_size(model), **measure_speed(model, sample_shape, device)}
+
+
+def scalars(metrics: dict[str, Any]) -> dict[str, Any]:
+    """The plain numbers and strings of a metrics dict (no matrices, no bins): what metrics.json holds."""
+    return {k: v for k, v in metrics.items() if isinstance(v, (int, float, str, bool))}

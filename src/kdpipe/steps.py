@@ -25,7 +25,7 @@ from kdpipe.diagnostics import projector_effective_rank
 from kdpipe.distill import create_distiller
 from kdpipe.engine import train
 from kdpipe.errors import KdpipeError
-from kdpipe.evaluate import classification_metrics, inference_cost, predict_logits
+from kdpipe.evaluate import classification_metrics, inference_cost, predict_logits, scalars
 from kdpipe.gate import Scores, decide_thresholds
 from kdpipe.model_file import MODEL_FILE, load_model, save_model
 from kdpipe.models import create_model
@@ -73,11 +73,11 @@ def evaluate_teacher(params: Params) -> dict[str, Any]:
         logits = predict_logits(model, eval_loader(data, "test", params, runtime))
         metrics = {**classification_metrics(logits, data.split("test")[1]),
                    **inference_cost(model, tuple(data.manifest["shape"]), runtime.device), "arch": arch}
-        files.write_json(out / files.METRICS_FILE, validation.scalars(metrics))
+        files.write_json(out / files.METRICS_FILE, scalars(metrics))
         files.write_json(out / files.DETAILS_FILE, metrics)
         run.log_metrics({f"{tags.TEACHER_TEST_PREFIX}{k}": v for k, v in metrics.items()})
     log.info("evaluate_teacher: %s test top-1 %.4f", arch, metrics["top1"])
-    return validation.scalars(metrics)
+    return scalars(metrics)
 
 
 def distill(params: Params, resume: bool = False, rank: int = 0, world_size: int = 1) -> dict[str, Any]:

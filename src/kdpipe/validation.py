@@ -16,6 +16,7 @@ import torch
 
 from kdpipe import plots, report, tags
 from kdpipe.champion import ChampionScore
+from kdpipe.evaluate import scalars
 from kdpipe.files import (
     CONFUSION_FILE,
     DECISION_FILE,
@@ -27,11 +28,6 @@ from kdpipe.files import (
     atomic_write_text,
     write_json,
 )
-
-
-def scalars(metrics: dict[str, Any]) -> dict[str, Any]:
-    """The plain numbers and strings of a metrics dict (no matrices, no bins)."""
-    return {k: v for k, v in metrics.items() if isinstance(v, (int, float, str, bool))}
 
 
 @dataclass(frozen=True)
