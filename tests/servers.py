@@ -140,9 +140,11 @@ def _healthy(uri: str) -> bool:
         return False
 
 
-def start_mlflow(work: Path, store: S3Store, prefix: str) -> tuple[Server, str]:
-    """``mlflow server`` whose artifacts go to ``s3://mlflow/<prefix>`` through the server (proxied)."""
-    port = free_port()
+def start_mlflow(work: Path, store: S3Store, prefix: str, port: int | None = None) -> tuple[Server, str]:
+    """``mlflow server`` whose artifacts go to ``s3://mlflow/<prefix>`` through the server (proxied).
+
+    Started again with the same ``work`` and ``port``, it is the same server back after an outage."""
+    port = port or free_port()
     uri = f"http://127.0.0.1:{port}"
     argv = [str(BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
             "--backend-store-uri", f"sqlite:///{work / 'mlflow.db'}", "--artifacts-destination", f"s3://mlflow/{prefix}"]

@@ -171,7 +171,7 @@ def test_tampered_prepared_data_fails_the_hash_check(make_params: Callable[..., 
         load_prepared(tmp_path / "prepared")
 
     path.write_bytes(path.read_bytes()[:1000])
-    with pytest.raises(DataError, match=r"splits\.pt: cannot be read"):
+    with pytest.raises(DataError, match=r"splits\.pt: not a kdpipe file, or truncated \(PytorchStreamReader failed"):
         load_prepared(tmp_path / "prepared")
 
 

@@ -31,7 +31,7 @@ from kdpipe.files import HISTORY_FILE, load_checkpoint
 from kdpipe.kubeflow import launch
 from kdpipe.kubeflow.params import dump_params
 from kdpipe.model_file import MODEL_FILE, load_model
-from kdpipe.tracking import PIPELINE_RUN_ENV
+from kdpipe.pipeline_run import PIPELINE_RUN_ENV
 
 EPOCHS = 4
 AUDIT_HOOK = '''

@@ -30,7 +30,8 @@ from kdpipe.diagnostics import effective_rank
 from kdpipe.errors import ConfigError, KdpipeError
 from kdpipe.files import DECISION_FILE
 from kdpipe.model_file import MODEL_FILE, load_model
-from kdpipe.tracking import PIPELINE_RUN_ENV, step_run, with_pipeline_run_id
+from kdpipe.pipeline_run import PIPELINE_RUN_ENV, with_pipeline_run_id
+from kdpipe.tracking import step_run
 from servers import free_port
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -172,8 +173,9 @@ def test_failed_step_ends_its_run_failed_with_the_reason(make_params: Callable[.
 
     with pytest.raises(ValueError, match="boom"), step_run(params, "custom"):
         raise ValueError("boom")
-    (custom,) = mlflow.MlflowClient(params.tracking.uri).search_runs(
-        [mlflow.get_experiment_by_name(params.tracking.experiment).experiment_id], "tags.`kdpipe.step` = 'custom'")
+    client = mlflow.MlflowClient(params.tracking.uri)
+    (custom,) = client.search_runs([client.get_experiment_by_name(params.tracking.experiment).experiment_id],
+                                   "tags.`kdpipe.step` = 'custom'")
     assert custom.info.status == "FAILED" and custom.data.tags["kdpipe.error"] == "ValueError: boom"
 
 

@@ -24,7 +24,7 @@ from kdpipe.data.prepared import PreparedData, load_prepared
 from kdpipe.distill import create_distiller
 from kdpipe.engine import CHECKPOINT_FILE, train
 from kdpipe.errors import NonFiniteLossError, TeacherMismatchError
-from kdpipe.files import load_checkpoint
+from kdpipe.files import file_sha256, load_checkpoint
 from kdpipe.model_file import load_model, save_model
 from kdpipe.models import create_model
 from kdpipe.runtime import make_loader, make_runtime
@@ -47,10 +47,12 @@ def prepared_dir(tmp_path_factory: pytest.TempPathFactory, raw_root: Path) -> Pa
 
 
 @pytest.fixture
-def small(make_params: Callable[..., Params], prepared_dir: Path) -> Callable[..., Params]:
-    """make_params on the module's prepared data, without MLflow (tracking is tested end to end elsewhere)."""
+def small(make_params: Callable[..., Params], prepared_dir: Path, tmp_path: Path) -> Callable[..., Params]:
+    """make_params on the module's prepared data, without MLflow (tracking is tested end to end elsewhere),
+    distilling from the teacher file that :func:`_install_teacher` writes."""
 
     def factory(**overrides: object) -> Params:
+        overrides = {"teacher__source": str(tmp_path / "installed-teacher.pt"), **overrides}
         return make_params(**SMALL_DATA, paths__prepared=str(prepared_dir), tracking__enabled=False,
                            train__batch_size=BATCH, **overrides)
 
@@ -58,11 +60,14 @@ def small(make_params: Callable[..., Params], prepared_dir: Path) -> Callable[..
 
 
 def _install_teacher(params: Params, data: PreparedData, num_classes: int | None = None, in_channels: int = 1) -> Path:
-    """A randomly initialised cnn16 saved where the distill step looks for the teacher."""
+    """A randomly initialised cnn16 saved as ``teacher.source``, and stored as the teacher step stores one."""
     torch.manual_seed(123)
     k = num_classes or data.num_classes
+    model, source = create_model("cnn16", k, in_channels), Path(params.teacher.source)
+    save_model(source, model, "cnn16", data.classes[:k], in_channels)
     path = Path(params.paths.teacher) / "model.pt"
-    save_model(path, create_model("cnn16", k, in_channels), "cnn16", data.classes[:k], in_channels)
+    save_model(path, model, "cnn16", data.classes[:k], in_channels, source=str(source),
+               version=f"sha256:{file_sha256(source)[:16]}")
     return path
 
 

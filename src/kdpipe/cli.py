@@ -19,7 +19,7 @@ from typing import Any
 from kdpipe import __version__, distributed, steps
 from kdpipe.config import DEFAULT_PARAMS, Params, load_params
 from kdpipe.errors import KdpipeError
-from kdpipe.tracking import with_pipeline_run_id
+from kdpipe.pipeline_run import with_pipeline_run_id
 
 log = logging.getLogger("kdpipe")
 
@@ -103,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(asctime)s %(message)s",
                         datefmt="%H:%M:%S")
     try:
-        params = with_pipeline_run_id(load_params(args.params, args.overrides))
+        params = with_pipeline_run_id(load_params(args.params, args.overrides), resume=getattr(args, "resume", False))
         actions: dict[str, Callable[[], Any]] = {
             "prepare": lambda: steps.prepare_data(params),
             "teacher": lambda: steps.evaluate_teacher(params),

@@ -173,6 +173,10 @@ class TrackingConfig(_Section):
         None, min_length=1, description="groups the steps of one pipeline run in MLflow; null: "
         "$KDPIPE_PIPELINE_RUN_ID, else a fresh id per command"
     )
+    retry_seconds: float = Field(
+        120.0, ge=0, description="how long a step, its work done, waits for an unreachable MLflow to come back "
+        "before it ends with a one-line error (its files are written either way)"
+    )
 
     @field_validator("uri")
     @classmethod

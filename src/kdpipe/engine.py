@@ -29,6 +29,8 @@ from kdpipe.files import atomic_torch_save, load_checkpoint
 log = logging.getLogger("kdpipe")
 
 CHECKPOINT_FILE = "last.pt"
+STUDENT_CHECKPOINTS = "student"  # the distill step's checkpoints under paths.checkpoints
+TEACHER_CHECKPOINTS = "teacher"  # the demo teacher's
 EpochCallback = Callable[[dict[str, Any]], None]
 
 
@@ -118,13 +120,14 @@ def train(
     on_epoch: EpochCallback | None = None,
     label: str = "train",
     wrapped: nn.Module | None = None,
+    meta: dict[str, Any] | None = None,
 ) -> list[dict[str, Any]]:
     """Train ``distiller`` for ``cfg.epochs`` epochs and return one record per epoch.
 
     ``wrapped`` is the module to call for the forward pass when it differs from ``distiller``
     (a DistributedDataParallel wrapper). With ``resume`` the run continues after the last
     completed epoch stored in ``checkpoint_dir`` and ends with the same weights as an
-    uninterrupted run.
+    uninterrupted run. ``meta`` rides along in each checkpoint, unread by the engine.
     """
     model = wrapped if wrapped is not None else distiller
     optimizer = build_optimizer(distiller.trainable_parameters(), cfg)
@@ -201,6 +204,8 @@ def train(
             record["val_acc"] = accuracy(distiller.student, val_loader, runtime)
         history.append(record)
         if runtime.is_main:
+            if on_epoch is not None:  # first, so that what it adds to the record is checkpointed too
+                on_epoch(record)
             state = {
                 "epoch": epoch,
                 "fingerprint": fingerprint,
@@ -209,6 +214,7 @@ def train(
                 "scheduler": scheduler.state_dict(),
                 "rng_cpu": torch.get_rng_state(),
                 "history": history,
+                "meta": meta or {},
             }
             if runtime.device.type == "cuda":
                 state["rng_cuda"] = torch.cuda.get_rng_state(runtime.device)
@@ -218,6 +224,4 @@ def train(
                 "%s epoch %d/%d: loss %.4f, train_acc %.4f%s, %.0f images/s, %.1fs",
                 label, epoch + 1, cfg.epochs, record["loss"], record["train_acc"], val, record["images_per_s"], seconds,
             )
-            if on_epoch is not None:
-                on_epoch(record)
     return history

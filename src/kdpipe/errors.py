@@ -25,5 +25,21 @@ class TrackingError(KdpipeError):
     """The MLflow tracking server or store cannot be reached or refused a request."""
 
 
+class WriteError(KdpipeError):
+    """A file could not be written (no space, read-only, permission); the previous file is left intact."""
+
+
+class ForeignFileError(KdpipeError):
+    """A model or checkpoint file is empty, truncated, not kdpipe's, or holds code that kdpipe refuses to run."""
+
+
+class WorkdirBusyError(KdpipeError):
+    """Another kdpipe process holds the output directories this step would write."""
+
+
+class TrackingOutageError(TrackingError):
+    """MLflow went away during a step and did not come back within ``tracking.retry_seconds``."""
+
+
 class UnknownNameError(ConfigError, ValueError):
     """A name no table has; ConfigError so the CLI prints it on one line, ValueError so pydantic reports its key."""

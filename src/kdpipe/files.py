@@ -10,15 +10,19 @@ their own name themselves beside it: ``model.pt`` (model_file), ``manifest.json`
 from __future__ import annotations
 
 import csv
+import errno
 import hashlib
 import io
 import json
 import os
+import pickle
 import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from kdpipe.errors import ForeignFileError, WriteError
 
 METRICS_FILE = "metrics.json"
 HISTORY_FILE = "history.csv"
@@ -32,20 +36,45 @@ LEARNING_CURVES_FILE = "learning_curves.png"
 CONFUSION_FILE = "confusion_matrix.png"
 PARAMS_FILE = "params.yaml"
 
+_WRITE_CAUSES = {
+    errno.ENOSPC: "no space left on the device",
+    errno.EDQUOT: "disk quota exceeded",
+    errno.EROFS: "read-only file system",
+    errno.EACCES: "permission denied",
+    errno.EPERM: "operation not permitted",
+}
+
+
+def write_cause(exc: OSError) -> str:
+    """Why a write failed, in words: no space, read-only, permission, else the system's own text."""
+    return _WRITE_CAUSES.get(exc.errno or 0, exc.strerror or type(exc).__name__)
+
+
+def write_failure(path: Path, exc: OSError) -> WriteError:
+    """The one-line error for an OSError met while writing ``path``: the cause in words, and what is left."""
+    cause = write_cause(exc)
+    kept = "the previous file is intact" if Path(path).exists() else "nothing was written there"
+    return WriteError(f"{path}: cannot write ({cause}); {kept}")
+
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write, fsync, rename: readers see the old file or the new one, never a part."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    except OSError as exc:
+        raise write_failure(path, exc) from None
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(exc, OSError):
+            raise write_failure(path, exc) from None
         raise
 
 
@@ -59,9 +88,30 @@ def atomic_torch_save(obj: Any, path: Path) -> None:
     atomic_write_bytes(path, buf.getvalue())
 
 
+def load_tensors(path: Path) -> Any:
+    """``torch.load`` of tensors and plain values only; anything else is a one-line error naming the file.
+
+    A pickle that would construct other objects (run code) is refused by ``weights_only`` loading; the
+    error says so and never suggests turning that protection off.
+    """
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        raise ForeignFileError(f"{path}: not a kdpipe file, or it holds code; kdpipe loads only tensors and plain "
+                               "values and will not load it") from None
+    except (EOFError, RuntimeError, ValueError, OSError) as exc:
+        size = Path(path).stat().st_size if Path(path).exists() else 0
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0].split(". ")[0].rstrip(".")
+        reason = "the file is empty" if size == 0 else first[:200]
+        raise ForeignFileError(f"{path}: not a kdpipe file, or truncated ({reason})") from None
+
+
 def load_checkpoint(path: Path) -> dict[str, Any]:
     """A file written by :func:`atomic_torch_save`; tensors and plain values only."""
-    return torch.load(path, map_location="cpu", weights_only=True)
+    state = load_tensors(path)
+    if not isinstance(state, dict):
+        raise ForeignFileError(f"{path}: not a kdpipe file (it holds a {type(state).__name__}, not a dict)")
+    return state
 
 
 def write_json(path: Path, obj: Any) -> None:

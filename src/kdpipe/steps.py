@@ -2,7 +2,8 @@
 
 Each step loads its inputs from ``params.paths``, computes, decides, and records its files there and
 one MLflow run; it returns a small summary. Nothing here knows which orchestrator called it; the work
-itself lives in the modules each step names. A step called without ``tracking.pipeline_run_id``
+itself lives in the modules each step names. Each step holds the directories it reads and writes
+for its whole run (:func:`kdpipe.workdir.claims`); one called without ``tracking.pipeline_run_id``
 takes ``$KDPIPE_PIPELINE_RUN_ID`` or a fresh id.
 """
 
@@ -16,32 +17,32 @@ from typing import Any
 
 import torch
 
-from kdpipe import champion, distributed, files, plots, registry, tags, teacher, validation
+from kdpipe import champion, distributed, files, plots, registry, tags, teacher, validation, workdir
 from kdpipe import promote as registry_moves
 from kdpipe.config import Params
 from kdpipe.data.prepared import MANIFEST_FILE, build_splits, load_prepared, write_prepared
 from kdpipe.data.sources import load_source
 from kdpipe.diagnostics import projector_effective_rank
 from kdpipe.distill import create_distiller
-from kdpipe.engine import train
+from kdpipe.engine import STUDENT_CHECKPOINTS, train
 from kdpipe.errors import KdpipeError
 from kdpipe.evaluate import classification_metrics, inference_cost, predict_logits, scalars
 from kdpipe.gate import Scores, decide_thresholds
 from kdpipe.model_file import MODEL_FILE, load_model, save_model
 from kdpipe.models import create_model
 from kdpipe.runtime import eval_loader, make_loader, make_runtime, place_model, rank_probe, training_views
-from kdpipe.tracking import StepRun, check_tracking, lineage_tags, step_run, tracking_errors, with_pipeline_run_id
+from kdpipe.tracking import StepRun, check_tracking, lineage_tags, step_run, tracking_errors
 
 log = logging.getLogger("kdpipe")
 
 
+@workdir.claims("prepare_data")
 def prepare_data(params: Params, *, prepared_elsewhere: bool = False) -> dict[str, Any]:
     """Materialise the data set as fixed splits with a manifest naming it by sha256.
 
     ``prepared_elsewhere``: the data at ``paths.prepared`` came ready (a DVC revision); it is only
     verified against its manifest and recorded.
     """
-    params = with_pipeline_run_id(params)
     check_tracking(params)
     d, out = params.data, Path(params.paths.prepared)
     if prepared_elsewhere:
@@ -49,7 +50,7 @@ def prepare_data(params: Params, *, prepared_elsewhere: bool = False) -> dict[st
     else:
         raw = load_source(d.source, d.root, d.image_size)
         tensors = build_splits(raw, d.val_size, d.seed, d.train_subset, d.test_subset)
-        manifest = write_prepared(out, tensors, raw, d.source, d.seed, d.hflip)
+        manifest = write_prepared(out, tensors, raw, d.model_dump())
     with step_run(params, "prepare_data", {tags.DATA_SHA256: manifest["sha256"]}) as run:
         run.log_metrics({f"{k}_size": v for k, v in manifest["splits"].items()})
         run.log_artifact(out / MANIFEST_FILE)
@@ -58,11 +59,11 @@ def prepare_data(params: Params, *, prepared_elsewhere: bool = False) -> dict[st
     return manifest
 
 
+@workdir.claims("evaluate_teacher")
 def evaluate_teacher(params: Params) -> dict[str, Any]:
     """Load the teacher (or train one for the embedded demo), check its classes, measure it."""
-    params = with_pipeline_run_id(params)
     runtime = make_runtime(params)
-    data = load_prepared(params.paths.prepared)
+    data = load_prepared(params.paths.prepared, expect=params.data.model_dump())
     out = Path(params.paths.teacher)
     lineage = {tags.DATA_SHA256: data.sha256, tags.TEACHER_SOURCE: params.teacher.source}
     with step_run(params, "evaluate_teacher", lineage) as run:
@@ -80,19 +81,21 @@ def evaluate_teacher(params: Params) -> dict[str, Any]:
     return scalars(metrics)
 
 
-def distill(params: Params, resume: bool = False, rank: int = 0, world_size: int = 1) -> dict[str, Any]:
+@workdir.claims("distill")
+def distill(params: Params, resume: bool = False, *, rank: int = 0, world_size: int = 1) -> dict[str, Any]:
     """Train the student with the configured method; checkpoint each epoch; save the student.
 
     Returns the summary written to ``metrics.json`` plus the per-epoch ``history``.
     """
-    params = with_pipeline_run_id(params)
     runtime = make_runtime(params, rank)
-    data = load_prepared(params.paths.prepared)
+    data = load_prepared(params.paths.prepared, expect=params.data.model_dump())
     method, cfg, out = params.method.name, params.train, Path(params.paths.student)
     teacher_model = None if method == "scratch" else place_model(teacher.load(params, data), params, runtime)
     torch.manual_seed(cfg.seed)
     student = place_model(create_model(params.student.arch, data.num_classes, data.in_channels), params, runtime)
     distiller = create_distiller(params.method, student, teacher_model).to(runtime.device)
+    checkpoints = Path(params.paths.checkpoints) / STUDENT_CHECKPOINTS
+    workdir.need_space(workdir.training_space(distiller, checkpoints, out), "student's checkpoint and model")
     run_tags = {tags.DATA_SHA256: data.sha256, tags.METHOD: method, tags.DEVICE: str(runtime.device),
                 tags.WORLD_SIZE: world_size, **teacher.lineage(params)}
     probe = rank_probe(data, params, runtime) if runtime.is_main and hasattr(distiller, "projector") else None
@@ -109,13 +112,15 @@ def distill(params: Params, resume: bool = False, rank: int = 0, world_size: int
             distiller,
             make_loader(data, "train", cfg.batch_size, params, runtime, train=True, seed=cfg.seed, rank=rank,
                         world_size=world_size, subset=cfg.subset),
-            eval_loader(data, "val", params, runtime), cfg, runtime, Path(params.paths.checkpoints) / "student",
+            eval_loader(data, "val", params, runtime), cfg, runtime, checkpoints,
             resume=resume, on_epoch=on_epoch, label=f"distill[{method}]",
+            meta={"pipeline_run_id": params.tracking.pipeline_run_id},
             fingerprint=files.fingerprint("student", params.student.arch, params.method.model_dump(mode="json"),
                                           cfg.model_dump(mode="json"), data.sha256, world_size,
                                           training_views(params, data)),
             wrapped=distributed.wrap(distiller, runtime.device) if world_size > 1 else None,
         )
+        run.log_epochs(history)  # a resumed run's earlier epochs, from the checkpoint
         summary = {"method": method, "epochs": len(history), "final_val_acc": history[-1].get("val_acc"),
                    "final_train_acc": history[-1]["train_acc"], "train_seconds": time.perf_counter() - start}
         if runtime.is_main:
@@ -135,16 +140,13 @@ def distill(params: Params, resume: bool = False, rank: int = 0, world_size: int
     return {**summary, "history": history}
 
 
+@workdir.claims("validate_student")
 def validate_student(params: Params) -> dict[str, Any]:
     """Measure the student beside its teacher and the champion on the test split; decide pass or fail."""
-    params = with_pipeline_run_id(params)
     runtime = make_runtime(params)
-    data = load_prepared(params.paths.prepared)
+    data = load_prepared(params.paths.prepared, expect=params.data.model_dump())
     model_path = Path(params.paths.student) / MODEL_FILE
-    student, smeta = load_model(model_path)
-    if smeta["meta"].get("data_sha256") != data.sha256:
-        raise KdpipeError(f"{model_path}: trained on data {str(smeta['meta'].get('data_sha256'))[:12]}, "
-                          f"but the prepared data is {data.sha256[:12]}; rerun distill")
+    student, _ = load_model(model_path, trained_on=data.sha256)
     teacher_model = place_model(teacher.load(params, data), params, runtime)
     student = place_model(student, params, runtime)
     test_loader = eval_loader(data, "test", params, runtime)
@@ -173,13 +175,13 @@ def validate_student(params: Params) -> dict[str, Any]:
     return validation.summary(measured, decision)
 
 
+@workdir.claims("promote")
 def promote(params: Params, dry_run: bool = False) -> dict[str, Any]:
     """Register the validated student as ``challenger``; move ``champion`` to it when the gate agrees.
 
     The rule is :mod:`kdpipe.gate`'s, the registry moves :mod:`kdpipe.promote`'s; this step makes
     sure the student on disk is the one validated and hands both to them. ``dry_run`` changes nothing.
     """
-    params = with_pipeline_run_id(params)
     val_dir, model_path = Path(params.paths.validation), Path(params.paths.student) / MODEL_FILE
     decision_path = val_dir / files.DECISION_FILE
     if not decision_path.exists():
@@ -249,9 +251,9 @@ def rollback(params: Params, dry_run: bool = False) -> dict[str, Any]:
     return result
 
 
+@workdir.claims("run_pipeline")
 def run_pipeline(params: Params, resume: bool = False) -> dict[str, Any]:
-    """All five steps in order under one pipeline run id, as `kdpipe run` and the demo do."""
-    params = with_pipeline_run_id(params)
+    """All five steps in order under one pipeline run id, holding every directory, as `kdpipe run` and the demo do."""
     check_tracking(params)
     return {"data": prepare_data(params), "teacher": evaluate_teacher(params),
             "distill": distill(params, resume=resume), "validation": validate_student(params),

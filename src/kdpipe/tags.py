@@ -21,6 +21,7 @@ METHOD = "kdpipe.method"
 DEVICE = "kdpipe.device"
 WORLD_SIZE = "kdpipe.world_size"
 ERROR = "kdpipe.error"
+WORKDIR = "kdpipe.workdir"  # host:directory of the step's outputs; whoever holds its lock owns the run
 
 # Validation and promotion.
 VALIDATION_PASSED = "kdpipe.validation_passed"

@@ -14,11 +14,11 @@ from typing import Any
 
 import torch
 
-from kdpipe import registry, tags
+from kdpipe import registry, tags, workdir
 from kdpipe.config import Params
 from kdpipe.data.prepared import PreparedData
 from kdpipe.distill import create_distiller
-from kdpipe.engine import EpochCallback, Runtime, train
+from kdpipe.engine import TEACHER_CHECKPOINTS, EpochCallback, Runtime, train
 from kdpipe.errors import KdpipeError, TeacherMismatchError
 from kdpipe.files import file_sha256, fingerprint
 from kdpipe.model_file import MODEL_FILE, load_model, save_model
@@ -56,13 +56,16 @@ def _train(params: Params, data: PreparedData, runtime: Runtime, on_epoch: Epoch
     torch.manual_seed(cfg.seed)
     teacher = place_model(create_model(params.teacher.arch, data.num_classes, data.in_channels), params, runtime)
     distiller = create_distiller(params.method.model_copy(update={"name": "scratch"}), teacher, None)
+    checkpoints = Path(params.paths.checkpoints) / TEACHER_CHECKPOINTS
+    workdir.need_space(workdir.training_space(distiller, checkpoints, Path(params.paths.teacher)),
+                       "teacher's checkpoint and model")
     train(
         distiller,
         make_loader(data, "train", cfg.batch_size, params, runtime, train=True, seed=cfg.seed, subset=cfg.subset),
         eval_loader(data, "val", params, runtime),
         cfg,
         runtime,
-        Path(params.paths.checkpoints) / "teacher",
+        checkpoints,
         resume=True,
         fingerprint=_fingerprint(params, data),
         on_epoch=on_epoch,
@@ -114,9 +117,31 @@ def resolve(params: Params, data: PreparedData, runtime: Runtime,
 
 
 def load(params: Params, data: PreparedData) -> FeatureClassifier:
-    """The teacher that evaluate_teacher stored, checked against ``data``."""
-    teacher, meta = load_model(Path(params.paths.teacher) / MODEL_FILE)
-    check_classes(meta, data, params.teacher.source)
+    """The teacher that evaluate_teacher stored, checked against ``data`` and against ``teacher.source``.
+
+    A later step never distils from, or measures, another teacher than the one its params name:
+    the stored teacher must have been resolved from the same source (and, for ``train``, with the
+    same teacher params and data; for a file, from the same bytes).
+    """
+    path = Path(params.paths.teacher) / MODEL_FILE
+    if not path.exists():
+        raise KdpipeError(f"{path}: no teacher stored; run `kdpipe teacher` first")
+    teacher, meta = load_model(path)
+    source, recorded = params.teacher.source, meta["meta"]
+    if source == TRAIN:
+        expected: str | None = f"train:{_fingerprint(params, data)}"
+    elif source.startswith("models:/"):
+        expected = None  # evaluate_teacher resolved the registry version once; its record names it
+    elif Path(source).exists():
+        expected = f"sha256:{file_sha256(Path(source))[:16]}"
+    else:
+        raise KdpipeError(f"teacher.source: {source} not found")
+    if recorded.get("source") != source or (expected is not None and recorded.get("version") != expected):
+        raise TeacherMismatchError(
+            f"teacher.source is {source!r}, but {path} holds the teacher resolved from {recorded.get('source')!r} "
+            f"({recorded.get('version', 'no version')}); run `kdpipe teacher` with these params first, so the step "
+            "uses the teacher its params name")
+    check_classes(meta, data, source)
     return teacher
 
 

@@ -10,10 +10,13 @@ That artifact is the run's first write, so a refusing artifact store fails the s
 run opens: before training in distill, but after prepare has written its data and after validate
 has measured (those steps open their run once their results exist).
 
-MLflow's fluent API (``start_run``, ``log_model``) reads a process-wide tracking URI. kdpipe sets it
-only inside :func:`fluent_uri` (around a step's run and a version's registration), and puts the
-previous value back after; MLflow itself mirrors it into ``MLFLOW_TRACKING_URI`` for that time.
-Every other call goes through an ``MlflowClient`` built for ``tracking.uri``.
+Runs are opened, logged to and closed through an ``MlflowClient`` built for ``tracking.uri``, never
+through a process-wide active run. Metrics and tags logged while a step works go through a queue
+that a background thread sends (:mod:`kdpipe.async_logging`), so training never waits on MLflow;
+the step waits for the queue, at most ``tracking.retry_seconds``, only before its artifact uploads
+and at its end. Only ``log_model`` and registration use MLflow's fluent API, which reads a
+process-wide tracking URI: kdpipe sets it only inside :func:`fluent_uri` and puts the previous value
+back after; MLflow itself mirrors it into ``MLFLOW_TRACKING_URI`` for that time.
 """
 
 from __future__ import annotations
@@ -24,38 +27,29 @@ import functools
 import logging
 import os
 import subprocess
-import uuid
-from collections.abc import Iterator, Mapping
+import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import torch
 import yaml
 
-from kdpipe import __version__, tags
+from kdpipe import __version__, tags, workdir
+from kdpipe.async_logging import AsyncRunLogger
 from kdpipe.config import Params
-from kdpipe.errors import KdpipeError, TrackingError
+from kdpipe.errors import KdpipeError, TrackingError, TrackingOutageError
 from kdpipe.files import PARAMS_FILE
+from kdpipe.pipeline_run import with_pipeline_run_id
 from kdpipe.serving import ServingClassifier
 from kdpipe.storage import explain_storage_error
 
 log = logging.getLogger("kdpipe")
 
-PIPELINE_RUN_ENV = "KDPIPE_PIPELINE_RUN_ID"
 GIT_COMMIT_ENV = "KDPIPE_GIT_COMMIT"
 HEALTH_TIMEOUT_S = 5.0
+FAILED_FLUSH_S = 10.0  # how long a failing step still waits for its queued metrics before ending FAILED
 _TRACKING_MODULES = ("mlflow", "boto3", "botocore", "s3transfer", "requests", "urllib3", "sqlalchemy")
-
-
-def with_pipeline_run_id(params: Params, environ: Mapping[str, str] = os.environ) -> Params:
-    """``params`` with ``tracking.pipeline_run_id`` set: as given, else ``$KDPIPE_PIPELINE_RUN_ID``, else fresh.
-
-    Entry points call this once, so every step they run shares the id; the environment is only read.
-    """
-    if params.tracking.pipeline_run_id:
-        return params
-    run_id = environ.get(PIPELINE_RUN_ENV) or uuid.uuid4().hex[:12]
-    return params.model_copy(update={"tracking": params.tracking.model_copy(update={"pipeline_run_id": run_id})})
 
 
 @functools.cache
@@ -107,50 +101,76 @@ def tracking_errors(params: Params, what: str = "MLflow request") -> Iterator[No
 
 
 class StepRun:
-    """A thin handle on the active MLflow run; every method is a no-op when tracking is off."""
+    """A handle on one step's MLflow run; every method is a no-op when tracking is off.
 
-    def __init__(self, active: bool, uri: str = "") -> None:
-        self.active = active
-        self.uri = uri
+    Metrics and tags go through an :class:`AsyncRunLogger` and never block. Artifacts and models
+    are sent at once, after the queue has drained: when MLflow stays away for ``retry_seconds``
+    the step ends with :class:`TrackingOutageError`, its files already written.
+    """
+
+    def __init__(self, client: Any = None, run_id: str = "", uri: str = "", sender: AsyncRunLogger | None = None,
+                 retry_seconds: float = 0.0, step: str = "", pipeline_run_id: str = "") -> None:
+        self.active = client is not None
+        self.client, self.run_id, self.uri, self.sender = client, run_id, uri, sender
+        self.retry_seconds, self.step, self.pipeline_run_id = retry_seconds, step, pipeline_run_id
+        self.logged_steps: set[int] = set()
 
     def log_metrics(self, metrics: dict[str, Any], step: int | None = None) -> None:
-        if self.active:
-            import mlflow
+        if self.sender is None:
+            return
+        from mlflow.entities import Metric
 
-            scalars = {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
-            mlflow.log_metrics(scalars, step=step)
+        now = int(time.time() * 1000)
+        self.sender.put(metrics=[Metric(k, float(v), now, step or 0) for k, v in metrics.items()
+                                 if isinstance(v, (int, float)) and not isinstance(v, bool)])
+        if step is not None:
+            self.logged_steps.add(step)
+
+    def log_epochs(self, history: list[dict[str, Any]]) -> None:
+        """Each epoch's record at its step, unless this run logged that epoch already (a resumed run's earlier epochs)."""
+        for record in history:
+            if record["epoch"] not in self.logged_steps:
+                self.log_metrics({k: v for k, v in record.items() if k != "epoch"}, record["epoch"])
 
     def set_tags(self, values: dict[str, Any]) -> None:
-        if self.active:
-            import mlflow
+        if self.sender is not None:
+            from mlflow.entities import RunTag
 
-            mlflow.set_tags({k: str(v) for k, v in values.items()})
+            self.sender.put(tags=[RunTag(k, str(v)) for k, v in values.items()])
 
     def log_artifact(self, path: Path, artifact_path: str | None = None) -> None:
         if self.active and Path(path).exists():
-            import mlflow
-
-            mlflow.log_artifact(str(path), artifact_path)
+            self.wait_online()
+            self.client.log_artifact(self.run_id, str(path), artifact_path)
 
     def log_text(self, text: str, artifact_file: str) -> None:
         if self.active:
-            import mlflow
-
-            mlflow.log_text(text, artifact_file)
+            self.wait_online()
+            self.client.log_text(self.run_id, text, artifact_file)
 
     def log_classifier(self, model: torch.nn.Module, checkpoint: Path, manifest: dict[str, Any],
                        name: str = "student") -> dict[str, str] | None:
         """Log ``model`` as an MLflow model (see :func:`log_classifier`); None when tracking is off."""
-        return log_classifier(model, checkpoint, manifest, name, tracking_uri=self.uri) if self.active else None
-
-    @property
-    def run_id(self) -> str | None:
         if not self.active:
             return None
-        import mlflow
+        self.wait_online()
+        return log_classifier(model, checkpoint, manifest, name, tracking_uri=self.uri, run_id=self.run_id)
 
-        run = mlflow.active_run()
-        return run.info.run_id if run else None
+    def wait_online(self) -> None:
+        """Return once every queued metric and tag is stored; raise after ``retry_seconds`` without MLflow."""
+        if self.sender is None or self.sender.flush(self.retry_seconds):
+            return
+        down = time.monotonic() - (self.sender.down_since or time.monotonic())
+        raise TrackingOutageError(
+            f"tracking: MLflow at {self.uri} has not answered for {down:.0f} s ({self.sender.last_error}); gave up after "
+            f"tracking.retry_seconds={self.retry_seconds:g} with {self.sender.unsent} update(s) unsent. The files this "
+            f"step wrote are complete on disk: once MLflow is back, `{RERUN[self.step]}` logs them under pipeline run "
+            f"id {self.pipeline_run_id} and closes the run left open ({self.run_id})")
+
+
+# What finishes a step's tracking after an outage, from the files it wrote.
+RERUN = {"prepare_data": "kdpipe prepare", "evaluate_teacher": "kdpipe teacher", "distill": "kdpipe distill --resume",
+         "validate_student": "kdpipe validate", "promote": "kdpipe promote"}
 
 
 def _probe_server(uri: str) -> None:
@@ -221,42 +241,96 @@ def lineage_tags(params: Params) -> dict[str, str]:
     }
 
 
+def _reachable(uri: str) -> bool:
+    """True unless an HTTP tracking server fails its /health probe (local stores are always there)."""
+    if not uri.startswith(("http://", "https://")):
+        return True
+    try:
+        _probe_server(uri)
+    except TrackingError:
+        return False
+    return True
+
+
+def _close_abandoned(client: Any, experiment_id: str, step: str, owner: str) -> None:
+    """End FAILED the RUNNING runs this step left in this place when MLflow went away mid-step.
+
+    The caller holds the lock on ``owner``'s directory, so no live process can still own them.
+    """
+    running = client.search_runs([experiment_id], filter_string=f"tags.`{tags.STEP}` = '{step}' and "
+                                 "attributes.status = 'RUNNING'", max_results=1000)
+    for stale in running:
+        if stale.data.tags.get(tags.WORKDIR) != owner:
+            continue
+        client.set_tag(stale.info.run_id, tags.ERROR, f"abandoned: MLflow became unreachable during this {step} "
+                       f"step; closed when the step ran again in {owner}")
+        client.set_terminated(stale.info.run_id, "FAILED")
+        log.warning("%s: closed run %s (left RUNNING when MLflow went away) as FAILED", step, stale.info.run_id)
+
+
+def _create_run(client: Any, experiment_id: str, params: Params, step: str, run_tags: dict[str, Any]) -> str:
+    """Create the step's run with its lineage tags, after closing the ones it abandoned; returns its id."""
+    owner = workdir.owner(params, step)
+    if owner is not None:
+        _close_abandoned(client, experiment_id, step, owner)
+    all_tags = {tags.STEP: step, **({tags.WORKDIR: owner} if owner else {}), **lineage_tags(params), **run_tags}
+    run = client.create_run(experiment_id, run_name=f"{step}-{params.tracking.pipeline_run_id}",
+                            tags={k: str(v) for k, v in all_tags.items()})
+    return str(run.info.run_id)
+
+
+def _log_params(client: Any, run_id: str, params: Params) -> None:
+    """The resolved params, flattened, and ``params.yaml``: the run's first artifact write."""
+    from mlflow.entities import Param
+
+    client.log_batch(run_id, params=[Param(k, str(v)) for k, v in flatten(params.to_dict()).items()])
+    client.log_text(run_id, yaml.safe_dump(params.to_dict(), sort_keys=False), PARAMS_FILE)
+
+
 @contextlib.contextmanager
 def step_run(params: Params, step: str, run_tags: dict[str, Any] | None = None, *, main: bool = True) -> Iterator[StepRun]:
-    """Open an MLflow run for one step; a failure ends it FAILED with the reason in a tag.
+    """Open an MLflow run for one step; end it FINISHED, or FAILED with the reason in a tag.
 
     ``main`` is false on every DDP rank but 0: those ranks get an inactive handle and never touch
-    MLflow. Params without a pipeline run id (``step_run`` used on its own) get one here.
+    MLflow. Params without a pipeline run id (``step_run`` used on its own) get one here. A run
+    that cannot be ended because MLflow is gone stays RUNNING until the step runs again in the same
+    place (:func:`kdpipe.workdir.owner`), which ends it FAILED.
     """
     if not params.tracking.enabled or not main:
-        yield StepRun(active=False)
+        yield StepRun()
         return
-    import mlflow
+    from mlflow import MlflowClient
 
     params = with_pipeline_run_id(params)
-
     uri = params.tracking.uri
     experiment_id = check_tracking(params)
-    run_name = f"{step}-{params.tracking.pipeline_run_id}"
-    with (fluent_uri(uri), tracking_errors(params, f"the {step} run"),
-          mlflow.start_run(experiment_id=experiment_id, run_name=run_name) as run):
-        try:
-            mlflow.log_params(flatten(params.to_dict()))
-            mlflow.set_tags({tags.STEP: step, **lineage_tags(params), **{k: str(v) for k, v in (run_tags or {}).items()}})
-            mlflow.log_text(yaml.safe_dump(params.to_dict(), sort_keys=False), PARAMS_FILE)
-            yield StepRun(active=True, uri=uri)
-        except BaseException as exc:
+    client = MlflowClient(tracking_uri=uri)
+    with tracking_errors(params, f"the {step} run"):
+        run_id = _create_run(client, str(experiment_id), params, step, run_tags or {})
+    sender = AsyncRunLogger(client, run_id, reachable=functools.partial(_reachable, uri))
+    run = StepRun(client, run_id, uri, sender, params.tracking.retry_seconds, step, str(params.tracking.pipeline_run_id))
+    try:
+        with tracking_errors(params, f"the {step} run"):
+            _log_params(client, run_id, params)
+            log.info("%s: MLflow run %s in experiment %r", step, run_id, params.tracking.experiment)
+            yield run
+            run.wait_online()
+            client.set_terminated(run_id, "FINISHED")
+    except BaseException as exc:
+        if not isinstance(exc, TrackingOutageError) and _reachable(uri):
+            sender.flush(min(FAILED_FLUSH_S, params.tracking.retry_seconds))
             with contextlib.suppress(Exception):
-                mlflow.set_tag(tags.ERROR, f"{type(exc).__name__}: {exc}"[:5000])
+                client.set_tag(run_id, tags.ERROR, f"{type(exc).__name__}: {exc}"[:5000])
             with contextlib.suppress(Exception):
-                mlflow.end_run(status="FAILED")
-            raise
-        log.info("%s: MLflow run %s in experiment %r", step, run.info.run_id, params.tracking.experiment)
+                client.set_terminated(run_id, "FAILED")
+        raise
+    finally:
+        sender.close()
 
 
 def log_classifier(model: torch.nn.Module, checkpoint: Path, manifest: dict[str, Any], name: str = "student", *,
-                   tracking_uri: str) -> dict[str, str]:
-    """Log ``model`` into the active run on ``tracking_uri``, in MLflow 3's form: pt2 export, tensor signature, input example, no projector.
+                   tracking_uri: str, run_id: str | None = None) -> dict[str, str]:
+    """Log ``model`` into run ``run_id`` (default: the active run) on ``tracking_uri``, in MLflow 3's form: pt2 export, tensor signature, input example, no projector.
 
     The exported module is :class:`ServingClassifier` (float images in [0, 1], normalisation inside).
     The kdpipe checkpoint (architecture, classes, weights) rides along in ``extra_files`` so that a
@@ -276,20 +350,29 @@ def log_classifier(model: torch.nn.Module, checkpoint: Path, manifest: dict[str,
         inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, *shape))]),
         outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, len(classes)))]),
     )
-    info = mlflow.pytorch.log_model(
-        serving,
-        name=name,
-        signature=signature,
-        input_example=example,
-        pip_requirements=[f"torch=={torch.__version__.split('+')[0]}", f"mlflow=={mlflow.__version__}"],
-        extra_files=[str(checkpoint)],
-        metadata={
-            "classes": classes,
-            "input": "float32 images N x C x H x W with values in [0, 1]; normalisation is inside the model",
-            "mean": list(manifest["mean"]),
-            "std": list(manifest["std"]),
-            "data_sha256": manifest["sha256"],
-        },
-    )
+    with fluent_uri(tracking_uri):
+        model_id = None
+        if run_id is not None:  # no active run: the LoggedModel is made in the run's experiment, not the fluent one
+            mlflow_client = mlflow.MlflowClient(tracking_uri)
+            run = mlflow_client.get_run(run_id)
+            model_id = mlflow_client.create_logged_model(run.info.experiment_id, name=name, source_run_id=run_id,
+                                                         params=run.data.params).model_id
+        info = mlflow.pytorch.log_model(
+            serving,
+            name=name,
+            run_id=run_id,
+            model_id=model_id,
+            signature=signature,
+            input_example=example,
+            pip_requirements=[f"torch=={torch.__version__.split('+')[0]}", f"mlflow=={mlflow.__version__}"],
+            extra_files=[str(checkpoint)],
+            metadata={
+                "classes": classes,
+                "input": "float32 images N x C x H x W with values in [0, 1]; normalisation is inside the model",
+                "mean": list(manifest["mean"]),
+                "std": list(manifest["std"]),
+                "data_sha256": manifest["sha256"],
+            },
+        )
     return {"model_uri": info.model_uri, "model_id": info.model_id, "run_id": info.run_id,
             "tracking_uri": tracking_uri}

@@ -12,6 +12,7 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,12 +20,13 @@ from typing import Any
 import torch
 
 from kdpipe.data.sources import DEFAULT_HFLIP, RawData
-from kdpipe.errors import DataError
-from kdpipe.files import atomic_torch_save, atomic_write_text
+from kdpipe.errors import DataError, ForeignFileError
+from kdpipe.files import atomic_torch_save, atomic_write_text, load_tensors, write_failure
 
 TENSORS_FILE = "splits.pt"
 MANIFEST_FILE = "manifest.json"
 SPLITS = ("train", "val", "test")
+RECIPE_KEYS = ("source", "image_size", "val_size", "train_subset", "test_subset", "seed")  # data params that make the data
 
 
 @dataclass(frozen=True)
@@ -102,8 +104,10 @@ def channel_stats(x: torch.Tensor) -> tuple[list[float], list[float]]:
 
 
 def write_prepared(
-    out_dir: Path, tensors: dict[str, torch.Tensor], raw: RawData, source: str, seed: int, hflip: bool | None
+    out_dir: Path, tensors: dict[str, torch.Tensor], raw: RawData, recipe: Mapping[str, Any]
 ) -> dict[str, Any]:
+    """Stage the splits and the manifest beside ``out_dir``, then swap them in; ``recipe``: the ``data`` params."""
+    source, seed, hflip = recipe["source"], recipe["seed"], recipe.get("hflip")
     mean, std = channel_stats(tensors["train_x"])
     manifest = {
         "source": source,
@@ -116,9 +120,13 @@ def write_prepared(
         "std": std,
         "hflip": DEFAULT_HFLIP[source] if hflip is None else hflip,
         "sha256": content_sha256(tensors, raw.classes),
+        "recipe": {key: recipe[key] for key in RECIPE_KEYS},
     }
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    try:
+        out_dir.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    except OSError as exc:
+        raise write_failure(out_dir, exc) from None
     try:
         atomic_torch_save(tensors, staging / TENSORS_FILE)
         atomic_write_text(staging / MANIFEST_FILE, json.dumps(manifest, indent=2) + "\n")
@@ -130,14 +138,28 @@ def write_prepared(
             shutil.rmtree(retired, ignore_errors=True)
         else:
             os.replace(staging, out_dir)
-    except BaseException:
+    except BaseException as exc:
         shutil.rmtree(staging, ignore_errors=True)
+        if isinstance(exc, OSError):
+            raise write_failure(out_dir, exc) from None
         raise
     return manifest
 
 
-def load_prepared(out_dir: str | Path, verify: bool = True) -> PreparedData:
-    """Read a prepared data set; with ``verify`` the content must match the manifest's sha256."""
+def check_recipe(manifest: Mapping[str, Any], data: Mapping[str, Any], where: Path) -> None:
+    """A step reads the data that prepare made: params that would have made other data are refused,
+    so that a run's logged ``data.*`` always describe the data it used. (Manifests written before the
+    recipe was recorded are not checked.)"""
+    recorded = manifest.get("recipe", {})
+    for key in RECIPE_KEYS:
+        if key in recorded and recorded[key] != data.get(key):
+            raise DataError(f"data.{key} is {data.get(key)!r}, but {where} was prepared with {recorded[key]!r}; "
+                            "run `kdpipe prepare` with these params first, so the step uses the data its params name")
+
+
+def load_prepared(out_dir: str | Path, verify: bool = True, expect: Mapping[str, Any] | None = None) -> PreparedData:
+    """Read a prepared data set; with ``verify`` the content must match the manifest's sha256, with
+    ``expect`` (the ``data`` params) its recipe must match them (:func:`check_recipe`)."""
     out_dir = Path(out_dir)
     manifest_path, tensors_path = out_dir / MANIFEST_FILE, out_dir / TENSORS_FILE
     for p in (manifest_path, tensors_path):
@@ -148,12 +170,14 @@ def load_prepared(out_dir: str | Path, verify: bool = True) -> PreparedData:
     except json.JSONDecodeError as exc:
         raise DataError(f"{manifest_path}: not valid JSON ({exc})") from None
     try:
-        tensors = torch.load(tensors_path, weights_only=True)
-    except Exception as exc:  # torch raises RuntimeError, EOFError, pickle errors... for a bad file
-        raise DataError(f"{tensors_path}: cannot be read ({exc})") from None
+        tensors = load_tensors(tensors_path)
+    except ForeignFileError as exc:
+        raise DataError(str(exc)) from None
     expected = {f"{s}_{k}" for s in SPLITS for k in "xy"}
     if not isinstance(tensors, dict) or set(tensors) != expected:
         raise DataError(f"{tensors_path}: expected tensors {sorted(expected)}")
     if verify and content_sha256(tensors, manifest["classes"]) != manifest.get("sha256"):
         raise DataError(f"{tensors_path}: content does not match the sha256 in {manifest_path}")
+    if expect is not None:
+        check_recipe(manifest, expect, out_dir)
     return PreparedData(tensors, manifest)
