@@ -3,7 +3,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint data env image
+.PHONY: demo test lint data browser env image
 
 $(STAMP): requirements.lock pyproject.toml
 	python3 -m venv $(VENV)
@@ -17,10 +17,13 @@ env: $(STAMP)
 data:
 	bash scripts/ensure-fashion-mnist.sh
 
+browser:
+	bash scripts/ensure-chromium.sh
+
 demo: env data
 	$(BIN)/kdpipe run
 
-test: env data
+test: env data browser
 	$(BIN)/ruff check src tests benchmarks components pipelines
 	$(BIN)/python -m pytest -q
 

@@ -31,4 +31,4 @@ def validate_student(
     params = step_params(params_yaml, overrides, run_id, prepared=dataref.local_dir(dataset.path, cache_dir),
                          teacher=teacher.path, student=student.path, validation=validation.path)
     result = steps.validate_student(params)
-    return artifacts.record_validation(result, metrics, confusion, report, validation, dataset, student)
+    return artifacts.record_validation(result, params, metrics, confusion, report, validation, dataset, student)

@@ -140,7 +140,8 @@ def _healthy(uri: str) -> bool:
         return False
 
 
-def start_mlflow(work: Path, store: S3Store, prefix: str, port: int | None = None) -> tuple[Server, str]:
+def start_mlflow(work: Path, store: S3Store, prefix: str, port: int | None = None,
+                 server_env: dict[str, str] | None = None) -> tuple[Server, str]:
     """``mlflow server`` whose artifacts go to ``s3://mlflow/<prefix>`` through the server (proxied).
 
     Started again with the same ``work`` and ``port``, it is the same server back after an outage."""
@@ -148,7 +149,7 @@ def start_mlflow(work: Path, store: S3Store, prefix: str, port: int | None = Non
     uri = f"http://127.0.0.1:{port}"
     argv = [str(BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
             "--backend-store-uri", f"sqlite:///{work / 'mlflow.db'}", "--artifacts-destination", f"s3://mlflow/{prefix}"]
-    env = {**os.environ, **store.env(), "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+    env = {**os.environ, **store.env(), "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", **(server_env or {})}
     server = Server("mlflow server", argv, env, work / "mlflow-server.log")
     server.wait_until(lambda: _healthy(uri), f"{uri}/health")
     return server, uri

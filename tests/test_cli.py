@@ -66,8 +66,10 @@ def test_run_writes_every_output_and_logs_to_mlflow(tmp_path: Path, make_params:
     result = _kdpipe("run", "-c", str(_write_params(tmp_path / "params.yaml", params)), cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "teacher (cnn16)" in result.stdout and "student (cnn8)" in result.stdout
-    assert f"MLflow store: {params.tracking.uri}" in result.stdout
-    assert "mlflow ui --backend-store-uri" in result.stdout
+    assert f"mlflow ui --backend-store-uri {params.tracking.uri}" in result.stdout
+    experiment_id = MlflowClient(params.tracking.uri).get_experiment_by_name(params.tracking.experiment).experiment_id
+    assert f"runs: http://127.0.0.1:5000/#/experiments/{experiment_id}?workflowType=machine_learning" in result.stdout
+    assert "registered model: http://127.0.0.1:5000/#/models/kdpipe-student?workflowType=machine_learning" in result.stdout
 
     paths = params.paths
     manifest = json.loads((Path(paths.prepared) / "manifest.json").read_text())

@@ -82,6 +82,8 @@ def test_pipeline_runs_locally_and_produces_every_artifact(
     assert sum(sum(row["row"]) for row in matrix["rows"]) == 500
     report = (run / "validate-student" / "report").read_text()
     assert report.startswith("# kdpipe run report") and "Validation passed" in report
+    assert "(http://127.0.0.1:5000/#/experiments/" in report and "?workflowType=machine_learning)" in report
+    assert "[the registered student](http://127.0.0.1:5000/#/models/kdpipe-student?workflowType=machine_learning)" in report
     assert validated["parameters"]["Output"] is True
 
     # Promotion: ran because validation passed, and recorded its decision.

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import shlex
 import sys
 from collections.abc import Callable
@@ -16,14 +17,16 @@ from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any
 
-from kdpipe import __version__, distributed, steps
+from kdpipe import __version__, distributed, steps, ui_links
 from kdpipe.config import DEFAULT_PARAMS, Params, load_params
 from kdpipe.errors import KdpipeError
 from kdpipe.pipeline_run import with_pipeline_run_id
+from kdpipe.tracking import check_tracking
 
 log = logging.getLogger("kdpipe")
 
 COMMANDS_GROUP = "kdpipe_commands"
+ARTIFACTS_PROGRESS_BAR_ENV = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
 
 
 def _add_common(p: argparse.ArgumentParser) -> None:
@@ -52,6 +55,15 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
         if name in ("promote", "rollback"):
             p.add_argument("--dry-run", action="store_true", help="explain the decision without changing anything")
+    p = sub.add_parser("registry", help="the model registry's MLflow server: webhooks")
+    registry_sub = p.add_subparsers(dest="registry_command", required=True)
+    webhook_sub = registry_sub.add_parser("webhook", help="calls from MLflow to a URL").add_subparsers(
+        dest="webhook_command", required=True)
+    p = webhook_sub.add_parser("add", help="POST to URL, HMAC-signed, whenever a version gets an alias (a new champion)")
+    _add_common(p)
+    p.add_argument("url", help="the receiver, e.g. https://deploy.example/hooks/mlflow")
+    p.add_argument("--secret-env", required=True, metavar="VAR",
+                   help="environment variable holding the signing secret (never put the secret on the command line)")
     from kdpipe.study import add_arguments as add_study_arguments
 
     p = sub.add_parser("study", help="the accuracy study: baselines, the recipe, its ablations, the capacity gap")
@@ -77,9 +89,10 @@ def _summary_table(result: dict[str, Any], params: Params) -> str:
     ratio = v["teacher"]["parameters"] / max(1, v["student"]["parameters"])
     lines.append(f"student/teacher parameters: 1/{ratio:.1f}; {result['promotion']['message']}")
     if params.tracking.enabled:
-        lines.append(f"MLflow store: {params.tracking.uri} (experiment {params.tracking.experiment!r})")
         if params.tracking.uri.startswith("sqlite:"):
-            lines.append(f"open the UI with: .venv/bin/mlflow ui --backend-store-uri {params.tracking.uri}")
+            lines.append(f"start the MLflow UI with: .venv/bin/mlflow ui --backend-store-uri {params.tracking.uri}")
+        lines.append(f"runs: {ui_links.experiment(params, str(check_tracking(params)))}")
+        lines.append(f"registered model: {ui_links.registered_model(params, params.tracking.registered_model)}")
     return "\n".join(lines)
 
 
@@ -98,8 +111,18 @@ def _study(params: Params, args: argparse.Namespace, argv: list[str] | None) -> 
     return summary
 
 
+def _secret(variable: str) -> str:
+    value = os.environ.get(variable)
+    if not value:
+        raise KdpipeError(f"--secret-env: {variable} is not set in the environment (it holds the webhook's signing secret)")
+    return value
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    # kdpipe prints its own progress; MLflow's download bars would break its log lines (an explicit
+    # MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR in the environment still wins).
+    os.environ.setdefault(ARTIFACTS_PROGRESS_BAR_ENV, "false")
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(asctime)s %(message)s",
                         datefmt="%H:%M:%S")
     try:
@@ -113,11 +136,12 @@ def main(argv: list[str] | None = None) -> int:
             "rollback": lambda: steps.rollback(params, dry_run=args.dry_run),
             "run": lambda: steps.run_pipeline(params, resume=args.resume),
             "study": lambda: _study(params, args, argv),
+            "registry": lambda: steps.add_webhook(params, args.url, _secret(args.secret_env)),
         }
         result = args.plugin.run(args) if hasattr(args, "plugin") else actions[args.command]()
         if args.command == "run":
             print(_summary_table(result, params))
-        elif args.command in ("promote", "rollback"):
+        elif args.command in ("promote", "rollback", "registry"):
             print(result["message"])
     except KdpipeError as exc:
         print(f"kdpipe: error: {exc}", file=sys.stderr)

@@ -173,6 +173,13 @@ class TrackingConfig(_Section):
         None, min_length=1, description="groups the steps of one pipeline run in MLflow; null: "
         "$KDPIPE_PIPELINE_RUN_ID, else a fresh id per command"
     )
+    ui_url: str | None = Field(
+        None, description="the MLflow UI that links point at; null: the tracking server when tracking.uri is "
+        "http(s), else http://127.0.0.1:5000 (what `mlflow ui` serves)"
+    )
+    system_metrics_seconds: float | None = Field(
+        10.0, gt=0, description="how often the distill run samples CPU, memory and GPU into system/* metrics; null: off"
+    )
     retry_seconds: float = Field(
         120.0, ge=0, description="how long a step, its work done, waits for an unreachable MLflow to come back "
         "before it ends with a one-line error (its files are written either way)"

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from kdpipe import registry, tags
+from kdpipe import registry, run_notes, tags
 from kdpipe.config import GateConfig
 from kdpipe.errors import KdpipeError
 from kdpipe.gate import GateResult, Scores, decide_gate
@@ -101,6 +101,8 @@ def promote_candidate(
         }
         for key, value in decision_tags.items():
             mlflow_client.set_model_version_tag(name, version, key, value)
+        mlflow_client.update_model_version(name, version, description=run_notes.version(
+            cand.tags, decision_tags[tags.PROMOTION_DECISION], verdict.checks, decision_tags[tags.PROMOTION_COMPARED_WITH]))
     current = f"v{champion.version}" if champion else "none"
     message = (
         f"{name} v{version} is the new champion (previous: {current}): " + "; ".join(verdict.checks)

@@ -11,6 +11,7 @@ same holder, whichever says stale first, so clock skew cannot keep it forever).
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import random
 import re
@@ -24,9 +25,10 @@ from pathlib import Path
 from typing import Any
 
 from kdpipe import tags
+from kdpipe.config import Params
 from kdpipe.errors import KdpipeError, TrackingError
 from kdpipe.model_file import MODEL_FILE
-from kdpipe.tracking import fluent_uri
+from kdpipe.tracking import check_tracking, fluent_uri
 
 log = logging.getLogger("kdpipe")
 
@@ -45,6 +47,14 @@ def client(tracking_uri: str) -> Any:
     from mlflow import MlflowClient
 
     return MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+
+
+def connect(params: Params, what: str) -> Any:
+    """The registry's client for ``what``: tracking must be on and its server reachable."""
+    if not params.tracking.enabled:
+        raise KdpipeError(f"tracking.enabled: {what} needs the MLflow registry; it is off")
+    check_tracking(params)
+    return client(params.tracking.uri)
 
 
 def _error_code(exc: BaseException) -> str | None:
@@ -94,7 +104,12 @@ def register_version(mlflow_client: Any, name: str, model_uri: str, run_id: str 
     model_id = model_uri.removeprefix("models:/") if model_uri.startswith("models:/m-") else None
     # A local (SQLite) registry looks the logged model up through MLflow's process-wide URI.
     with fluent_uri(mlflow_client.tracking_uri):
-        return mlflow_client.create_model_version(name, model_uri, run_id=run_id, tags=version_tags, model_id=model_id)
+        mv = mlflow_client.create_model_version(name, model_uri, run_id=run_id, tags=version_tags, model_id=model_id)
+    if model_id is not None:  # the logged model's page lists its versions from this tag, as mlflow.register_model writes it
+        listed = json.loads(mlflow_client.get_logged_model(model_id).tags.get(tags.LOGGED_MODEL_VERSIONS, "[]"))
+        mlflow_client.set_logged_model_tags(model_id, {tags.LOGGED_MODEL_VERSIONS: json.dumps(
+            [*listed, {"name": mv.name, "version": str(mv.version)}])})
+    return mv
 
 
 @dataclass(frozen=True)
@@ -217,3 +232,18 @@ def load_serving(mlflow_client: Any, name: str, version: str, dst: Path) -> Any:
     import mlflow
 
     return mlflow.pytorch.load_model(str(_download(mlflow_client, name, version, "", dst)))
+
+
+def add_alias_webhook(mlflow_client: Any, name: str, url: str, secret: str) -> Any:
+    """Have the MLflow server POST to ``url`` whenever an alias of a model version is set.
+
+    MLflow fires ``model_version_alias.created`` for every model in the registry and every alias
+    (``challenger`` too): the payload's ``data`` names the model, version and alias, and the
+    receiver acts on ``alias == "champion"`` of ``name``. Calls are signed: ``X-MLflow-Signature`` is
+    ``v1,`` + base64 HMAC-SHA256 of ``<delivery id>.<timestamp>.<body>`` with ``secret``.
+    """
+    from mlflow.entities.webhook import WebhookEvent
+
+    return mlflow_client.create_webhook(
+        name=f"{name}-aliases", url=url, events=[WebhookEvent("model_version_alias", "created")], secret=secret,
+        description=f"kdpipe: a version of {name} got an alias (act on alias 'champion')")

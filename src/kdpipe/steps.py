@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from kdpipe import champion, distributed, files, plots, registry, tags, teacher, validation, workdir
+from kdpipe import champion, datasets, distributed, files, plots, registry, run_notes, tags, teacher, validation
 from kdpipe import promote as registry_moves
 from kdpipe.config import Params
 from kdpipe.data.prepared import MANIFEST_FILE, build_splits, load_prepared, write_prepared
@@ -31,12 +31,13 @@ from kdpipe.gate import Scores, decide_thresholds
 from kdpipe.model_file import MODEL_FILE, load_model, save_model
 from kdpipe.models import create_model
 from kdpipe.runtime import eval_loader, make_loader, make_runtime, place_model, rank_probe, training_views
-from kdpipe.tracking import StepRun, check_tracking, lineage_tags, step_run, tracking_errors
+from kdpipe.tracking import check_tracking, lineage_tags, logged_student, step_run, tracking_errors
+from kdpipe.workdir import claims, need_space, training_space
 
 log = logging.getLogger("kdpipe")
 
 
-@workdir.claims("prepare_data")
+@claims("prepare_data")
 def prepare_data(params: Params, *, prepared_elsewhere: bool = False) -> dict[str, Any]:
     """Materialise the data set as fixed splits with a manifest naming it by sha256.
 
@@ -59,7 +60,7 @@ def prepare_data(params: Params, *, prepared_elsewhere: bool = False) -> dict[st
     return manifest
 
 
-@workdir.claims("evaluate_teacher")
+@claims("evaluate_teacher")
 def evaluate_teacher(params: Params) -> dict[str, Any]:
     """Load the teacher (or train one for the embedded demo), check its classes, measure it."""
     runtime = make_runtime(params)
@@ -81,7 +82,7 @@ def evaluate_teacher(params: Params) -> dict[str, Any]:
     return scalars(metrics)
 
 
-@workdir.claims("distill")
+@claims("distill")
 def distill(params: Params, resume: bool = False, *, rank: int = 0, world_size: int = 1) -> dict[str, Any]:
     """Train the student with the configured method; checkpoint each epoch; save the student.
 
@@ -95,12 +96,12 @@ def distill(params: Params, resume: bool = False, *, rank: int = 0, world_size: 
     student = place_model(create_model(params.student.arch, data.num_classes, data.in_channels), params, runtime)
     distiller = create_distiller(params.method, student, teacher_model).to(runtime.device)
     checkpoints = Path(params.paths.checkpoints) / STUDENT_CHECKPOINTS
-    workdir.need_space(workdir.training_space(distiller, checkpoints, out), "student's checkpoint and model")
+    need_space(training_space(distiller, checkpoints, out), "student's checkpoint and model")
     run_tags = {tags.DATA_SHA256: data.sha256, tags.METHOD: method, tags.DEVICE: str(runtime.device),
                 tags.WORLD_SIZE: world_size, **teacher.lineage(params)}
     probe = rank_probe(data, params, runtime) if runtime.is_main and hasattr(distiller, "projector") else None
     # Under DDP only rank 0 talks to MLflow; the other ranks train and stay silent.
-    with step_run(params, "distill", run_tags, main=runtime.is_main) as run:
+    with step_run(params, "distill", run_tags, main=runtime.is_main, system_metrics=True) as run:
 
         def on_epoch(record: dict[str, Any]) -> None:
             if probe is not None:  # here, once per epoch, never in the training loop
@@ -131,16 +132,13 @@ def distill(params: Params, resume: bool = False, *, rank: int = 0, world_size: 
             run.log_artifact(out / files.HISTORY_FILE)
             run.log_artifact(plots.learning_curves(history, out / files.LEARNING_CURVES_FILE,
                                                    f"{method}: {params.student.arch}"))
-            run.log_artifact(Path(params.paths.prepared) / MANIFEST_FILE)
-            logged = run.log_classifier(student, out / MODEL_FILE, data.manifest)
-            if logged:
-                files.write_json(out / files.MODEL_RECORD_FILE, {**logged, "model_sha256": files.file_sha256(out / MODEL_FILE)})
-            else:
-                (out / files.MODEL_RECORD_FILE).unlink(missing_ok=True)
+            run.log_datasets(data.manifest, Path(params.paths.prepared), {"train": "training", "val": "validation"})
+            run.log_student(student, out / MODEL_FILE, data.manifest)
+            run.describe(run_notes.distill(summary, run_tags, params.student.arch, str(params.tracking.pipeline_run_id)))
     return {**summary, "history": history}
 
 
-@workdir.claims("validate_student")
+@claims("validate_student")
 def validate_student(params: Params) -> dict[str, Any]:
     """Measure the student beside its teacher and the champion on the test split; decide pass or fail."""
     runtime = make_runtime(params)
@@ -164,10 +162,15 @@ def validate_student(params: Params) -> dict[str, Any]:
         written = validation.write(Path(params.paths.validation), measured, champ, decision, data_sha256=data.sha256,
                                    model_sha256=files.file_sha256(model_path), lineage={**lineage_tags(params), **lineage},
                                    student_arch=params.student.arch)
-        for prefix, metrics in ((tags.STUDENT_TEST_PREFIX, student_m), (tags.TEACHER_TEST_PREFIX, teacher_m),
-                                (tags.CHAMPION_TEST_PREFIX, champion_m or {})):
-            run.log_metrics({f"{prefix}{k}": v for k, v in metrics.items()})
+        test_set = (datasets.name(data.manifest, "test"), datasets.digest(data.manifest))
+        for prefix, metrics, model_id in ((tags.STUDENT_TEST_PREFIX, student_m, logged_student(params, model_path)),
+                                          (tags.TEACHER_TEST_PREFIX, teacher_m, None),
+                                          (tags.CHAMPION_TEST_PREFIX, champion_m or {}, None)):
+            run.log_metrics({f"{prefix}{k}": v for k, v in metrics.items()}, model_id=(model_id or {}).get("model_id"),
+                            dataset=test_set)
         run.set_tags({tags.VALIDATION_PASSED: decision["passed"], tags.CHAMPION_NOTE: champ.note})
+        run.describe(run_notes.validate(student_m, teacher_m, champion_m, decision))
+        run.log_datasets(data.manifest, Path(params.paths.prepared), {"test": "evaluation"})
         for path in [*written, Path(params.paths.prepared) / MANIFEST_FILE]:
             run.log_artifact(path)
     verdict = "passed" if decision["passed"] else "failed: " + "; ".join(decision["reasons"])
@@ -175,7 +178,7 @@ def validate_student(params: Params) -> dict[str, Any]:
     return validation.summary(measured, decision)
 
 
-@workdir.claims("promote")
+@claims("promote")
 def promote(params: Params, dry_run: bool = False) -> dict[str, Any]:
     """Register the validated student as ``challenger``; move ``champion`` to it when the gate agrees.
 
@@ -209,26 +212,15 @@ def promote(params: Params, dry_run: bool = False) -> dict[str, Any]:
             record = registry_moves.promote_candidate(mlflow_client, name, cand, params.gate, evaluate, dry_run=True)
         return _record_promotion(params, record)
     with step_run(params, "promote", {tags.DATA_SHA256: decision["data_sha256"], tags.MODEL_SHA256: model_sha}) as run:
-        logged = _logged_student(params, run, model_path, model_sha)
+        logged = logged_student(params, model_path) or run.log_classifier(
+            load_model(model_path)[0], model_path, files.read_json(Path(params.paths.prepared) / MANIFEST_FILE))
         cand = registry_moves.Candidate(logged["model_uri"], logged["run_id"], result, decision, version_tags)
         record = registry_moves.promote_candidate(mlflow_client, name, cand, params.gate, evaluate)
         run.set_tags({tags.PROMOTION_DECISION: "champion" if record["promoted"] else "challenger",
                       tags.REGISTERED_VERSION: record["version"]})
         run.log_text(json.dumps(record, indent=2) + "\n", files.PROMOTION_FILE)
+        run.describe(record["message"])
     return _record_promotion(params, record)
-
-
-def _logged_student(params: Params, run: StepRun, model_path: Path, model_sha: str) -> dict[str, str]:
-    """Where distill logged this student in MLflow; logged here when distill could not (tracking was off)."""
-    record_path = model_path.parent / files.MODEL_RECORD_FILE
-    if record_path.exists():
-        logged = files.read_json(record_path)
-        if logged.get("model_sha256") == model_sha and logged.get("tracking_uri") == params.tracking.uri:
-            return logged
-    manifest = files.read_json(Path(params.paths.prepared) / MANIFEST_FILE)
-    logged = run.log_classifier(load_model(model_path)[0], model_path, manifest)
-    assert logged is not None, "the promote run is active whenever tracking is enabled"
-    return logged
 
 
 def _record_promotion(params: Params, record: dict[str, Any]) -> dict[str, Any]:
@@ -241,17 +233,22 @@ def _record_promotion(params: Params, record: dict[str, Any]) -> dict[str, Any]:
 
 def rollback(params: Params, dry_run: bool = False) -> dict[str, Any]:
     """Move ``champion`` back to the version it replaced, in the registry named by ``params.tracking``."""
-    if not params.tracking.enabled:
-        raise KdpipeError("tracking.enabled: rollback needs the MLflow registry; it is off")
-    check_tracking(params)
     with tracking_errors(params, "rollback"):
-        mlflow_client = registry.client(params.tracking.uri)
-        result = registry_moves.rollback(mlflow_client, params.tracking.registered_model, dry_run=dry_run)
+        result = registry_moves.rollback(registry.connect(params, "rollback"), params.tracking.registered_model,
+                                         dry_run=dry_run)
     log.info("rollback: %s", result["message"])
     return result
 
 
-@workdir.claims("run_pipeline")
+def add_webhook(params: Params, url: str, secret: str) -> dict[str, Any]:
+    """Have the registry's MLflow server call ``url``, signed with ``secret``, when a version gets an alias."""
+    with tracking_errors(params, "adding the webhook"):
+        hook = registry.add_alias_webhook(registry.connect(params, "a webhook"), params.tracking.registered_model, url, secret)
+    return {"webhook_id": hook.webhook_id, "message": f"webhook {hook.webhook_id}: {params.tracking.uri} will POST to "
+            f"{url} when a version gets an alias (act on alias 'champion' of {params.tracking.registered_model})"}
+
+
+@claims("run_pipeline")
 def run_pipeline(params: Params, resume: bool = False) -> dict[str, Any]:
     """All five steps in order under one pipeline run id, holding every directory, as `kdpipe run` and the demo do."""
     check_tracking(params)

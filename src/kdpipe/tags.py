@@ -49,6 +49,11 @@ def recorded_metric(name: str) -> str:
     return f"kdpipe.{name}"
 
 
+# MLflow's own tags that kdpipe sets.
+EXPERIMENT_KIND = "mlflow.experimentKind"
+RUN_DESCRIPTION = "mlflow.note.content"  # the run page's Markdown description
+LOGGED_MODEL_VERSIONS = "mlflow.modelVersions"  # a logged model's registered versions, as its page reads them
+
 # The study's runs.
 STUDY_ID = "kdpipe.study.id"
 STUDY_KEY = "kdpipe.study.key"

@@ -35,11 +35,10 @@ from typing import Any
 import torch
 import yaml
 
-from kdpipe import __version__, tags, workdir
+from kdpipe import __version__, datasets, files, tags, ui_links, workdir
 from kdpipe.async_logging import AsyncRunLogger
 from kdpipe.config import Params
 from kdpipe.errors import KdpipeError, TrackingError, TrackingOutageError
-from kdpipe.files import PARAMS_FILE
 from kdpipe.pipeline_run import with_pipeline_run_id
 from kdpipe.serving import ServingClassifier
 from kdpipe.storage import explain_storage_error
@@ -48,6 +47,7 @@ log = logging.getLogger("kdpipe")
 
 GIT_COMMIT_ENV = "KDPIPE_GIT_COMMIT"
 HEALTH_TIMEOUT_S = 5.0
+TRAINING_KIND = "custom_model_development"  # MLflow's experiment kind for model training (not GenAI)
 FAILED_FLUSH_S = 10.0  # how long a failing step still waits for its queued metrics before ending FAILED
 _TRACKING_MODULES = ("mlflow", "boto3", "botocore", "s3transfer", "requests", "urllib3", "sqlalchemy")
 
@@ -115,14 +115,18 @@ class StepRun:
         self.retry_seconds, self.step, self.pipeline_run_id = retry_seconds, step, pipeline_run_id
         self.logged_steps: set[int] = set()
 
-    def log_metrics(self, metrics: dict[str, Any], step: int | None = None) -> None:
+    def log_metrics(self, metrics: dict[str, Any], step: int | None = None, *, model_id: str | None = None,
+                    dataset: tuple[str, str] | None = None) -> None:
+        """Numbers only; ``model_id`` and ``dataset`` (name, digest) link them to a LoggedModel's page."""
         if self.sender is None:
             return
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
-        self.sender.put(metrics=[Metric(k, float(v), now, step or 0) for k, v in metrics.items()
-                                 if isinstance(v, (int, float)) and not isinstance(v, bool)])
+        dataset_name, dataset_digest = dataset or (None, None)
+        self.sender.put(metrics=[Metric(k, float(v), now, step or 0, model_id=model_id, dataset_name=dataset_name,
+                                        dataset_digest=dataset_digest, run_id=self.run_id)
+                                 for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)])
         if step is not None:
             self.logged_steps.add(step)
 
@@ -156,6 +160,27 @@ class StepRun:
         self.wait_online()
         return log_classifier(model, checkpoint, manifest, name, tracking_uri=self.uri, run_id=self.run_id)
 
+    def log_student(self, model: torch.nn.Module, model_path: Path, manifest: dict[str, Any]) -> None:
+        """Log the student as the MLflow model ``student`` and note where beside its file, for the steps
+        after; with tracking off, remove a note that would describe another model."""
+        note = model_path.parent / files.MODEL_RECORD_FILE
+        logged = self.log_classifier(model, model_path, manifest)
+        if logged:
+            files.write_json(note, {**logged, "model_sha256": files.file_sha256(model_path)})
+        else:
+            note.unlink(missing_ok=True)
+
+    def log_datasets(self, manifest: dict[str, Any], directory: Path, contexts: dict[str, str]) -> None:
+        """The splits this step read, as MLflow dataset inputs (``contexts``: split -> what it was used for)."""
+        if self.active:
+            self.wait_online()
+            self.client.log_inputs(self.run_id, datasets=[datasets.split_input(manifest, split, directory, context)
+                                                          for split, context in contexts.items()])
+
+    def describe(self, markdown: str) -> None:
+        """The run page's description."""
+        self.set_tags({tags.RUN_DESCRIPTION: markdown})
+
     def wait_online(self) -> None:
         """Return once every queued metric and tag is stored; raise after ``retry_seconds`` without MLflow."""
         if self.sender is None or self.sender.flush(self.retry_seconds):
@@ -166,6 +191,17 @@ class StepRun:
             f"tracking.retry_seconds={self.retry_seconds:g} with {self.sender.unsent} update(s) unsent. The files this "
             f"step wrote are complete on disk: once MLflow is back, `{RERUN[self.step]}` logs them under pipeline run "
             f"id {self.pipeline_run_id} and closes the run left open ({self.run_id})")
+
+
+def logged_student(params: Params, model_path: Path) -> dict[str, str] | None:
+    """Where distill logged the student in ``model_path`` (its model URI, LoggedModel id and run), when
+    the note beside it describes these bytes in this tracking store; else None."""
+    note = model_path.parent / files.MODEL_RECORD_FILE
+    if not note.exists() or not model_path.exists():
+        return None
+    logged = files.read_json(note)
+    same = logged.get("model_sha256") == files.file_sha256(model_path) and logged.get("tracking_uri") == params.tracking.uri
+    return logged if same else None
 
 
 # What finishes a step's tracking after an outage, from the files it wrote.
@@ -204,7 +240,7 @@ def check_tracking(params: Params) -> str | None:
         experiment = mlflow_client.get_experiment_by_name(name)
         if experiment is None:
             try:
-                return str(mlflow_client.create_experiment(name))
+                return str(mlflow_client.create_experiment(name, tags={tags.EXPERIMENT_KIND: TRAINING_KIND}))
             except MlflowException as exc:  # another step created it first
                 if getattr(exc, "error_code", None) != "RESOURCE_ALREADY_EXISTS":
                     raise
@@ -213,6 +249,9 @@ def check_tracking(params: Params) -> str | None:
         raise TrackingError(f"tracking.uri: cannot reach MLflow at {uri} ({_first_line(exc)})") from None
     if experiment.lifecycle_stage != "active":
         raise TrackingError(f"tracking.experiment: {name!r} is deleted in {uri}; restore it or choose another name")
+    if tags.EXPERIMENT_KIND not in experiment.tags:
+        with tracking_errors(params, "tagging the experiment"):
+            mlflow_client.set_experiment_tag(experiment.experiment_id, tags.EXPERIMENT_KIND, TRAINING_KIND)
     return str(experiment.experiment_id)
 
 
@@ -284,12 +323,28 @@ def _log_params(client: Any, run_id: str, params: Params) -> None:
     from mlflow.entities import Param
 
     client.log_batch(run_id, params=[Param(k, str(v)) for k, v in flatten(params.to_dict()).items()])
-    client.log_text(run_id, yaml.safe_dump(params.to_dict(), sort_keys=False), PARAMS_FILE)
+    client.log_text(run_id, yaml.safe_dump(params.to_dict(), sort_keys=False), files.PARAMS_FILE)
+
+
+def _system_monitor(params: Params, run_id: str) -> Any:
+    """MLflow's system-metrics sampler on ``run_id``, started; None when ``tracking.system_metrics_seconds`` is null."""
+    if params.tracking.system_metrics_seconds is None:
+        return None
+    from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
+
+    monitor = SystemMetricsMonitor(run_id, sampling_interval=params.tracking.system_metrics_seconds,
+                                   tracking_uri=params.tracking.uri)
+    monitor.start()
+    return monitor
 
 
 @contextlib.contextmanager
-def step_run(params: Params, step: str, run_tags: dict[str, Any] | None = None, *, main: bool = True) -> Iterator[StepRun]:
+def step_run(params: Params, step: str, run_tags: dict[str, Any] | None = None, *, main: bool = True,
+             system_metrics: bool = False) -> Iterator[StepRun]:
     """Open an MLflow run for one step; end it FINISHED, or FAILED with the reason in a tag.
+
+    ``system_metrics``: sample CPU, memory, disk, network and (with NVML) GPU every
+    ``tracking.system_metrics_seconds`` into the run's ``system/*`` metrics, from a thread of MLflow's.
 
     ``main`` is false on every DDP rank but 0: those ranks get an inactive handle and never touch
     MLflow. Params without a pipeline run id (``step_run`` used on its own) get one here. A run
@@ -309,15 +364,20 @@ def step_run(params: Params, step: str, run_tags: dict[str, Any] | None = None, 
         run_id = _create_run(client, str(experiment_id), params, step, run_tags or {})
     sender = AsyncRunLogger(client, run_id, reachable=functools.partial(_reachable, uri))
     run = StepRun(client, run_id, uri, sender, params.tracking.retry_seconds, step, str(params.tracking.pipeline_run_id))
+    monitor = _system_monitor(params, run_id) if system_metrics else None
     try:
         with tracking_errors(params, f"the {step} run"):
             _log_params(client, run_id, params)
-            log.info("%s: MLflow run %s in experiment %r", step, run_id, params.tracking.experiment)
+            log.info("%s: MLflow run %s", step, ui_links.run(params, str(experiment_id), run_id))
             yield run
             run.wait_online()
+            if monitor is not None:
+                monitor.finish()
             client.set_terminated(run_id, "FINISHED")
     except BaseException as exc:
         if not isinstance(exc, TrackingOutageError) and _reachable(uri):
+            if monitor is not None:
+                monitor.finish()  # its thread is a daemon: after an outage it is left to the process's end
             sender.flush(min(FAILED_FLUSH_S, params.tracking.retry_seconds))
             with contextlib.suppress(Exception):
                 client.set_tag(run_id, tags.ERROR, f"{type(exc).__name__}: {exc}"[:5000])

@@ -7,12 +7,16 @@ ClassificationMetrics, Model metadata and a Markdown run report, duck-typed so i
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
+from kdpipe import tags, ui_links
+from kdpipe.config import Params
 from kdpipe.data.prepared import MANIFEST_FILE
 from kdpipe.files import DECISION_FILE, DETAILS_FILE, METRICS_FILE, atomic_write_text, read_json
 from kdpipe.model_file import MODEL_FILE, load_model
+from kdpipe.tracking import check_tracking
 
 
 class MetricsLike(Protocol):
@@ -67,8 +71,8 @@ def _fmt(value: Any, spec: str) -> str:
 
 
 def run_report(manifest: dict[str, Any], distilled: dict[str, Any], validation: dict[str, Any],
-               decision: dict[str, Any]) -> str:
-    """The Markdown summary of one pipeline run: data, teacher and student, and the verdict."""
+               decision: dict[str, Any], mlflow_links: Sequence[str] = ()) -> str:
+    """The Markdown summary of one pipeline run: data, teacher and student, the verdict, links to MLflow."""
     teacher, student = validation["teacher"], validation["student"]
     rows = [
         ("test top-1", "top1", ".2%"), ("test top-5", "top5", ".2%"), ("calibration error (ECE)", "ece", ".4f"),
@@ -92,26 +96,40 @@ def run_report(manifest: dict[str, Any], distilled: dict[str, Any], validation: 
         else "**Validation failed**, the student is not promoted:",
         *(f"- {reason}" for reason in decision.get("reasons", [])),
         "",
+        *(f"{line}\n" for line in mlflow_links),
     ]
     return "\n".join(lines)
 
 
-def write_run_report(path: Path, dataset_dir: Path, student_dir: Path, validation_dir: Path) -> None:
+def _mlflow_links(params: Params) -> list[str]:
+    """Where this pipeline run's MLflow runs and the registered student are, opening the training view."""
+    if not params.tracking.enabled:
+        return []
+    experiment_id = str(check_tracking(params))
+    return [f"MLflow: [the experiment's training runs]({ui_links.experiment(params, experiment_id)}) (this pipeline run: "
+            f"search `tags.{tags.PIPELINE_RUN_ID} = '{params.tracking.pipeline_run_id}'`), "
+            f"[the registered student]({ui_links.registered_model(params, params.tracking.registered_model)})"]
+
+
+def write_run_report(path: Path, dataset_dir: Path, student_dir: Path, validation_dir: Path,
+                     mlflow_links: Sequence[str] = ()) -> None:
     """The run report from the files the steps wrote (every Dataset artifact holds the manifest)."""
     text = run_report(
         read_json(dataset_dir / MANIFEST_FILE),
         read_json(student_dir / METRICS_FILE),
         read_json(validation_dir / METRICS_FILE),
         read_json(validation_dir / DECISION_FILE),
+        mlflow_links,
     )
     atomic_write_text(path, text)
 
 
-def record_validation(result: dict[str, Any], metrics: MetricsLike, confusion: ConfusionLike, report: ArtifactLike,
-                      validation: ArtifactLike, dataset: ArtifactLike, student: ArtifactLike) -> bool:
-    """The validation as the Kubeflow UI shows it: scalars, confusion matrix, run report, verdict."""
+def record_validation(result: dict[str, Any], params: Params, metrics: MetricsLike, confusion: ConfusionLike,
+                      report: ArtifactLike, validation: ArtifactLike, dataset: ArtifactLike, student: ArtifactLike) -> bool:
+    """The validation as the Kubeflow UI shows it: scalars, confusion matrix, run report with MLflow links, verdict."""
     log_scalars(metrics, result)
     log_confusion(confusion, Path(validation.path) / DETAILS_FILE)
-    write_run_report(Path(report.path), Path(dataset.path), Path(student.path), Path(validation.path))
+    write_run_report(Path(report.path), Path(dataset.path), Path(student.path), Path(validation.path),
+                     _mlflow_links(params))
     validation.metadata["passed"] = bool(result["passed"])
     return bool(result["passed"])

@@ -1,0 +1,215 @@
+"""The MLflow UI as a reviewer opens it each morning, and the registry's webhook as a deployer hears it.
+
+A real ``mlflow server`` (SQLite, artifacts on SeaweedFS) takes two real ``kdpipe run``s: the first
+student becomes champion, the second (trained with a learning rate too small to learn) stays
+challenger. A webhook registered with ``kdpipe registry webhook add`` calls a real HTTP receiver on
+127.0.0.1. The UI is read in Debian's chromium, driven by Playwright through ``executable_path``
+(``make test`` installs it with scripts/ensure-chromium.sh); screenshots go to the test's output
+directory, or to ``$KDPIPE_SCREENSHOTS`` when set (that is how the README's images are made).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import os
+import shutil
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from kdpipe import tags
+from kdpipe.files import MODEL_RECORD_FILE
+from kdpipe.pipeline_run import PIPELINE_RUN_ENV
+from servers import S3Store, free_port, start_mlflow
+
+KDPIPE = str(Path(sys.executable).with_name("kdpipe"))
+SECRET_ENV = "KDPIPE_TEST_WEBHOOK_SECRET"
+PROGRESS_BAR_ENV = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
+PAGE_SETTLE_S = 60.0  # the UI renders client-side; the text it waits for appears within this
+
+
+@dataclass
+class Receiver:
+    """Every POST that reached the webhook receiver: headers and raw body."""
+
+    calls: list[tuple[dict[str, str], bytes]] = field(default_factory=list)
+
+    def alias_events(self) -> list[dict[str, Any]]:
+        return [json.loads(body) for _, body in self.calls]
+
+
+def _serve(receiver: Receiver) -> tuple[ThreadingHTTPServer, str]:
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            receiver.calls.append((dict(self.headers), body))
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", free_port()), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server, f"http://127.0.0.1:{server.server_address[1]}/hooks/mlflow"
+
+
+@dataclass
+class Reviewed:
+    uri: str
+    experiment: str
+    model: str
+    runs: list[subprocess.CompletedProcess[str]]
+    receiver: Receiver
+    secret: str
+    shots: Path
+    work: Path
+
+
+@pytest.fixture(scope="module")
+def reviewed(tmp_path_factory: pytest.TempPathFactory, raw_root: Path, seaweedfs: S3Store) -> Iterator[Reviewed]:
+    work = tmp_path_factory.mktemp("mlflow-ui")
+    (work / "server").mkdir()
+    # A receiver on loopback over http: the server must be told both are fine (they are not by default).
+    server, uri = start_mlflow(work / "server", seaweedfs, f"ui-{uuid.uuid4().hex[:8]}", server_env={
+        "MLFLOW_WEBHOOK_ALLOWED_SCHEMES": "http,https", "MLFLOW_WEBHOOK_ALLOW_PRIVATE_IPS": "true"})
+    receiver = Receiver()
+    http, hook_url = _serve(receiver)
+    secret = uuid.uuid4().hex
+    threads = os.environ.get("KDPIPE_TEST_THREADS", "2")
+    raw = {
+        "data": {"root": str(raw_root), "train_subset": 2000, "test_subset": 1000, "val_size": 500},
+        "teacher": {"arch": "cnn16", "train": {"epochs": 1, "batch_size": 128}},
+        "student": {"arch": "cnn8"},
+        "train": {"epochs": 2, "batch_size": 128},
+        "runtime": {"num_threads": int(threads), "progress": "off", "device": "cpu"},
+        "validate": {"min_top1": 0.0, "max_teacher_gap": None, "max_latency_ms": None},
+        "tracking": {"uri": uri, "experiment": "review", "registered_model": "reviewed-student",
+                     "system_metrics_seconds": 1},
+        "paths": {k: str(work / k) for k in ("prepared", "teacher", "student", "checkpoints", "validation", "promotion")},
+    }
+    params_file = work / "params.yaml"
+    params_file.write_text(yaml.safe_dump(raw))
+    env = {k: v for k, v in os.environ.items() if k not in (PIPELINE_RUN_ENV, PROGRESS_BAR_ENV)}
+    env.update({**seaweedfs.env(), SECRET_ENV: secret})
+
+    def kdpipe(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([KDPIPE, *args, "-c", str(params_file)], capture_output=True, text=True, env=env,
+                              timeout=900)
+
+    try:
+        added = kdpipe("registry", "webhook", "add", hook_url, "--secret-env", SECRET_ENV)
+        assert added.returncode == 0, added.stderr[-3000:]
+        assert secret not in added.stdout + added.stderr
+        champion = kdpipe("run")
+        challenger = kdpipe("run", "-p", "train.lr=0.00001", "-p", "train.seed=1")
+        for done in (champion, challenger):
+            assert done.returncode == 0, done.stderr[-3000:]
+        assert "is the new champion" in champion.stdout and "stays challenger" in challenger.stdout
+        shots = Path(os.environ.get("KDPIPE_SCREENSHOTS") or work / "screenshots")
+        shots.mkdir(parents=True, exist_ok=True)
+        yield Reviewed(uri, "review", "reviewed-student", [champion, challenger], receiver, secret, shots, work)
+    finally:
+        http.shutdown()
+        server.stop()
+
+
+def _printed_link(run: subprocess.CompletedProcess[str], label: str) -> str:
+    (line,) = [line for line in run.stdout.splitlines() if line.startswith(f"{label}: ")]
+    return line.removeprefix(f"{label}: ")
+
+
+def test_a_webhook_call_is_signed_and_names_each_champion_move(reviewed: Reviewed) -> None:
+    """Exactly one signed `champion` call for the champion move, none for the version that stayed challenger."""
+    deadline = time.monotonic() + PAGE_SETTLE_S
+    while time.monotonic() < deadline and len(reviewed.receiver.calls) < 3:
+        time.sleep(0.5)  # the server delivers from a thread of its own
+    events = reviewed.receiver.alias_events()
+    moves = [(e["data"]["name"], e["data"]["version"], e["data"]["alias"]) for e in events]
+    assert sorted(moves) == [(reviewed.model, "1", "challenger"), (reviewed.model, "1", "champion"),
+                             (reviewed.model, "2", "challenger")]
+    assert [m for m in moves if m[2] == "champion"] == [(reviewed.model, "1", "champion")]
+    for headers, body in reviewed.receiver.calls:
+        signed = f"{headers['X-MLflow-Delivery-Id']}.{headers['X-MLflow-Timestamp']}.{body.decode()}"
+        digest = hmac.new(reviewed.secret.encode(), signed.encode(), hashlib.sha256).digest()
+        assert headers["X-MLflow-Signature"] == "v1," + base64.b64encode(digest).decode()
+
+
+def test_kdpipe_output_has_no_mlflow_progress_bars(reviewed: Reviewed) -> None:
+    """The second run downloads the champion to measure it: MLflow would draw its bars there."""
+    challenger = reviewed.runs[1]
+    assert "does not beat the champion v1" in challenger.stdout, "the champion was downloaded and measured"
+    assert "Downloading artifacts" not in challenger.stdout + challenger.stderr
+
+
+def test_the_mlflow_ui_opens_on_training_runs_with_datasets_model_metrics_and_descriptions(reviewed: Reviewed) -> None:
+    """What a reviewer sees, in a real browser, from the links kdpipe prints."""
+    from mlflow import MlflowClient
+    from playwright.sync_api import expect, sync_playwright
+
+    client = MlflowClient(reviewed.uri)
+    experiment_id = client.get_experiment_by_name(reviewed.experiment).experiment_id
+    runs = _printed_link(reviewed.runs[0], "runs")
+    assert runs == f"{reviewed.uri}/#/experiments/{experiment_id}?workflowType=machine_learning"
+    model_page = _printed_link(reviewed.runs[0], "registered model")
+    distill = client.search_runs([experiment_id], f"tags.`{tags.STEP}` = 'distill'",
+                                 order_by=["attributes.start_time ASC"])[0]  # the champion's
+    (validate,) = client.search_runs([experiment_id], f"tags.`{tags.STEP}` = 'validate_student' and "
+                                     f"tags.`{tags.PIPELINE_RUN_ID}` = '{distill.data.tags[tags.PIPELINE_RUN_ID]}'")
+    manifest = json.loads((reviewed.work / "prepared" / "manifest.json").read_text())
+    model_id = json.loads((reviewed.work / "student" / MODEL_RECORD_FILE).read_text())["model_id"]  # the last student
+    chromium = shutil.which("chromium")
+    assert chromium, "Debian's chromium is missing: run `bash scripts/ensure-chromium.sh` (make test does)"
+
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
+        page = browser.new_page(viewport={"width": 1400, "height": 900})
+        page.set_default_timeout(PAGE_SETTLE_S * 1000)
+
+        page.goto(runs)
+        expect(page.get_by_text(f"distill-{distill.data.tags[tags.PIPELINE_RUN_ID]}")).to_be_visible(timeout=PAGE_SETTLE_S * 1000)
+        expect(page.get_by_role("columnheader", name="Dataset").first).to_be_visible(timeout=PAGE_SETTLE_S * 1000)
+        assert page.get_by_text("Token usage").count() == 0, "the training view, not the GenAI overview"
+        page.screenshot(path=str(reviewed.shots / "training-runs.png"))
+
+        page.goto(f"{reviewed.uri}/#/experiments/{experiment_id}/runs/{distill.info.run_id}?workflowType=machine_learning")
+        digest = manifest["sha256"][:36]
+        expect(page.get_by_text(f"{manifest['source']}-train").first).to_be_visible(timeout=PAGE_SETTLE_S * 1000)
+        expect(page.get_by_text(digest[:12], exact=False).first).to_be_visible(timeout=PAGE_SETTLE_S * 1000)
+        expect(page.get_by_text("epochs, final val top-1").first).to_be_visible(timeout=PAGE_SETTLE_S * 1000)  # the run's description
+        page.screenshot(path=str(reviewed.shots / "distill-run.png"))
+
+        page.goto(f"{reviewed.uri}/#/experiments/{experiment_id}/models/{model_id}?workflowType=machine_learning")
+        expect(page.get_by_text(f"{manifest['source']}-test").first).to_be_visible(timeout=PAGE_SETTLE_S * 1000)
+        page.get_by_placeholder("Search metrics").fill("student_test")
+        expect(page.get_by_text("student_test_top1").first).to_be_visible(timeout=PAGE_SETTLE_S * 1000)
+        page.get_by_text("Metrics (").first.scroll_into_view_if_needed()
+        page.screenshot(path=str(reviewed.shots / "student-model.png"))
+
+        page.goto(model_page)
+        expect(page.get_by_text("@ champion").first).to_be_visible(timeout=PAGE_SETTLE_S * 1000)
+        page.goto(f"{reviewed.uri}/#/models/{reviewed.model}/versions/1?workflowType=machine_learning")
+        expect(page.get_by_text("champion (compared with none)").first).to_be_visible(timeout=PAGE_SETTLE_S * 1000)
+        expect(page.get_by_text("Pipeline run").first).to_be_visible(timeout=PAGE_SETTLE_S * 1000)
+        page.screenshot(path=str(reviewed.shots / "champion-version.png"))
+
+        page.goto(f"{reviewed.uri}/#/experiments/{experiment_id}/runs/{validate.info.run_id}/artifacts"
+                  "?workflowType=machine_learning")
+        page.get_by_text("report.md").click()
+        expect(page.get_by_role("heading", name="kdpipe validation report")).to_be_visible(timeout=PAGE_SETTLE_S * 1000)
+        page.screenshot(path=str(reviewed.shots / "validation-report.png"))
+        browser.close()
+    print(f"screenshots: {reviewed.shots}")
