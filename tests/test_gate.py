@@ -119,3 +119,33 @@ def test_importing_the_gate_loads_no_mlflow() -> None:
     probe = "import sys, kdpipe.gate; print(sorted(m for m in sys.modules if m.split('.')[0] == 'mlflow'))"
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def labelled(predictions: list[int], labels: list[int], corrupted: float | None = None) -> Scores:
+    return Scores.from_predictions(torch.tensor(predictions), torch.tensor(labels), DATA, corrupted)
+
+
+def test_a_clean_win_that_loses_robustness_beyond_the_limit_stays_challenger() -> None:
+    """Clean: 4/4 against 3/4. Corrupted: 0.60 against the champion's 0.70, a drop of 0.10 > 0.05."""
+    student, champion = labelled([0, 1, 0, 1], [0, 1, 0, 1], 0.60), labelled([0, 1, 0, 0], [0, 1, 0, 1], 0.70)
+    verdict = decide_gate(passed(), student, GateConfig(max_robustness_drop=0.05), "3", DATA, champion)
+    assert not verdict.promote
+    assert verdict.failed == ["mean corrupted top-1 0.6000 against the champion's 0.7000: a drop of +0.1000, limit "
+                              "gate.max_robustness_drop 0.0500"]
+    within = decide_gate(passed(), labelled([0, 1, 0, 1], [0, 1, 0, 1], 0.66), GateConfig(max_robustness_drop=0.05),
+                         "3", DATA, champion)
+    assert within.promote
+    unmeasured = decide_gate(passed(), labelled([0, 1, 0, 1], [0, 1, 0, 1]), GateConfig(max_robustness_drop=0.05),
+                             "3", DATA, champion)
+    assert not unmeasured.promote and "was not measured" in unmeasured.failed[0]
+
+
+def test_a_per_class_regression_blocks_promotion_even_with_a_better_top1() -> None:
+    """Class 0: the champion gets 2/2, the student 1/2 (a drop of 0.5); class 1: 1/4 against 4/4. Top-1 5/6 > 3/6."""
+    labels = [0, 0, 1, 1, 1, 1]
+    student, champion = labelled([0, 1, 1, 1, 1, 1], labels), labelled([0, 0, 1, 0, 0, 0], labels)
+    verdict = decide_gate(passed(), student, GateConfig(max_class_drop=0.2), "3", DATA, champion)
+    assert student.top1 > champion.top1 and not verdict.promote
+    assert verdict.failed == ["largest per-class recall drop against the champion: class 0, 1.0000 -> 0.5000 "
+                              "(+0.5000), limit gate.max_class_drop 0.2000"]
+    assert decide_gate(passed(), student, GateConfig(max_class_drop=0.5), "3", DATA, champion).promote

@@ -32,6 +32,7 @@ class ChampionScore:
     logits: torch.Tensor | None
     tags: dict[str, str]
     note: str
+    module: torch.nn.Module | None = None  # the exported serving module (uint8 / 255 in, logits out)
 
     def recorded(self) -> dict[str, Any]:
         """What the champion's own validation recorded in its version tags: architecture, size, speed."""
@@ -44,11 +45,16 @@ class ChampionScore:
         return out
 
 
+def serving_module(params: Params, mlflow_client: Any, version: str) -> torch.nn.Module:
+    """A registered version's exported serving module, loaded into memory."""
+    with tempfile.TemporaryDirectory() as tmp:
+        return registry.load_serving(mlflow_client, params.tracking.registered_model, version, Path(tmp))
+
+
 def score_version(params: Params, mlflow_client: Any, version: str, data: PreparedData) -> torch.Tensor:
     """Logits of a registered version on ``data``'s test split, through its exported serving module."""
-    with tempfile.TemporaryDirectory() as tmp:
-        module = registry.load_serving(mlflow_client, params.tracking.registered_model, version, Path(tmp))
-        return predict_unit_images(module, data.split("test")[0], params.runtime.eval_batch_size)
+    module = serving_module(params, mlflow_client, version)
+    return predict_unit_images(module, data.split("test")[0], params.runtime.eval_batch_size)
 
 
 def measure(params: Params, data: PreparedData) -> ChampionScore:
@@ -64,8 +70,10 @@ def measure(params: Params, data: PreparedData) -> ChampionScore:
     if sha != data.sha256:
         return ChampionScore(str(mv.version), sha, None, dict(mv.tags),
                              f"v{mv.version} was evaluated on other data ({str(sha)[:12]}); not comparable")
-    logits = score_version(params, mlflow_client, str(mv.version), data)
-    return ChampionScore(str(mv.version), sha, logits, dict(mv.tags), f"v{mv.version} measured on this test split")
+    module = serving_module(params, mlflow_client, str(mv.version))
+    logits = predict_unit_images(module, data.split("test")[0], params.runtime.eval_batch_size)
+    return ChampionScore(str(mv.version), sha, logits, dict(mv.tags), f"v{mv.version} measured on this test split",
+                         module)
 
 
 def evaluator(params: Params, validated: dict[str, Any], data_sha256: str) -> ChampionEvaluator:
@@ -76,7 +84,8 @@ def evaluator(params: Params, validated: dict[str, Any], data_sha256: str) -> Ch
     def evaluate(mv: Any) -> Scores:
         labels = validated["labels"]
         if validated.get("champion_version") == str(mv.version) and "champion" in validated:
-            return Scores.from_predictions(validated["champion"], labels, data_sha256)
+            return Scores.from_predictions(validated["champion"], labels, data_sha256,
+                                           validated.get("champion_corrupted_top1"))
         data = load_prepared(params.paths.prepared)
         if data.sha256 != data_sha256:
             raise KdpipeError(

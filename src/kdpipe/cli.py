@@ -79,13 +79,22 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _summary_table(result: dict[str, Any], params: Params) -> str:
     v = result["validation"]
-    rows = [("", "top-1", "parameters", "latency (ms, batch 1)")]
-    for who in ("teacher", "student"):
-        m = v[who]
-        rows.append((f"{who} ({m.get('arch', params.student.arch if who == 'student' else params.teacher.arch)})",
-                     f"{m['top1'] * 100:.2f} %", f"{m['parameters']:,}", f"{m['latency_ms_batch1']:.2f}"))
-    widths = [max(len(r[i]) for r in rows) for i in range(4)]
+    rows = [("", "top-1", "corrupted top-1", "rel. mCE", "retention", "parameters", "latency (ms, batch 1)")]
+
+    def fmt(m: dict[str, Any], key: str, spec: str) -> str:
+        return "-" if m.get(key) is None else format(m[key], spec)
+
+    for who in ("teacher", "student", "champion"):
+        m = v.get(who)
+        if not m:
+            continue
+        name = m.get("arch", params.teacher.arch if who == "teacher" else params.student.arch)
+        rows.append((f"{who} ({name})", fmt(m, "top1", ".2%"), fmt(m, "corrupted_top1", ".2%"),
+                     fmt(m, "relative_mce", ".3f"), fmt(m, "robustness_retention", ".3f"), fmt(m, "parameters", ","),
+                     fmt(m, "latency_ms_batch1", ".2f")))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)) for r in rows]
+    lines.append(f"corruptions: {v['corruptions']}")
     ratio = v["teacher"]["parameters"] / max(1, v["student"]["parameters"])
     lines.append(f"student/teacher parameters: 1/{ratio:.1f}; {result['promotion']['message']}")
     if params.tracking.enabled:

@@ -157,11 +157,24 @@ class ValidateConfig(_Section):
     min_top1: float = Field(0.88, ge=0, le=1)
     max_teacher_gap: float | None = Field(0.06, ge=0, le=1, description="teacher top-1 minus student top-1")
     max_latency_ms: float | None = Field(50.0, gt=0, description="per image at batch 1")
+    corruptions: Literal["none", "fast", "full"] = Field(
+        "fast", description="the corruption suite on the test split: none; fast, every corruption at severity 3; "
+        "full, at severities 1-5"
+    )
+    corruption_seed: int = Field(0, description="the suite's noise, offsets and angles; fixed so runs compare")
+    max_corruption_gap: float | None = Field(
+        None, ge=0, le=1, description="teacher mean corrupted top-1 minus the student's; null: not checked"
+    )
 
 
 class GateConfig(_Section):
     min_improvement: float = Field(0.0, ge=0, le=1, description="top-1 points over the champion, as a fraction")
     significance: float | None = Field(None, gt=0, lt=1, description="McNemar p-value threshold, null to skip")
+    max_robustness_drop: float | None = Field(
+        None, ge=0, le=1, description="how much of the champion's mean corrupted top-1 a challenger may lose, even "
+        "when it wins on clean data; null: not checked")
+    max_class_drop: float | None = Field(
+        None, ge=0, le=1, description="how far any class's recall may fall below the champion's; null: not checked")
 
 
 class TrackingConfig(_Section):

@@ -34,6 +34,7 @@ MODEL_RECORD_FILE = "mlflow_model.json"  # where distill logged the student in M
 PROMOTION_FILE = "promotion.json"
 LEARNING_CURVES_FILE = "learning_curves.png"
 CONFUSION_FILE = "confusion_matrix.png"
+CORRUPTION_HEATMAP_FILE = "corruption_heatmap.png"
 PARAMS_FILE = "params.yaml"
 
 _WRITE_CAUSES = {

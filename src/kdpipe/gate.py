@@ -7,7 +7,11 @@ A validated student may serve only when every check holds:
 3. its test top-1 beats the champion's by more than zero and by at least ``gate.min_improvement``
    (a tie never moves the champion, so rerunning the same params on the same data keeps it);
 4. where ``gate.significance`` is set, the exact McNemar test on the two models' paired test
-   predictions gives p < significance with the student ahead on the discordant pairs.
+   predictions gives p < significance with the student ahead on the discordant pairs;
+5. where ``gate.max_robustness_drop`` is set, its mean corrupted top-1 is at most that far below the
+   champion's, even when it wins on clean data;
+6. where ``gate.max_class_drop`` is set, no class's recall falls further than that below the
+   champion's (the per-slice check mature registries offer).
 
 With no champion yet, passing the thresholds is enough. :mod:`kdpipe.promote` applies the decision
 to the registry.
@@ -31,6 +35,14 @@ def decide_thresholds(student: dict[str, Any], teacher: dict[str, Any], cfg: Val
     gap = teacher["top1"] - student["top1"]
     if cfg.max_teacher_gap is not None and gap > cfg.max_teacher_gap:
         reasons.append(f"gap to the teacher {gap:.4f} exceeds validate.max_teacher_gap {cfg.max_teacher_gap:.4f}")
+    if cfg.max_corruption_gap is not None and "corrupted_top1" not in student:
+        reasons.append("validate.max_corruption_gap is set, but validate.corruptions is none: nothing to check it on")
+    elif cfg.max_corruption_gap is not None:
+        corrupted_gap = teacher["corrupted_top1"] - student["corrupted_top1"]
+        if corrupted_gap > cfg.max_corruption_gap:
+            reasons.append(f"mean corrupted top-1 {student['corrupted_top1']:.4f} trails the teacher's "
+                           f"{teacher['corrupted_top1']:.4f} by {corrupted_gap:.4f}, over validate.max_corruption_gap "
+                           f"{cfg.max_corruption_gap:.4f}")
     latency = student["latency_ms_batch1"]
     if cfg.max_latency_ms is not None and latency > cfg.max_latency_ms:
         reasons.append(f"latency {latency:.2f} ms exceeds validate.max_latency_ms {cfg.max_latency_ms:.2f}")
@@ -44,11 +56,19 @@ class Scores:
     top1: float
     correct: torch.Tensor
     data_sha256: str
+    labels: torch.Tensor | None = None  # for the per-class check
+    corrupted_top1: float | None = None  # mean top-1 on the corruption suite, when validate measured it
 
     @classmethod
-    def from_predictions(cls, predictions: torch.Tensor, labels: torch.Tensor, data_sha256: str) -> Scores:
+    def from_predictions(cls, predictions: torch.Tensor, labels: torch.Tensor, data_sha256: str,
+                         corrupted_top1: float | None = None) -> Scores:
         correct = predictions.cpu() == labels.cpu()
-        return cls(float(correct.float().mean()), correct, data_sha256)
+        return cls(float(correct.float().mean()), correct, data_sha256, labels.cpu(), corrupted_top1)
+
+    def recall(self) -> dict[int, float]:
+        """Each class's share of its images classified right."""
+        assert self.labels is not None, "per-class recall needs the labels"
+        return {int(k): float(self.correct[self.labels == k].float().mean()) for k in self.labels.unique()}
 
 
 def mcnemar(student_correct: torch.Tensor, champion_correct: torch.Tensor) -> tuple[int, int, float]:
@@ -78,6 +98,28 @@ class GateResult:
         return not self.failed
 
 
+def _robustness_and_classes(result: GateResult, student: Scores, champion: Scores, version: str, gate: GateConfig) -> None:
+    """gate.max_robustness_drop and gate.max_class_drop: a clean-data win must not hide a loss under shift or in a class."""
+    if gate.max_robustness_drop is not None:
+        if student.corrupted_top1 is None or champion.corrupted_top1 is None:
+            result.check(False, f"gate.max_robustness_drop is set, but the corrupted top-1 of the student or of champion "
+                                f"v{version} was not measured (validate.corruptions: none, or the champion moved): rerun "
+                                "validate")
+        else:
+            drop = champion.corrupted_top1 - student.corrupted_top1
+            result.check(drop <= gate.max_robustness_drop,
+                         f"mean corrupted top-1 {student.corrupted_top1:.4f} against the champion's "
+                         f"{champion.corrupted_top1:.4f}: a drop of {drop:+.4f}, limit gate.max_robustness_drop "
+                         f"{gate.max_robustness_drop:.4f}")
+    if gate.max_class_drop is not None:
+        ours, theirs = student.recall(), champion.recall()
+        k = max(theirs, key=lambda c: theirs[c] - ours.get(c, 0.0))
+        drop = theirs[k] - ours.get(k, 0.0)
+        result.check(drop <= gate.max_class_drop, f"largest per-class recall drop against the champion: class {k}, "
+                                                  f"{theirs[k]:.4f} -> {ours.get(k, 0.0):.4f} ({drop:+.4f}), limit "
+                                                  f"gate.max_class_drop {gate.max_class_drop:.4f}")
+
+
 def decide_gate(
     thresholds: dict[str, Any],
     student: Scores,
@@ -86,7 +128,7 @@ def decide_gate(
     champion_sha: str | None = None,
     champion: Scores | None = None,
 ) -> GateResult:
-    """Apply the four checks of the module docstring; ``champion`` is needed when the data match."""
+    """Apply the checks of the module docstring; ``champion`` is needed when the data match."""
     result = GateResult()
     result.check(bool(thresholds["passed"]), "; ".join(thresholds["reasons"]) or "the validation thresholds hold")
     if champion_version is None:
@@ -107,6 +149,7 @@ def decide_gate(
         enough = delta >= gate.min_improvement
         result.check(enough, f"{ours} beats the {theirs} by {delta:.4f}, {'at least' if enough else 'less than'} "
                              f"gate.min_improvement {gate.min_improvement:.4f}")
+    _robustness_and_classes(result, student, champion, champion_version, gate)
     if gate.significance is not None:
         b, c, p = mcnemar(student.correct, champion.correct)
         ok = b > c and p < gate.significance

@@ -75,3 +75,24 @@ def confusion_matrix(matrix: list[list[int]], classes: list[str], path: Path, ti
     if title:
         ax.set_title(title)
     return save_png(fig, path)
+
+
+def corruption_heatmap(student: dict[str, dict[int, float]], teacher: dict[str, dict[int, float]], path: Path,
+                       title: str = "") -> Path:
+    """Student minus teacher top-1 per corruption (rows) and severity (columns), in points; red: the student loses more."""
+    names = sorted(student)
+    severities = sorted({s for by_s in student.values() for s in by_s})
+    diff = [[100 * (student[n][s] - teacher[n][s]) for s in severities] for n in names]
+    bound = max((abs(v) for row in diff for v in row), default=1.0) or 1.0
+    fig = Figure(figsize=(1.2 + 0.9 * len(severities), 1.0 + 0.32 * len(names)))
+    ax = fig.add_subplot(1, 1, 1)
+    image = ax.imshow(diff, cmap="RdBu", vmin=-bound, vmax=bound, aspect="auto")
+    fig.colorbar(image, ax=ax, fraction=0.05, label="student - teacher top-1 (points)")
+    ax.set_xticks(range(len(severities)), labels=[f"severity {s}" for s in severities], fontsize=7)
+    ax.set_yticks(range(len(names)), labels=names, fontsize=7)
+    for r, row in enumerate(diff):
+        for c, value in enumerate(row):
+            ax.text(c, r, f"{value:+.1f}", ha="center", va="center", fontsize=6)
+    if title:
+        ax.set_title(title, fontsize=8)
+    return save_png(fig, path)

@@ -12,6 +12,10 @@ _ROWS = (
     ("parameters", "parameters", "{:,}"),
     ("size (bytes)", "size_bytes", "{:,}"),
     ("latency per image, batch 1 (ms)", "latency_ms_batch1", "{:.2f}"),
+    ("mean corrupted top-1", "corrupted_top1", "{:.2%}"),
+    ("mCE (teacher = 1)", "mce", "{:.3f}"),
+    ("relative mCE (teacher = 1)", "relative_mce", "{:.3f}"),
+    ("robustness retention (teacher = 1)", "robustness_retention", "{:.3f}"),
 )
 
 
@@ -31,8 +35,10 @@ def render(
     decision: dict[str, Any],
     lineage: dict[str, str],
     champion_note: str,
+    corruption_note: str = "",
 ) -> str:
-    """``champion`` holds the champion's metrics on this test split, or None (``champion_note`` says why)."""
+    """``champion`` holds the champion's metrics on this test split, or None (``champion_note`` says why);
+    ``corruption_note`` says how the corrupted figures were measured."""
     heads = [f"teacher ({teacher.get('arch', '?')})", f"student ({student.get('arch', '?')})",
              f"champion ({champion['label']})" if champion else "champion"]
     lines = ["# kdpipe validation report", "", f"| | {' | '.join(heads)} |", "|---|---|---|---|"]
@@ -40,7 +46,8 @@ def render(
         cells = [_cell(m, key, fmt) for m in (teacher, student, champion)]
         lines.append(f"| {label} | {' | '.join(cells)} |")
     verdict = "passed" if decision["passed"] else "failed"
-    lines += ["", f"Champion: {champion_note}", "", f"## Validation thresholds: {verdict}", ""]
+    lines += ["", f"Champion: {champion_note}", *([f"Corruptions: {corruption_note}"] if corruption_note else []),
+              "", f"## Validation thresholds: {verdict}", ""]
     lines += [f"- {reason}" for reason in decision["reasons"]] or ["- every threshold in `validate.*` holds"]
     lines += ["", "## Lineage", "", "| tag | value |", "|---|---|"]
     lines += [f"| {k} | `{v}` |" for k, v in sorted(lineage.items())]

@@ -56,6 +56,13 @@ def training_views(params: Params, data: PreparedData) -> dict[str, Any]:
             "sample_seed": params.data.seed}
 
 
+def images_loader(images: torch.Tensor, data: PreparedData, params: Params, runtime: Runtime) -> InMemoryLoader:
+    """Other uint8 images (a corrupted copy of a split) in order, normalised as ``data``'s, unaugmented."""
+    m = data.manifest
+    return InMemoryLoader(images, torch.zeros(len(images), dtype=torch.long), params.runtime.eval_batch_size, m["mean"],
+                          m["std"], device=runtime.device, channels_last=_channels_last(params, runtime))
+
+
 def eval_loader(data: PreparedData, split: str, params: Params, runtime: Runtime) -> InMemoryLoader:
     """The split in order, unaugmented, at ``runtime.eval_batch_size``."""
     return make_loader(data, split, params.runtime.eval_batch_size, params, runtime)

@@ -147,19 +147,12 @@ def validate_student(params: Params) -> dict[str, Any]:
     student, _ = load_model(model_path, trained_on=data.sha256)
     teacher_model = place_model(teacher.load(params, data), params, runtime)
     student = place_model(student, params, runtime)
-    test_loader = eval_loader(data, "test", params, runtime)
-    t_logits, s_logits = predict_logits(teacher_model, test_loader), predict_logits(student, test_loader)
-    labels, shape = data.split("test")[1], tuple(data.manifest["shape"])
-    student_m = {**classification_metrics(s_logits, labels, t_logits), **inference_cost(student, shape, runtime.device)}
-    teacher_m = {**classification_metrics(t_logits, labels), **inference_cost(teacher_model, shape, runtime.device)}
-    decision = decide_thresholds(student_m, teacher_m, params.validate_)
     lineage = {tags.DATA_SHA256: data.sha256, tags.DEVICE: str(runtime.device), **teacher.lineage(params)}
     with step_run(params, "validate_student", lineage) as run:
-        champ = champion.measure(params, data)
-        champion_m = None if champ.logits is None else {
-            **classification_metrics(champ.logits, labels, t_logits), "label": f"v{champ.version}", **champ.recorded()}
-        measured = validation.Measured(student_m, teacher_m, champion_m, s_logits, t_logits, labels, data.classes)
-        written = validation.write(Path(params.paths.validation), measured, champ, decision, data_sha256=data.sha256,
+        measured = validation.measure(params, data, runtime, student, teacher_model, champion.measure(params, data))
+        student_m, teacher_m, champion_m, champ = measured.student, measured.teacher, measured.champion, measured.champ
+        decision = decide_thresholds(student_m, teacher_m, params.validate_)
+        written = validation.write(Path(params.paths.validation), measured, decision, data_sha256=data.sha256,
                                    model_sha256=files.file_sha256(model_path), lineage={**lineage_tags(params), **lineage},
                                    student_arch=params.student.arch)
         test_set = (datasets.name(data.manifest, "test"), datasets.digest(data.manifest))
@@ -197,7 +190,8 @@ def promote(params: Params, dry_run: bool = False) -> dict[str, Any]:
     if not params.tracking.enabled:
         return _record_promotion(params, registry_moves.without_registry(decision, model_sha, dry_run=dry_run))
     validated = files.load_checkpoint(val_dir / files.PREDICTIONS_FILE)
-    result = Scores.from_predictions(validated["student"], validated["labels"], decision["data_sha256"])
+    result = Scores.from_predictions(validated["student"], validated["labels"], decision["data_sha256"],
+                                     decision.get("corrupted_top1"))
     lineage = {**lineage_tags(params), **teacher.lineage(params)}
     version_tags = registry_moves.candidate_tags(
         lineage, files.read_json(val_dir / files.METRICS_FILE)["student"], data_sha256=decision["data_sha256"],

@@ -14,11 +14,15 @@ from typing import Any
 
 import torch
 
-from kdpipe import plots, report, tags
+from kdpipe import plots, report, robustness, tags
 from kdpipe.champion import ChampionScore
-from kdpipe.evaluate import scalars
+from kdpipe.config import Params
+from kdpipe.data.prepared import PreparedData
+from kdpipe.engine import Runtime
+from kdpipe.evaluate import classification_metrics, inference_cost, predict_logits, scalars
 from kdpipe.files import (
     CONFUSION_FILE,
+    CORRUPTION_HEATMAP_FILE,
     DECISION_FILE,
     DETAILS_FILE,
     METRICS_FILE,
@@ -28,11 +32,13 @@ from kdpipe.files import (
     atomic_write_text,
     write_json,
 )
+from kdpipe.runtime import eval_loader, images_loader
+from kdpipe.serving import predict_unit_images
 
 
 @dataclass(frozen=True)
 class Measured:
-    """Teacher, student and (when comparable) champion on the same test split."""
+    """Teacher, student and (when comparable) champion on the same test split and its corrupted copies."""
 
     student: dict[str, Any]
     teacher: dict[str, Any]
@@ -41,31 +47,73 @@ class Measured:
     teacher_logits: torch.Tensor
     labels: torch.Tensor
     classes: list[str]
+    champ: ChampionScore
+    robust: dict[str, robustness.Robustness]
+    corruption_note: str
 
 
-def write(out: Path, m: Measured, champ: ChampionScore, decision: dict[str, Any], *, data_sha256: str,
+def measure(params: Params, data: PreparedData, runtime: Runtime, student: torch.nn.Module, teacher: torch.nn.Module,
+            champ: ChampionScore) -> Measured:
+    """Every figure the validation reports: accuracy, calibration, cost and the corruption suite."""
+    images, labels = data.split("test")
+    shape, loader = tuple(data.manifest["shape"]), eval_loader(data, "test", params, runtime)
+    t_logits, s_logits = predict_logits(teacher, loader), predict_logits(student, loader)
+    predictors: dict[str, robustness.Predict] = {
+        who: (lambda imgs, model=model: predict_logits(model, images_loader(imgs, data, params, runtime)))
+        for who, model in (("teacher", teacher), ("student", student))}
+    if champ.module is not None:
+        predictors["champion"] = lambda imgs: predict_unit_images(champ.module, imgs, params.runtime.eval_batch_size)
+    cfg = params.validate_
+    robust, seconds = robustness.measure(predictors, images, labels, cfg.corruptions, cfg.corruption_seed) \
+        if cfg.corruptions != "none" else ({}, 0.0)
+    note = "not measured (validate.corruptions: none)" if not robust else (
+        f"{cfg.corruptions}: {len(robust['student'].cells)} corruptions at severities "
+        f"{', '.join(map(str, robustness.MODES[cfg.corruptions]))} on the {len(labels):,} test images, seed "
+        f"{cfg.corruption_seed}; {seconds:.1f} s")
+
+    def suite(who: str) -> dict[str, float]:
+        return robustness.metrics(robust[who], robust["teacher"]) if who in robust else {}
+
+    student_m = {**classification_metrics(s_logits, labels, t_logits), **inference_cost(student, shape, runtime.device),
+                 **suite("student")}
+    teacher_m = {**classification_metrics(t_logits, labels), **inference_cost(teacher, shape, runtime.device),
+                 **suite("teacher")}
+    champion_m = None if champ.logits is None else {**classification_metrics(champ.logits, labels, t_logits),
+                                                    "label": f"v{champ.version}", **champ.recorded(), **suite("champion")}
+    return Measured(student_m, teacher_m, champion_m, s_logits, t_logits, labels, data.classes, champ, robust, note)
+
+
+def write(out: Path, m: Measured, decision: dict[str, Any], *, data_sha256: str,
           model_sha256: str, lineage: dict[str, str], student_arch: str) -> list[Path]:
     """Write every file of the validation into ``out``; returns those to log as run artifacts."""
+    champ = m.champ
     write_json(out / METRICS_FILE, summary(m, decision))
     write_json(out / DETAILS_FILE, {"student": m.student, "teacher": m.teacher, "champion": m.champion,
                                     "classes": m.classes})
     write_json(out / DECISION_FILE, {**decision, "data_sha256": data_sha256, "model_sha256": model_sha256,
+                                     "corrupted_top1": m.student.get("corrupted_top1"),
                                      "champion": {"version": champ.version, "note": champ.note,
                                                   "top1": m.champion["top1"] if m.champion else None}})
     predictions: dict[str, Any] = {"student": m.student_logits.argmax(1), "teacher": m.teacher_logits.argmax(1),
                                    "labels": m.labels}
     if champ.logits is not None:
-        predictions.update(champion=champ.logits.argmax(1), champion_version=champ.version)
+        predictions.update(champion=champ.logits.argmax(1), champion_version=champ.version,
+                           champion_corrupted_top1=(m.champion or {}).get("corrupted_top1"))
     atomic_torch_save(predictions, out / PREDICTIONS_FILE)
     atomic_write_text(out / REPORT_FILE, report.render(
         {**m.teacher, "arch": lineage.get(tags.TEACHER_ARCH, "?")}, {**m.student, "arch": student_arch},
-        m.champion, decision, lineage, champ.note))
+        m.champion, decision, lineage, champ.note, m.corruption_note))
     plots.confusion_matrix(m.student["confusion_matrix"], m.classes, out / CONFUSION_FILE,
                            f"student {student_arch}, test top-1 {m.student['top1']:.2%}")
-    return [out / name for name in (METRICS_FILE, DECISION_FILE, DETAILS_FILE, REPORT_FILE, CONFUSION_FILE)]
+    written = [out / name for name in (METRICS_FILE, DECISION_FILE, DETAILS_FILE, REPORT_FILE, CONFUSION_FILE)]
+    (out / CORRUPTION_HEATMAP_FILE).unlink(missing_ok=True)
+    if m.robust:
+        written.append(plots.corruption_heatmap(m.robust["student"].cells, m.robust["teacher"].cells,
+                                                out / CORRUPTION_HEATMAP_FILE, f"student {student_arch} - teacher"))
+    return written
 
 
 def summary(m: Measured, decision: dict[str, Any]) -> dict[str, Any]:
     """The step's result: each model's scalars and whether the thresholds passed."""
     return {"student": scalars(m.student), "teacher": scalars(m.teacher), "passed": decision["passed"],
-            "champion": scalars(m.champion) if m.champion else None}
+            "champion": scalars(m.champion) if m.champion else None, "corruptions": m.corruption_note}

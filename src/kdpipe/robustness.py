@@ -1,0 +1,85 @@
+"""How much worse a model gets on corrupted data, and whether the student kept the teacher's robustness.
+
+Each model predicts every corrupted copy of the evaluation split (:mod:`kdpipe.data.corruptions`;
+each copy is made once and shared by all models). From the accuracies per corruption c and
+severity s come the summaries of ImageNet-C (Hendrycks & Dietterich, ICLR 2019), with the teacher
+in AlexNet's place as the reference:
+
+- mean corrupted top-1: the mean over every (c, s) measured;
+- CE_c = sum_s err_student(c, s) / sum_s err_teacher(c, s), and mCE = mean_c CE_c;
+- relative CE_c = sum_s (err_student(c, s) - err_student(clean)) / sum_s (err_teacher(c, s) -
+  err_teacher(clean)), and relative mCE its mean over corruptions where the teacher degrades at all;
+- robustness retention = (student corrupted / clean top-1) / (teacher corrupted / clean top-1):
+  1 keeps the teacher's robustness, below 1 loses more under shift than the teacher does.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+
+from kdpipe.data.corruptions import CORRUPTIONS, FAST_SEVERITY, SEVERITIES, corrupt
+
+Predict = Callable[[torch.Tensor], torch.Tensor]  # uint8 images -> logits
+MODES = {"none": (), "fast": (FAST_SEVERITY,), "full": SEVERITIES}
+
+
+@dataclass(frozen=True)
+class Robustness:
+    """One model's top-1 on the clean split and on each (corruption, severity) measured."""
+
+    clean: float
+    cells: dict[str, dict[int, float]]
+
+    @property
+    def corrupted(self) -> float:
+        values = [acc for by_severity in self.cells.values() for acc in by_severity.values()]
+        return sum(values) / len(values)
+
+
+def measure(predictors: dict[str, Predict], images: torch.Tensor, labels: torch.Tensor, mode: str,
+            seed: int) -> tuple[dict[str, Robustness], float]:
+    """Every model on every corrupted copy of ``images``; returns the results and the seconds it took."""
+    start = time.perf_counter()
+    cells: dict[str, dict[str, dict[int, float]]] = {who: {} for who in predictors}
+    clean = {who: float((predict(images).argmax(1) == labels).float().mean()) for who, predict in predictors.items()}
+    for name in CORRUPTIONS.names() if MODES[mode] else ():
+        for severity in MODES[mode]:
+            shifted = corrupt(images, name, severity, seed)
+            for who, predict in predictors.items():
+                cells[who].setdefault(name, {})[severity] = float((predict(shifted).argmax(1) == labels).float().mean())
+    return {who: Robustness(clean[who], cells[who]) for who in predictors}, time.perf_counter() - start
+
+
+def _ratio(num: float, den: float) -> float:
+    return num / den if den > 0 else math.nan
+
+
+def summary(model: Robustness, teacher: Robustness) -> dict[str, float]:
+    """The scalar figures of ``model`` against the teacher (see the module docstring)."""
+    ce, relative = [], []
+    for name, by_severity in model.cells.items():
+        err = [1 - acc for acc in by_severity.values()]
+        ref = [1 - teacher.cells[name][s] for s in by_severity]
+        ce.append(_ratio(sum(err), sum(ref)))
+        drop = sum(e - (1 - teacher.clean) for e in ref)
+        if drop > 0:
+            relative.append(sum(e - (1 - model.clean) for e in err) / drop)
+    return {
+        "corrupted_top1": model.corrupted,
+        "mce": sum(ce) / len(ce),
+        "relative_mce": sum(relative) / len(relative) if relative else math.nan,
+        "robustness_retention": _ratio(model.corrupted / model.clean, teacher.corrupted / teacher.clean),
+    }
+
+
+def metrics(model: Robustness, teacher: Robustness) -> dict[str, float]:
+    """Flat, searchable names: the summary plus ``corruption_<name>_s<severity>_top1`` for each cell."""
+    if not model.cells:
+        return {}
+    cells = {f"corruption_{name}_s{s}_top1": acc for name, by_s in model.cells.items() for s, acc in by_s.items()}
+    return {**summary(model, teacher), **cells}
