@@ -90,13 +90,15 @@ def test_run_writes_every_output_and_logs_to_mlflow(tmp_path: Path, make_params:
 
     validation = json.loads((Path(paths.validation) / "metrics.json").read_text())
     assert {"top1", "top5", "ece", "teacher_agreement", "parameters", "latency_ms_batch1"} <= set(validation["student"])
-    # The corruption suite (validate.corruptions: fast): every corruption at severity 3, for teacher and student.
-    robust = {"corrupted_top1", "mce", "relative_mce", "robustness_retention", "corruption_jpeg_s3_top1"}
-    assert robust <= set(validation["student"]) and robust <= set(validation["teacher"])
-    assert validation["teacher"]["mce"] == pytest.approx(1.0) and validation["corruptions"].startswith("fast: 15 ")
+    # Decided on gate.split (val), with the corruption suite (validate.corruptions: fast, severity 3) there.
+    gate = validation["gate"]
+    robust = {"top1", "corrupted_top1", "mce", "relative_mce", "robustness_retention", "corruption_jpeg_s3_top1"}
+    assert gate["split"] == "val" and robust <= set(gate["student"]) and robust <= set(gate["teacher"])
+    assert gate["teacher"]["mce"] == pytest.approx(1.0) and validation["corruptions"].startswith("fast: 15 ")
+    assert "corrupted_top1" not in validation["student"], "the test split is reported, not put through the suite"
     assert (Path(paths.validation) / "corruption_heatmap.png").is_file()
-    assert "| mean corrupted top-1 |" in (Path(paths.validation) / "report.md").read_text()
-    assert "corrupted top-1" in result.stdout and "corruptions: fast: 15 corruptions" in result.stdout
+    assert "## Decided on the val split" in (Path(paths.validation) / "report.md").read_text()
+    assert "val corrupted top-1" in result.stdout and "corruptions: fast: 15 corruptions" in result.stdout
     decision = json.loads((Path(paths.validation) / "decision.json").read_text())
     assert decision["passed"] is True and decision["data_sha256"] == manifest["sha256"]
     promotion = json.loads((Path(paths.promotion) / "promotion.json").read_text())

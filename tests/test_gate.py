@@ -104,7 +104,7 @@ def test_significance_refuses_a_better_top1_that_mcnemar_cannot_tell_apart() -> 
     champion = scores([False] * 3 + [True] + [True] * 96)
     gate = GateConfig(significance=0.05)
     result = decide_gate(passed(), student, gate, "1", DATA, champion)
-    assert not result.promote and result.failed[0].startswith("McNemar: 3 test images")
+    assert not result.promote and result.failed[0].startswith("McNemar: 3 images")
     assert decide_gate(passed(), student, GateConfig(), "1", DATA, champion).promote
 
 

@@ -141,7 +141,7 @@ def test_mcnemar_must_agree_when_significance_is_set(reg: tuple[Any, str], model
     gate = GateConfig(significance=0.05)
     lucky = promote(client, name, candidate(model_uri, 0.805), gate)  # 2 more right of 400: chance
     clear = promote(client, name, candidate(model_uri, 0.850), gate)  # 20 more right, none worse
-    assert not lucky["promoted"] and "McNemar: 2 test images only the student gets right, 0 only" in lucky["message"]
+    assert not lucky["promoted"] and "McNemar: 2 images only the student gets right, 0 only" in lucky["message"]
     assert clear["promoted"] and champion_of(client, name) == clear["version"]
 
 

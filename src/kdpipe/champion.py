@@ -1,4 +1,4 @@
-"""The serving champion, measured on this run's test split so the gate compares like with like.
+"""The serving champion, measured on this run's splits so the gate compares like with like.
 
 The champion is loaded from the registry exactly as users get it (the exported serving module, float
 images in [0, 1]) and scored on the prepared test images. Only a champion evaluated on the same data
@@ -51,10 +51,10 @@ def serving_module(params: Params, mlflow_client: Any, version: str) -> torch.nn
         return registry.load_serving(mlflow_client, params.tracking.registered_model, version, Path(tmp))
 
 
-def score_version(params: Params, mlflow_client: Any, version: str, data: PreparedData) -> torch.Tensor:
-    """Logits of a registered version on ``data``'s test split, through its exported serving module."""
+def score_version(params: Params, mlflow_client: Any, version: str, data: PreparedData, split: str) -> torch.Tensor:
+    """Logits of a registered version on one of ``data``'s splits, through its exported serving module."""
     module = serving_module(params, mlflow_client, version)
-    return predict_unit_images(module, data.split("test")[0], params.runtime.eval_batch_size)
+    return predict_unit_images(module, data.split(split)[0], params.runtime.eval_batch_size)
 
 
 def measure(params: Params, data: PreparedData) -> ChampionScore:
@@ -83,6 +83,9 @@ def evaluator(params: Params, validated: dict[str, Any], data_sha256: str) -> Ch
 
     def evaluate(mv: Any) -> Scores:
         labels = validated["labels"]
+        if validated.get("split") != params.gate.split:
+            raise KdpipeError(f"gate.split is {params.gate.split!r}, but the validation decided on "
+                              f"{validated.get('split')!r}; rerun validate")
         if validated.get("champion_version") == str(mv.version) and "champion" in validated:
             return Scores.from_predictions(validated["champion"], labels, data_sha256,
                                            validated.get("champion_corrupted_top1"))
@@ -93,7 +96,7 @@ def evaluator(params: Params, validated: dict[str, Any], data_sha256: str) -> Ch
                 f"({data_sha256[:12]}), and champion v{mv.version} of {name} must be measured on the student's data; "
                 "rerun validate"
             )
-        logits = score_version(params, registry.client(params.tracking.uri), str(mv.version), data)
+        logits = score_version(params, registry.client(params.tracking.uri), str(mv.version), data, params.gate.split)
         return Scores.from_predictions(logits.argmax(1), labels, data_sha256)
 
     return evaluate

@@ -79,7 +79,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _summary_table(result: dict[str, Any], params: Params) -> str:
     v = result["validation"]
-    rows = [("", "top-1", "corrupted top-1", "rel. mCE", "retention", "parameters", "latency (ms, batch 1)")]
+    split = v["gate"]["split"]
+    rows = [("", "test top-1", f"{split} top-1", f"{split} corrupted top-1", "rel. mCE", "retention", "parameters",
+             "latency (ms, batch 1)")]
 
     def fmt(m: dict[str, Any], key: str, spec: str) -> str:
         return "-" if m.get(key) is None else format(m[key], spec)
@@ -89,8 +91,9 @@ def _summary_table(result: dict[str, Any], params: Params) -> str:
         if not m:
             continue
         name = m.get("arch", params.teacher.arch if who == "teacher" else params.student.arch)
-        rows.append((f"{who} ({name})", fmt(m, "top1", ".2%"), fmt(m, "corrupted_top1", ".2%"),
-                     fmt(m, "relative_mce", ".3f"), fmt(m, "robustness_retention", ".3f"), fmt(m, "parameters", ","),
+        g = v["gate"].get(who) or {}
+        rows.append((f"{who} ({name})", fmt(m, "top1", ".2%"), fmt(g, "top1", ".2%"), fmt(g, "corrupted_top1", ".2%"),
+                     fmt(g, "relative_mce", ".3f"), fmt(g, "robustness_retention", ".3f"), fmt(m, "parameters", ","),
                      fmt(m, "latency_ms_batch1", ".2f")))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)) for r in rows]

@@ -168,6 +168,9 @@ class ValidateConfig(_Section):
 
 
 class GateConfig(_Section):
+    split: Literal["val", "test"] = Field(
+        "val", description="where the thresholds, challenger and champion are decided: val (held out from training, "
+        "never used to pick a model); the test split is measured and reported, and decides only if set here")
     min_improvement: float = Field(0.0, ge=0, le=1, description="top-1 points over the champion, as a fraction")
     significance: float | None = Field(None, gt=0, lt=1, description="McNemar p-value threshold, null to skip")
     max_robustness_drop: float | None = Field(

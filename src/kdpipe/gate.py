@@ -4,16 +4,18 @@ A validated student may serve only when every check holds:
 
 1. the thresholds of ``validate.*`` pass (minimum top-1, maximum gap to the teacher, latency);
 2. it was evaluated on the same data (sha256) as the current champion;
-3. its test top-1 beats the champion's by more than zero and by at least ``gate.min_improvement``
+3. its top-1 beats the champion's by more than zero and by at least ``gate.min_improvement``
    (a tie never moves the champion, so rerunning the same params on the same data keeps it);
-4. where ``gate.significance`` is set, the exact McNemar test on the two models' paired test
+4. where ``gate.significance`` is set, the exact McNemar test on the two models' paired
    predictions gives p < significance with the student ahead on the discordant pairs;
 5. where ``gate.max_robustness_drop`` is set, its mean corrupted top-1 is at most that far below the
    champion's, even when it wins on clean data;
 6. where ``gate.max_class_drop`` is set, no class's recall falls further than that below the
    champion's (the per-slice check mature registries offer).
 
-With no champion yet, passing the thresholds is enough. :mod:`kdpipe.promote` applies the decision
+Every figure is measured on ``gate.split`` (default val: held out from training, never used to pick a
+model), never on the test split, which is only reported: picking the best of many nightly candidates
+on one fixed test split would be selection on it. With no champion yet, passing the thresholds is enough. :mod:`kdpipe.promote` applies the decision
 to the registry.
 """
 
@@ -153,6 +155,6 @@ def decide_gate(
     if gate.significance is not None:
         b, c, p = mcnemar(student.correct, champion.correct)
         ok = b > c and p < gate.significance
-        result.check(ok, f"McNemar: {b} test images only the student gets right, {c} only the champion; "
+        result.check(ok, f"McNemar: {b} images only the student gets right, {c} only the champion; "
                          f"p = {p:.3g} {'<' if p < gate.significance else '>='} gate.significance {gate.significance}")
     return result

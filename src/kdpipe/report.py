@@ -12,6 +12,9 @@ _ROWS = (
     ("parameters", "parameters", "{:,}"),
     ("size (bytes)", "size_bytes", "{:,}"),
     ("latency per image, batch 1 (ms)", "latency_ms_batch1", "{:.2f}"),
+)
+_GATE_ROWS = (
+    ("top-1", "top1", "{:.2%}"),
     ("mean corrupted top-1", "corrupted_top1", "{:.2%}"),
     ("mCE (teacher = 1)", "mce", "{:.3f}"),
     ("relative mCE (teacher = 1)", "relative_mce", "{:.3f}"),
@@ -36,9 +39,11 @@ def render(
     lineage: dict[str, str],
     champion_note: str,
     corruption_note: str = "",
+    gate: dict[str, Any] | None = None,
 ) -> str:
     """``champion`` holds the champion's metrics on this test split, or None (``champion_note`` says why);
-    ``corruption_note`` says how the corrupted figures were measured."""
+    ``gate`` the figures on ``gate.split`` that every decision reads; ``corruption_note`` how the
+    corrupted ones were measured."""
     heads = [f"teacher ({teacher.get('arch', '?')})", f"student ({student.get('arch', '?')})",
              f"champion ({champion['label']})" if champion else "champion"]
     lines = ["# kdpipe validation report", "", f"| | {' | '.join(heads)} |", "|---|---|---|---|"]
@@ -46,8 +51,15 @@ def render(
         cells = [_cell(m, key, fmt) for m in (teacher, student, champion)]
         lines.append(f"| {label} | {' | '.join(cells)} |")
     verdict = "passed" if decision["passed"] else "failed"
-    lines += ["", f"Champion: {champion_note}", *([f"Corruptions: {corruption_note}"] if corruption_note else []),
-              "", f"## Validation thresholds: {verdict}", ""]
+    lines += ["", f"Champion: {champion_note}"]
+    if gate:
+        lines += ["", f"## Decided on the {gate['split']} split", "",
+                  "The thresholds and the promotion gate read these figures; the test split above is reported only.",
+                  "", f"| | {' | '.join(heads)} |", "|---|---|---|---|"]
+        lines += [f"| {label} | {' | '.join(_cell(gate.get(who), key, fmt) for who in ('teacher', 'student', 'champion'))} |"
+                  for label, key, fmt in _GATE_ROWS]
+    lines += [*(["", f"Corruptions: {corruption_note}"] if corruption_note else []), "",
+              f"## Validation thresholds: {verdict}", ""]
     lines += [f"- {reason}" for reason in decision["reasons"]] or ["- every threshold in `validate.*` holds"]
     lines += ["", "## Lineage", "", "| tag | value |", "|---|---|"]
     lines += [f"| {k} | `{v}` |" for k, v in sorted(lineage.items())]

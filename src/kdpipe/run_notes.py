@@ -25,8 +25,8 @@ def validate(student: dict[str, Any], teacher: dict[str, Any], champion: dict[st
              decision: dict[str, Any]) -> str:
     against = f"champion {champion['label']} {_pct(champion['top1'])}" if champion else "no champion yet"
     verdict = "**passed**" if decision["passed"] else "**failed**: " + "; ".join(decision["reasons"])
-    return (f"Test top-1: student **{_pct(student['top1'])}**, teacher {_pct(teacher['top1'])}, {against}. "
-            f"Thresholds {verdict}.")
+    return (f"Test top-1 (reported): student **{_pct(student['top1'])}**, teacher {_pct(teacher['top1'])}, {against}. "
+            f"Thresholds on the {decision.get('split', 'gate')} split: {verdict}.")
 
 
 def version(version_tags: dict[str, str], decision: str, reasons: list[str], compared_with: str) -> str:

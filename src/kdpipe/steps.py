@@ -27,7 +27,7 @@ from kdpipe.distill import create_distiller
 from kdpipe.engine import STUDENT_CHECKPOINTS, train
 from kdpipe.errors import KdpipeError
 from kdpipe.evaluate import classification_metrics, inference_cost, predict_logits, scalars
-from kdpipe.gate import Scores, decide_thresholds
+from kdpipe.gate import Scores
 from kdpipe.model_file import MODEL_FILE, load_model, save_model
 from kdpipe.models import create_model
 from kdpipe.runtime import eval_loader, make_loader, make_runtime, place_model, rank_probe, training_views
@@ -140,7 +140,7 @@ def distill(params: Params, resume: bool = False, *, rank: int = 0, world_size: 
 
 @claims("validate_student")
 def validate_student(params: Params) -> dict[str, Any]:
-    """Measure the student beside its teacher and the champion on the test split; decide pass or fail."""
+    """Measure the student beside its teacher and the champion; report the test split, decide on ``gate.split``."""
     runtime = make_runtime(params)
     data = load_prepared(params.paths.prepared, expect=params.data.model_dump())
     model_path = Path(params.paths.student) / MODEL_FILE
@@ -151,19 +151,17 @@ def validate_student(params: Params) -> dict[str, Any]:
     with step_run(params, "validate_student", lineage) as run:
         measured = validation.measure(params, data, runtime, student, teacher_model, champion.measure(params, data))
         student_m, teacher_m, champion_m, champ = measured.student, measured.teacher, measured.champion, measured.champ
-        decision = decide_thresholds(student_m, teacher_m, params.validate_)
+        decision = validation.decide(measured, params.validate_)
         written = validation.write(Path(params.paths.validation), measured, decision, data_sha256=data.sha256,
                                    model_sha256=files.file_sha256(model_path), lineage={**lineage_tags(params), **lineage},
                                    student_arch=params.student.arch)
-        test_set = (datasets.name(data.manifest, "test"), datasets.digest(data.manifest))
-        for prefix, metrics, model_id in ((tags.STUDENT_TEST_PREFIX, student_m, logged_student(params, model_path)),
-                                          (tags.TEACHER_TEST_PREFIX, teacher_m, None),
-                                          (tags.CHAMPION_TEST_PREFIX, champion_m or {}, None)):
-            run.log_metrics({f"{prefix}{k}": v for k, v in metrics.items()}, model_id=(model_id or {}).get("model_id"),
-                            dataset=test_set)
+        model_id = (logged_student(params, model_path) or {}).get("model_id")
+        for who, split, metrics in validation.by_split(measured):
+            run.log_metrics({f"{who}_{split}_{k}": v for k, v in metrics.items()}, model_id=model_id if who == "student"
+                            else None, dataset=(datasets.name(data.manifest, split), datasets.digest(data.manifest)))
         run.set_tags({tags.VALIDATION_PASSED: decision["passed"], tags.CHAMPION_NOTE: champ.note})
         run.describe(run_notes.validate(student_m, teacher_m, champion_m, decision))
-        run.log_datasets(data.manifest, Path(params.paths.prepared), {"test": "evaluation"})
+        run.log_datasets(data.manifest, Path(params.paths.prepared), {"test": "evaluation", params.gate.split: "gate"})
         for path in [*written, Path(params.paths.prepared) / MANIFEST_FILE]:
             run.log_artifact(path)
     verdict = "passed" if decision["passed"] else "failed: " + "; ".join(decision["reasons"])

@@ -16,7 +16,7 @@ import torch
 
 from kdpipe import plots, report, robustness, tags
 from kdpipe.champion import ChampionScore
-from kdpipe.config import Params
+from kdpipe.config import Params, ValidateConfig
 from kdpipe.data.prepared import PreparedData
 from kdpipe.engine import Runtime
 from kdpipe.evaluate import classification_metrics, inference_cost, predict_logits, scalars
@@ -32,55 +32,79 @@ from kdpipe.files import (
     atomic_write_text,
     write_json,
 )
+from kdpipe.gate import decide_thresholds
 from kdpipe.runtime import eval_loader, images_loader
 from kdpipe.serving import predict_unit_images
 
 
 @dataclass(frozen=True)
 class Measured:
-    """Teacher, student and (when comparable) champion on the same test split and its corrupted copies."""
+    """Teacher, student and (when comparable) champion: reported on the test split, decided on the gate split.
+
+    ``gate`` holds, per model, the figures the decisions read (top-1 and the corruption suite on
+    ``gate.split``); ``gate_predictions`` the paired predictions there (McNemar, per-class recall).
+    """
 
     student: dict[str, Any]
     teacher: dict[str, Any]
     champion: dict[str, Any] | None
-    student_logits: torch.Tensor
-    teacher_logits: torch.Tensor
     labels: torch.Tensor
     classes: list[str]
     champ: ChampionScore
     robust: dict[str, robustness.Robustness]
     corruption_note: str
+    gate: dict[str, Any]
+    gate_predictions: dict[str, Any]
+
+
+def _top1(logits: torch.Tensor, labels: torch.Tensor) -> float:
+    return float((logits.argmax(1) == labels).float().mean())
 
 
 def measure(params: Params, data: PreparedData, runtime: Runtime, student: torch.nn.Module, teacher: torch.nn.Module,
             champ: ChampionScore) -> Measured:
-    """Every figure the validation reports: accuracy, calibration, cost and the corruption suite."""
-    images, labels = data.split("test")
+    """Every figure the validation reports (test split) and decides on (``gate.split``), the corruption suite included."""
+    labels, split = data.split("test")[1], params.gate.split
     shape, loader = tuple(data.manifest["shape"]), eval_loader(data, "test", params, runtime)
     t_logits, s_logits = predict_logits(teacher, loader), predict_logits(student, loader)
     predictors: dict[str, robustness.Predict] = {
         who: (lambda imgs, model=model: predict_logits(model, images_loader(imgs, data, params, runtime)))
         for who, model in (("teacher", teacher), ("student", student))}
-    if champ.module is not None:
+    if champ.module is not None and champ.logits is not None:
         predictors["champion"] = lambda imgs: predict_unit_images(champ.module, imgs, params.runtime.eval_batch_size)
+    g_images, g_labels = data.split(split)
+    g_logits = {who: predict(g_images) for who, predict in predictors.items()}
     cfg = params.validate_
-    robust, seconds = robustness.measure(predictors, images, labels, cfg.corruptions, cfg.corruption_seed) \
+    robust, seconds = robustness.measure(predictors, g_images, g_labels, cfg.corruptions, cfg.corruption_seed) \
         if cfg.corruptions != "none" else ({}, 0.0)
     note = "not measured (validate.corruptions: none)" if not robust else (
         f"{cfg.corruptions}: {len(robust['student'].cells)} corruptions at severities "
-        f"{', '.join(map(str, robustness.MODES[cfg.corruptions]))} on the {len(labels):,} test images, seed "
+        f"{', '.join(map(str, robustness.MODES[cfg.corruptions]))} on the {len(g_labels):,} {split} images, seed "
         f"{cfg.corruption_seed}; {seconds:.1f} s")
-
-    def suite(who: str) -> dict[str, float]:
-        return robustness.metrics(robust[who], robust["teacher"]) if who in robust else {}
-
-    student_m = {**classification_metrics(s_logits, labels, t_logits), **inference_cost(student, shape, runtime.device),
-                 **suite("student")}
-    teacher_m = {**classification_metrics(t_logits, labels), **inference_cost(teacher, shape, runtime.device),
-                 **suite("teacher")}
+    gate: dict[str, Any] = {"split": split, "champion": None}
+    for who, logits in g_logits.items():
+        gate[who] = {"top1": _top1(logits, g_labels),
+                     **(robustness.metrics(robust[who], robust["teacher"]) if who in robust else {})}
+    student_m = {**classification_metrics(s_logits, labels, t_logits), **inference_cost(student, shape, runtime.device)}
+    teacher_m = {**classification_metrics(t_logits, labels), **inference_cost(teacher, shape, runtime.device)}
     champion_m = None if champ.logits is None else {**classification_metrics(champ.logits, labels, t_logits),
-                                                    "label": f"v{champ.version}", **champ.recorded(), **suite("champion")}
-    return Measured(student_m, teacher_m, champion_m, s_logits, t_logits, labels, data.classes, champ, robust, note)
+                                                    "label": f"v{champ.version}", **champ.recorded()}
+    predictions = {**{who: logits.argmax(1) for who, logits in g_logits.items()}, "labels": g_labels, "split": split}
+    return Measured(student_m, teacher_m, champion_m, labels, data.classes, champ, robust, note, gate, predictions)
+
+
+def decide(m: Measured, cfg: ValidateConfig) -> dict[str, Any]:
+    """The validate.* thresholds on the gate split's figures (the latency is the measured one)."""
+    decision = decide_thresholds({**m.gate["student"], "latency_ms_batch1": m.student["latency_ms_batch1"]},
+                                 m.gate["teacher"], cfg)
+    return {**decision, "split": m.gate["split"]}
+
+
+def by_split(m: Measured) -> list[tuple[str, str, dict[str, Any]]]:
+    """(model, split, figures) for MLflow: ``<model>_test_*`` and ``<model>_<gate split>_*``."""
+    out = [(who, "test", metrics) for who, metrics in (("student", m.student), ("teacher", m.teacher),
+                                                         ("champion", m.champion)) if metrics]
+    return out + [(who, m.gate["split"], m.gate[who]) for who in ("student", "teacher", "champion") if m.gate.get(who)]
 
 
 def write(out: Path, m: Measured, decision: dict[str, Any], *, data_sha256: str,
@@ -89,31 +113,32 @@ def write(out: Path, m: Measured, decision: dict[str, Any], *, data_sha256: str,
     champ = m.champ
     write_json(out / METRICS_FILE, summary(m, decision))
     write_json(out / DETAILS_FILE, {"student": m.student, "teacher": m.teacher, "champion": m.champion,
-                                    "classes": m.classes})
+                                    "gate": m.gate, "classes": m.classes})
     write_json(out / DECISION_FILE, {**decision, "data_sha256": data_sha256, "model_sha256": model_sha256,
-                                     "corrupted_top1": m.student.get("corrupted_top1"),
+                                     "split": m.gate["split"], "corrupted_top1": m.gate["student"].get("corrupted_top1"),
                                      "champion": {"version": champ.version, "note": champ.note,
-                                                  "top1": m.champion["top1"] if m.champion else None}})
-    predictions: dict[str, Any] = {"student": m.student_logits.argmax(1), "teacher": m.teacher_logits.argmax(1),
-                                   "labels": m.labels}
-    if champ.logits is not None:
-        predictions.update(champion=champ.logits.argmax(1), champion_version=champ.version,
-                           champion_corrupted_top1=(m.champion or {}).get("corrupted_top1"))
+                                                  "top1": (m.gate["champion"] or {}).get("top1")}})
+    predictions = dict(m.gate_predictions)
+    if "champion" in predictions:
+        predictions.update(champion_version=champ.version,
+                           champion_corrupted_top1=m.gate["champion"].get("corrupted_top1"))
     atomic_torch_save(predictions, out / PREDICTIONS_FILE)
     atomic_write_text(out / REPORT_FILE, report.render(
         {**m.teacher, "arch": lineage.get(tags.TEACHER_ARCH, "?")}, {**m.student, "arch": student_arch},
-        m.champion, decision, lineage, champ.note, m.corruption_note))
+        m.champion, decision, lineage, champ.note, m.corruption_note, m.gate))
     plots.confusion_matrix(m.student["confusion_matrix"], m.classes, out / CONFUSION_FILE,
                            f"student {student_arch}, test top-1 {m.student['top1']:.2%}")
     written = [out / name for name in (METRICS_FILE, DECISION_FILE, DETAILS_FILE, REPORT_FILE, CONFUSION_FILE)]
     (out / CORRUPTION_HEATMAP_FILE).unlink(missing_ok=True)
     if m.robust:
         written.append(plots.corruption_heatmap(m.robust["student"].cells, m.robust["teacher"].cells,
-                                                out / CORRUPTION_HEATMAP_FILE, f"student {student_arch} - teacher"))
+                                                out / CORRUPTION_HEATMAP_FILE,
+                                                f"student {student_arch} - teacher, {m.gate['split']} split"))
     return written
 
 
 def summary(m: Measured, decision: dict[str, Any]) -> dict[str, Any]:
-    """The step's result: each model's scalars and whether the thresholds passed."""
+    """The step's result: each model's test scalars, the gate split's figures, and whether the thresholds passed."""
+    gate = {key: (scalars(value) if isinstance(value, dict) else value) for key, value in m.gate.items()}
     return {"student": scalars(m.student), "teacher": scalars(m.teacher), "passed": decision["passed"],
-            "champion": scalars(m.champion) if m.champion else None, "corruptions": m.corruption_note}
+            "champion": scalars(m.champion) if m.champion else None, "gate": gate, "corruptions": m.corruption_note}
