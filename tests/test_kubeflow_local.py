@@ -94,10 +94,12 @@ def test_pipeline_runs_locally_and_produces_every_artifact(
 
     # MLflow: one run per step, tied together by the Kubeflow run's id.
     with sqlite3.connect(tmp_path / "mlruns.db") as con:
-        tags = con.execute("SELECT run_uuid, key, value FROM tags WHERE key IN ('kdpipe.step', 'kdpipe.pipeline_run_id')")
+        tags = con.execute("SELECT run_uuid, key, value FROM tags WHERE key IN "
+                           "('kdpipe.step', 'kdpipe.pipeline_run_id', 'kdpipe.kubeflow_run_id')")
         by_run: dict[str, dict[str, str]] = {}
         for run_uuid, key, value in tags:
             by_run.setdefault(run_uuid, {})[key] = value
     steps = {t["kdpipe.step"] for t in by_run.values()}
     assert {"prepare_data", "evaluate_teacher", "distill", "validate_student"} <= steps
     assert len({t["kdpipe.pipeline_run_id"] for t in by_run.values()}) == 1
+    assert all(t["kdpipe.kubeflow_run_id"] == t["kdpipe.pipeline_run_id"] for t in by_run.values())

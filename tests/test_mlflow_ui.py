@@ -161,7 +161,11 @@ def test_the_mlflow_ui_opens_on_training_runs_with_datasets_model_metrics_and_de
     from playwright.sync_api import expect, sync_playwright
 
     client = MlflowClient(reviewed.uri)
-    experiment_id = client.get_experiment_by_name(reviewed.experiment).experiment_id
+    experiment = client.get_experiment_by_name(reviewed.experiment)
+    experiment_id = experiment.experiment_id
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
+    described = client.search_runs([experiment_id])
+    assert all(r.data.tags.get(tags.RUN_DESCRIPTION) for r in described), "every step run has a description"
     runs = _printed_link(reviewed.runs[0], "runs")
     assert runs == f"{reviewed.uri}/#/experiments/{experiment_id}?workflowType=machine_learning"
     model_page = _printed_link(reviewed.runs[0], "registered model")

@@ -189,6 +189,11 @@ class TrackingConfig(_Section):
         None, min_length=1, description="groups the steps of one pipeline run in MLflow; null: "
         "$KDPIPE_PIPELINE_RUN_ID, else a fresh id per command"
     )
+    kubeflow_run_id: str | None = Field(
+        None, description="set by the Kubeflow components: the KFP run, tagged on every step run (kdpipe.kubeflow_run_id)")
+    kubeflow_ui_url: str | None = Field(
+        None, description="the Kubeflow Pipelines UI, e.g. https://kubeflow.example/pipeline; with it each step run "
+        "is tagged with a link to its KFP run (kdpipe.kubeflow_run_url)")
     ui_url: str | None = Field(
         None, description="the MLflow UI that links point at; null: the tracking server when tracking.uri is "
         "http(s), else http://127.0.0.1:5000 (what `mlflow ui` serves)"

@@ -15,6 +15,15 @@ def _pct(value: Any) -> str:
     return "n/a" if value is None else f"{float(value) * 100:.2f} %"
 
 
+def prepare(manifest: dict[str, Any]) -> str:
+    splits = ", ".join(f"{k} {v:,}" for k, v in manifest["splits"].items())
+    return f"`{manifest['source']}` prepared: {splits}; sha256 `{manifest['sha256'][:16]}`."
+
+
+def teacher(arch: str, version: str, top1: float) -> str:
+    return f"Teacher `{arch}` (`{version}`): test top-1 **{_pct(top1)}**."
+
+
 def distill(summary: dict[str, Any], run_tags: dict[str, Any], student_arch: str, pipeline_run_id: str) -> str:
     return (f"**{summary['method']}**: a `{student_arch}` student from the `{run_tags[tags.TEACHER_ARCH]}` teacher "
             f"(`{run_tags[tags.TEACHER_VERSION]}`), {summary['epochs']} epochs, final val top-1 "

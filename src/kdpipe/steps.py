@@ -55,6 +55,7 @@ def prepare_data(params: Params, *, prepared_elsewhere: bool = False) -> dict[st
     with step_run(params, "prepare_data", {tags.DATA_SHA256: manifest["sha256"]}) as run:
         run.log_metrics({f"{k}_size": v for k, v in manifest["splits"].items()})
         run.log_artifact(out / MANIFEST_FILE)
+        run.describe(run_notes.prepare(manifest))
     log.info("prepare_data: %s -> %s (sha256 %s, splits %s)", manifest["source"], out, manifest["sha256"][:12],
              manifest["splits"])
     return manifest
@@ -78,6 +79,7 @@ def evaluate_teacher(params: Params) -> dict[str, Any]:
         files.write_json(out / files.METRICS_FILE, scalars(metrics))
         files.write_json(out / files.DETAILS_FILE, metrics)
         run.log_metrics({f"{tags.TEACHER_TEST_PREFIX}{k}": v for k, v in metrics.items()})
+        run.describe(run_notes.teacher(arch, version, metrics["top1"]))
     log.info("evaluate_teacher: %s test top-1 %.4f", arch, metrics["top1"])
     return scalars(metrics)
 

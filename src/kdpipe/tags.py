@@ -21,6 +21,8 @@ METHOD = "kdpipe.method"
 DEVICE = "kdpipe.device"
 WORLD_SIZE = "kdpipe.world_size"
 ERROR = "kdpipe.error"
+KUBEFLOW_RUN_ID = "kdpipe.kubeflow_run_id"
+KUBEFLOW_RUN_URL = "kdpipe.kubeflow_run_url"
 WORKDIR = "kdpipe.workdir"  # host:directory of the step's outputs; whoever holds its lock owns the run
 
 # Validation and promotion.

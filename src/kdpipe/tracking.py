@@ -277,6 +277,7 @@ def lineage_tags(params: Params) -> dict[str, str]:
         tags.VERSION: __version__,
         tags.GIT_COMMIT: git_commit(),
         tags.TEACHER_SOURCE: params.teacher.source,
+        **ui_links.kubeflow_run(params),
     }
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from urllib.parse import quote
 
+from kdpipe import tags
 from kdpipe.config import Params
 
 WORKFLOW = "workflowType=machine_learning"
@@ -34,6 +35,15 @@ def run(params: Params, experiment_id: str, run_id: str) -> str:
 
 def registered_model(params: Params, name: str) -> str:
     return f"{base(params)}/#/models/{quote(name)}?{WORKFLOW}"
+
+
+def kubeflow_run(params: Params) -> dict[str, str]:
+    """The KFP run a step belongs to, as tags: its id, and a link when ``tracking.kubeflow_ui_url`` is known."""
+    run_id, ui = params.tracking.kubeflow_run_id, params.tracking.kubeflow_ui_url
+    if not run_id:
+        return {}
+    return {tags.KUBEFLOW_RUN_ID: run_id, **({tags.KUBEFLOW_RUN_URL: f"{ui.rstrip('/')}/#/runs/details/{run_id}"}
+                                                if ui else {})}
 
 
 def model_version(params: Params, name: str, version: str) -> str:

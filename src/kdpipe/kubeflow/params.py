@@ -20,7 +20,7 @@ def step_params(params_yaml: str, overrides: list[str], run_id: str = "", **path
     """Validate ``params_yaml`` plus ``KEY=VALUE`` overrides, then set the given ``paths.*``.
 
     ``run_id`` (the Kubeflow run's id) becomes ``tracking.pipeline_run_id``, the MLflow tag that
-    groups the steps of one run.
+    groups the steps of one run, and ``tracking.kubeflow_run_id``.
     """
     try:
         raw: Any = yaml.safe_load(params_yaml) or {}
@@ -33,7 +33,7 @@ def step_params(params_yaml: str, overrides: list[str], run_id: str = "", **path
         tracking = raw.setdefault("tracking", {})
         if not isinstance(tracking, dict):
             raise ConfigError(f"{ORIGIN}: tracking must be a mapping")
-        tracking["pipeline_run_id"] = run_id
+        tracking["pipeline_run_id"] = tracking["kubeflow_run_id"] = run_id
     if paths:
         section = raw.setdefault("paths", {})
         if not isinstance(section, dict):
