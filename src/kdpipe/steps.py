@@ -78,7 +78,7 @@ def evaluate_teacher(params: Params) -> dict[str, Any]:
                    **inference_cost(model, tuple(data.manifest["shape"]), runtime.device), "arch": arch}
         files.write_json(out / files.METRICS_FILE, scalars(metrics))
         files.write_json(out / files.DETAILS_FILE, metrics)
-        run.log_metrics({f"{tags.TEACHER_TEST_PREFIX}{k}": v for k, v in metrics.items()})
+        run.log_metrics({f"{tags.split_prefix('teacher', 'test')}{k}": v for k, v in metrics.items()})
         run.describe(run_notes.teacher(arch, version, metrics["top1"]))
     log.info("evaluate_teacher: %s test top-1 %.4f", arch, metrics["top1"])
     return scalars(metrics)
@@ -159,8 +159,9 @@ def validate_student(params: Params) -> dict[str, Any]:
                                    student_arch=params.student.arch)
         model_id = (logged_student(params, model_path) or {}).get("model_id")
         for who, split, metrics in validation.by_split(measured):
-            run.log_metrics({f"{who}_{split}_{k}": v for k, v in metrics.items()}, model_id=model_id if who == "student"
-                            else None, dataset=(datasets.name(data.manifest, split), datasets.digest(data.manifest)))
+            run.log_metrics({f"{tags.split_prefix(who, split)}{k}": v for k, v in metrics.items()},
+                            model_id=model_id if who == "student" else None,
+                            dataset=(datasets.name(data.manifest, split), datasets.digest(data.manifest)))
         run.set_tags({tags.VALIDATION_PASSED: decision["passed"], tags.CHAMPION_NOTE: champ.note})
         run.describe(run_notes.validate(student_m, teacher_m, champion_m, decision))
         run.log_datasets(data.manifest, Path(params.paths.prepared), {"test": "evaluation", params.gate.split: "gate"})

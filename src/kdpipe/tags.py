@@ -65,6 +65,8 @@ STUDY_SEEDS = "kdpipe.study.seeds"
 
 # Metric-name prefixes: whose figures a metric is, and on which split.
 TEACHER_TRAIN_PREFIX = "teacher_"
-STUDENT_TEST_PREFIX = "student_test_"
-TEACHER_TEST_PREFIX = "teacher_test_"
-CHAMPION_TEST_PREFIX = "champion_test_"
+
+
+def split_prefix(model: str, split: str) -> str:
+    """Whose figures a metric holds and on which split: ``student_test_``, ``champion_val_``, ..."""
+    return f"{model}_{split}_"
