@@ -32,6 +32,7 @@ from kdpipe.model_file import MODEL_FILE, load_model, save_model
 from kdpipe.models import create_model
 from kdpipe.runtime import eval_loader, make_loader, make_runtime, place_model, rank_probe, training_views
 from kdpipe.tracking import check_tracking, lineage_tags, logged_student, step_run, tracking_errors
+from kdpipe.ui_links import model_version
 from kdpipe.workdir import claims, need_space, training_space
 
 log = logging.getLogger("kdpipe")
@@ -223,6 +224,8 @@ def _record_promotion(params: Params, record: dict[str, Any]) -> dict[str, Any]:
     if not record["dry_run"]:
         files.atomic_write_text(Path(params.paths.promotion) / files.PROMOTION_FILE, json.dumps(record, indent=2) + "\n")
     log.info("promote: %s", record["message"])
+    if record.get("version") and params.tracking.enabled:
+        log.info("promote: %s", model_version(params, params.tracking.registered_model, record["version"]))
     return record
 
 
