@@ -7,6 +7,8 @@ pytest runs them serially.
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -21,6 +23,17 @@ from servers import mlflow_server, seaweedfs  # noqa: F401
 
 THREADS = int(os.environ.get("KDPIPE_TEST_THREADS", "2"))
 torch.set_num_threads(THREADS)
+REPO = Path(__file__).resolve().parents[1]
+RESHOT_COUNT = 120
+
+
+def write_example(out: Path, raw_root: Path, count: int, seed: int = 0) -> Path:
+    """Run the shipped scripts/operational_example.py, as a user would, into ``out``."""
+    result = subprocess.run([sys.executable, str(REPO / "scripts" / "operational_example.py"), "--out", str(out),
+                             "--root", str(raw_root), "--count", str(count), "--seed", str(seed)],
+                            capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stderr[-2000:]
+    return out
 
 
 def _set(tree: dict[str, Any], dotted: str, value: Any) -> None:
@@ -34,6 +47,12 @@ def _set(tree: dict[str, Any], dotted: str, value: Any) -> None:
 def raw_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Where torchvision's FashionMNIST layout is unpacked from Debian's files, once per session."""
     return tmp_path_factory.mktemp("raw")
+
+
+@pytest.fixture(scope="session")
+def reshot(tmp_path_factory: pytest.TempPathFactory, raw_root: Path) -> Path:
+    """The example operational set (Fashion-MNIST test images re-photographed), written once per session."""
+    return write_example(tmp_path_factory.mktemp("operational") / "reshot", raw_root, RESHOT_COUNT)
 
 
 @pytest.fixture

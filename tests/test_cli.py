@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
 import subprocess
 import sys
 from collections.abc import Callable
@@ -16,6 +17,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from conftest import RESHOT_COUNT
 from kdpipe.config import Params
 
 KDPIPE = str(Path(sys.executable).with_name("kdpipe"))
@@ -58,12 +60,20 @@ def test_bad_params_give_one_line_naming_the_key(tmp_path: Path, yaml_text: str,
     assert not (tmp_path / "data").exists(), "a rejected run must not start preparing data"
 
 
-def test_run_writes_every_output_and_logs_to_mlflow(tmp_path: Path, make_params: Callable[..., Params]) -> None:
-    """`kdpipe run` on a small real config: all files of every step, the summary, and the MLflow runs."""
+def test_run_writes_every_output_and_logs_to_mlflow(tmp_path: Path, make_params: Callable[..., Params],
+                                                   reshot: Path) -> None:
+    """`kdpipe run` on a small real config: all files of every step, the summary, and the MLflow runs.
+
+    Two operational sets come in through ``-p``: the example ImageFolder (``reshot``, re-photographed
+    56 px RGB PNGs) and the run's own prepared data (its val split, so its figures must equal the gate's).
+    """
     from mlflow import MlflowClient
 
     params = make_params(train__epochs=2, data__train_subset=1000, data__val_size=200, data__test_subset=500)
-    result = _kdpipe("run", "-c", str(_write_params(tmp_path / "params.yaml", params)), cwd=tmp_path)
+    sets = (f"validate.operational=[{{name: reshot, source: '{reshot}'}}, "
+            f"{{name: heldout, source: '{params.paths.prepared}', split: val}}]")
+    result = _kdpipe("run", "-c", str(_write_params(tmp_path / "params.yaml", params)), "-p", sets,
+                     "-p", "validate.operational_min_top1={reshot: 0.0}", cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "teacher (cnn16)" in result.stdout and "student (cnn8)" in result.stdout
     assert f"mlflow ui --backend-store-uri {params.tracking.uri}" in result.stdout
@@ -117,3 +127,41 @@ def test_run_writes_every_output_and_logs_to_mlflow(tmp_path: Path, make_params:
     for metric in ("loss", "loss_feat", "val_acc", "lr"):
         assert [m.step for m in client.get_metric_history(distill_run.info.run_id, metric)] == [1, 2], metric
     assert by_step["distill"].data.tags["kdpipe.data_sha256"] == manifest["sha256"]
+
+    # The operational sets: measured, summarised, reported and logged; the prepared one agrees with the gate split.
+    ops = validation["operational"]
+    assert set(ops) == {"reshot", "heldout"} and ops["reshot"]["num_samples"] == RESHOT_COUNT
+    assert ops["reshot"]["kind"] == "imagefolder" and ops["heldout"]["kind"] == "prepared"
+    assert ops["heldout"]["student"]["top1"] == pytest.approx(gate["student"]["top1"], abs=1e-9)
+    assert ops["heldout"]["shift"]["input_mean_shift"] == pytest.approx(0.0, abs=0.02)
+    assert ops["heldout"]["shift"]["student_confidence_shift"] == pytest.approx(0.0, abs=1e-6)
+    assert ops["reshot"]["shift"]["input_mean_shift"] > 0.05, "the example's camera sees more light"
+    for key in ("top1", "ece", "teacher_agreement"):
+        assert 0.0 <= ops["reshot"]["student"][key] <= 1.0, key
+    assert ops["reshot"]["shift"]["disagreement"] == pytest.approx(1 - ops["reshot"]["student"]["teacher_agreement"])
+    details = json.loads((Path(paths.validation) / "details.json").read_text())["operational"]["reshot"]
+    assert len(details["student"]["per_class_accuracy"]) == 10
+    assert sum(map(sum, details["student"]["confusion_matrix"])) == RESHOT_COUNT
+    report = (Path(paths.validation) / "report.md").read_text()
+    assert "## Operational data" in report and f"| reshot | {RESHOT_COUNT} |" in report
+    assert "reshot top-1" in result.stdout and f"operational set reshot: {RESHOT_COUNT} images from {reshot}" in result.stdout
+    validate_run = by_step["validate_student"]
+    logged = validate_run.data.metrics
+    assert logged["student_operational_reshot_top1"] == pytest.approx(ops["reshot"]["student"]["top1"])
+    assert logged["teacher_operational_reshot_top1"] == pytest.approx(ops["reshot"]["teacher"]["top1"])
+    assert logged["operational_reshot_disagreement"] == pytest.approx(ops["reshot"]["shift"]["disagreement"])
+    inputs = {d.dataset.name: d for d in validate_run.inputs.dataset_inputs}
+    assert inputs["operational-reshot"].dataset.digest == ops["reshot"]["sha256"][:36]
+    assert {t.key: t.value for t in inputs["operational-heldout"].tags}["mlflow.data.context"] == "operational"
+
+    # A set whose classes differ: one line naming the set; the validation already on disk is kept.
+    wrong = tmp_path / "wrong"
+    shutil.copytree(reshot, wrong)
+    (wrong / "Bag").rename(wrong / "Bags")
+    before = (Path(paths.validation) / "decision.json").read_bytes()
+    failed = _kdpipe("validate", "-c", str(tmp_path / "params.yaml"), "-p",
+                     f"validate.operational=[{{name: line4, source: '{wrong}'}}]", cwd=tmp_path)
+    lines = failed.stderr.strip().splitlines()
+    assert failed.returncode != 0 and len(lines) == 1, failed.stderr
+    assert lines[0].startswith("kdpipe: error: validate.operational 'line4'") and "missing ['Bag'], extra ['Bags']" in lines[0]
+    assert (Path(paths.validation) / "decision.json").read_bytes() == before

@@ -16,6 +16,7 @@ import pytest
 
 from kdpipe import steps
 from kdpipe.config import Params
+from kdpipe.data import references
 from kdpipe.data.prepared import load_prepared
 from kdpipe.errors import DataError
 from kdpipe.kubeflow import dataref
@@ -35,16 +36,16 @@ def small(make_params: Callable[..., Params]) -> Params:
 
 
 def test_parse_names_every_accepted_form() -> None:
-    assert dataref.parse("") == dataref.DataRef("artifact")
-    assert dataref.parse("pvc:/mnt/data/prepared") == dataref.DataRef("path", "/mnt/data/prepared")
-    assert dataref.parse("/mnt/data/prepared").kind == "path"
-    assert dataref.parse("s3://bucket/fashion/") == dataref.DataRef("s3", "s3://bucket/fashion")
-    ref = dataref.parse("dvc+git@github.com:org/repo.git@v1.2#data/prepared")
+    assert references.parse("") == references.DataRef("artifact")
+    assert references.parse("pvc:/mnt/data/prepared") == references.DataRef("path", "/mnt/data/prepared")
+    assert references.parse("/mnt/data/prepared").kind == "path"
+    assert references.parse("s3://bucket/fashion/") == references.DataRef("s3", "s3://bucket/fashion")
+    ref = references.parse("dvc+git@github.com:org/repo.git@v1.2#data/prepared")
     assert (ref.repo, ref.rev, ref.location) == ("git@github.com:org/repo.git", "v1.2", "data/prepared")
-    assert dataref.parse(ref.uri) == ref
+    assert references.parse(ref.uri) == ref
     for bad in ("data/prepared", "s3://", "dvc+https://example.org/repo.git#data/prepared", "pvc:relative"):
         with pytest.raises(DataError, match="expected '' \\(copy the data\\), pvc:/absolute/path"):
-            dataref.parse(bad)
+            references.parse(bad)
 
 
 def test_a_path_reference_is_prepared_in_place_and_checked_by_every_reader(

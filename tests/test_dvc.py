@@ -46,6 +46,7 @@ def _dvc_repo(repo: Path, params: dict) -> str:
     """A fresh git + DVC repository with the real dvc.yaml, the package sources and ``params``; returns dvc's path."""
     shutil.copytree(REPO / "src" / "kdpipe", repo / "src" / "kdpipe", ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copy(REPO / "dvc.yaml", repo / "dvc.yaml")
+    shutil.copytree(REPO / "scripts", repo / "scripts")
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     dvc = str(VENV_BIN / "dvc")
     _run(repo, "git", "init", "-q")
@@ -63,6 +64,9 @@ def test_dvc_repro_metrics_params_and_plots(tmp_path: Path, raw_root: Path) -> N
     for out in ("data/prepared/manifest.json", "artifacts/teacher/model.pt", "artifacts/student/model.pt",
                 "artifacts/validation/decision.json", "artifacts/promotion/promotion.json", "dvc.lock"):
         assert (repo / out).is_file(), out
+    example = yaml.safe_load((repo / "dvc.lock").read_text())["stages"]["operational_example"]
+    assert example["outs"][0]["path"] == "data/operational/fashion-reshot" and example["outs"][0]["nfiles"] == 10_000
+    assert len(list((repo / "data" / "operational" / "fashion-reshot").glob("*/*.png"))) == 10_000
 
     metrics = json.loads(_run(repo, dvc, "metrics", "show", "--json"))
     (workspace,) = metrics.values()

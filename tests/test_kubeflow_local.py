@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 import torch
 
+from conftest import RESHOT_COUNT
 from kdpipe.cli import main
 from kdpipe.config import Params
 from kdpipe.data.prepared import load_prepared
@@ -32,10 +33,11 @@ def _outputs(task_dir: Path) -> dict[str, Any]:
 
 
 def test_pipeline_runs_locally_and_produces_every_artifact(
-    make_params: Callable[..., Params], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    make_params: Callable[..., Params], tmp_path: Path, capsys: pytest.CaptureFixture[str], reshot: Path
 ) -> None:
     params = make_params(data__train_subset=1000, data__test_subset=500, data__val_size=200,
-                         train__epochs=2, train__batch_size=64)
+                         train__epochs=2, train__batch_size=64,
+                         validate__operational=[{"name": "reshot", "source": str(reshot)}])
     params_file = tmp_path / "params.yaml"
     params_file.write_text(dump_params(params))
     assert main(["pipeline", "run-local", "-c", str(params_file), "--pipeline-root", str(tmp_path / "kfp")]) == 0
@@ -85,6 +87,12 @@ def test_pipeline_runs_locally_and_produces_every_artifact(
     assert "(http://127.0.0.1:5000/#/experiments/" in report and "?workflowType=machine_learning)" in report
     assert "[the registered student](http://127.0.0.1:5000/#/models/kdpipe-student?workflowType=machine_learning)" in report
     assert validated["parameters"]["Output"] is True
+    # The example operational set: its figures in the Metrics artifact, the run report and the validation artifact.
+    assert 0.0 <= metrics["operational.reshot.student.top1"] <= 1.0 and "operational.reshot.shift.disagreement" in metrics
+    assert f"| top-1 on operational set reshot ({RESHOT_COUNT} images) |" in report
+    details = json.loads((run / "validate-student" / "validation" / "details.json").read_text())
+    assert details["operational"]["reshot"]["num_samples"] == RESHOT_COUNT
+    assert (run / "validate-student" / "validation" / "corruption_heatmap.png").is_file()
 
     # Promotion: ran because validation passed, and recorded its decision.
     promoted = _outputs(run / "promote")

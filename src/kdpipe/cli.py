@@ -79,9 +79,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _summary_table(result: dict[str, Any], params: Params) -> str:
     v = result["validation"]
-    split = v["gate"]["split"]
-    rows = [("", "test top-1", f"{split} top-1", f"{split} corrupted top-1", "rel. mCE", "retention", "parameters",
-             "latency (ms, batch 1)")]
+    split, sets = v["gate"]["split"], v.get("operational") or {}
+    rows = [("", "test top-1", f"{split} top-1", f"{split} corrupted top-1", "rel. mCE", "retention",
+             *(f"{name} top-1" for name in sets), "parameters", "latency (ms, batch 1)")]
 
     def fmt(m: dict[str, Any], key: str, spec: str) -> str:
         return "-" if m.get(key) is None else format(m[key], spec)
@@ -93,11 +93,15 @@ def _summary_table(result: dict[str, Any], params: Params) -> str:
         name = m.get("arch", params.teacher.arch if who == "teacher" else params.student.arch)
         g = v["gate"].get(who) or {}
         rows.append((f"{who} ({name})", fmt(m, "top1", ".2%"), fmt(g, "top1", ".2%"), fmt(g, "corrupted_top1", ".2%"),
-                     fmt(g, "relative_mce", ".3f"), fmt(g, "robustness_retention", ".3f"), fmt(m, "parameters", ","),
+                     fmt(g, "relative_mce", ".3f"), fmt(g, "robustness_retention", ".3f"),
+                     *(fmt(f.get(who) or {}, "top1", ".2%") for f in sets.values()), fmt(m, "parameters", ","),
                      fmt(m, "latency_ms_batch1", ".2f")))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)) for r in rows]
     lines.append(f"corruptions: {v['corruptions']}")
+    lines += [f"operational set {name}: {f['num_samples']:,} images from {f['source']}; teacher-student disagreement "
+              f"{f['shift']['disagreement']:.2%}, input mean shift {f['shift']['input_mean_shift']:+.3f}"
+              for name, f in sets.items()]
     ratio = v["teacher"]["parameters"] / max(1, v["student"]["parameters"])
     lines.append(f"student/teacher parameters: 1/{ratio:.1f}; {result['promotion']['message']}")
     if params.tracking.enabled:

@@ -39,3 +39,20 @@ def split_input(manifest: dict[str, Any], split: str, directory: Path, context: 
                       source=json.dumps({"uri": Path(directory).resolve().as_uri()}), schema=json.dumps(schema),
                       profile=json.dumps(profile))
     return DatasetInput(dataset=dataset, tags=[InputTag(key=CONTEXT_TAG, value=context)])
+
+
+def operational_input(name: str, figures: dict[str, Any], manifest: dict[str, Any]) -> Any:
+    """Operational set ``name`` as measured (``figures``: source, num_samples, sha256), context ``operational``.
+
+    Its digest is the sha256 of the images and labels after they were brought to the training shape.
+    """
+    from mlflow.entities import Dataset, DatasetInput, InputTag
+
+    source = str(figures["source"])
+    kind = source.split("://", 1)[0] if "://" in source else "dvc" if source.startswith("dvc+") else "local"
+    uri = Path(source.removeprefix("pvc:")).resolve().as_uri() if kind == "local" else source
+    profile = {"num_rows": int(figures["num_samples"]), "num_classes": len(manifest["classes"]),
+               "sha256": figures["sha256"], "kind": figures["kind"]}
+    dataset = Dataset(name=f"operational-{name}", digest=str(figures["sha256"])[:DIGEST_CHARS], source_type=kind,
+                      source=json.dumps({"uri": uri}), profile=json.dumps(profile))
+    return DatasetInput(dataset=dataset, tags=[InputTag(key=CONTEXT_TAG, value="operational")])

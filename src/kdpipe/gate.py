@@ -29,8 +29,12 @@ import torch
 from kdpipe.config import GateConfig, ValidateConfig
 
 
-def decide_thresholds(student: dict[str, Any], teacher: dict[str, Any], cfg: ValidateConfig) -> dict[str, Any]:
-    """Pass only when every threshold in ``validate`` holds; each failure gives its reason."""
+def decide_thresholds(student: dict[str, Any], teacher: dict[str, Any], cfg: ValidateConfig,
+                      operational_top1: dict[str, float] | None = None) -> dict[str, Any]:
+    """Pass only when every threshold in ``validate`` holds; each failure gives its reason.
+
+    ``operational_top1``: the student's top-1 on each operational set measured, by set name.
+    """
     reasons = []
     if student["top1"] < cfg.min_top1:
         reasons.append(f"top-1 {student['top1']:.4f} is below validate.min_top1 {cfg.min_top1:.4f}")
@@ -45,6 +49,13 @@ def decide_thresholds(student: dict[str, Any], teacher: dict[str, Any], cfg: Val
             reasons.append(f"mean corrupted top-1 {student['corrupted_top1']:.4f} trails the teacher's "
                            f"{teacher['corrupted_top1']:.4f} by {corrupted_gap:.4f}, over validate.max_corruption_gap "
                            f"{cfg.max_corruption_gap:.4f}")
+    for name, limit in cfg.operational_min_top1.items():
+        top1 = (operational_top1 or {}).get(name)
+        if top1 is None:
+            reasons.append(f"validate.operational_min_top1.{name} is set, but operational set '{name}' was not measured")
+        elif top1 < limit:
+            reasons.append(f"top-1 {top1:.4f} on operational set '{name}' is below validate.operational_min_top1.{name} "
+                           f"{limit:.4f}")
     latency = student["latency_ms_batch1"]
     if cfg.max_latency_ms is not None and latency > cfg.max_latency_ms:
         reasons.append(f"latency {latency:.2f} ms exceeds validate.max_latency_ms {cfg.max_latency_ms:.2f}")

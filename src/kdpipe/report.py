@@ -31,6 +31,28 @@ def _cell(metrics: dict[str, Any] | None, key: str, fmt: str) -> str:
         return str(metrics[key])
 
 
+def _operational(sets: dict[str, dict[str, Any]]) -> list[str]:
+    """One row per operational set: each model's top-1 there and how far the set moved from the training data."""
+    if not sets:
+        return []
+    lines = ["", "## Operational data", "",
+             "Input shift: the set's pixel mean / std minus the training split's. Confidence shift: mean max-softmax "
+             "on the set minus on held-out data of the training distribution (the gate split).", "",
+             "| set | images | teacher top-1 | student top-1 | champion top-1 | student ECE | teacher-student "
+             "disagreement | input mean / std shift | confidence shift, teacher / student |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for name, f in sets.items():
+        s = f["shift"]
+        lines.append(
+            f"| {name} | {f['num_samples']:,} | {_cell(f['teacher'], 'top1', '{:.2%}')} | "
+            f"{_cell(f['student'], 'top1', '{:.2%}')} | {_cell(f.get('champion'), 'top1', '{:.2%}')} | "
+            f"{_cell(f['student'], 'ece', '{:.4f}')} | {s['disagreement']:.2%} | "
+            f"{s['input_mean_shift']:+.3f} / {s['input_std_shift']:+.3f} | "
+            f"{s['teacher_confidence_shift']:+.3f} / {s['student_confidence_shift']:+.3f} |")
+    lines += ["", *(f"- {name}: {f['kind']} `{f['source']}`, sha256 {f['sha256'][:12]}" for name, f in sets.items())]
+    return lines
+
+
 def render(
     teacher: dict[str, Any],
     student: dict[str, Any],
@@ -40,10 +62,11 @@ def render(
     champion_note: str,
     corruption_note: str = "",
     gate: dict[str, Any] | None = None,
+    operational: dict[str, dict[str, Any]] | None = None,
 ) -> str:
     """``champion`` holds the champion's metrics on this test split, or None (``champion_note`` says why);
     ``gate`` the figures on ``gate.split`` that every decision reads; ``corruption_note`` how the
-    corrupted ones were measured."""
+    corrupted ones were measured; ``operational`` each operational set's figures and shift."""
     heads = [f"teacher ({teacher.get('arch', '?')})", f"student ({student.get('arch', '?')})",
              f"champion ({champion['label']})" if champion else "champion"]
     lines = ["# kdpipe validation report", "", f"| | {' | '.join(heads)} |", "|---|---|---|---|"]
@@ -58,8 +81,8 @@ def render(
                   "", f"| | {' | '.join(heads)} |", "|---|---|---|---|"]
         lines += [f"| {label} | {' | '.join(_cell(gate.get(who), key, fmt) for who in ('teacher', 'student', 'champion'))} |"
                   for label, key, fmt in _GATE_ROWS]
-    lines += [*(["", f"Corruptions: {corruption_note}"] if corruption_note else []), "",
-              f"## Validation thresholds: {verdict}", ""]
+    lines += [*(["", f"Corruptions: {corruption_note}"] if corruption_note else []), *_operational(operational or {}),
+              "", f"## Validation thresholds: {verdict}", ""]
     lines += [f"- {reason}" for reason in decision["reasons"]] or ["- every threshold in `validate.*` holds"]
     lines += ["", "## Lineage", "", "| tag | value |", "|---|---|"]
     lines += [f"| {k} | `{v}` |" for k, v in sorted(lineage.items())]

@@ -11,6 +11,10 @@ in AlexNet's place as the reference:
   err_teacher(clean)), and relative mCE its mean over corruptions where the teacher degrades at all;
 - robustness retention = (student corrupted / clean top-1) / (teacher corrupted / clean top-1):
   1 keeps the teacher's robustness, below 1 loses more under shift than the teacher does.
+
+For operational data (field data, no corruption applied) :func:`shift` says how far a set has
+moved from the training data: its pixel statistics against the training manifest's, and the
+models' confidence on it against their confidence on held-out data of the training distribution.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from dataclasses import dataclass
 import torch
 
 from kdpipe.data.corruptions import CORRUPTIONS, FAST_SEVERITY, SEVERITIES, corrupt
+from kdpipe.data.prepared import channel_stats
 
 Predict = Callable[[torch.Tensor], torch.Tensor]  # uint8 images -> logits
 MODES = {"none": (), "fast": (FAST_SEVERITY,), "full": SEVERITIES}
@@ -75,6 +80,28 @@ def summary(model: Robustness, teacher: Robustness) -> dict[str, float]:
         "relative_mce": sum(relative) / len(relative) if relative else math.nan,
         "robustness_retention": _ratio(model.corrupted / model.clean, teacher.corrupted / teacher.clean),
     }
+
+
+def _confidence(logits: torch.Tensor) -> float:
+    return float(logits.softmax(1).max(1).values.mean())
+
+
+def shift(images: torch.Tensor, train_mean: list[float], train_std: list[float], logits: dict[str, torch.Tensor],
+          reference: dict[str, torch.Tensor]) -> dict[str, float]:
+    """How far an operational set has moved from the training data.
+
+    - ``input_mean_shift`` / ``input_std_shift``: the set's pixel mean and std (in [0, 1], averaged
+      over channels) minus the training split's, from the manifest;
+    - ``<model>_confidence_shift``: the model's mean max-softmax on the set minus on ``reference``
+      (held-out data of the training distribution): negative when the model is less sure there;
+    - ``disagreement``: the share of the set where teacher and student predict different classes.
+    """
+    mean, std = channel_stats(images)
+    out = {"input_mean_shift": sum(mean) / len(mean) - sum(train_mean) / len(train_mean),
+           "input_std_shift": sum(std) / len(std) - sum(train_std) / len(train_std)}
+    out.update({f"{who}_confidence_shift": _confidence(logits[who]) - _confidence(reference[who]) for who in logits})
+    out["disagreement"] = float((logits["teacher"].argmax(1) != logits["student"].argmax(1)).float().mean())
+    return out
 
 
 def metrics(model: Robustness, teacher: Robustness) -> dict[str, float]:

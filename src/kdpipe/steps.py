@@ -20,6 +20,7 @@ import torch
 from kdpipe import champion, datasets, distributed, files, plots, registry, run_notes, tags, teacher, validation
 from kdpipe import promote as registry_moves
 from kdpipe.config import Params
+from kdpipe.data import operational
 from kdpipe.data.prepared import MANIFEST_FILE, build_splits, load_prepared, write_prepared
 from kdpipe.data.sources import load_source
 from kdpipe.diagnostics import projector_effective_rank
@@ -148,24 +149,24 @@ def validate_student(params: Params) -> dict[str, Any]:
     data = load_prepared(params.paths.prepared, expect=params.data.model_dump())
     model_path = Path(params.paths.student) / MODEL_FILE
     student, _ = load_model(model_path, trained_on=data.sha256)
+    fields = operational.load_all(params.validate_.operational, data.manifest)
     teacher_model = place_model(teacher.load(params, data), params, runtime)
     student = place_model(student, params, runtime)
     lineage = {tags.DATA_SHA256: data.sha256, tags.DEVICE: str(runtime.device), **teacher.lineage(params)}
     with step_run(params, "validate_student", lineage) as run:
-        measured = validation.measure(params, data, runtime, student, teacher_model, champion.measure(params, data))
+        measured = validation.measure(params, data, runtime, student, teacher_model, champion.measure(params, data), fields)
         student_m, teacher_m, champion_m, champ = measured.student, measured.teacher, measured.champion, measured.champ
         decision = validation.decide(measured, params.validate_)
         written = validation.write(Path(params.paths.validation), measured, decision, data_sha256=data.sha256,
                                    model_sha256=files.file_sha256(model_path), lineage={**lineage_tags(params), **lineage},
                                    student_arch=params.student.arch)
         model_id = (logged_student(params, model_path) or {}).get("model_id")
-        for who, split, metrics in validation.by_split(measured):
-            run.log_metrics({f"{tags.split_prefix(who, split)}{k}": v for k, v in metrics.items()},
-                            model_id=model_id if who == "student" else None,
-                            dataset=(datasets.name(data.manifest, split), datasets.digest(data.manifest)))
+        for who, metrics, dataset in validation.logged_metrics(measured, data.manifest):
+            run.log_metrics(metrics, model_id=model_id if who == "student" else None, dataset=dataset)
         run.set_tags({tags.VALIDATION_PASSED: decision["passed"], tags.CHAMPION_NOTE: champ.note})
         run.describe(run_notes.validate(student_m, teacher_m, champion_m, decision))
-        run.log_datasets(data.manifest, Path(params.paths.prepared), {"test": "evaluation", params.gate.split: "gate"})
+        run.log_datasets(data.manifest, Path(params.paths.prepared), {"test": "evaluation", params.gate.split: "gate"},
+                         tuple(datasets.operational_input(n, f, data.manifest) for n, f in measured.operational.items()))
         for path in [*written, Path(params.paths.prepared) / MANIFEST_FILE]:
             run.log_artifact(path)
     verdict = "passed" if decision["passed"] else "failed: " + "; ".join(decision["reasons"])

@@ -70,3 +70,9 @@ TEACHER_TRAIN_PREFIX = "teacher_"
 def split_prefix(model: str, split: str) -> str:
     """Whose figures a metric holds and on which split: ``student_test_``, ``champion_val_``, ..."""
     return f"{model}_{split}_"
+
+
+def operational_split(name: str) -> str:
+    """The split label of operational set ``name``: ``student_operational_<name>_top1``, and
+    ``operational_<name>_disagreement`` for the set's shift summary."""
+    return f"operational_{name}"

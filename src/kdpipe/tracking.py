@@ -170,12 +170,14 @@ class StepRun:
         else:
             note.unlink(missing_ok=True)
 
-    def log_datasets(self, manifest: dict[str, Any], directory: Path, contexts: dict[str, str]) -> None:
-        """The splits this step read, as MLflow dataset inputs (``contexts``: split -> what it was used for)."""
+    def log_datasets(self, manifest: dict[str, Any], directory: Path, contexts: dict[str, str],
+                     extra: tuple[Any, ...] = ()) -> None:
+        """The splits this step read, as MLflow dataset inputs (``contexts``: split -> what it was used for),
+        and ``extra`` inputs (other data sets it read)."""
         if self.active:
             self.wait_online()
             self.client.log_inputs(self.run_id, datasets=[datasets.split_input(manifest, split, directory, context)
-                                                          for split, context in contexts.items()])
+                                                          for split, context in contexts.items()] + list(extra))
 
     def describe(self, markdown: str) -> None:
         """The run page's description."""

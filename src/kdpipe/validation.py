@@ -14,9 +14,10 @@ from typing import Any
 
 import torch
 
-from kdpipe import plots, report, robustness, tags
+from kdpipe import datasets, plots, report, robustness, tags
 from kdpipe.champion import ChampionScore
 from kdpipe.config import Params, ValidateConfig
+from kdpipe.data.operational import OperationalSet
 from kdpipe.data.prepared import PreparedData
 from kdpipe.engine import Runtime
 from kdpipe.evaluate import classification_metrics, inference_cost, predict_logits, scalars
@@ -55,15 +56,28 @@ class Measured:
     corruption_note: str
     gate: dict[str, Any]
     gate_predictions: dict[str, Any]
+    operational: dict[str, dict[str, Any]]
 
 
 def _top1(logits: torch.Tensor, labels: torch.Tensor) -> float:
     return float((logits.argmax(1) == labels).float().mean())
 
 
+def _operational(field: OperationalSet, predictors: dict[str, robustness.Predict], reference: dict[str, torch.Tensor],
+                 manifest: dict[str, Any]) -> dict[str, Any]:
+    """One operational set measured like the test split, plus its shift from the training data."""
+    logits = {who: predict(field.images) for who, predict in predictors.items()}
+    labels, t_logits = field.labels, logits["teacher"]
+    figures = {who: classification_metrics(out, labels, None if who == "teacher" else t_logits)
+               for who, out in logits.items()}
+    return {"source": field.source, "kind": field.kind, "num_samples": len(labels), "sha256": field.digest, **figures,
+            "shift": robustness.shift(field.images, manifest["mean"], manifest["std"], logits, reference)}
+
+
 def measure(params: Params, data: PreparedData, runtime: Runtime, student: torch.nn.Module, teacher: torch.nn.Module,
-            champ: ChampionScore) -> Measured:
-    """Every figure the validation reports (test split) and decides on (``gate.split``), the corruption suite included."""
+            champ: ChampionScore, fields: list[OperationalSet]) -> Measured:
+    """Every figure the validation reports (test split, operational sets) and decides on (``gate.split``),
+    the corruption suite included."""
     labels, split = data.split("test")[1], params.gate.split
     shape, loader = tuple(data.manifest["shape"]), eval_loader(data, "test", params, runtime)
     t_logits, s_logits = predict_logits(teacher, loader), predict_logits(student, loader)
@@ -90,21 +104,34 @@ def measure(params: Params, data: PreparedData, runtime: Runtime, student: torch
     champion_m = None if champ.logits is None else {**classification_metrics(champ.logits, labels, t_logits),
                                                     "label": f"v{champ.version}", **champ.recorded()}
     predictions = {**{who: logits.argmax(1) for who, logits in g_logits.items()}, "labels": g_labels, "split": split}
-    return Measured(student_m, teacher_m, champion_m, labels, data.classes, champ, robust, note, gate, predictions)
+    operational = {field.name: _operational(field, predictors, g_logits, data.manifest) for field in fields}
+    return Measured(student_m, teacher_m, champion_m, labels, data.classes, champ, robust, note, gate, predictions,
+                    operational)
 
 
 def decide(m: Measured, cfg: ValidateConfig) -> dict[str, Any]:
     """The validate.* thresholds on the gate split's figures (the latency is the measured one)."""
     decision = decide_thresholds({**m.gate["student"], "latency_ms_batch1": m.student["latency_ms_batch1"]},
-                                 m.gate["teacher"], cfg)
+                                 m.gate["teacher"], cfg,
+                                 {name: figures["student"]["top1"] for name, figures in m.operational.items()})
     return {**decision, "split": m.gate["split"]}
 
 
-def by_split(m: Measured) -> list[tuple[str, str, dict[str, Any]]]:
-    """(model, split, figures) for MLflow: ``<model>_test_*`` and ``<model>_<gate split>_*``."""
-    out = [(who, "test", metrics) for who, metrics in (("student", m.student), ("teacher", m.teacher),
-                                                         ("champion", m.champion)) if metrics]
-    return out + [(who, m.gate["split"], m.gate[who]) for who in ("student", "teacher", "champion") if m.gate.get(who)]
+def logged_metrics(m: Measured, manifest: dict[str, Any]) -> list[tuple[str, dict[str, Any], tuple[str, str]]]:
+    """(model, metrics, dataset) for MLflow: ``<model>_test_*``, ``<model>_<gate split>_*``,
+    ``<model>_operational_<set>_*`` and each set's ``operational_<set>_*`` shift (model ``"set"``);
+    the dataset (name, digest) is the one the figures were measured on."""
+    out = [(who, split, figures, (datasets.name(manifest, split), datasets.digest(manifest)))
+           for who, split, figures in (("student", "test", m.student), ("teacher", "test", m.teacher),
+                                       ("champion", "test", m.champion),
+                                       *((who, m.gate["split"], m.gate.get(who)) for who in ("student", "teacher", "champion")))
+           if figures]
+    for name, f in m.operational.items():
+        dataset = (f"operational-{name}", str(f["sha256"])[: datasets.DIGEST_CHARS])
+        out += [(who, tags.operational_split(name), f[who], dataset) for who in ("student", "teacher", "champion") if who in f]
+        out.append(("set", "", {f"{tags.operational_split(name)}_{k}": v for k, v in f["shift"].items()}, dataset))
+    return [(who, {f"{tags.split_prefix(who, split)}{k}" if split else k: v for k, v in figures.items()}, dataset)
+            for who, split, figures, dataset in out]
 
 
 def write(out: Path, m: Measured, decision: dict[str, Any], *, data_sha256: str,
@@ -113,7 +140,7 @@ def write(out: Path, m: Measured, decision: dict[str, Any], *, data_sha256: str,
     champ = m.champ
     write_json(out / METRICS_FILE, summary(m, decision))
     write_json(out / DETAILS_FILE, {"student": m.student, "teacher": m.teacher, "champion": m.champion,
-                                    "gate": m.gate, "classes": m.classes})
+                                    "gate": m.gate, "operational": m.operational, "classes": m.classes})
     write_json(out / DECISION_FILE, {**decision, "data_sha256": data_sha256, "model_sha256": model_sha256,
                                      "split": m.gate["split"], "corrupted_top1": m.gate["student"].get("corrupted_top1"),
                                      "champion": {"version": champ.version, "note": champ.note,
@@ -125,7 +152,7 @@ def write(out: Path, m: Measured, decision: dict[str, Any], *, data_sha256: str,
     atomic_torch_save(predictions, out / PREDICTIONS_FILE)
     atomic_write_text(out / REPORT_FILE, report.render(
         {**m.teacher, "arch": lineage.get(tags.TEACHER_ARCH, "?")}, {**m.student, "arch": student_arch},
-        m.champion, decision, lineage, champ.note, m.corruption_note, m.gate))
+        m.champion, decision, lineage, champ.note, m.corruption_note, m.gate, m.operational))
     plots.confusion_matrix(m.student["confusion_matrix"], m.classes, out / CONFUSION_FILE,
                            f"student {student_arch}, test top-1 {m.student['top1']:.2%}")
     written = [out / name for name in (METRICS_FILE, DECISION_FILE, DETAILS_FILE, REPORT_FILE, CONFUSION_FILE)]
@@ -139,6 +166,9 @@ def write(out: Path, m: Measured, decision: dict[str, Any], *, data_sha256: str,
 
 def summary(m: Measured, decision: dict[str, Any]) -> dict[str, Any]:
     """The step's result: each model's test scalars, the gate split's figures, and whether the thresholds passed."""
-    gate = {key: (scalars(value) if isinstance(value, dict) else value) for key, value in m.gate.items()}
+    def by_model(figures: dict[str, Any]) -> dict[str, Any]:
+        return {key: (scalars(value) if isinstance(value, dict) else value) for key, value in figures.items()}
+
     return {"student": scalars(m.student), "teacher": scalars(m.teacher), "passed": decision["passed"],
-            "champion": scalars(m.champion) if m.champion else None, "gate": gate, "corruptions": m.corruption_note}
+            "champion": scalars(m.champion) if m.champion else None, "gate": by_model(m.gate),
+            "corruptions": m.corruption_note, "operational": {name: by_model(f) for name, f in m.operational.items()}}

@@ -91,6 +91,8 @@ def run_report(manifest: dict[str, Any], distilled: dict[str, Any], validation: 
         "| | teacher | student |",
         "|---|---|---|",
         *(f"| {label} | {_fmt(teacher.get(key), spec)} | {_fmt(student.get(key), spec)} |" for label, key, spec in rows),
+        *(f"| top-1 on operational set {name} ({f['num_samples']:,} images) | {_fmt(f['teacher'].get('top1'), '.2%')} | "
+          f"{_fmt(f['student'].get('top1'), '.2%')} |" for name, f in (validation.get("operational") or {}).items()),
         "",
         "**Validation passed**: the student goes on to promotion." if decision["passed"]
         else "**Validation failed**, the student is not promoted:",

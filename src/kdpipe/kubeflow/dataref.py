@@ -1,12 +1,8 @@
 """The prepared data set as a Kubeflow Dataset artifact: its files, or a reference to where they live.
 
 A small data set travels as the artifact itself, copied between steps by Kubeflow. One too large
-to copy stays where it is, and the artifact holds its manifest plus a reference:
-
-- ``""``: no reference, the artifact is the data;
-- ``pvc:/mnt/data/prepared`` (or any absolute path): a directory on a mounted volume;
-- ``s3://bucket/prefix``: an S3 prefix (endpoint and credentials from the environment);
-- ``dvc+<repo>@<rev>#<path>``: a prepared data set versioned with DVC at a git revision.
+to copy stays where it is, and the artifact holds its manifest plus a reference in one of the
+forms of :mod:`kdpipe.data.references` (``""``: no reference, the artifact is the data).
 
 Readers check what they fetch against the sha256 the artifact recorded, so a reference that moved
 under a run is an error, never silently different data.
@@ -20,72 +16,21 @@ import os
 import shutil
 import tempfile
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from kdpipe.config import Params
 from kdpipe.data.prepared import MANIFEST_FILE, TENSORS_FILE
+from kdpipe.data.references import DataRef, fetch, parse, s3_client, split_s3, storage_error
 from kdpipe.errors import DataError
 from kdpipe.files import atomic_write_text
 from kdpipe.kubeflow.artifacts import ArtifactLike
 from kdpipe.kubeflow.params import with_paths
-from kdpipe.storage import ENDPOINT_ENV, explain_storage_error
 
 REFERENCE_FILE = "reference.json"
 PrepareStep = Callable[..., dict[str, Any]]
 DATA_FILES = (TENSORS_FILE, MANIFEST_FILE)  # the manifest last: a reader never sees it without its data
-
-
-@dataclass(frozen=True)
-class DataRef:
-    kind: Literal["artifact", "path", "s3", "dvc"]
-    location: str = ""
-    repo: str = ""
-    rev: str = ""
-
-    @property
-    def uri(self) -> str:
-        if self.kind == "dvc":
-            return f"dvc+{self.repo}@{self.rev}#{self.location}"
-        return self.location
-
-
-def parse(uri: str) -> DataRef:
-    """Read a ``data_ref`` pipeline parameter; a malformed one is an error naming the forms."""
-    uri = uri.strip()
-    if not uri:
-        return DataRef("artifact")
-    if uri.startswith("s3://") and len(uri) > len("s3://") and not uri.endswith("://"):
-        return DataRef("s3", uri.rstrip("/"))
-    if uri.startswith("pvc:"):
-        uri = uri.removeprefix("pvc:")
-    if uri.startswith("dvc+"):
-        repo_rev, sep, path = uri.removeprefix("dvc+").partition("#")
-        repo, at, rev = repo_rev.rpartition("@")
-        if sep and at and repo and rev and path:
-            return DataRef("dvc", path, repo, rev)
-    elif os.path.isabs(uri):
-        return DataRef("path", uri)
-    raise DataError(
-        f"data_ref {uri!r}: expected '' (copy the data), pvc:/absolute/path, s3://bucket/prefix "
-        "or dvc+<repo>@<rev>#<path>"
-    )
-
-
-def _s3_client() -> Any:
-    import boto3
-
-    return boto3.client("s3", endpoint_url=os.environ.get(ENDPOINT_ENV) or None)
-
-
-def _split_s3(location: str) -> tuple[str, str]:
-    bucket, _, prefix = location.removeprefix("s3://").partition("/")
-    return bucket, prefix.strip("/")
-
-
-def _storage_error(ref: DataRef, exc: Exception) -> DataError:
-    return DataError(f"data_ref {ref.uri}: {explain_storage_error(exc) or exc}")
 
 
 def writable_dir(ref: DataRef, artifact_path: str, scratch: str) -> str:
@@ -103,13 +48,13 @@ def publish(ref: DataRef, prepared_dir: str) -> None:
     """Upload freshly prepared data to an S3 reference; other kinds are in place already."""
     if ref.kind != "s3":
         return
-    bucket, prefix = _split_s3(ref.location)
-    client = _s3_client()
+    bucket, prefix = split_s3(ref.location)
+    client = s3_client()
     try:
         for name in DATA_FILES:
             client.upload_file(str(Path(prepared_dir) / name), bucket, f"{prefix}/{name}" if prefix else name)
     except Exception as exc:  # botocore raises many types; each is turned into one line
-        raise _storage_error(ref, exc) from None
+        raise storage_error(ref, exc) from None
 
 
 def record(ref: DataRef, manifest: dict[str, Any], dataset: ArtifactLike) -> None:
@@ -126,27 +71,6 @@ def record(ref: DataRef, manifest: dict[str, Any], dataset: ArtifactLike) -> Non
         "splits": dict(manifest["splits"]),
         "reference": ref.uri,
     })
-
-
-def _fetch_s3(ref: DataRef, into: Path) -> None:
-    bucket, prefix = _split_s3(ref.location)
-    client = _s3_client()
-    try:
-        for name in DATA_FILES:
-            client.download_file(bucket, f"{prefix}/{name}" if prefix else name, str(into / name))
-    except Exception as exc:  # botocore raises many types; each is turned into one line
-        raise _storage_error(ref, exc) from None
-
-
-def _fetch_dvc(ref: DataRef, into: Path) -> None:
-    from dvc.api import DVCFileSystem
-
-    try:
-        fs = DVCFileSystem(ref.repo, rev=ref.rev)
-        for name in DATA_FILES:
-            fs.get_file(f"{ref.location.rstrip('/')}/{name}", str(into / name))
-    except Exception as exc:  # dvc and scmrepo raise many types; each is turned into one line
-        raise DataError(f"data_ref {ref.uri}: cannot read it with DVC ({type(exc).__name__}: {exc})") from None
 
 
 def materialize(ref: DataRef, cache_dir: str, expected_sha256: str | None = None) -> Path:
@@ -166,7 +90,7 @@ def materialize(ref: DataRef, cache_dir: str, expected_sha256: str | None = None
         if not (current.exists() and json.loads(current.read_text()).get("sha256") == expected_sha256):
             staging = Path(tempfile.mkdtemp(prefix=f".{key}.", dir=_ensure(local.parent)))
             try:
-                (_fetch_s3 if ref.kind == "s3" else _fetch_dvc)(ref, staging)
+                fetch(ref, staging, DATA_FILES)
                 shutil.rmtree(local, ignore_errors=True)
                 os.replace(staging, local)
             finally:
