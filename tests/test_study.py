@@ -16,7 +16,7 @@ import yaml
 from kdpipe.cli import main
 from kdpipe.config import Params
 from kdpipe.errors import ConfigError
-from kdpipe.study import run_study
+from kdpipe.study import robustness_comparison, run_study
 from kdpipe.study.mlflow_log import PARENT_TAG
 from kdpipe.tags import STUDY_ID as STUDY_TAG
 
@@ -53,6 +53,15 @@ def test_study_writes_report_and_logs_a_study_computed_without_tracking_once(
     report = (study / "report.md").read_text()
     assert "| scratch | cross-entropy only" in report and "| srd | the recipe" in report
     assert "srd - scratch:" in report
+    # Robustness: each run and the teacher measured on the test split's corruption suite; retention as defined.
+    srd0 = json.loads((study / "runs/srd/seed0/result.json").read_text())
+    teacher = json.loads((study / "teachers/main.json").read_text())
+    assert 0 <= srd0["test_corrupted_top1"] <= 1 and len(srd0["test_corruptions"]) == 15
+    assert srd0["test_corrupted_top1"] == pytest.approx(sum(srd0["test_corruptions"].values()) / 15)
+    expected = (srd0["test_corrupted_top1"] / srd0["test_top1"]) / (teacher["test_corrupted_top1"] / teacher["test_top1"])
+    assert robustness_comparison.retention(srd0, teacher) == pytest.approx(expected)
+    assert "Robustness (corruption suite on the test split" in report
+    assert "- srd - scratch, mean corrupted top-1: " in report and "- srd - scratch, retention: " in report
     assert (study / "study.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     rows = list(csv.DictReader((study / "results.csv").open()))
     assert [(r["cell"], r["seed"]) for r in rows] == [("scratch", "0"), ("srd", "0"), ("scratch", "1"), ("srd", "1")]
@@ -168,3 +177,24 @@ def test_study_refuses_bad_arguments_before_any_work(
     with pytest.raises(ConfigError, match=message):
         run_study(tiny(tracking__enabled=False), tmp_path / "study", **kwargs)  # type: ignore[arg-type]
     assert not (tmp_path / "study").exists()
+
+
+def test_the_paired_interval_is_the_student_t_interval_of_the_differences() -> None:
+    mean, lo, hi = robustness_comparison.paired_interval([0.91, 0.92, 0.95], [0.90, 0.90, 0.92])
+    # differences 0.01, 0.02, 0.03: mean 0.02, sample std 0.01, t(0.975, 2) = 4.302652729911275
+    half = 4.302652729911275 * 0.01 / 3**0.5
+    assert (mean, lo, hi) == pytest.approx((0.02, 0.02 - half, 0.02 + half))
+
+
+def test_a_robustness_difference_whose_interval_contains_zero_is_not_claimed() -> None:
+    teacher = {"arch": "t", "test_top1": 0.9, "test_corrupted_top1": 0.6}
+    run = lambda seed, clean, corrupted: {"seed": seed, "test_top1": clean, "test_corrupted_top1": corrupted}  # noqa: E731
+    cells = {"srd": [run(0, 0.88, 0.60), run(1, 0.88, 0.58), run(2, 0.88, 0.62)],
+             "kd": [run(0, 0.88, 0.59), run(1, 0.88, 0.60), run(2, 0.88, 0.60)],
+             "scratch": [run(0, 0.86, 0.50), run(1, 0.86, 0.51), run(2, 0.86, 0.52)]}
+    text = "\n".join(robustness_comparison.section(cells, teacher))
+    assert "- srd - kd, mean corrupted top-1: +0.33 [" in text
+    assert "over 3 seeds: no difference shown (the interval contains 0)" in text
+    assert "- srd - scratch, mean corrupted top-1: +9.00 [" in text and "srd higher than scratch" in text
+    assert robustness_comparison.section({k: [{**r, "test_corrupted_top1": None} for r in v] for k, v in cells.items()},
+                                         {"test_top1": 0.9}) == []

@@ -41,6 +41,10 @@ def split_input(manifest: dict[str, Any], split: str, directory: Path, context: 
     return DatasetInput(dataset=dataset, tags=[InputTag(key=CONTEXT_TAG, value=context)])
 
 
+def operational_name(set_name: str) -> str:
+    return f"operational-{set_name}"
+
+
 def operational_input(name: str, figures: dict[str, Any], manifest: dict[str, Any]) -> Any:
     """Operational set ``name`` as measured (``figures``: source, num_samples, sha256), context ``operational``.
 
@@ -53,6 +57,6 @@ def operational_input(name: str, figures: dict[str, Any], manifest: dict[str, An
     uri = Path(source.removeprefix("pvc:")).resolve().as_uri() if kind == "local" else source
     profile = {"num_rows": int(figures["num_samples"]), "num_classes": len(manifest["classes"]),
                "sha256": figures["sha256"], "kind": figures["kind"]}
-    dataset = Dataset(name=f"operational-{name}", digest=str(figures["sha256"])[:DIGEST_CHARS], source_type=kind,
+    dataset = Dataset(name=operational_name(name), digest=str(figures["sha256"])[:DIGEST_CHARS], source_type=kind,
                       source=json.dumps({"uri": uri}), profile=json.dumps(profile))
     return DatasetInput(dataset=dataset, tags=[InputTag(key=CONTEXT_TAG, value="operational")])

@@ -1,9 +1,10 @@
 """What validate_student leaves behind: the measured figures, the verdict, the report and the figures.
 
 The files are the contract with later steps and with Kubeflow: ``metrics.json`` (scalars),
-``details.json`` (with the confusion matrix), ``decision.json`` (the thresholds' verdict and the
-hashes promote checks), ``predictions.pt`` (the paired test predictions the McNemar gate reads),
-``report.md`` and ``confusion_matrix.png``.
+``details.json`` (with the confusion matrices, per model, per split and per operational set),
+``decision.json`` (the thresholds' verdict and the hashes promote checks), ``predictions.pt`` (the
+paired gate-split predictions the McNemar gate reads), ``report.md``, ``confusion_matrix.png`` and
+``corruption_heatmap.png``.
 """
 
 from __future__ import annotations
@@ -36,6 +37,8 @@ from kdpipe.files import (
 from kdpipe.gate import decide_thresholds
 from kdpipe.runtime import eval_loader, images_loader
 from kdpipe.serving import predict_unit_images
+
+MODELS = ("student", "teacher", "champion")
 
 
 @dataclass(frozen=True)
@@ -119,19 +122,21 @@ def decide(m: Measured, cfg: ValidateConfig) -> dict[str, Any]:
 
 def logged_metrics(m: Measured, manifest: dict[str, Any]) -> list[tuple[str, dict[str, Any], tuple[str, str]]]:
     """(model, metrics, dataset) for MLflow: ``<model>_test_*``, ``<model>_<gate split>_*``,
-    ``<model>_operational_<set>_*`` and each set's ``operational_<set>_*`` shift (model ``"set"``);
+    ``<model>_operational_<set>_*`` and each set's shift as ``operational_<set>_*`` (model ``"set"``);
     the dataset (name, digest) is the one the figures were measured on."""
-    out = [(who, split, figures, (datasets.name(manifest, split), datasets.digest(manifest)))
-           for who, split, figures in (("student", "test", m.student), ("teacher", "test", m.teacher),
-                                       ("champion", "test", m.champion),
-                                       *((who, m.gate["split"], m.gate.get(who)) for who in ("student", "teacher", "champion")))
-           if figures]
+    def prefixed(figures: dict[str, Any], prefix: str) -> dict[str, Any]:
+        return {f"{prefix}{k}": v for k, v in figures.items()}
+
+    out = []
+    for split, by_model in (("test", {"student": m.student, "teacher": m.teacher, "champion": m.champion}),
+                            (m.gate["split"], m.gate)):
+        dataset = (datasets.name(manifest, split), datasets.digest(manifest))
+        out += [(who, prefixed(by_model[who], tags.split_prefix(who, split)), dataset) for who in MODELS if by_model.get(who)]
     for name, f in m.operational.items():
-        dataset = (f"operational-{name}", str(f["sha256"])[: datasets.DIGEST_CHARS])
-        out += [(who, tags.operational_split(name), f[who], dataset) for who in ("student", "teacher", "champion") if who in f]
-        out.append(("set", "", {f"{tags.operational_split(name)}_{k}": v for k, v in f["shift"].items()}, dataset))
-    return [(who, {f"{tags.split_prefix(who, split)}{k}" if split else k: v for k, v in figures.items()}, dataset)
-            for who, split, figures, dataset in out]
+        split, dataset = tags.operational_split(name), (datasets.operational_name(name), f["sha256"][: datasets.DIGEST_CHARS])
+        out += [(who, prefixed(f[who], tags.split_prefix(who, split)), dataset) for who in MODELS if f.get(who)]
+        out.append(("set", prefixed(f["shift"], f"{split}_"), dataset))
+    return out
 
 
 def write(out: Path, m: Measured, decision: dict[str, Any], *, data_sha256: str,

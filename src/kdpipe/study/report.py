@@ -20,13 +20,14 @@ from matplotlib.figure import Figure
 from kdpipe.config import Params
 from kdpipe.files import REPORT_FILE, atomic_write_bytes, write_json
 from kdpipe.plots import save_png
+from kdpipe.study import robustness_comparison
 from kdpipe.study.cells import Cell
 
 PLOT_FILE = "study.png"
 RESULTS_JSON = "results.json"
 RESULTS_CSV = "results.csv"
 CSV_FIELDS = (
-    "cell", "seed", "method", "teacher_arch", "test_top1", "val_top1", "epochs", "train_seconds", "images_per_s",
+    "cell", "seed", "method", "teacher_arch", "test_top1", "val_top1", "test_corrupted_top1", "epochs", "train_seconds", "images_per_s",
     "wall_seconds", "device", "threads",
 )
 TARGETS = {"scratch": 1.0, "kd": 0.3}
@@ -156,6 +157,7 @@ def markdown(
             f"{s.mean('images_per_s'):,.0f}", str(len(s.runs)),
         ])
     lines += ["", *_table(rows)]
+    lines += robustness_comparison.section({s.cell.name: s.runs for s in summaries if not s.cell.gap_role}, teachers.get("main", {}))
     gap = _gap_rows(summaries, teachers, teacher_archs)
     if gap:
         head = ["teacher", "parameters", "teacher top-1", "kd", "srd", "srd - kd"]

@@ -23,14 +23,14 @@ from typing import Any
 
 import torch
 
-from kdpipe import files, steps
+from kdpipe import files, robustness, steps
 from kdpipe.config import Params, apply_overrides, params_from_dict
 from kdpipe.data.prepared import MANIFEST_FILE, PreparedData, load_prepared
 from kdpipe.engine import Runtime
 from kdpipe.evaluate import predict_logits
 from kdpipe.model_file import MODEL_FILE, load_model
 from kdpipe.models import count_parameters
-from kdpipe.runtime import eval_loader, make_runtime
+from kdpipe.runtime import eval_loader, images_loader, make_runtime
 from kdpipe.study.cells import Cell
 
 log = logging.getLogger("kdpipe")
@@ -130,6 +130,22 @@ def top1(model: torch.nn.Module, data: PreparedData, split: str, params: Params,
     return float((logits.argmax(1) == data.split(split)[1]).float().mean())
 
 
+def corrupted_top1(model: torch.nn.Module, data: PreparedData, params: Params, runtime: Runtime) -> dict[str, Any]:
+    """The model on the corruption suite of the test split (``validate.corruptions``, ``corruption_seed``):
+    what the study's robustness comparison reads. Nothing is chosen on it."""
+    cfg = params.validate_
+    if cfg.corruptions == "none":
+        return {}
+    images, labels = data.split("test")
+    model = model.to(runtime.device)
+    robust, _ = robustness.measure(
+        {"model": lambda imgs: predict_logits(model, images_loader(imgs, data, params, runtime))}, images, labels,
+        cfg.corruptions, cfg.corruption_seed)
+    cells = robust["model"].cells
+    return {"test_corrupted_top1": robust["model"].corrupted,
+            "test_corruptions": {f"{name}_s{s}": acc for name, by_s in cells.items() for s, acc in by_s.items()}}
+
+
 def _device_name(runtime: Runtime) -> str:
     return torch.cuda.get_device_name(runtime.device) if runtime.device.type == "cuda" else "cpu"
 
@@ -144,7 +160,7 @@ def run_task(run: Run) -> Task:
 
 
 def execute_run(task: dict[str, Any]) -> dict[str, Any]:
-    """Worker side of one run: distil (resuming), measure val and test top-1, write the result."""
+    """Worker side of one run: distil (resuming), measure val and test top-1 and the corruption suite, write the result."""
     params = params_from_dict(task["params"], origin=f"study run {task['id']}")
     start = time.perf_counter()
     history = steps.distill(params, resume=True)["history"]
@@ -163,6 +179,7 @@ def execute_run(task: dict[str, Any]) -> dict[str, Any]:
         "data_sha256": data.sha256,
         "test_top1": top1(student, data, "test", params, runtime),
         "val_top1": top1(student, data, "val", params, runtime),
+        **corrupted_top1(student, data, params, runtime),
         "epochs": len(history),
         "train_seconds": train_seconds,
         "images_per_s": images / train_seconds if train_seconds else 0.0,
@@ -194,6 +211,7 @@ def execute_teacher(task: dict[str, Any]) -> dict[str, Any]:
         "parameters": count_parameters(model),
         "test_top1": top1(model, data, "test", params, runtime),
         "val_top1": top1(model, data, "val", params, runtime),
+        **corrupted_top1(model, data, params, runtime),
         "path": str(path),
         "model_sha256": files.file_sha256(path),
         "data_sha256": data.sha256,
