@@ -25,6 +25,8 @@ THREADS = int(os.environ.get("KDPIPE_TEST_THREADS", "2"))
 torch.set_num_threads(THREADS)
 REPO = Path(__file__).resolve().parents[1]
 RESHOT_COUNT = 120
+EXPORT_ON = {"export__enabled": True, "validate__deploy_format": "onnx", "export__repeats": 20, "export__warmup": 2,
+             "export__calibration_size": 128}  # make_params(**EXPORT_ON): the export, with short probes
 
 
 def write_example(out: Path, raw_root: Path, count: int, seed: int = 0) -> Path:
@@ -55,23 +57,26 @@ def reshot(tmp_path_factory: pytest.TempPathFactory, raw_root: Path) -> Path:
     return write_example(tmp_path_factory.mktemp("operational") / "reshot", raw_root, RESHOT_COUNT)
 
 
+def make_params_for(tmp_path: Path, raw_root: Path, **overrides: Any) -> Params:
+    """Params for a small real run: 2 000 training images, tiny epochs, all outputs under tmp_path; no ONNX
+    export. ``overrides``: ``section__key=value``."""
+    raw: dict[str, Any] = {
+        "data": {"root": str(raw_root), "train_subset": 2000, "test_subset": 1000, "val_size": 500},
+        "teacher": {"arch": "cnn16", "train": {"epochs": 1, "batch_size": 128}},
+        "student": {"arch": "cnn8"},
+        "train": {"epochs": 1, "batch_size": 128},
+        "runtime": {"num_threads": THREADS, "progress": "off", "device": "cpu"},
+        "validate": {"min_top1": 0.0, "max_teacher_gap": None, "max_latency_ms": None, "deploy_format": "pytorch"},
+        "export": {"enabled": False},  # tests of the export turn it on (EXPORT_ON): it costs 5 probe processes
+        "tracking": {"uri": f"sqlite:///{tmp_path / 'mlruns.db'}", "experiment": "tests"},
+        "paths": {k: str(tmp_path / k) for k in ("prepared", "teacher", "student", "checkpoints", "validation", "promotion")},
+    }
+    for key, value in overrides.items():
+        _set(raw, key.replace("__", "."), value)
+    return params_from_dict(raw)
+
+
 @pytest.fixture
 def make_params(tmp_path: Path, raw_root: Path) -> Callable[..., Params]:
-    """Params for a small real run: 2 000 training images, tiny epochs, all outputs under tmp_path."""
-
-    def factory(**overrides: Any) -> Params:
-        raw: dict[str, Any] = {
-            "data": {"root": str(raw_root), "train_subset": 2000, "test_subset": 1000, "val_size": 500},
-            "teacher": {"arch": "cnn16", "train": {"epochs": 1, "batch_size": 128}},
-            "student": {"arch": "cnn8"},
-            "train": {"epochs": 1, "batch_size": 128},
-            "runtime": {"num_threads": THREADS, "progress": "off", "device": "cpu"},
-            "validate": {"min_top1": 0.0, "max_teacher_gap": None, "max_latency_ms": None},
-            "tracking": {"uri": f"sqlite:///{tmp_path / 'mlruns.db'}", "experiment": "tests"},
-            "paths": {k: str(tmp_path / k) for k in ("prepared", "teacher", "student", "checkpoints", "validation", "promotion")},
-        }
-        for key, value in overrides.items():
-            _set(raw, key.replace("__", "."), value)
-        return params_from_dict(raw)
-
-    return factory
+    """:func:`make_params_for` in this test's tmp_path."""
+    return lambda **overrides: make_params_for(tmp_path, raw_root, **overrides)

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import RESHOT_COUNT
+from conftest import EXPORT_ON, RESHOT_COUNT
 from kdpipe.config import Params
 
 KDPIPE = str(Path(sys.executable).with_name("kdpipe"))
@@ -69,7 +69,7 @@ def test_run_writes_every_output_and_logs_to_mlflow(tmp_path: Path, make_params:
     """
     from mlflow import MlflowClient
 
-    params = make_params(train__epochs=2, data__train_subset=1000, data__val_size=200, data__test_subset=500)
+    params = make_params(train__epochs=2, data__train_subset=1000, data__val_size=200, data__test_subset=500, **EXPORT_ON)
     sets = (f"validate.operational=[{{name: reshot, source: '{reshot}'}}, "
             f"{{name: heldout, source: '{params.paths.prepared}', split: val}}]")
     result = _kdpipe("run", "-c", str(_write_params(tmp_path / "params.yaml", params)), "-p", sets,
@@ -153,6 +153,18 @@ def test_run_writes_every_output_and_logs_to_mlflow(tmp_path: Path, make_params:
     inputs = {d.dataset.name: d for d in validate_run.inputs.dataset_inputs}
     assert inputs["operational-reshot"].dataset.digest == ops["reshot"]["sha256"][:36]
     assert {t.key: t.value for t in inputs["operational-heldout"].tags}["mlflow.data.context"] == "operational"
+
+    # The export: the cost table in the closing output and the report, the files, and the figures in MLflow.
+    assert "inference cost at 1 thread(s), each in a fresh process; the gate reads onnx:" in result.stdout
+    for row in ("student  eager PyTorch", "student  ONNX fp32", "student  ONNX int8 (static QDQ)", "teacher  ONNX fp32"):
+        assert row in result.stdout, row
+    deployed = validation["deployment"]
+    assert decision["deploy_format"] == "onnx" and decision["latency_ms"] == deployed["cost"]["student"]["onnx"]["p50_ms"]
+    assert "## Inference cost" in (Path(paths.validation) / "report.md").read_text()
+    assert all((Path(paths.validation) / f).is_file() for f in ("student.onnx", "student_int8.onnx", "teacher.onnx"))
+    assert logged["student_onnx_p95_ms"] == pytest.approx(deployed["cost"]["student"]["onnx"]["p95_ms"])
+    assert logged["teacher_pytorch_memory_mb"] == pytest.approx(deployed["cost"]["teacher"]["pytorch"]["memory_mb"])
+    assert logged["student_onnx_top1_agreement"] == 1.0 and "student_onnx_int8_top1_drop" in logged
 
     # A set whose classes differ: one line naming the set; the validation already on disk is kept.
     wrong = tmp_path / "wrong"

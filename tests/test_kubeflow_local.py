@@ -14,10 +14,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import onnx as onnx_lib
 import pytest
 import torch
 
-from conftest import RESHOT_COUNT
+from conftest import EXPORT_ON, RESHOT_COUNT
 from kdpipe.cli import main
 from kdpipe.config import Params
 from kdpipe.data.prepared import load_prepared
@@ -37,7 +38,7 @@ def test_pipeline_runs_locally_and_produces_every_artifact(
 ) -> None:
     params = make_params(data__train_subset=1000, data__test_subset=500, data__val_size=200,
                          train__epochs=2, train__batch_size=64,
-                         validate__operational=[{"name": "reshot", "source": str(reshot)}])
+                         validate__operational=[{"name": "reshot", "source": str(reshot)}], **EXPORT_ON)
     params_file = tmp_path / "params.yaml"
     params_file.write_text(dump_params(params))
     assert main(["pipeline", "run-local", "-c", str(params_file), "--pipeline-root", str(tmp_path / "kfp")]) == 0
@@ -93,6 +94,12 @@ def test_pipeline_runs_locally_and_produces_every_artifact(
     details = json.loads((run / "validate-student" / "validation" / "details.json").read_text())
     assert details["operational"]["reshot"]["num_samples"] == RESHOT_COUNT
     assert (run / "validate-student" / "validation" / "corruption_heatmap.png").is_file()
+    # The student's ONNX exports: Model artifacts that load and carry their parity and cost.
+    onnx, int8 = validated["artifacts"]["onnx_model"]["metadata"], validated["artifacts"]["onnx_int8_model"]["metadata"]
+    assert onnx["framework"] == "onnx" and onnx["parity_top1_agreement"] == 1.0 and onnx["cost_p50_ms"] > 0
+    assert int8["format"] == "onnx_int8" and isinstance(int8["offered"], bool)
+    onnx_lib.checker.check_model(str(run / "validate-student" / "onnx_model"))
+    assert metrics["deployment.cost.student.onnx_int8.p50_ms"] > 0
 
     # Promotion: ran because validation passed, and recorded its decision.
     promoted = _outputs(run / "promote")

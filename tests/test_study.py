@@ -13,6 +13,7 @@ import pytest
 import torch
 import yaml
 
+from conftest import EXPORT_ON
 from kdpipe.cli import main
 from kdpipe.config import Params
 from kdpipe.errors import ConfigError
@@ -46,7 +47,7 @@ def test_study_writes_report_and_logs_a_study_computed_without_tracking_once(
 ) -> None:
     monkeypatch.chdir(tmp_path)
     study = tmp_path / "study"
-    offline = tiny(tracking__enabled=False)
+    offline = tiny(tracking__enabled=False, **EXPORT_ON)
     first = run_study(offline, study, seeds=[0, 1], cells=["scratch", "srd"], jobs=1, gap=False)
 
     assert sorted(first["ran"]) == ["scratch/seed0", "scratch/seed1", "srd/seed0", "srd/seed1"]
@@ -61,6 +62,9 @@ def test_study_writes_report_and_logs_a_study_computed_without_tracking_once(
     expected = (srd0["test_corrupted_top1"] / srd0["test_top1"]) / (teacher["test_corrupted_top1"] / teacher["test_top1"])
     assert robustness_comparison.retention(srd0, teacher) == pytest.approx(expected)
     assert "Robustness (corruption suite on the test split" in report
+    # The last compression step: each student's ONNX static int8 test top-1 beside its fp32 one.
+    assert "| ONNX int8 test top-1 |" in report and 0 <= srd0["test_int8_top1"] <= 1
+    assert (Path(srd0["params"]["paths"]["student"]) / "student_int8.onnx").is_file()
     assert "- srd - scratch, mean corrupted top-1: " in report and "- srd - scratch, retention: " in report
     assert (study / "study.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     rows = list(csv.DictReader((study / "results.csv").open()))
@@ -71,7 +75,7 @@ def test_study_writes_report_and_logs_a_study_computed_without_tracking_once(
     before = _mtimes(study)
     assert len(before) == 4
 
-    online = tiny()
+    online = tiny(**EXPORT_ON)
     logged = run_study(online, study, seeds=[0, 1], cells=["scratch", "srd"], jobs=1, gap=False)
     again = run_study(online, study, seeds=[0, 1], cells=["scratch", "srd"], jobs=1, gap=False)
 

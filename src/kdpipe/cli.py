@@ -17,7 +17,7 @@ from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any
 
-from kdpipe import __version__, distributed, steps, ui_links
+from kdpipe import __version__, distributed, report, steps, ui_links
 from kdpipe.config import DEFAULT_PARAMS, Params, load_params
 from kdpipe.errors import KdpipeError
 from kdpipe.pipeline_run import with_pipeline_run_id
@@ -77,6 +77,11 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _columns(rows: list[Any]) -> list[str]:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return ["  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip() for r in rows]
+
+
 def _summary_table(result: dict[str, Any], params: Params) -> str:
     v = result["validation"]
     split, sets = v["gate"]["split"], v.get("operational") or {}
@@ -96,9 +101,14 @@ def _summary_table(result: dict[str, Any], params: Params) -> str:
                      fmt(g, "relative_mce", ".3f"), fmt(g, "robustness_retention", ".3f"),
                      *(fmt(f.get(who) or {}, "top1", ".2%") for f in sets.values()), fmt(m, "parameters", ","),
                      fmt(m, "latency_ms_batch1", ".2f")))
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    lines = ["  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)) for r in rows]
+    lines = _columns(rows)
     lines.append(f"corruptions: {v['corruptions']}")
+    deployed = v.get("deployment")
+    if deployed:
+        lines += [f"inference cost at {deployed['threads']} thread(s), each in a fresh process; the gate reads "
+                  f"{deployed['deploy_format']}:", *_columns(report.cost_rows(deployed))]
+        if not deployed["int8"]["offered"]:
+            lines.append(f"int8 is not offered for deployment: {deployed['int8']['reason']}")
     lines += [f"operational set {name}: {f['num_samples']:,} images from {f['source']}; teacher-student disagreement "
               f"{f['shift']['disagreement']:.2%}, input mean shift {f['shift']['input_mean_shift']:+.3f}"
               for name, f in sets.items()]

@@ -172,6 +172,12 @@ class ValidateConfig(_Section):
     max_corruption_gap: float | None = Field(
         None, ge=0, le=1, description="teacher mean corrupted top-1 minus the student's; null: not checked"
     )
+    deploy_format: Literal["pytorch", "onnx", "onnx_int8"] = Field(
+        "onnx", description="the artifact that is deployed: its measured latency and memory are what "
+        "max_latency_ms and max_memory_mb read")
+    max_memory_mb: float | None = Field(
+        None, gt=0, description="memory a fresh process needs to load the deploy format and run one batch; null: "
+        "reported, not checked")
     operational: tuple[OperationalSetConfig, ...] = Field(
         (), description="named extra evaluation sets (field data), each measured beside the test split")
     operational_min_top1: dict[str, float] = Field(
@@ -248,6 +254,18 @@ class TrackingConfig(_Section):
         return value
 
 
+class ExportConfig(_Section):
+    enabled: bool = Field(True, description="validate exports teacher and student to ONNX (student also int8) and "
+                          "measures every format's inference cost")
+    calibration_size: int = Field(512, ge=1, description="transfer-set images that calibrate the int8 activations")
+    max_int8_drop: float = Field(0.01, ge=0, le=1, description="int8 top-1 may trail fp32 by this much on the gate "
+                                 "split; beyond it int8 is not offered for deployment")
+    threads: int = Field(1, ge=1, description="CPU threads of every cost probe (1: the common edge case)")
+    batch_size: int = Field(64, ge=1, description="the batch of the throughput figure")
+    repeats: int = Field(200, ge=20, description="timed batch-1 calls per probe (p95 is the 10th slowest of 200)")
+    warmup: int = Field(20, ge=0, description="untimed batch-1 calls before timing")
+
+
 class PathsConfig(_Section):
     prepared: str = "data/prepared"
     teacher: str = "artifacts/teacher"
@@ -267,6 +285,7 @@ class Params(_Section):
     validate_: ValidateConfig = Field(ValidateConfig(), alias="validate")
     gate: GateConfig = GateConfig()
     tracking: TrackingConfig = TrackingConfig()
+    export: ExportConfig = ExportConfig()
     paths: PathsConfig = PathsConfig()
 
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True, populate_by_name=True)
@@ -278,6 +297,9 @@ class Params(_Section):
         for key, arch in (("student.arch", self.student.arch), ("teacher.arch", self.teacher.arch)):
             if not is_known_model(arch):
                 raise _KeyedError(key, str(MODELS.unknown(arch)))
+        if self.validate_.deploy_format != "pytorch" and not self.export.enabled:
+            raise _KeyedError("validate.deploy_format", f"'{self.validate_.deploy_format}' needs export.enabled: true "
+                              "(or deploy_format: pytorch)")
         if self.method.name == "srd" and self.method.srd.projector == "none":
             d_s, d_t = feature_dim(self.student.arch), feature_dim(self.teacher.arch)
             if d_s != d_t:

@@ -36,6 +36,7 @@ LEARNING_CURVES_FILE = "learning_curves.png"
 CONFUSION_FILE = "confusion_matrix.png"
 CORRUPTION_HEATMAP_FILE = "corruption_heatmap.png"
 PARAMS_FILE = "params.yaml"
+ONNX_FILES = {"student_onnx": "student.onnx", "student_int8_onnx": "student_int8.onnx", "teacher_onnx": "teacher.onnx"}
 
 _WRITE_CAUSES = {
     errno.ENOSPC: "no space left on the device",

@@ -56,10 +56,17 @@ def decide_thresholds(student: dict[str, Any], teacher: dict[str, Any], cfg: Val
         elif top1 < limit:
             reasons.append(f"top-1 {top1:.4f} on operational set '{name}' is below validate.operational_min_top1.{name} "
                            f"{limit:.4f}")
-    latency = student["latency_ms_batch1"]
+    latency, memory, fmt = student["latency_ms_batch1"], student.get("memory_mb"), student.get("deploy_format", "pytorch")
     if cfg.max_latency_ms is not None and latency > cfg.max_latency_ms:
-        reasons.append(f"latency {latency:.2f} ms exceeds validate.max_latency_ms {cfg.max_latency_ms:.2f}")
-    return {"passed": not reasons, "reasons": reasons, "top1": student["top1"], "teacher_gap": gap, "latency_ms": latency}
+        reasons.append(f"{fmt} latency {latency:.2f} ms exceeds validate.max_latency_ms {cfg.max_latency_ms:.2f}")
+    if cfg.max_memory_mb is not None and memory is None:
+        reasons.append("validate.max_memory_mb is set, but memory was not measured (export.enabled is false)")
+    elif cfg.max_memory_mb is not None and memory > cfg.max_memory_mb:
+        reasons.append(f"{fmt} memory {memory:.1f} MB exceeds validate.max_memory_mb {cfg.max_memory_mb:.1f}")
+    if student.get("deploy_refused"):
+        reasons.append(f"validate.deploy_format {fmt} is not offered: {student['deploy_refused']}")
+    return {"passed": not reasons, "reasons": reasons, "top1": student["top1"], "teacher_gap": gap, "latency_ms": latency,
+            "memory_mb": memory, "deploy_format": fmt}
 
 
 @dataclass(frozen=True)

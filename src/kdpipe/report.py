@@ -53,6 +53,37 @@ def _operational(sets: dict[str, dict[str, Any]]) -> list[str]:
     return lines
 
 
+FORMAT_LABELS = {"pytorch": "eager PyTorch", "onnx": "ONNX fp32", "onnx_int8": "ONNX int8 (static QDQ)"}
+
+
+def cost_rows(deployment: dict[str, Any]) -> list[list[str]]:
+    """The cost table's rows (header first): one per model and format, as the report and `kdpipe run` print it."""
+    rows = [["model", "format", "p50 ms", "p95 ms", f"images/s at batch {deployment['batch_size']}", "memory MB", "size KB",
+             f"{deployment['int8']['split']} top-1"]]
+    for who, by_format in deployment["cost"].items():
+        rows += [[who, FORMAT_LABELS[fmt], f"{f['p50_ms']:.3f}", f"{f['p95_ms']:.3f}", f"{f['throughput']:,.0f}",
+                  f"{f['memory_mb']:.1f}", f"{f['size_kb']:,.0f}", f"{f['top1']:.2%}"] for fmt, f in by_format.items()]
+    return rows
+
+
+def _deployment(d: dict[str, Any] | None) -> list[str]:
+    if not d:
+        return ["", "Inference cost: not measured (export.enabled: false)"]
+    head, *rows = cost_rows(d)
+    int8, parity = d["int8"], d["parity"]["student"]
+    offered = "offered for deployment" if int8["offered"] else f"**not offered for deployment**: {int8['reason']}"
+    return ["", "## Inference cost", "",
+            f"Each model and format in a fresh process at {d['threads']} thread(s): batch-1 latency, throughput at "
+            "a batch, memory (the RSS high-water mark of loading the model and running one batch, minus the RSS "
+            f"before loading) and file size. The thresholds read the student in **{FORMAT_LABELS[d['deploy_format']]}** "
+            "(`validate.deploy_format`).", "",
+            "| " + " | ".join(head) + " |", "|" + "---|" * len(head), *("| " + " | ".join(r) + " |" for r in rows), "",
+            f"- ONNX fp32 parity with eager on the {int8['split']} split: {parity['top1_agreement']:.2%} top-1 agreement, "
+            f"max |Δlogit| {parity['max_abs_logit_diff']:.1e}",
+            f"- int8 (calibrated on {int8['calibration_images']:,} transfer-set images): top-1 {int8['int8_top1']:.2%} "
+            f"against fp32 {int8['fp32_top1']:.2%} (drop {int8['drop']:+.4f}); {offered}"]
+
+
 def render(
     teacher: dict[str, Any],
     student: dict[str, Any],
@@ -63,10 +94,12 @@ def render(
     corruption_note: str = "",
     gate: dict[str, Any] | None = None,
     operational: dict[str, dict[str, Any]] | None = None,
+    deployment: dict[str, Any] | None = None,
 ) -> str:
     """``champion`` holds the champion's metrics on this test split, or None (``champion_note`` says why);
     ``gate`` the figures on ``gate.split`` that every decision reads; ``corruption_note`` how the
-    corrupted ones were measured; ``operational`` each operational set's figures and shift."""
+    corrupted ones were measured; ``operational`` each operational set's figures and shift; ``deployment``
+    the exported formats' parity and inference cost."""
     heads = [f"teacher ({teacher.get('arch', '?')})", f"student ({student.get('arch', '?')})",
              f"champion ({champion['label']})" if champion else "champion"]
     lines = ["# kdpipe validation report", "", f"| | {' | '.join(heads)} |", "|---|---|---|---|"]
@@ -82,6 +115,7 @@ def render(
         lines += [f"| {label} | {' | '.join(_cell(gate.get(who), key, fmt) for who in ('teacher', 'student', 'champion'))} |"
                   for label, key, fmt in _GATE_ROWS]
     lines += [*(["", f"Corruptions: {corruption_note}"] if corruption_note else []), *_operational(operational or {}),
+              *_deployment(deployment),
               "", f"## Validation thresholds: {verdict}", ""]
     lines += [f"- {reason}" for reason in decision["reasons"]] or ["- every threshold in `validate.*` holds"]
     lines += ["", "## Lineage", "", "| tag | value |", "|---|---|"]

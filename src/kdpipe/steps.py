@@ -23,6 +23,7 @@ from kdpipe.config import Params
 from kdpipe.data import operational
 from kdpipe.data.prepared import MANIFEST_FILE, build_splits, load_prepared, write_prepared
 from kdpipe.data.sources import load_source
+from kdpipe.deployment import export_and_measure, registry_files
 from kdpipe.diagnostics import projector_effective_rank
 from kdpipe.distill import create_distiller
 from kdpipe.engine import STUDENT_CHECKPOINTS, train
@@ -154,7 +155,9 @@ def validate_student(params: Params) -> dict[str, Any]:
     student = place_model(student, params, runtime)
     lineage = {tags.DATA_SHA256: data.sha256, tags.DEVICE: str(runtime.device), **teacher.lineage(params)}
     with step_run(params, "validate_student", lineage) as run:
-        measured = validation.measure(params, data, runtime, student, teacher_model, champion.measure(params, data), fields)
+        exported = export_and_measure(params, data, student, teacher_model) if params.export.enabled else None
+        measured = validation.measure(params, data, runtime, student, teacher_model, champion.measure(params, data), fields,
+                                      exported)
         student_m, teacher_m, champion_m, champ = measured.student, measured.teacher, measured.champion, measured.champ
         decision = validation.decide(measured, params.validate_)
         written = validation.write(Path(params.paths.validation), measured, decision, data_sha256=data.sha256,
@@ -209,9 +212,10 @@ def promote(params: Params, dry_run: bool = False) -> dict[str, Any]:
             record = registry_moves.promote_candidate(mlflow_client, name, cand, params.gate, evaluate, dry_run=True)
         return _record_promotion(params, record)
     with step_run(params, "promote", {tags.DATA_SHA256: decision["data_sha256"], tags.MODEL_SHA256: model_sha}) as run:
-        logged = logged_student(params, model_path) or run.log_classifier(
-            load_model(model_path)[0], model_path, files.read_json(Path(params.paths.prepared) / MANIFEST_FILE))
-        cand = registry_moves.Candidate(logged["model_uri"], logged["run_id"], result, decision, version_tags)
+        manifest = files.read_json(Path(params.paths.prepared) / MANIFEST_FILE)
+        logged = logged_student(params, model_path) or run.log_classifier(load_model(model_path)[0], model_path, manifest)
+        cand = registry_moves.Candidate(logged["model_uri"], logged["run_id"], result, decision,
+                                        {**version_tags, **run.log_onnx(registry_files(val_dir), manifest)})
         record = registry_moves.promote_candidate(mlflow_client, name, cand, params.gate, evaluate)
         run.set_tags({tags.PROMOTION_DECISION: "champion" if record["promoted"] else "challenger",
                       tags.REGISTERED_VERSION: record["version"]})

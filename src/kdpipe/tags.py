@@ -33,6 +33,9 @@ PROMOTION_DECISION = "kdpipe.promotion.decision"
 PROMOTION_REASONS = "kdpipe.promotion.reasons"
 PROMOTION_COMPARED_WITH = "kdpipe.promotion.compared_with"
 PROMOTION_DECIDED_AT = "kdpipe.promotion.decided_at"
+# Where a registered version's exported files are: MLflow onnx-flavour model URIs (int8 only when offered).
+ONNX_MODEL_URI = "kdpipe.onnx_model_uri"
+ONNX_INT8_MODEL_URI = "kdpipe.onnx_int8_model_uri"
 
 # The registry's champion chain and audit trail.
 PREVIOUS_CHAMPION = "kdpipe.previous_champion"
@@ -70,6 +73,11 @@ TEACHER_TRAIN_PREFIX = "teacher_"
 def split_prefix(model: str, split: str) -> str:
     """Whose figures a metric holds and on which split: ``student_test_``, ``champion_val_``, ..."""
     return f"{model}_{split}_"
+
+
+def cost_prefix(model: str, deploy_format: str) -> str:
+    """A model's figures in one deploy format: ``student_onnx_int8_p95_ms``, ``teacher_pytorch_memory_mb``, ..."""
+    return f"{model}_{deploy_format}_"
 
 
 def operational_split(name: str) -> str:

@@ -160,6 +160,15 @@ class StepRun:
         self.wait_online()
         return log_classifier(model, checkpoint, manifest, name, tracking_uri=self.uri, run_id=self.run_id)
 
+    def log_onnx(self, exported: dict[str, Path], manifest: dict[str, Any]) -> dict[str, str]:
+        """Log each exported file (by the version tag that will point at it) with the onnx flavour; returns
+        {tag: model URI}, empty with tracking off."""
+        if not self.active:
+            return {}
+        self.wait_online()
+        return {tag: log_onnx_model(path, manifest, path.stem, tracking_uri=self.uri, run_id=self.run_id)
+                for tag, path in exported.items()}
+
     def log_student(self, model: torch.nn.Module, model_path: Path, manifest: dict[str, Any]) -> None:
         """Log the student as the MLflow model ``student`` and note where beside its file, for the steps
         after; with tracking off, remove a note that would describe another model."""
@@ -391,6 +400,46 @@ def step_run(params: Params, step: str, run_tags: dict[str, Any] | None = None, 
         sender.close()
 
 
+def _logged_model_id(tracking_uri: str, run_id: str | None, name: str) -> str | None:
+    """Without an active run, the LoggedModel is made in the run's experiment (not the fluent one)."""
+    if run_id is None:
+        return None
+    import mlflow
+
+    mlflow_client = mlflow.MlflowClient(tracking_uri)
+    run = mlflow_client.get_run(run_id)
+    return str(mlflow_client.create_logged_model(run.info.experiment_id, name=name, source_run_id=run_id,
+                                                 params=run.data.params).model_id)
+
+
+def _tensor_signature(shape: tuple[int, ...], classes: int) -> Any:
+    import numpy as np
+    from mlflow.models import ModelSignature
+    from mlflow.types import Schema, TensorSpec
+
+    return ModelSignature(inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, *shape))]),
+                          outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, classes))]))
+
+
+def log_onnx_model(path: Path, manifest: dict[str, Any], name: str, *, tracking_uri: str, run_id: str) -> str:
+    """Log the ONNX file ``path`` into run ``run_id`` with MLflow's onnx flavour (signature, input example,
+    the CPU execution provider first) and return its model URI."""
+    import mlflow
+    import numpy as np
+    import onnx
+
+    shape = tuple(int(s) for s in manifest["shape"])
+    example = np.random.default_rng(0).random((2, *shape), dtype=np.float32)
+    with fluent_uri(tracking_uri):
+        info = mlflow.onnx.log_model(
+            onnx.load(str(path)), name=name, run_id=run_id, model_id=_logged_model_id(tracking_uri, run_id, name),
+            signature=_tensor_signature(shape, len(manifest["classes"])), input_example=example,
+            onnx_execution_providers=["CPUExecutionProvider"], save_as_external_data=False,
+            metadata={"classes": list(manifest["classes"]), "data_sha256": manifest["sha256"],
+                      "input": "float32 images N x C x H x W with values in [0, 1]; normalisation is inside the model"})
+    return str(info.model_uri)
+
+
 def log_classifier(model: torch.nn.Module, checkpoint: Path, manifest: dict[str, Any], name: str = "student", *,
                    tracking_uri: str, run_id: str | None = None) -> dict[str, str]:
     """Log ``model`` into run ``run_id`` (default: the active run) on ``tracking_uri``, in MLflow 3's form: pt2 export, tensor signature, input example, no projector.
@@ -401,30 +450,19 @@ def log_classifier(model: torch.nn.Module, checkpoint: Path, manifest: dict[str,
     """
     import mlflow
     import numpy as np
-    from mlflow.models import ModelSignature
-    from mlflow.types import Schema, TensorSpec
 
     shape = tuple(int(s) for s in manifest["shape"])
     classes = list(manifest["classes"])
     net = copy.deepcopy(model).cpu().float().to(memory_format=torch.contiguous_format).eval()
     serving = ServingClassifier(net, manifest["mean"], manifest["std"]).eval()
     example = np.random.default_rng(0).random((2, *shape), dtype=np.float32)
-    signature = ModelSignature(
-        inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, *shape))]),
-        outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, len(classes)))]),
-    )
+    signature = _tensor_signature(shape, len(classes))
     with fluent_uri(tracking_uri):
-        model_id = None
-        if run_id is not None:  # no active run: the LoggedModel is made in the run's experiment, not the fluent one
-            mlflow_client = mlflow.MlflowClient(tracking_uri)
-            run = mlflow_client.get_run(run_id)
-            model_id = mlflow_client.create_logged_model(run.info.experiment_id, name=name, source_run_id=run_id,
-                                                         params=run.data.params).model_id
         info = mlflow.pytorch.log_model(
             serving,
             name=name,
             run_id=run_id,
-            model_id=model_id,
+            model_id=_logged_model_id(tracking_uri, run_id, name),
             signature=signature,
             input_example=example,
             pip_requirements=[f"torch=={torch.__version__.split('+')[0]}", f"mlflow=={mlflow.__version__}"],

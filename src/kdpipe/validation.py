@@ -20,6 +20,7 @@ from kdpipe.champion import ChampionScore
 from kdpipe.config import Params, ValidateConfig
 from kdpipe.data.operational import OperationalSet
 from kdpipe.data.prepared import PreparedData
+from kdpipe.deployment import Deployment
 from kdpipe.engine import Runtime
 from kdpipe.evaluate import classification_metrics, inference_cost, predict_logits, scalars
 from kdpipe.files import (
@@ -60,6 +61,7 @@ class Measured:
     gate: dict[str, Any]
     gate_predictions: dict[str, Any]
     operational: dict[str, dict[str, Any]]
+    deployment: Deployment | None
 
 
 def _top1(logits: torch.Tensor, labels: torch.Tensor) -> float:
@@ -78,7 +80,7 @@ def _operational(field: OperationalSet, predictors: dict[str, robustness.Predict
 
 
 def measure(params: Params, data: PreparedData, runtime: Runtime, student: torch.nn.Module, teacher: torch.nn.Module,
-            champ: ChampionScore, fields: list[OperationalSet]) -> Measured:
+            champ: ChampionScore, fields: list[OperationalSet], deployment: Deployment | None) -> Measured:
     """Every figure the validation reports (test split, operational sets) and decides on (``gate.split``),
     the corruption suite included."""
     labels, split = data.split("test")[1], params.gate.split
@@ -109,13 +111,17 @@ def measure(params: Params, data: PreparedData, runtime: Runtime, student: torch
     predictions = {**{who: logits.argmax(1) for who, logits in g_logits.items()}, "labels": g_labels, "split": split}
     operational = {field.name: _operational(field, predictors, g_logits, data.manifest) for field in fields}
     return Measured(student_m, teacher_m, champion_m, labels, data.classes, champ, robust, note, gate, predictions,
-                    operational)
+                    operational, deployment)
 
 
 def decide(m: Measured, cfg: ValidateConfig) -> dict[str, Any]:
-    """The validate.* thresholds on the gate split's figures (the latency is the measured one)."""
-    decision = decide_thresholds({**m.gate["student"], "latency_ms_batch1": m.student["latency_ms_batch1"]},
-                                 m.gate["teacher"], cfg,
+    """The validate.* thresholds on the gate split's figures; latency and memory are the deploy format's as
+    probed (without an export, the eager latency measured in this process, and no memory)."""
+    d = m.deployment
+    cost = ({**d.gate_figures(), "deploy_format": d.deploy_format,
+             "deploy_refused": "" if d.deploy_format != "onnx_int8" or d.int8["offered"] else d.int8["reason"]}
+            if d else {"latency_ms_batch1": m.student["latency_ms_batch1"], "deploy_format": "pytorch"})
+    decision = decide_thresholds({**m.gate["student"], **cost}, m.gate["teacher"], cfg,
                                  {name: figures["student"]["top1"] for name, figures in m.operational.items()})
     return {**decision, "split": m.gate["split"]}
 
@@ -136,6 +142,12 @@ def logged_metrics(m: Measured, manifest: dict[str, Any]) -> list[tuple[str, dic
         split, dataset = tags.operational_split(name), (datasets.operational_name(name), f["sha256"][: datasets.DIGEST_CHARS])
         out += [(who, prefixed(f[who], tags.split_prefix(who, split)), dataset) for who in MODELS if f.get(who)]
         out.append(("set", prefixed(f["shift"], f"{split}_"), dataset))
+    if m.deployment:
+        d, gate = m.deployment, (datasets.name(manifest, m.gate["split"]), datasets.digest(manifest))
+        out += [(who, prefixed(figures, tags.cost_prefix(who, fmt)), gate)
+                for who, by_format in d.cost.items() for fmt, figures in by_format.items()]
+        out += [(who, prefixed(figures, tags.cost_prefix(who, "onnx")), gate) for who, figures in d.parity.items()]
+        out.append(("student", {f"{tags.cost_prefix('student', 'onnx_int8')}top1_drop": d.int8["drop"]}, gate))
     return out
 
 
@@ -145,7 +157,8 @@ def write(out: Path, m: Measured, decision: dict[str, Any], *, data_sha256: str,
     champ = m.champ
     write_json(out / METRICS_FILE, summary(m, decision))
     write_json(out / DETAILS_FILE, {"student": m.student, "teacher": m.teacher, "champion": m.champion,
-                                    "gate": m.gate, "operational": m.operational, "classes": m.classes})
+                                    "gate": m.gate, "operational": m.operational, "classes": m.classes,
+                                    "deployment": m.deployment.as_dict() if m.deployment else None})
     write_json(out / DECISION_FILE, {**decision, "data_sha256": data_sha256, "model_sha256": model_sha256,
                                      "split": m.gate["split"], "corrupted_top1": m.gate["student"].get("corrupted_top1"),
                                      "champion": {"version": champ.version, "note": champ.note,
@@ -157,10 +170,12 @@ def write(out: Path, m: Measured, decision: dict[str, Any], *, data_sha256: str,
     atomic_torch_save(predictions, out / PREDICTIONS_FILE)
     atomic_write_text(out / REPORT_FILE, report.render(
         {**m.teacher, "arch": lineage.get(tags.TEACHER_ARCH, "?")}, {**m.student, "arch": student_arch},
-        m.champion, decision, lineage, champ.note, m.corruption_note, m.gate, m.operational))
+        m.champion, decision, lineage, champ.note, m.corruption_note, m.gate, m.operational,
+        m.deployment.as_dict() if m.deployment else None))
     plots.confusion_matrix(m.student["confusion_matrix"], m.classes, out / CONFUSION_FILE,
                            f"student {student_arch}, test top-1 {m.student['top1']:.2%}")
     written = [out / name for name in (METRICS_FILE, DECISION_FILE, DETAILS_FILE, REPORT_FILE, CONFUSION_FILE)]
+    written += list(m.deployment.files.values()) if m.deployment else []
     (out / CORRUPTION_HEATMAP_FILE).unlink(missing_ok=True)
     if m.robust:
         written.append(plots.corruption_heatmap(m.robust["student"].cells, m.robust["teacher"].cells,
@@ -176,4 +191,5 @@ def summary(m: Measured, decision: dict[str, Any]) -> dict[str, Any]:
 
     return {"student": scalars(m.student), "teacher": scalars(m.teacher), "passed": decision["passed"],
             "champion": scalars(m.champion) if m.champion else None, "gate": by_model(m.gate),
-            "corruptions": m.corruption_note, "operational": {name: by_model(f) for name, f in m.operational.items()}}
+            "corruptions": m.corruption_note, "operational": {name: by_model(f) for name, f in m.operational.items()},
+            "deployment": m.deployment.as_dict() if m.deployment else None}

@@ -7,6 +7,7 @@ ClassificationMetrics, Model metadata and a Markdown run report, duck-typed so i
 from __future__ import annotations
 
 import math
+import shutil
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Protocol
@@ -58,6 +59,24 @@ def describe_model(model: ArtifactLike, **extra: Any) -> None:
         **{k: v for k, v in meta.items() if isinstance(v, (str, int, float, bool))},
         **extra,
     })
+
+
+def record_exports(validation_dir: Path, onnx_model: ArtifactLike, onnx_int8_model: ArtifactLike) -> None:
+    """The student's ONNX fp32 and int8 files as Model artifacts, with their parity, cost and (int8) whether
+    it is offered; with the export off, both say so in their metadata and hold no file."""
+    deployed = read_json(validation_dir / METRICS_FILE).get("deployment")
+    for artifact, fmt, name in ((onnx_model, "onnx", "student_onnx"), (onnx_int8_model, "onnx_int8", "student_int8_onnx")):
+        if not deployed:
+            artifact.metadata.update({"exported": False, "why": "export.enabled is false"})
+            continue
+        Path(artifact.path).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(validation_dir / deployed["files"][name], artifact.path)
+        artifact.metadata.update({"exported": True, "framework": "onnx", "format": fmt, "input": "float32 NCHW in [0, 1]",
+                                  **{f"cost_{k}": v for k, v in deployed["cost"]["student"][fmt].items()}})
+    if deployed:
+        onnx_model.metadata.update({f"parity_{k}": v for k, v in deployed["parity"]["student"].items()})
+        onnx_int8_model.metadata.update({"offered": deployed["int8"]["offered"], "int8_top1_drop": deployed["int8"]["drop"],
+                                         "why_not_offered": deployed["int8"]["reason"]})
 
 
 def log_confusion(confusion: ConfusionLike, details_path: Path) -> None:

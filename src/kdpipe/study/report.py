@@ -27,7 +27,7 @@ PLOT_FILE = "study.png"
 RESULTS_JSON = "results.json"
 RESULTS_CSV = "results.csv"
 CSV_FIELDS = (
-    "cell", "seed", "method", "teacher_arch", "test_top1", "val_top1", "test_corrupted_top1", "epochs", "train_seconds", "images_per_s",
+    "cell", "seed", "method", "teacher_arch", "test_top1", "val_top1", "test_corrupted_top1", "test_int8_top1", "epochs", "train_seconds", "images_per_s",
     "wall_seconds", "device", "threads",
 )
 TARGETS = {"scratch": 1.0, "kd": 0.3}
@@ -145,7 +145,9 @@ def markdown(
     ]
     if command:
         lines.append(f"- reproduce: `{command}`")
-    rows = [["cell", "what it changes", "test top-1", "Δ vs scratch", "val top-1", "train s", "images/s", "n"]]
+    int8 = all("test_int8_top1" in r for s in summaries for r in s.runs)  # studies from before the export have none
+    rows = [["cell", "what it changes", "test top-1", "Δ vs scratch", *(["ONNX int8 test top-1"] if int8 else []),
+             "val top-1", "train s", "images/s", "n"]]
     scratch = next((s for s in summaries if s.cell.name == "scratch"), None)
     for s in summaries:
         if s.cell.gap_role:
@@ -153,6 +155,7 @@ def markdown(
         delta = "-" if scratch is None or s is scratch else f"{100 * (s.mean('test_top1') - scratch.mean('test_top1')):+.2f}"
         rows.append([
             s.cell.name, s.cell.what, f"{_pct(s.mean('test_top1'))} ± {_pct(s.std('test_top1'))}", delta,
+            *([f"{_pct(s.mean('test_int8_top1'))} ± {_pct(s.std('test_int8_top1'))}"] if int8 else []),
             f"{_pct(s.mean('val_top1'))} ± {_pct(s.std('val_top1'))}", f"{s.mean('train_seconds'):.1f}",
             f"{s.mean('images_per_s'):,.0f}", str(len(s.runs)),
         ])

@@ -23,9 +23,10 @@ from typing import Any
 
 import torch
 
-from kdpipe import files, robustness, steps
+from kdpipe import export, files, robustness, steps
 from kdpipe.config import Params, apply_overrides, params_from_dict
 from kdpipe.data.prepared import MANIFEST_FILE, PreparedData, load_prepared
+from kdpipe.deployment import calibration_images
 from kdpipe.engine import Runtime
 from kdpipe.evaluate import predict_logits
 from kdpipe.model_file import MODEL_FILE, load_model
@@ -146,6 +147,19 @@ def corrupted_top1(model: torch.nn.Module, data: PreparedData, params: Params, r
             "test_corruptions": {f"{name}_s{s}": acc for name, by_s in cells.items() for s, acc in by_s.items()}}
 
 
+def int8_top1(model: torch.nn.Module, data: PreparedData, params: Params, directory: Path) -> dict[str, Any]:
+    """The student's test top-1 as ONNX static int8 (calibrated as validate does): the accuracy cost of the
+    last compression step, beside the distillation gain. Nothing is chosen on it."""
+    if not params.export.enabled:
+        return {}
+    m, images = data.manifest, data.split("test")[0]
+    shape = (int(m["shape"][0]), int(m["shape"][1]), int(m["shape"][2]))
+    fp32 = export.to_onnx(model.cpu().eval(), m["mean"], m["std"], shape, directory / "student.onnx", "student")
+    int8 = export.quantize_int8(fp32, calibration_images(params, data), directory / "student_int8.onnx", "student")
+    logits = export.onnx_logits(export.session(int8, params.export.threads), images)
+    return {"test_int8_top1": float((logits.argmax(1) == data.split("test")[1]).float().mean())}
+
+
 def _device_name(runtime: Runtime) -> str:
     return torch.cuda.get_device_name(runtime.device) if runtime.device.type == "cuda" else "cpu"
 
@@ -180,6 +194,7 @@ def execute_run(task: dict[str, Any]) -> dict[str, Any]:
         "test_top1": top1(student, data, "test", params, runtime),
         "val_top1": top1(student, data, "val", params, runtime),
         **corrupted_top1(student, data, params, runtime),
+        **int8_top1(student, data, params, Path(params.paths.student)),
         "epochs": len(history),
         "train_seconds": train_seconds,
         "images_per_s": images / train_seconds if train_seconds else 0.0,

@@ -1,0 +1,151 @@
+"""ONNX export (fp32 and static int8), its parity with eager PyTorch, and the inference-cost probe, on
+real Fashion-MNIST models trained here. The registry side (the onnx flavour through a real MLflow
+server) is in test_promotion."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import EXPORT_ON, make_params_for
+from kdpipe import cost_probe, export, steps
+from kdpipe.config import Params
+from kdpipe.data.prepared import load_prepared
+from kdpipe.deployment import export_and_measure
+from kdpipe.model_file import MODEL_FILE, load_model
+from kdpipe.models import MODELS, create_model
+from kdpipe.serving import ServingClassifier, predict_unit_images
+from kdpipe.tracking import fluent_uri
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory, raw_root: Path) -> Params:
+    """prepare, a cnn32_fc512 teacher (1 epoch) and the default student cnn16 distilled for 3 epochs: real weights."""
+    params = make_params_for(tmp_path_factory.mktemp("export"), raw_root, **EXPORT_ON, student__arch="cnn16",
+                             teacher__arch="cnn32_fc512",
+                             train__epochs=3, train__subset=None)
+    steps.prepare_data(params)
+    steps.evaluate_teacher(params)
+    steps.distill(params)
+    return params
+
+
+@pytest.fixture(scope="module")
+def deployed(trained: Params) -> tuple[Params, dict]:
+    data = load_prepared(trained.paths.prepared)
+    student, _ = load_model(Path(trained.paths.student) / MODEL_FILE)
+    teacher, _ = load_model(Path(trained.paths.teacher) / MODEL_FILE)
+    return trained, export_and_measure(trained, data, student, teacher).as_dict()
+
+
+def test_fp32_export_reproduces_eager_on_the_real_test_split(trained: Params, tmp_path: Path) -> None:
+    data = load_prepared(trained.paths.prepared)
+    student, _ = load_model(Path(trained.paths.student) / MODEL_FILE)
+    m = data.manifest
+    path = export.to_onnx(student, m["mean"], m["std"], (1, 28, 28), tmp_path / "student.onnx", "student")
+    images = data.split("test")[0]
+    eager = predict_unit_images(ServingClassifier(student, m["mean"], m["std"]).eval(), images)
+    exported = export.onnx_logits(export.session(path, 1), images, batch_size=333)  # the batch axis is dynamic
+    figures = export.parity(eager, exported)
+    print(f"fp32 parity on {len(images):,} test images: {figures}")
+    assert figures["top1_agreement"] == 1.0 and figures["max_abs_logit_diff"] <= 1e-4
+    with pytest.raises(export.ExportError, match="disagrees with eager"):
+        export.check_parity(export.parity(eager, exported + torch.eye(10)[0] * 1e-3), "student")
+
+
+def test_int8_stays_within_max_int8_drop_of_fp32_on_the_default_student(deployed: tuple[Params, dict]) -> None:
+    params, d = deployed
+    int8 = d["int8"]
+    print(f"int8 on the {int8['split']} split: fp32 {int8['fp32_top1']:.4f}, int8 {int8['int8_top1']:.4f}, "
+          f"drop {int8['drop']:+.4f} (export.max_int8_drop {params.export.max_int8_drop})")
+    assert int8["split"] == "val" and int8["calibration_images"] == 128
+    assert int8["drop"] <= params.export.max_int8_drop and int8["offered"] and not int8["reason"]
+    assert d["cost"]["student"]["onnx_int8"]["size_kb"] < 0.5 * d["cost"]["student"]["onnx"]["size_kb"]
+    assert d["parity"]["student"]["top1_agreement"] == 1.0 and d["parity"]["teacher"]["max_abs_logit_diff"] <= 1e-4
+
+
+def test_every_model_and_format_is_probed_and_the_teacher_needs_more_memory(deployed: tuple[Params, dict]) -> None:
+    _, d = deployed
+    assert {who: sorted(by) for who, by in d["cost"].items()} == {
+        "student": ["onnx", "onnx_int8", "pytorch"], "teacher": ["onnx", "pytorch"]}
+    for who, by_format in d["cost"].items():
+        for fmt, f in by_format.items():
+            assert 0 < f["p50_ms"] <= f["p95_ms"] and f["throughput"] > 0 and f["size_kb"] > 0, (who, fmt)
+    teacher, student = d["cost"]["teacher"], d["cost"]["student"]
+    print({f"{who} {fmt}": round(f["memory_mb"], 2) for who, by in d["cost"].items() for fmt, f in by.items()})
+    assert teacher["pytorch"]["memory_mb"] > student["pytorch"]["memory_mb"]
+    assert teacher["onnx"]["memory_mb"] > student["onnx"]["memory_mb"]
+
+
+def test_a_probe_that_cannot_load_its_model_is_one_clear_error(tmp_path: Path) -> None:
+    broken = tmp_path / "broken.onnx"
+    broken.write_bytes(b"not onnx")
+    with pytest.raises(Exception, match=r"broken.onnx: the onnx cost probe failed"):
+        cost_probe.measure(broken, "onnx", (1, 28, 28), threads=1, batch_size=4, repeats=20, warmup=0)
+
+
+@pytest.mark.parametrize("arch", MODELS.names())
+def test_every_registered_architecture_exports_and_matches_eager(arch: str, tmp_path: Path) -> None:
+    """Untrained weights suffice: the export must hold for any weights. Each export is one
+    ``torch.export``; an unsupported op would be an ExportError naming it. An untrained deep ResNet's
+    logits reach the hundreds, and float32 rounding grows with them: the 1e-4 bound is scaled by the
+    largest logit (the trained student meets it unscaled, above)."""
+    torch.manual_seed(0)
+    model = create_model(arch, 10, 3).eval()
+    mean, std = [0.5, 0.5, 0.5], [0.25, 0.25, 0.25]
+    path = export.to_onnx(model, mean, std, (3, 32, 32), tmp_path / f"{arch}.onnx", arch)
+    images = torch.randint(0, 256, (8, 3, 32, 32), dtype=torch.uint8)
+    eager = predict_unit_images(ServingClassifier(model, mean, std).eval(), images)
+    figures = export.parity(eager, export.onnx_logits(export.session(path, 1), images))
+    scale = max(1.0, float(eager.abs().max()))
+    assert figures["top1_agreement"] == 1.0 and figures["max_abs_logit_diff"] <= 1e-4 * scale, (figures, scale)
+
+
+def test_an_op_onnx_cannot_express_is_named_in_the_error(tmp_path: Path) -> None:
+    class Eigen(torch.nn.Module):  # complex eigenvalues: no ONNX operator
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return torch.linalg.eigvals(x.flatten(1)[:, :4].reshape(-1, 2, 2)).real.flatten(1)
+
+    with pytest.raises(export.ExportError, match=r"^eigen: ONNX export failed \(unsupported op aten\.linalg_eig\)$"):
+        export.to_onnx(Eigen(), [0.5], [0.25], (1, 28, 28), tmp_path / "eigen.onnx", "eigen")
+    assert not list(tmp_path.iterdir()), "a failed export leaves no file"
+
+
+def test_the_registered_version_points_at_its_onnx_files_and_they_serve_its_classes(
+        trained: Params, mlflow_server: str) -> None:
+    """A real ``mlflow server`` (artifacts on SeaweedFS): validate exports, promote logs the fp32 and int8 files
+    with the onnx flavour and tags the version with their URIs; pyfunc on the ONNX model predicts the classes
+    the registered PyTorch champion predicts."""
+    import uuid
+
+    import mlflow
+
+    name = f"onnx-{uuid.uuid4().hex[:8]}"
+    params = trained.model_copy(update={"tracking": trained.tracking.model_copy(
+        update={"uri": mlflow_server, "registered_model": name})})
+    steps.validate_student(params)
+    record = steps.promote(params)
+    assert record["promoted"] and record["version"] == "1"
+    client = mlflow.MlflowClient(mlflow_server)
+    version = client.get_model_version(name, "1")
+    onnx_uri, int8_uri = version.tags["kdpipe.onnx_model_uri"], version.tags["kdpipe.onnx_int8_model_uri"]
+    images = load_prepared(params.paths.prepared).split("test")[0][:200].float().div(255).numpy()
+    with fluent_uri(mlflow_server):
+        onnx_model = mlflow.pyfunc.load_model(onnx_uri)
+        champion = mlflow.pyfunc.load_model(f"models:/{name}@champion")
+        assert onnx_model.metadata.flavors["onnx"]["providers"][0] == "CPUExecutionProvider"
+        assert onnx_model.metadata.get_input_schema().inputs[0].shape == (-1, 1, 28, 28)
+        onnx_classes = _logits(onnx_model.predict(images)).argmax(1)
+        assert (onnx_classes == _logits(champion.predict(images)).argmax(1)).all()
+        int8_classes = _logits(mlflow.pyfunc.load_model(int8_uri).predict(images)).argmax(1)
+        assert (int8_classes == onnx_classes).mean() > 0.95
+
+
+def _logits(predicted: object) -> np.ndarray:
+    """pyfunc returns a dict of outputs for ONNX and an array for PyTorch: the logits either way."""
+    if isinstance(predicted, dict):
+        (predicted,) = predicted.values()
+    return np.asarray(predicted)
