@@ -149,3 +149,17 @@ def _logits(predicted: object) -> np.ndarray:
     if isinstance(predicted, dict):
         (predicted,) = predicted.values()
     return np.asarray(predicted)
+
+
+def test_kdpipe_export_prints_the_cost_table(trained: Params, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from kdpipe.cli import main
+    from kdpipe.kubeflow.params import dump_params
+
+    params_file = tmp_path / "params.yaml"
+    params_file.write_text(dump_params(trained))
+    assert main(["export", "-c", str(params_file)]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].split()[:4] == ["model", "format", "p50", "ms"]
+    assert [" ".join(line.split()[:3]) for line in out[1:]] == [
+        "student eager PyTorch", "student ONNX fp32", "student ONNX int8", "teacher eager PyTorch", "teacher ONNX fp32"]
+    assert all((Path(trained.paths.validation) / f).is_file() for f in ("student.onnx", "student_int8.onnx", "teacher.onnx"))

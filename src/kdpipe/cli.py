@@ -45,6 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
         ("teacher", "load or train the teacher and measure it"),
         ("distill", "train the student"),
         ("validate", "measure the student and decide pass/fail"),
+        ("export", "the student and teacher as ONNX fp32 (student also int8): parity and the inference-cost table"),
         ("promote", "register the validated student as challenger; move champion to it when it wins"),
         ("rollback", "move the champion alias back to the previous champion"),
         ("run", "all five steps in order"),
@@ -158,6 +159,7 @@ def main(argv: list[str] | None = None) -> int:
             "teacher": lambda: steps.evaluate_teacher(params),
             "distill": lambda: _distill(params, args.resume),
             "validate": lambda: steps.validate_student(params),
+            "export": lambda: steps.export_models(params),
             "promote": lambda: steps.promote(params, dry_run=args.dry_run),
             "rollback": lambda: steps.rollback(params, dry_run=args.dry_run),
             "run": lambda: steps.run_pipeline(params, resume=args.resume),
@@ -167,6 +169,8 @@ def main(argv: list[str] | None = None) -> int:
         result = args.plugin.run(args) if hasattr(args, "plugin") else actions[args.command]()
         if args.command == "run":
             print(_summary_table(result, params))
+        elif args.command == "export":
+            print("\n".join(_columns(report.cost_rows(result))))
         elif args.command in ("promote", "rollback", "registry"):
             print(result["message"])
     except KdpipeError as exc:

@@ -177,6 +177,17 @@ def validate_student(params: Params) -> dict[str, Any]:
     return validation.summary(measured, decision)
 
 
+@claims("export")
+def export_models(params: Params) -> dict[str, Any]:
+    """The student and teacher as ONNX (student also int8) in ``paths.validation``, with parity and the cost
+    table: what validate does first, alone and without an MLflow run (the files are registered by promote)."""
+    data = load_prepared(params.paths.prepared, expect=params.data.model_dump())
+    student, _ = load_model(Path(params.paths.student) / MODEL_FILE, trained_on=data.sha256)
+    deployed = export_and_measure(params, data, student, teacher.load(params, data)).as_dict()
+    log.info("export: %s", ", ".join(f"{who} {f}" for who, by in deployed["cost"].items() for f in by))
+    return deployed
+
+
 @claims("promote")
 def promote(params: Params, dry_run: bool = False) -> dict[str, Any]:
     """Register the validated student as ``challenger``; move ``champion`` to it when the gate agrees.

@@ -46,6 +46,7 @@ STEP_PATHS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "evaluate_teacher": (("teacher", "checkpoints"), ("prepared",)),
     "distill": (("student", "checkpoints"), ("prepared", "teacher")),
     "validate_student": (("validation",), ("prepared", "teacher", "student")),
+    "export": (("validation",), ("prepared", "teacher", "student")),
     "promote": (("promotion",), ("prepared", "teacher", "student", "validation")),
     "run_pipeline": (("prepared", "teacher", "student", "checkpoints", "validation", "promotion"), ()),
 }
