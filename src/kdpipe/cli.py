@@ -152,6 +152,8 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault(ARTIFACTS_PROGRESS_BAR_ENV, "false")
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(asctime)s %(message)s",
                         datefmt="%H:%M:%S")
+    for chatty in ("onnxscript", "onnx_ir"):  # the ONNX exporter's optimiser narrates each of its passes at INFO
+        logging.getLogger(chatty).setLevel(logging.WARNING)
     try:
         params = with_pipeline_run_id(load_params(args.params, args.overrides), resume=getattr(args, "resume", False))
         actions: dict[str, Callable[[], Any]] = {

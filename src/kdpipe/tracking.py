@@ -29,6 +29,7 @@ import os
 import subprocess
 import time
 from collections.abc import Iterator
+from importlib.metadata import version as _version
 from pathlib import Path
 from typing import Any
 
@@ -435,6 +436,8 @@ def log_onnx_model(path: Path, manifest: dict[str, Any], name: str, *, tracking_
             onnx.load(str(path)), name=name, run_id=run_id, model_id=_logged_model_id(tracking_uri, run_id, name),
             signature=_tensor_signature(shape, len(manifest["classes"])), input_example=example,
             onnx_execution_providers=["CPUExecutionProvider"], save_as_external_data=False,
+            pip_requirements=[f"onnx=={onnx.__version__}", f"onnxruntime=={_version('onnxruntime')}",
+                              f"mlflow=={mlflow.__version__}"],
             metadata={"classes": list(manifest["classes"]), "data_sha256": manifest["sha256"],
                       "input": "float32 images N x C x H x W with values in [0, 1]; normalisation is inside the model"})
     return str(info.model_uri)
