@@ -30,6 +30,7 @@ import torch
 from kdpipe import export
 from kdpipe.config import DEFAULT_PARAMS, load_params
 from kdpipe.data.prepared import load_prepared
+from kdpipe.deployment import input_shape
 from kdpipe.model_file import MODEL_FILE, load_model
 from kdpipe.models import create_model
 from kdpipe.serving import ServingClassifier
@@ -58,7 +59,7 @@ def main(argv: list[str] | None = None) -> None:
     else:
         m = {"mean": [0.5], "std": [0.25], "shape": [1, 28, 28], "classes": list(range(10))}
         calibration = torch.randint(0, 256, (params.export.calibration_size, 1, 28, 28), dtype=torch.uint8)
-    shape = (int(m["shape"][0]), int(m["shape"][1]), int(m["shape"][2]))
+    shape = input_shape(m)
     if args.untrained:
         net, what = create_model(params.student.arch, len(m["classes"]), shape[0]).eval(), f"untrained {params.student.arch}"
     else:

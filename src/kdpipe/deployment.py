@@ -70,45 +70,63 @@ def calibration_images(params: Params, data: PreparedData) -> torch.Tensor:
     return sample(*transfer, params.export.calibration_size, params.data.seed)[0]
 
 
+def input_shape(manifest: dict[str, Any]) -> tuple[int, int, int]:
+    """(channels, height, width) of the prepared data: every exported model's input after the batch axis."""
+    channels, height, width = (int(s) for s in manifest["shape"])
+    return channels, height, width
+
+
+def _top1(logits: torch.Tensor, labels: torch.Tensor) -> float:
+    return float((logits.argmax(1) == labels).float().mean())
+
+
+def _fp32(who: str, net: torch.nn.Module, m: dict[str, Any], path: Path, images: torch.Tensor, labels: torch.Tensor,
+          split: str, threads: int) -> tuple[dict[str, float], dict[str, float]]:
+    """Export ``net`` (a copy, on the CPU) and check it against eager on ``images``: (parity, top-1 by format)."""
+    net = copy.deepcopy(net).cpu().eval()
+    export.to_onnx(net, m["mean"], m["std"], input_shape(m), path, who)
+    eager = predict_unit_images(ServingClassifier(net, m["mean"], m["std"]).eval(), images)
+    onnx = export.onnx_logits(export.session(path, threads), images)
+    parity = export.parity(eager, onnx)
+    export.check_parity(parity, f"{who} on the {split} split")
+    return parity, {"pytorch": _top1(eager, labels), "onnx": _top1(onnx, labels)}
+
+
+def _int8(params: Params, data: PreparedData, fp32: Path, path: Path, fp32_top1: float) -> dict[str, Any]:
+    """Quantise, measure on the gate split, and decide whether int8 is offered (``export.max_int8_drop``)."""
+    cfg, split = params.export, params.gate.split
+    calibration = calibration_images(params, data)
+    export.quantize_int8(fp32, calibration, path, "student")
+    images, labels = data.split(split)
+    top1 = _top1(export.onnx_logits(export.session(path, cfg.threads), images), labels)
+    drop = fp32_top1 - top1
+    offered = drop <= cfg.max_int8_drop
+    reason = "" if offered else (f"int8 top-1 {top1:.4f} trails fp32 {fp32_top1:.4f} by {drop:.4f} on the {split} split, "
+                                 f"over export.max_int8_drop {cfg.max_int8_drop:.4f}")
+    return {"split": split, "fp32_top1": fp32_top1, "int8_top1": top1, "drop": drop, "offered": offered,
+            "calibration_images": len(calibration), "reason": reason}
+
+
 def export_and_measure(params: Params, data: PreparedData, student: torch.nn.Module,
                        teacher: torch.nn.Module) -> Deployment:
     """Export into ``paths.validation`` (``student.onnx``, ``student_int8.onnx``, ``teacher.onnx``), check
-    parity, probe the cost."""
-    cfg, m, out = params.export, data.manifest, Path(params.paths.validation)
-    shape = (int(m["shape"][0]), int(m["shape"][1]), int(m["shape"][2]))
-    images, labels = data.split(params.gate.split)
+    parity on the gate split, quantise, probe the cost."""
+    cfg, m, out, split = params.export, data.manifest, Path(params.paths.validation), params.gate.split
     files = {name: out / filename for name, filename in ONNX_FILES.items()}
-    parity, top1 = {}, {}
-    eager_top1 = {}
+    images, labels = data.split(split)
+    parity, accuracy = {}, {}
     for who, net in (("student", student), ("teacher", teacher)):
-        net = copy.deepcopy(net).cpu().eval()
-        export.to_onnx(net, m["mean"], m["std"], shape, files[f"{who}_onnx"], f"{who} ({type(net).__name__})")
-        eager = predict_unit_images(ServingClassifier(net, m["mean"], m["std"]).eval(), images)
-        onnx = export.onnx_logits(export.session(files[f"{who}_onnx"], cfg.threads), images)
-        parity[who] = export.parity(eager, onnx)
-        export.check_parity(parity[who], f"{who} on the {params.gate.split} split")
-        top1[who] = float((onnx.argmax(1) == labels).float().mean())
-        eager_top1[who] = float((eager.argmax(1) == labels).float().mean())
-    calibration = calibration_images(params, data)
-    export.quantize_int8(files["student_onnx"], calibration, files["student_int8_onnx"], "student")
-    int8_logits = export.onnx_logits(export.session(files["student_int8_onnx"], cfg.threads), images)
-    int8_top1 = float((int8_logits.argmax(1) == labels).float().mean())
-    drop = top1["student"] - int8_top1
-    offered = drop <= cfg.max_int8_drop
-    int8 = {"split": params.gate.split, "fp32_top1": top1["student"], "int8_top1": int8_top1, "drop": drop,
-            "offered": offered, "calibration_images": len(calibration),
-            "reason": "" if offered else f"int8 top-1 {int8_top1:.4f} trails fp32 {top1['student']:.4f} by {drop:.4f} "
-                                         f"on the {params.gate.split} split, over export.max_int8_drop {cfg.max_int8_drop:.4f}"}
+        parity[who], accuracy[who] = _fp32(who, net, m, files[f"{who}_onnx"], images, labels, split, cfg.threads)
+    int8 = _int8(params, data, files["student_onnx"], files["student_int8_onnx"], accuracy["student"]["onnx"])
+    accuracy["student"]["onnx_int8"] = int8["int8_top1"]
     sources = {"student": {"pytorch": Path(params.paths.student) / MODEL_FILE, "onnx": files["student_onnx"],
                            "onnx_int8": files["student_int8_onnx"]},
                "teacher": {"pytorch": Path(params.paths.teacher) / MODEL_FILE, "onnx": files["teacher_onnx"]}}
-    accuracy = {"student": {"pytorch": eager_top1["student"], "onnx": top1["student"], "onnx_int8": int8_top1},
-                "teacher": {"pytorch": eager_top1["teacher"], "onnx": top1["teacher"]}}
-    cost = {who: {fmt: {**cost_probe.measure(path, fmt, shape, threads=cfg.threads, batch_size=cfg.batch_size,
+    cost = {who: {fmt: {**cost_probe.measure(path, fmt, input_shape(m), threads=cfg.threads, batch_size=cfg.batch_size,
                                              repeats=cfg.repeats, warmup=cfg.warmup, mean=m["mean"], std=m["std"]),
                         "top1": accuracy[who][fmt]}
                   for fmt, path in by_format.items()} for who, by_format in sources.items()}
     log.info("export: student fp32 parity %.2f%% (max |dlogit| %.1e), int8 top-1 %.4f (drop %.4f)%s",
-             100 * parity["student"]["top1_agreement"], parity["student"]["max_abs_logit_diff"], int8_top1, drop,
-             "" if offered else "; int8 not offered")
+             100 * parity["student"]["top1_agreement"], parity["student"]["max_abs_logit_diff"], int8["int8_top1"],
+             int8["drop"], "" if int8["offered"] else "; int8 not offered")
     return Deployment(files, parity, int8, cost, params.validate_.deploy_format, cfg.threads, cfg.batch_size)

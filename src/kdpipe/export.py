@@ -9,8 +9,6 @@ transfer set: dynamic quantisation leaves convolutions in float, and they are mo
 
 from __future__ import annotations
 
-import contextlib
-import io
 import os
 import re
 from pathlib import Path
@@ -38,9 +36,9 @@ def to_onnx(net: nn.Module, mean: list[float], std: list[float], in_shape: tuple
     model = ServingClassifier(net, mean, std).eval()
     example = torch.rand(2, *in_shape)
     try:
-        with contextlib.redirect_stdout(io.StringIO()):  # the exporter narrates each stage on stdout
-            program = torch.onnx.export(model, (example,), input_names=[INPUT], output_names=[OUTPUT],
-                                        dynamic_shapes=({0: torch.export.Dim("batch")},), dynamo=True, verbose=False)
+        program = torch.onnx.export(model, (example,), input_names=[INPUT], output_names=[OUTPUT],
+                                    dynamic_shapes=({0: torch.export.Dim("batch")},), dynamo=True,
+                                    verbose=False)  # verbose=False: no stage-by-stage narration on stdout
     except Exception as exc:  # torch.export and onnxscript raise many types; the op is what a user needs
         found = _OP.search(str(exc))
         op = f"unsupported op {found.group(1)}" if found else f"{type(exc).__name__}: {str(exc).splitlines()[0][:300]}"

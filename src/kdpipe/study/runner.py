@@ -26,7 +26,7 @@ import torch
 from kdpipe import export, files, robustness, steps
 from kdpipe.config import Params, apply_overrides, params_from_dict
 from kdpipe.data.prepared import MANIFEST_FILE, PreparedData, load_prepared
-from kdpipe.deployment import calibration_images
+from kdpipe.deployment import calibration_images, input_shape
 from kdpipe.engine import Runtime
 from kdpipe.evaluate import predict_logits
 from kdpipe.model_file import MODEL_FILE, load_model
@@ -153,8 +153,7 @@ def int8_top1(model: torch.nn.Module, data: PreparedData, params: Params, direct
     if not params.export.enabled:
         return {}
     m, images = data.manifest, data.split("test")[0]
-    shape = (int(m["shape"][0]), int(m["shape"][1]), int(m["shape"][2]))
-    fp32 = export.to_onnx(model.cpu().eval(), m["mean"], m["std"], shape, directory / "student.onnx", "student")
+    fp32 = export.to_onnx(model.cpu().eval(), m["mean"], m["std"], input_shape(m), directory / "student.onnx", "student")
     int8 = export.quantize_int8(fp32, calibration_images(params, data), directory / "student_int8.onnx", "student")
     logits = export.onnx_logits(export.session(int8, params.export.threads), images)
     return {"test_int8_top1": float((logits.argmax(1) == data.split("test")[1]).float().mean())}
