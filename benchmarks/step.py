@@ -6,6 +6,11 @@ kdpipe's Distiller and optimiser. It prints one line per method:
 
     method=<name> images_per_s=<x> overhead=<time_c / (time_a + time_b)>
 
+and (d) kd and srd replaying the teacher from a teacher cache (:mod:`kdpipe.teacher_cache`), with no
+teacher forward at all, against the student step alone:
+
+    method=<name>_cached images_per_s=<x> overhead_vs_student_step=<time_d / time_a>
+
 An overhead of 1.0 means the method adds nothing beyond running both networks; the recipe's
 projector, BatchNorms and LogSum should stay within 10 % of that on CPU. Measurements are
 interleaved: each round times every measurement once, in an order that rotates from round to
@@ -19,8 +24,10 @@ from __future__ import annotations
 
 import argparse
 import copy
+import shutil
 import statistics
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -35,8 +42,10 @@ from kdpipe.distill import create_distiller
 from kdpipe.engine import Runtime, build_optimizer
 from kdpipe.errors import KdpipeError
 from kdpipe.models import FeatureClassifier, create_model
+from kdpipe.teacher_cache import TeacherCache, TeacherOutputs
 
 METHODS = ("scratch", "kd", "fitnet", "srd")
+CACHED = ("kd", "srd")  # replaying a teacher cache: measured against the student step alone
 Batch = tuple[torch.Tensor, torch.Tensor]
 
 
@@ -106,7 +115,7 @@ def teacher_forward(teacher: FeatureClassifier, runtime: Runtime) -> Callable[[B
     return step
 
 
-def distill_step(method: str, student: FeatureClassifier, teacher: FeatureClassifier, params: Params,
+def distill_step(method: str, student: FeatureClassifier, teacher: FeatureClassifier | TeacherOutputs, params: Params,
                  runtime: Runtime) -> Callable[[Batch], None]:
     """(c): one training step of ``method`` as the engine runs it."""
     cfg = params.method.model_copy(update={"name": method})
@@ -119,6 +128,31 @@ def distill_step(method: str, student: FeatureClassifier, teacher: FeatureClassi
         opt.zero_grad(set_to_none=True)
         out.loss.backward()
         opt.step()
+
+    return step
+
+
+def cached_step(method: str, student: FeatureClassifier, teacher: FeatureClassifier, params: Params, runtime: Runtime,
+                batches: list[Batch], directory: Path) -> Callable[[Batch], None]:
+    """(d): ``method`` replaying the teacher's outputs from a teacher cache (recorded here once, read back
+    from disk at the start of every pass, as a distill run reads each epoch's file)."""
+    key = {"benchmark": method, "dtype": "float32", "epochs": 1}
+    recorder = TeacherOutputs(teacher, TeacherCache(directory, key), record=True, feature_dim=teacher.feature_dim)
+    recorder.begin_epoch(0)
+    with torch.no_grad(), runtime.autocast:
+        for x, _ in batches:
+            recorder.forward_with_features(x)
+    recorder.end_epoch()
+    replay = TeacherOutputs(None, TeacherCache(directory, key), record=False, feature_dim=teacher.feature_dim)
+    inner = distill_step(method, student, replay, params, runtime)
+    calls = 0
+
+    def step(batch: Batch) -> None:
+        nonlocal calls
+        if calls % len(batches) == 0:
+            replay.begin_epoch(0)
+        calls += 1
+        inner(batch)
 
     return step
 
@@ -157,10 +191,13 @@ def main(argv: list[str] | None = None) -> int:
     torch.manual_seed(0)
     teacher = create_model(teacher_arch, k, in_channels).to(device)
     student = create_model(student_arch, k, in_channels).to(device)
+    cache_dir = Path(tempfile.mkdtemp(prefix="kdpipe-step-cache-"))
     measurements: dict[str, Callable[[Batch], None]] = {
         "student_step": student_step(copy.deepcopy(student), params, runtime),
         "teacher_forward": teacher_forward(teacher, runtime),
         **{m: distill_step(m, copy.deepcopy(student), teacher, params, runtime) for m in METHODS},
+        **{f"{m}_cached": cached_step(m, copy.deepcopy(student), teacher, params, runtime, batches, cache_dir)
+           for m in CACHED},
     }
     names = list(measurements)
     times: dict[str, list[float]] = {name: [] for name in names}
@@ -180,6 +217,11 @@ def main(argv: list[str] | None = None) -> int:
     print(f"baseline=teacher_forward images_per_s={1 / per_image['teacher_forward']:.1f}")
     for method in METHODS:
         print(f"method={method} images_per_s={1 / per_image[method]:.1f} overhead={overhead[method]:.3f}")
+    for method in CACHED:
+        alone = statistics.median(c / a for c, a in zip(times[f"{method}_cached"], times["student_step"], strict=True))
+        print(f"method={method}_cached images_per_s={1 / per_image[f'{method}_cached']:.1f} "
+              f"overhead_vs_student_step={alone:.3f}")
+    shutil.rmtree(cache_dir, ignore_errors=True)
     return 0
 
 

@@ -22,13 +22,11 @@ def validate_student(
     onnx_model: Output[Model],
     onnx_int8_model: Output[Model],
 ) -> bool:
-    """Measure the student beside its teacher; returns whether it passed, which gates promote. The student's
-    ONNX fp32 and int8 exports are its Model outputs.
+    """Measure the student beside its teacher; returns whether it passed, which gates promote; the
+    student's ONNX fp32 and int8 exports are Model outputs.
 
     A plain ``bool`` (kfp's single output "Output"): kfp.local resolves conditions only on that name.
     """
-    from pathlib import Path
-
     from kdpipe import steps
     from kdpipe.kubeflow import artifacts, dataref
     from kdpipe.kubeflow.params import step_params
@@ -36,5 +34,5 @@ def validate_student(
     params = step_params(params_yaml, overrides, run_id, prepared=dataref.local_dir(dataset.path, cache_dir),
                          teacher=teacher.path, student=student.path, validation=validation.path)
     result = steps.validate_student(params)
-    artifacts.record_exports(Path(validation.path), onnx_model, onnx_int8_model)
-    return artifacts.record_validation(result, params, metrics, confusion, report, validation, dataset, student)
+    return artifacts.record_validation(result, params, metrics, confusion, report, validation, dataset, student,
+                                       (onnx_model, onnx_int8_model))

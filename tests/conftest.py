@@ -69,7 +69,8 @@ def make_params_for(tmp_path: Path, raw_root: Path, **overrides: Any) -> Params:
         "validate": {"min_top1": 0.0, "max_teacher_gap": None, "max_latency_ms": None, "deploy_format": "pytorch"},
         "export": {"enabled": False},  # tests of the export turn it on (EXPORT_ON): it costs 5 probe processes
         "tracking": {"uri": f"sqlite:///{tmp_path / 'mlruns.db'}", "experiment": "tests"},
-        "paths": {k: str(tmp_path / k) for k in ("prepared", "teacher", "student", "checkpoints", "validation", "promotion")},
+        "paths": {k: str(tmp_path / k) for k in ("prepared", "teacher", "student", "checkpoints", "validation", "promotion",
+                                                  "teacher_cache")},
     }
     for key, value in overrides.items():
         _set(raw, key.replace("__", "."), value)

@@ -66,6 +66,6 @@ def test_tag_names_are_written_only_in_the_tag_module() -> None:
 
 
 def test_the_steps_stay_a_thin_seam_and_components_declarations() -> None:
-    assert len((SRC / "steps.py").read_text().splitlines()) <= 275  # seven steps and two registry commands
+    assert len((SRC / "steps.py").read_text().splitlines()) <= 290  # eight steps and two registry commands
     sizes = {p.name: len(p.read_text().splitlines()) for p in (REPO / "components").glob("*.py")}
-    assert sizes and max(sizes.values()) <= 35, sizes
+    assert sizes and max(sizes.values()) <= 40, sizes  # validate declares 13 inputs and outputs

@@ -43,6 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
     for name, help_text in (
         ("prepare", "materialise the data set with its manifest"),
         ("teacher", "load or train the teacher and measure it"),
+        ("teacher-cache", "record the teacher's outputs for every view distill will train on"),
         ("distill", "train the student"),
         ("validate", "measure the student and decide pass/fail"),
         ("export", "the student and teacher as ONNX fp32 (student also int8): parity and the inference-cost table"),
@@ -56,6 +57,8 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
         if name in ("promote", "rollback"):
             p.add_argument("--dry-run", action="store_true", help="explain the decision without changing anything")
+        if name == "teacher-cache":
+            p.add_argument("--world-size", type=int, default=1, help="fill the shards of an N-rank distill (default 1)")
     p = sub.add_parser("registry", help="the model registry's MLflow server: webhooks")
     registry_sub = p.add_subparsers(dest="registry_command", required=True)
     webhook_sub = registry_sub.add_parser("webhook", help="calls from MLflow to a URL").add_subparsers(
@@ -160,6 +163,7 @@ def main(argv: list[str] | None = None) -> int:
             "prepare": lambda: steps.prepare_data(params),
             "teacher": lambda: steps.evaluate_teacher(params),
             "distill": lambda: _distill(params, args.resume),
+            "teacher-cache": lambda: steps.fill_teacher_cache(params, args.world_size),
             "validate": lambda: steps.validate_student(params),
             "export": lambda: steps.export_models(params),
             "promote": lambda: steps.promote(params, dry_run=args.dry_run),
@@ -171,6 +175,9 @@ def main(argv: list[str] | None = None) -> int:
         result = args.plugin.run(args) if hasattr(args, "plugin") else actions[args.command]()
         if args.command == "run":
             print(_summary_table(result, params))
+        elif args.command == "teacher-cache":
+            print(f"teacher cache {result['directory']}: recorded {result['recorded']} epoch file(s), "
+                  f"{result['bytes'] / 1e6:,.1f} MB, for {result['epochs']} epoch(s) x {result['world_size']} rank(s)")
         elif args.command == "export":
             print("\n".join(_columns(report.cost_rows(result))))
         elif args.command in ("promote", "rollback", "registry"):

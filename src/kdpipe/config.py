@@ -67,6 +67,12 @@ class TrainConfig(_Section):
         return self
 
 
+
+class StudentTrainConfig(TrainConfig):
+    view_seed: int | None = Field(
+        None, description="seed of the training views (order, crops, flips); null: seed. Study seeds and sweep "
+        "cells that share it share the views, and so a teacher cache")
+
 class TeacherConfig(_Section):
     source: str = Field("train", description="'train', a checkpoint path, or a models:/ URI")
     arch: str = "cnn32_fc512"
@@ -75,6 +81,11 @@ class TeacherConfig(_Section):
 
 class StudentConfig(_Section):
     arch: str = "cnn16"
+
+
+CacheMode = Literal["auto", "off", "require"]
+CACHE_FIELD = Field("auto", description="the teacher-output cache: auto (replay what is cached, record the rest), "
+                  "require (fail unless every epoch is cached), off")
 
 
 class SRDConfig(_Section):
@@ -89,6 +100,7 @@ class SRDConfig(_Section):
     kl_weight: float = Field(1.0, ge=0)
     ce_weight: float = Field(1.0, ge=0)
     temperature: float = Field(1.0, gt=0)
+    cache: CacheMode = CACHE_FIELD
 
     @field_validator("projector", "norm", "distance")
     @classmethod
@@ -106,6 +118,7 @@ class KDConfig(_Section):
     temperature: float = Field(4.0, gt=0)
     kl_weight: float = Field(1.0, ge=0)
     ce_weight: float = Field(1.0, ge=0)
+    cache: CacheMode = CACHE_FIELD
 
 
 class FitNetConfig(_Section):
@@ -114,6 +127,7 @@ class FitNetConfig(_Section):
     projector: str = "linear"
     feat_weight: float = Field(1.0, ge=0)
     ce_weight: float = Field(1.0, ge=0)
+    cache: CacheMode = CACHE_FIELD
 
     @field_validator("projector")
     @classmethod
@@ -254,6 +268,12 @@ class TrackingConfig(_Section):
         return value
 
 
+class CacheConfig(_Section):
+    dtype: Literal["float32", "float16"] = Field(
+        "float32", description="float32 replays bit-identically; float16 halves the storage")
+    max_gb: float = Field(8.0, gt=0, description="the most a distill run records into the teacher cache")
+
+
 class ExportConfig(_Section):
     enabled: bool = Field(True, description="validate exports teacher and student to ONNX (student also int8) and "
                           "measures every format's inference cost")
@@ -273,6 +293,7 @@ class PathsConfig(_Section):
     checkpoints: str = "artifacts/checkpoints"
     validation: str = "artifacts/validation"
     promotion: str = "artifacts/promotion"
+    teacher_cache: str = "artifacts/teacher_cache"
 
 
 class Params(_Section):
@@ -280,12 +301,13 @@ class Params(_Section):
     teacher: TeacherConfig = TeacherConfig()
     student: StudentConfig = StudentConfig()
     method: MethodConfig = MethodConfig()
-    train: TrainConfig = TrainConfig(epochs=10, subset=10_000)
+    train: StudentTrainConfig = StudentTrainConfig(epochs=10, subset=10_000)
     runtime: RuntimeConfig = RuntimeConfig()
     validate_: ValidateConfig = Field(ValidateConfig(), alias="validate")
     gate: GateConfig = GateConfig()
     tracking: TrackingConfig = TrackingConfig()
     export: ExportConfig = ExportConfig()
+    cache: CacheConfig = CacheConfig()
     paths: PathsConfig = PathsConfig()
 
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True, populate_by_name=True)

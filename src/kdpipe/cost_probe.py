@@ -1,6 +1,6 @@
 """Inference cost, measured the same way for every model and format: each in a fresh process.
 
-A probe is ``python -m kdpipe.cost_probe``: it imports only the runtime the format needs (torch for
+A probe is this module run as ``python -m``: it imports only the runtime the format needs (torch for
 ``pytorch``, onnxruntime for ``onnx`` and ``onnx_int8``), pins the thread count, reads its resident
 memory, loads the model, runs one batch, and reads the process's RSS high-water mark. Memory is
 that high-water mark minus the RSS before the model was loaded: what the model and one inference
@@ -37,7 +37,7 @@ def measure(path: Path, fmt: str, shape: tuple[int, int, int], *, threads: int, 
     args = {"path": str(path), "format": fmt, "shape": list(shape), "threads": threads, "batch_size": batch_size,
             "repeats": repeats, "warmup": warmup, "mean": mean, "std": std}
     env = {**os.environ, **dict.fromkeys(THREAD_ENVS, str(threads))}
-    result = subprocess.run([sys.executable, "-m", "kdpipe.cost_probe", json.dumps(args)], capture_output=True,
+    result = subprocess.run([sys.executable, "-m", __name__, json.dumps(args)], capture_output=True,
                             text=True, env=env, check=False)
     lines = result.stdout.strip().splitlines()
     if result.returncode != 0 or not lines:

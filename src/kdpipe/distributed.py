@@ -19,6 +19,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from kdpipe.distill.base import Distiller
+from kdpipe.errors import ConfigError
 
 # torch 2.14 renamed broadcast_buffers to forward_sync_buffers; older releases (pyproject allows them)
 # only know the first name.
@@ -34,6 +35,15 @@ class World:
     rank: int = 0
     world_size: int = 1
     local_rank: int = 0
+
+
+def per_rank_batch(global_batch: int, world_size: int) -> int:
+    """``train.batch_size`` is the global batch: each rank takes an equal share, so 1 or N GPUs train the same
+    recipe at the same learning rate."""
+    if global_batch % world_size:
+        raise ConfigError(f"train.batch_size: {global_batch} does not divide across {world_size} ranks; "
+                          f"use a multiple of {world_size}")
+    return global_batch // world_size
 
 
 def launched_by_torchrun() -> bool:

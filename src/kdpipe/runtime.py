@@ -11,10 +11,11 @@ from typing import Any
 
 import torch
 
-from kdpipe.config import Params
+from kdpipe.config import Params, StudentTrainConfig
 from kdpipe.data.loader import InMemoryLoader
 from kdpipe.data.prepared import PreparedData, sample
 from kdpipe.diagnostics import RANK_BATCH
+from kdpipe.distributed import per_rank_batch
 from kdpipe.engine import Runtime
 from kdpipe.errors import KdpipeError
 from kdpipe.models import FeatureClassifier
@@ -47,6 +48,18 @@ def make_loader(
         hflip=bool(m["hflip"]), seed=seed, device=runtime.device, channels_last=_channels_last(params, runtime),
         rank=rank, world_size=world_size,
     )
+
+
+def view_seed(cfg: StudentTrainConfig) -> int:
+    """The seed of the student's views (order, crops, flips): ``train.view_seed``, else ``train.seed``."""
+    return cfg.seed if cfg.view_seed is None else cfg.view_seed
+
+
+def student_views(data: PreparedData, params: Params, runtime: Runtime, rank: int = 0, world_size: int = 1) -> InMemoryLoader:
+    """What the student trains on, on this rank: the transfer set (``train.subset``), augmented from
+    :func:`view_seed`, in this rank's share of the global ``train.batch_size``."""
+    return make_loader(data, "train", per_rank_batch(params.train.batch_size, world_size), params, runtime, train=True,
+                       seed=view_seed(params.train), rank=rank, world_size=world_size, subset=params.train.subset)
 
 
 def training_views(params: Params, data: PreparedData) -> dict[str, Any]:

@@ -19,6 +19,7 @@ import torch
 
 from kdpipe import champion, datasets, distributed, files, plots, registry, run_notes, tags, teacher, validation
 from kdpipe import promote as registry_moves
+from kdpipe import teacher_cache as cached_teacher
 from kdpipe.config import Params
 from kdpipe.data import operational
 from kdpipe.data.prepared import MANIFEST_FILE, build_splits, load_prepared, write_prepared
@@ -32,7 +33,7 @@ from kdpipe.evaluate import classification_metrics, inference_cost, predict_logi
 from kdpipe.gate import Scores
 from kdpipe.model_file import MODEL_FILE, load_model, save_model
 from kdpipe.models import create_model
-from kdpipe.runtime import eval_loader, make_loader, make_runtime, place_model, rank_probe, training_views
+from kdpipe.runtime import eval_loader, make_runtime, place_model, rank_probe, student_views, training_views
 from kdpipe.tracking import check_tracking, lineage_tags, logged_student, step_run, tracking_errors
 from kdpipe.ui_links import model_version
 from kdpipe.workdir import claims, need_space, training_space
@@ -97,9 +98,12 @@ def distill(params: Params, resume: bool = False, *, rank: int = 0, world_size: 
     data = load_prepared(params.paths.prepared, expect=params.data.model_dump())
     method, cfg, out = params.method.name, params.train, Path(params.paths.student)
     teacher_model = None if method == "scratch" else place_model(teacher.load(params, data), params, runtime)
+    views = student_views(data, params, runtime, rank, world_size)
+    outputs = cached_teacher.attach(params, data, teacher_model, teacher.stored_sha256(params), views.num_samples, rank=rank,
+                                   world_size=world_size, amp=runtime.amp)
     torch.manual_seed(cfg.seed)
     student = place_model(create_model(params.student.arch, data.num_classes, data.in_channels), params, runtime)
-    distiller = create_distiller(params.method, student, teacher_model).to(runtime.device)
+    distiller = create_distiller(params.method, student, outputs or teacher_model).to(runtime.device)
     checkpoints = Path(params.paths.checkpoints) / STUDENT_CHECKPOINTS
     need_space(training_space(distiller, checkpoints, out), "student's checkpoint and model")
     run_tags = {tags.DATA_SHA256: data.sha256, tags.METHOD: method, tags.DEVICE: str(runtime.device),
@@ -116,8 +120,7 @@ def distill(params: Params, resume: bool = False, *, rank: int = 0, world_size: 
         start = time.perf_counter()
         history = train(
             distiller,
-            make_loader(data, "train", cfg.batch_size, params, runtime, train=True, seed=cfg.seed, rank=rank,
-                        world_size=world_size, subset=cfg.subset),
+            cached_teacher.CachedViews(views, outputs) if outputs else views,
             eval_loader(data, "val", params, runtime), cfg, runtime, checkpoints,
             resume=resume, on_epoch=on_epoch, label=f"distill[{method}]",
             meta={"pipeline_run_id": params.tracking.pipeline_run_id},
@@ -141,6 +144,17 @@ def distill(params: Params, resume: bool = False, *, rank: int = 0, world_size: 
             run.log_student(student, out / MODEL_FILE, data.manifest)
             run.describe(run_notes.distill(summary, run_tags, params.student.arch, str(params.tracking.pipeline_run_id)))
     return {**summary, "history": history}
+
+
+@claims("teacher_cache")
+def fill_teacher_cache(params: Params, world_size: int = 1) -> dict[str, Any]:
+    """Record the teacher's outputs for every view the distill step will train on (each of ``world_size``
+    ranks' shard), so that distill replays them; no MLflow run, the cache is a cache."""
+    runtime = make_runtime(params)
+    data = load_prepared(params.paths.prepared, expect=params.data.model_dump())
+    loaders = [student_views(data, params, runtime, rank, world_size) for rank in range(world_size)]
+    return cached_teacher.fill(params, data, place_model(teacher.load(params, data), params, runtime),
+                               teacher.stored_sha256(params), loaders, amp=runtime.amp, autocast=runtime.autocast)
 
 
 @claims("validate_student")

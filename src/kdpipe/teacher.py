@@ -145,6 +145,12 @@ def load(params: Params, data: PreparedData) -> FeatureClassifier:
     return teacher
 
 
+def stored_sha256(params: Params) -> str:
+    """The sha256 of the stored teacher (what a teacher cache is keyed by); empty when there is none."""
+    path = Path(params.paths.teacher) / MODEL_FILE
+    return file_sha256(path) if path.exists() else ""
+
+
 def lineage(params: Params) -> dict[str, str]:
     """The teacher's source, resolved version and architecture, as evaluate_teacher recorded them."""
     path = Path(params.paths.teacher) / MODEL_FILE

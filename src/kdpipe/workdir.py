@@ -47,6 +47,7 @@ STEP_PATHS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "distill": (("student", "checkpoints"), ("prepared", "teacher")),
     "validate_student": (("validation",), ("prepared", "teacher", "student")),
     "export": (("validation",), ("prepared", "teacher", "student")),
+    "teacher_cache": (("teacher_cache",), ("prepared", "teacher")),
     "promote": (("promotion",), ("prepared", "teacher", "student", "validation")),
     "run_pipeline": (("prepared", "teacher", "student", "checkpoints", "validation", "promotion"), ()),
 }

@@ -146,8 +146,11 @@ def write_run_report(path: Path, dataset_dir: Path, student_dir: Path, validatio
 
 
 def record_validation(result: dict[str, Any], params: Params, metrics: MetricsLike, confusion: ConfusionLike,
-                      report: ArtifactLike, validation: ArtifactLike, dataset: ArtifactLike, student: ArtifactLike) -> bool:
-    """The validation as the Kubeflow UI shows it: scalars, confusion matrix, run report with MLflow links, verdict."""
+                      report: ArtifactLike, validation: ArtifactLike, dataset: ArtifactLike, student: ArtifactLike,
+                      exports: tuple[ArtifactLike, ArtifactLike]) -> bool:
+    """The validation as the Kubeflow UI shows it: scalars, confusion matrix, run report with MLflow links, the
+    ONNX fp32 and int8 Model artifacts (``exports``), verdict."""
+    record_exports(Path(validation.path), *exports)
     log_scalars(metrics, result)
     log_confusion(confusion, Path(validation.path) / DETAILS_FILE)
     write_run_report(Path(report.path), Path(dataset.path), Path(student.path), Path(validation.path),
