@@ -1,7 +1,7 @@
 """Kubeflow component for kdpipe.steps.distill: the student as a Model artifact."""
 
 from kfp import dsl
-from kfp.dsl import Dataset, Input, Metrics, Model, Output
+from kfp.dsl import Artifact, Dataset, Input, Metrics, Model, Output
 
 from kdpipe.kubeflow.image import IMAGE
 
@@ -15,6 +15,7 @@ def distill(
     num_processes: int,
     dataset: Input[Dataset],
     teacher: Input[Model],
+    teacher_outputs: Input[Artifact],
     student: Output[Model],
     metrics: Output[Metrics],
 ) -> None:
@@ -29,6 +30,7 @@ def distill(
 
     params = step_params(params_yaml, overrides, run_id, prepared=dataref.local_dir(dataset.path, cache_dir),
                          teacher=teacher.path, student=student.path,
-                         checkpoints=launch.scratch_dir(cache_dir, "checkpoints", run_id))
+                         checkpoints=launch.scratch_dir(cache_dir, "checkpoints", run_id),
+                         teacher_cache=launch.teacher_cache_dir(cache_dir, teacher_outputs.path))
     artifacts.log_scalars(metrics, launch.distill(params, num_processes, steps.distill))
     artifacts.describe_model(student, role="student")

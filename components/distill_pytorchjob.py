@@ -1,7 +1,7 @@
 """Kubeflow component for kdpipe.steps.distill across several nodes, as a Training Operator PyTorchJob."""
 
 from kfp import dsl
-from kfp.dsl import Dataset, Input, Metrics, Model, Output
+from kfp.dsl import Artifact, Dataset, Input, Metrics, Model, Output
 
 from kdpipe.kubeflow.image import IMAGE
 
@@ -12,6 +12,7 @@ def distill_pytorchjob(
     nodes: int, gpus_per_node: int, accelerator_type: str, pvc_name: str, credentials_secret: str,
     dataset: Input[Dataset],
     teacher: Input[Model],
+    teacher_outputs: Input[Artifact],
     student: Output[Model],
     metrics: Output[Metrics],
 ) -> None:
@@ -20,7 +21,7 @@ def distill_pytorchjob(
     from kdpipe.kubeflow.params import step_params
 
     params = step_params(params_yaml, overrides, run_id, prepared=dataref.local_dir(dataset.path, cache_dir),
-                         teacher=teacher.path)
+                         teacher=teacher.path, teacher_cache=launch.teacher_cache_dir(cache_dir, teacher_outputs.path))
     summary = pytorchjob.distill(
         params, launch.scratch_dir(cache_dir, "runs", run_id), f"kdpipe-distill-{run_id}", student.path, nodes=nodes,
         gpus_per_node=gpus_per_node, accelerator_type=accelerator_type, pvc_name=pvc_name,

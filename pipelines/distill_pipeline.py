@@ -1,4 +1,4 @@
-"""The nightly pipeline: prepare -> teacher -> distill (GPU) -> validate -> [passed] promote.
+"""The nightly pipeline: prepare -> teacher -> teacher outputs -> distill (GPU) -> validate -> [passed] promote.
 
 Run-time choices are pipeline parameters (the params file, overrides, the data reference, the
 accelerator type and count, the credentials secret). What a cluster offers is chosen when compiling
@@ -10,7 +10,15 @@ from pathlib import Path
 
 from kfp import compiler, dsl, kubernetes
 
-from components import distill, distill_pytorchjob, evaluate_teacher, prepare_data, promote, validate_student
+from components import (
+    distill,
+    distill_pytorchjob,
+    evaluate_teacher,
+    prepare_data,
+    promote,
+    teacher_outputs,
+    validate_student,
+)
 from kdpipe.errors import KdpipeError
 from kdpipe.kubeflow import cluster
 from kdpipe.kubeflow.params import one_line
@@ -67,20 +75,29 @@ def build(default_params_yaml: str, options: Options = Options()) -> dsl.graph_c
         teacher = evaluate_teacher(dataset=dataset, **common).set_display_name("evaluate teacher")
         teacher.set_caching_options(False)  # a registry teacher alias may move while the inputs stay the same
         teacher_model = teacher.outputs["teacher"]
+        cached = teacher_outputs(dataset=dataset, teacher=teacher_model, nodes=options.pytorchjob_nodes or 1,
+                                 gpus_per_node=accelerator_count, params_yaml=params_yaml, overrides=overrides,
+                                 cache_dir=cache_dir).set_display_name("teacher outputs")
+        # Its inputs change every night (the teacher task always runs), so Kubeflow's cache would never hit;
+        # the teacher cache's own key does the reuse, on the PVC: a night with nothing new records nothing.
+        cached.set_caching_options(False)
+        _on_gpu_nodes(cached, accelerator_type, 1)  # the distill step's precision (bf16 on GPU) is in the key
+        views = cached.outputs["outputs"]
         if options.pytorchjob_nodes:
             student = distill_pytorchjob(
-                dataset=dataset, teacher=teacher_model, nodes=options.pytorchjob_nodes,
+                dataset=dataset, teacher=teacher_model, teacher_outputs=views, nodes=options.pytorchjob_nodes,
                 gpus_per_node=accelerator_count, accelerator_type=accelerator_type,
                 pvc_name=options.data_cache_pvc, credentials_secret=credentials_secret, **common,
             ).set_display_name("distill (PyTorchJob)")
         else:
-            student = distill(dataset=dataset, teacher=teacher_model, num_processes=accelerator_count, **common)
+            student = distill(dataset=dataset, teacher=teacher_model, teacher_outputs=views,
+                              num_processes=accelerator_count, **common)
             student.set_display_name("distill")
             _on_gpu_nodes(student, accelerator_type, accelerator_count)
         student.set_retry(**RETRIES).set_caching_options(False)
         check = validate_student(dataset=dataset, teacher=teacher_model, student=student.outputs["student"], **common)
         check.set_display_name("validate student").set_caching_options(False)  # compares with today's champion
-        tasks = [prep, teacher, student, check]
+        tasks = [prep, teacher, cached, student, check]
         with dsl.If(check.outputs["Output"] == True, name="validation-passed"):  # noqa: E712 - a kfp condition
             promoted = promote(dataset=dataset, teacher=teacher_model, student=student.outputs["student"],
                                validation=check.outputs["validation"], **common)

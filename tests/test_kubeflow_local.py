@@ -62,6 +62,11 @@ def test_pipeline_runs_locally_and_produces_every_artifact(
     assert teacher["teacher"]["metadata"]["arch"] == params.teacher.arch
     assert (run / "evaluate-teacher" / "teacher" / "model.pt").exists()
 
+    # Teacher outputs: the teacher's features and logits for every view distill trains on, one file per epoch.
+    cached = _outputs(run / "teacher-outputs")["artifacts"]["outputs"]["metadata"]
+    assert cached["recorded"] == 2 and cached["world_size"] == 1
+    assert len(list((run / "teacher-outputs" / "outputs").rglob("epoch*-rank0.pt"))) == 2
+
     # Student: a Model artifact that loads and predicts.
     distilled = _outputs(run / "distill")["artifacts"]
     assert distilled["student"]["metadata"]["framework"] == "pytorch"

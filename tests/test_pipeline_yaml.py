@@ -63,7 +63,8 @@ def test_every_component_runs_in_the_project_image(compiled: tuple[dict[str, Any
     spec, _ = compiled
     executors = spec["deploymentSpec"]["executors"]
     assert set(executors) == {f"exec-{name}" for name in
-                              ("prepare-data", "evaluate-teacher", "distill", "validate-student", "promote")}
+                              ("prepare-data", "evaluate-teacher", "teacher-outputs", "distill", "validate-student",
+                               "promote")}
     for executor in executors.values():
         container = executor["container"]
         assert container["image"] == IMAGE
@@ -78,20 +79,27 @@ def test_distill_requests_gpus_from_pipeline_parameters(compiled: tuple[dict[str
                            "resourceCount": "{{$.inputs.parameters['pipelinechannel--accelerator_count']}}"}
     distill = spec["root"]["dag"]["tasks"]["distill"]
     assert distill["inputs"]["parameters"]["num_processes"] == {"componentInputParameter": "accelerator_count"}
-    assert [name for name, e in executors.items() if "resources" in e["container"]] == ["exec-distill"]
-
-    gpu = platform["exec-distill"]
-    assert gpu["tolerations"] == [dict(t) for t in cluster.GPU_TOLERATIONS]
-    assert gpu["nodeSelector"]["labels"] == cluster.GPU_NODE_SELECTOR
-    assert gpu["emptyDirMounts"] == [{"volumeName": "dshm", "mountPath": "/dev/shm", "medium": "Memory"}]
+    # The teacher-outputs task fills the cache on one GPU (the distill step's precision is in its key) for
+    # as many ranks as distill will run.
+    assert sorted(name for name, e in executors.items() if "resources" in e["container"]) == [
+        "exec-distill", "exec-teacher-outputs"]
+    fill = executors["exec-teacher-outputs"]["container"]["resources"]["accelerator"]
+    assert fill["resourceCount"] == "1"
+    assert spec["root"]["dag"]["tasks"]["teacher-outputs"]["inputs"]["parameters"]["gpus_per_node"] == {
+        "componentInputParameter": "accelerator_count"}
+    for gpu_task in ("exec-distill", "exec-teacher-outputs"):
+        gpu = platform[gpu_task]
+        assert gpu["tolerations"] == [dict(t) for t in cluster.GPU_TOLERATIONS]
+        assert gpu["nodeSelector"]["labels"] == cluster.GPU_NODE_SELECTOR
+        assert gpu["emptyDirMounts"] == [{"volumeName": "dshm", "mountPath": "/dev/shm", "medium": "Memory"}]
     for name, executor in platform.items():
-        if name != "exec-distill":
+        if name not in ("exec-distill", "exec-teacher-outputs"):
             assert "tolerations" not in executor and "nodeSelector" not in executor, name
 
 
 def test_every_task_reads_the_credentials_secret_as_env(compiled: tuple[dict[str, Any], dict[str, Any]]) -> None:
     _, platform = compiled
-    assert len(platform) == 5
+    assert len(platform) == 6
     for name, executor in platform.items():
         (secret,) = executor["secretAsEnv"]
         assert {m["secretKey"]: m["envVar"] for m in secret["keyToEnv"]} == {k: k for k in cluster.SECRET_ENV}, name
@@ -107,7 +115,7 @@ def test_retries_and_caching(compiled: tuple[dict[str, Any], dict[str, Any]]) ->
         "backoffFactor": RETRIES["backoff_factor"], "backoffMaxDuration": RETRIES["backoff_max_duration"]}
     caching = {name: task["cachingOptions"].get("enableCache", False) for name, task in tasks.items()
                if "cachingOptions" in task}
-    assert caching == {"prepare-data": True, "evaluate-teacher": False, "distill": False,
+    assert caching == {"prepare-data": True, "evaluate-teacher": False, "teacher-outputs": False, "distill": False,
                        "validate-student": False, "promote": False}
 
 

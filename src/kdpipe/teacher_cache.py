@@ -209,6 +209,8 @@ def fill(params: Params, data: PreparedData, live: FeatureClassifier, teacher_sh
     """Record every epoch of every rank's views (``loaders``, one per rank) that the cache lacks: the teacher
     alone, no student, under the training step's precision. Refuses, before any work, what would not fit."""
     world_size = len(loaders)
+    if mode(params) == "off":  # scratch, or a method with its cache turned off: distill will not read one
+        return {"directory": "", "recorded": 0, "bytes": 0, "epochs": params.train.epochs, "world_size": world_size}
     caches = [TeacherCache(Path(params.paths.teacher_cache),
                            cache_key(params, data, teacher_sha256, world_size, amp), rank)
               for rank in range(world_size)]

@@ -31,6 +31,12 @@ def scratch_dir(cache_dir: str, *parts: str) -> str:
     return str(path)
 
 
+def teacher_cache_dir(cache_dir: str, artifact_path: str) -> str:
+    """Where the teacher-output cache lives: on the data-cache PVC (shared by every run, keyed, so a later night
+    reuses it), else in the teacher_outputs artifact that Kubeflow copies to distill."""
+    return str(Path(cache_dir, "teacher_cache")) if cache_dir else artifact_path
+
+
 def torchrun_command(params_file: str, nproc_per_node: int | None = None, *, resume: bool = True) -> list[str]:
     """torchrun over ``kdpipe distill``; without ``nproc_per_node`` torchrun reads its PET_* environment."""
     launcher = [sys.executable, "-m", "torch.distributed.run"]
