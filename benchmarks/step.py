@@ -140,7 +140,8 @@ def cached_step(method: str, student: FeatureClassifier, teacher: FeatureClassif
     recorder = TeacherOutputs(teacher, TeacherCache(directory, key), record=True, feature_dim=teacher.feature_dim)
     recorder.begin_epoch(0)
     with torch.no_grad(), runtime.autocast:
-        for x, _ in batches:
+        for x, y in batches:
+            recorder.expect(y)
             recorder.forward_with_features(x)
     recorder.end_epoch()
     replay = TeacherOutputs(None, TeacherCache(directory, key), record=False, feature_dim=teacher.feature_dim)

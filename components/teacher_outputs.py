@@ -28,4 +28,6 @@ def teacher_outputs(
 
     params = step_params(params_yaml, overrides, prepared=dataref.local_dir(dataset.path, cache_dir),
                          teacher=teacher.path, teacher_cache=launch.teacher_cache_dir(cache_dir, outputs.path))
-    outputs.metadata.update(steps.fill_teacher_cache(params, nodes * gpus_per_node))
+    result = steps.fill_teacher_cache(params, max(1, nodes * gpus_per_node))  # 0 GPUs: one CPU rank
+    launch.note_location(outputs.path, params.paths.teacher_cache)
+    outputs.metadata.update(result)

@@ -60,8 +60,12 @@ def main(argv: list[str] | None = None) -> int:
         for i, (image, label) in enumerate(zip(images, labels.tolist(), strict=True)):
             Image.fromarray(image.permute(1, 2, 0).numpy(), "RGB").save(
                 staging / folder_name(raw.classes[label]) / f"{int(pick[i]):05d}.png")
-        shutil.rmtree(args.out, ignore_errors=True)
+        previous = args.out.with_name(f".{args.out.name}.previous")
+        if args.out.exists():  # moved aside, not deleted, until the new set is in place
+            shutil.rmtree(previous, ignore_errors=True)
+            args.out.rename(previous)
         staging.rename(args.out)
+        shutil.rmtree(previous, ignore_errors=True)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     print(f"wrote {args.count:,} re-photographed Fashion-MNIST test images ({CAMERA_SIZE}x{CAMERA_SIZE} RGB PNG, "

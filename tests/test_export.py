@@ -14,7 +14,8 @@ from conftest import EXPORT_ON, make_params_for
 from kdpipe import cost_probe, export, steps
 from kdpipe.config import Params
 from kdpipe.data.prepared import load_prepared
-from kdpipe.deployment import export_and_measure
+from kdpipe.deployment import export_and_measure, registry_files
+from kdpipe.errors import KdpipeError
 from kdpipe.model_file import MODEL_FILE, load_model
 from kdpipe.models import MODELS, create_model
 from kdpipe.serving import ServingClassifier, predict_unit_images
@@ -142,6 +143,11 @@ def test_the_registered_version_points_at_its_onnx_files_and_they_serve_its_clas
         assert (onnx_classes == _logits(champion.predict(images)).argmax(1)).all()
         int8_classes = _logits(mlflow.pyfunc.load_model(int8_uri).predict(images)).argmax(1)
         assert (int8_classes == onnx_classes).mean() > 0.95
+    # An export changed after validate measured it is never registered: promote refuses, naming it.
+    onnx_file = Path(params.paths.validation) / "student.onnx"
+    onnx_file.write_bytes(onnx_file.read_bytes() + b"\0")
+    with pytest.raises(KdpipeError, match=r"student.onnx: missing or changed since validate measured it"):
+        registry_files(Path(params.paths.validation))
 
 
 def _logits(predicted: object) -> np.ndarray:

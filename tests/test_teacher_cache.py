@@ -63,27 +63,47 @@ def test_a_float32_replay_trains_the_bit_identical_student(base: Callable[..., P
 def test_every_key_change_is_a_miss(base: Callable[..., Params]) -> None:
     params = base()
     data = load_prepared(params.paths.prepared)
-    key = cache_key(params, data, "teacher-a", 1, False)
+    cpu = Runtime(device=torch.device("cpu"))
+    key = cache_key(params, data, "teacher-a", 1, cpu)
     directory = TeacherCache(Path(params.paths.teacher_cache), key).directory
     other_data = load_prepared(params.paths.prepared).manifest | {"sha256": "0" * 64}
     changes = {
-        "teacher": cache_key(params, data, "teacher-b", 1, False),
-        "data": cache_key(params, type(data)(data.tensors, other_data), "teacher-a", 1, False),
-        "view seed": cache_key(base(train__view_seed=7), data, "teacher-a", 1, False),
-        "crop padding": cache_key(base(data__crop_padding=4), data, "teacher-a", 1, False),
-        "transfer set": cache_key(base(train__subset=300), data, "teacher-a", 1, False),
-        "sample seed": cache_key(base(data__seed=1), data, "teacher-a", 1, False),
-        "batch size": cache_key(base(train__batch_size=32), data, "teacher-a", 1, False),
-        "epochs": cache_key(base(train__epochs=3), data, "teacher-a", 1, False),
-        "dtype": cache_key(base(cache__dtype="float16"), data, "teacher-a", 1, False),
-        "world size": cache_key(params, data, "teacher-a", 2, False),
-        "precision": cache_key(params, data, "teacher-a", 1, True),
+        "teacher": cache_key(params, data, "teacher-b", 1, cpu),
+        "data": cache_key(params, type(data)(data.tensors, other_data), "teacher-a", 1, cpu),
+        "view seed": cache_key(base(train__view_seed=7), data, "teacher-a", 1, cpu),
+        "crop padding": cache_key(base(data__crop_padding=4), data, "teacher-a", 1, cpu),
+        "transfer set": cache_key(base(train__subset=300), data, "teacher-a", 1, cpu),
+        "sample seed": cache_key(base(data__seed=1), data, "teacher-a", 1, cpu),
+        "batch size": cache_key(base(train__batch_size=32), data, "teacher-a", 1, cpu),
+        "epochs": cache_key(base(train__epochs=3), data, "teacher-a", 1, cpu),
+        "dtype": cache_key(base(cache__dtype="float16"), data, "teacher-a", 1, cpu),
+        "world size": cache_key(params, data, "teacher-a", 2, cpu),
+        # the views' generator lives on the loader's device; bf16 autocast changes the teacher's outputs
+        "device": cache_key(params, data, "teacher-a", 1, Runtime(device=torch.device("cuda"))),
+        "precision": cache_key(params, data, "teacher-a", 1, Runtime(device=torch.device("cuda"), amp=True)),
     }
     for what, changed in changes.items():
         assert changed != key, what
         assert TeacherCache(Path(params.paths.teacher_cache), changed).directory != directory, what
-    assert cache_key(base(train__seed=5, train__view_seed=0), data, "teacher-a", 1, False) == key, \
+    assert len({TeacherCache(Path("x"), k).directory for k in changes.values()}) == len(changes)
+    assert cache_key(base(train__seed=5, train__view_seed=0), data, "teacher-a", 1, cpu) == key, \
         "the student's init seed is not part of the views"
+
+
+def test_a_replay_whose_views_moved_is_an_error_not_another_images_teacher(base: Callable[..., Params]) -> None:
+    params = base(method__srd__cache="require")
+    steps.fill_teacher_cache(params)
+    first = _cache_files(params)[0]
+    blob = torch.load(first)
+    blob["labels"] = blob["labels"].roll(1)  # as if the recorded views were in another order
+    torch.save(blob, first)
+    with pytest.raises(KdpipeError, match=r"the loader's views differ from the recorded ones at view 0"):
+        steps.distill(params)
+    blob["labels"] = blob["labels"].roll(-1)[:-64]  # and as if it held one batch fewer
+    blob["features"], blob["logits"] = blob["features"][:-64], blob["logits"][:-64]
+    torch.save(blob, first)
+    with pytest.raises(KdpipeError, match="holds fewer views than the loader yields"):
+        steps.distill(params)
 
 
 def test_the_fill_step_then_require_and_a_miss_after_a_change(base: Callable[..., Params],

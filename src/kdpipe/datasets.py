@@ -53,7 +53,7 @@ def operational_input(name: str, figures: dict[str, Any], manifest: dict[str, An
     from mlflow.entities import Dataset, DatasetInput, InputTag
 
     source = str(figures["source"])
-    kind = source.split("://", 1)[0] if "://" in source else "dvc" if source.startswith("dvc+") else "local"
+    kind = "dvc" if source.startswith("dvc+") else source.split("://", 1)[0] if "://" in source else "local"
     uri = Path(source.removeprefix("pvc:")).resolve().as_uri() if kind == "local" else source
     profile = {"num_rows": int(figures["num_samples"]), "num_classes": len(manifest["classes"]),
                "sha256": figures["sha256"], "kind": figures["kind"]}

@@ -40,6 +40,8 @@ class World:
 def per_rank_batch(global_batch: int, world_size: int) -> int:
     """``train.batch_size`` is the global batch: each rank takes an equal share, so 1 or N GPUs train the same
     recipe at the same learning rate."""
+    if world_size < 1:
+        raise ConfigError(f"world size must be at least 1, got {world_size}")
     if global_batch % world_size:
         raise ConfigError(f"train.batch_size: {global_batch} does not divide across {world_size} ranks; "
                           f"use a multiple of {world_size}")

@@ -76,9 +76,14 @@ def parity(eager: torch.Tensor, exported: torch.Tensor) -> dict[str, float]:
             "max_abs_logit_diff": float((eager - exported).abs().max())}
 
 
+def parity_holds(figures: dict[str, float]) -> bool:
+    """fp32 reproduces eager: 100 % top-1 agreement and |Δlogit| ≤ MAX_ABS_LOGIT_DIFF."""
+    return figures["top1_agreement"] == 1.0 and figures["max_abs_logit_diff"] <= MAX_ABS_LOGIT_DIFF
+
+
 def check_parity(figures: dict[str, float], what: str) -> None:
-    """fp32 must reproduce eager: 100 % top-1 agreement and |Δlogit| ≤ MAX_ABS_LOGIT_DIFF, or it is an error."""
-    if figures["top1_agreement"] < 1.0 or figures["max_abs_logit_diff"] > MAX_ABS_LOGIT_DIFF:
+    """The deployed model's fp32 export must reproduce eager (:func:`parity_holds`), or it is an error."""
+    if not parity_holds(figures):
         raise ExportError(
             f"{what}: the ONNX fp32 export disagrees with eager PyTorch (top-1 agreement "
             f"{figures['top1_agreement']:.4%}, max |Δlogit| {figures['max_abs_logit_diff']:.2e} > {MAX_ABS_LOGIT_DIFF:g})")

@@ -100,7 +100,7 @@ def distill(params: Params, resume: bool = False, *, rank: int = 0, world_size: 
     teacher_model = None if method == "scratch" else place_model(teacher.load(params, data), params, runtime)
     views = student_views(data, params, runtime, rank, world_size)
     outputs = cached_teacher.attach(params, data, teacher_model, teacher.stored_sha256(params), views.num_samples, rank=rank,
-                                   world_size=world_size, amp=runtime.amp)
+                                   world_size=world_size, runtime=runtime)
     torch.manual_seed(cfg.seed)
     student = place_model(create_model(params.student.arch, data.num_classes, data.in_channels), params, runtime)
     distiller = create_distiller(params.method, student, outputs or teacher_model).to(runtime.device)
@@ -124,7 +124,7 @@ def distill(params: Params, resume: bool = False, *, rank: int = 0, world_size: 
             eval_loader(data, "val", params, runtime), cfg, runtime, checkpoints,
             resume=resume, on_epoch=on_epoch, label=f"distill[{method}]",
             meta={"pipeline_run_id": params.tracking.pipeline_run_id},
-            fingerprint=files.fingerprint("student", params.student.arch, params.method.model_dump(mode="json"),
+            fingerprint=files.fingerprint("student", params.student.arch, cached_teacher.method_identity(params),
                                           cfg.model_dump(mode="json"), data.sha256, world_size,
                                           training_views(params, data)),
             wrapped=distributed.wrap(distiller, runtime.device) if world_size > 1 else None,
@@ -152,9 +152,9 @@ def fill_teacher_cache(params: Params, world_size: int = 1) -> dict[str, Any]:
     ranks' shard), so that distill replays them; no MLflow run, the cache is a cache."""
     runtime = make_runtime(params)
     data = load_prepared(params.paths.prepared, expect=params.data.model_dump())
-    loaders = [student_views(data, params, runtime, rank, world_size) for rank in range(world_size)]
     return cached_teacher.fill(params, data, place_model(teacher.load(params, data), params, runtime),
-                               teacher.stored_sha256(params), loaders, amp=runtime.amp, autocast=runtime.autocast)
+                               teacher.stored_sha256(params), lambda rank: student_views(data, params, runtime, rank,
+                                                                                          world_size), world_size, runtime)
 
 
 @claims("validate_student")

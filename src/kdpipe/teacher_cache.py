@@ -20,10 +20,11 @@ halves the storage at a small, measured cost.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +35,7 @@ from kdpipe import files
 from kdpipe.config import Params
 from kdpipe.data.loader import InMemoryLoader
 from kdpipe.data.prepared import PreparedData
+from kdpipe.engine import Runtime
 from kdpipe.errors import KdpipeError, WriteError
 from kdpipe.models import FeatureClassifier
 from kdpipe.runtime import view_seed
@@ -50,12 +52,23 @@ def mode(params: Params) -> str:
     return str(getattr(getattr(params.method, params.method.name, None), "cache", "off"))
 
 
-def cache_key(params: Params, data: PreparedData, teacher_sha256: str, world_size: int, amp: bool) -> dict[str, Any]:
-    """Everything that decides the cached tensors; its sha256 names the cache directory."""
+def method_identity(params: Params) -> dict[str, Any]:
+    """The method's params as a resume fingerprint sees them: the cache mode changes no result (a float32
+    replay is exact) and is left out; the cache's dtype can, and is in."""
+    methods = {name: {"cache"} for name in ("srd", "kd", "fitnet")}
+    return {**params.method.model_dump(mode="json", exclude=methods), "cache_dtype": params.cache.dtype}
+
+
+def cache_key(params: Params, data: PreparedData, teacher_sha256: str, world_size: int, runtime: Runtime) -> dict[str, Any]:
+    """Everything that decides the cached tensors; its sha256 names the cache directory. The device type is
+    in it because the crops and flips are drawn by a generator on the loader's device (CPU and CUDA draw
+    differently from one seed), and the precision and memory format because they change the teacher's output."""
     return {"teacher_sha256": teacher_sha256, "data_sha256": data.sha256, "view_seed": view_seed(params.train),
             "epochs": params.train.epochs, "batch_size": params.train.batch_size, "subset": params.train.subset,
             "sample_seed": params.data.seed, "crop_padding": params.data.crop_padding,
-            "hflip": bool(data.manifest["hflip"]), "world_size": world_size, "amp": amp, "dtype": params.cache.dtype}
+            "hflip": bool(data.manifest["hflip"]), "world_size": world_size, "device": runtime.device.type,
+            "amp": runtime.amp, "channels_last": params.runtime.channels_last and runtime.device.type == "cuda",
+            "dtype": params.cache.dtype}
 
 
 def epoch_bytes(samples: int, feature_dim: int, num_classes: int, dtype: str) -> int:
@@ -79,27 +92,43 @@ class TeacherCache:
     def complete(self) -> bool:
         return all(self.has(e) for e in range(self.key["epochs"]))
 
-    def load(self, epoch: int) -> tuple[torch.Tensor, torch.Tensor]:
-        blob = files.load_tensors(self.path(epoch))
-        return blob["features"], blob["logits"]
+    def load(self, epoch: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
+        """(features, logits, labels) of the epoch's views; None when the file went away (evicted meanwhile)."""
+        try:
+            blob = files.load_tensors(self.path(epoch))
+        except FileNotFoundError:
+            return None
+        return blob["features"], blob["logits"], blob["labels"]
 
-    def save(self, epoch: int, features: torch.Tensor, logits: torch.Tensor) -> None:
+    def save(self, epoch: int, features: torch.Tensor, logits: torch.Tensor, labels: torch.Tensor) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)
         if not (self.directory / KEY_FILE).exists():
             files.atomic_write_text(self.directory / KEY_FILE, json.dumps(self.key, indent=2) + "\n")
         dtype = DTYPES[self.key["dtype"]]
-        files.atomic_torch_save({"features": features.to(dtype), "logits": logits.to(dtype)}, self.path(epoch))
+        files.atomic_torch_save({"features": features.to(dtype), "logits": logits.to(dtype), "labels": labels},
+                                self.path(epoch))
+
+
+def _size(directory: Path) -> int:
+    """Bytes under a key directory; a file removed meanwhile (another run evicting) counts as gone."""
+    total = 0
+    for f in directory.glob("*"):
+        with contextlib.suppress(FileNotFoundError):
+            total += f.stat().st_size
+    return total
 
 
 def _make_room(root: Path, needed: int, budget_gb: float, keep: Path) -> bool:
     """Evict whole key directories, least recently written first (never ``keep``), until ``needed`` more bytes
-    fit in ``cache.max_gb``; False when they cannot fit even in an empty cache."""
+    fit in ``cache.max_gb``; False, having evicted nothing, when they cannot fit beside ``keep`` alone."""
     budget = budget_gb * 1e9
-    if needed > budget:
+    if needed == 0:
+        return True
+    if _size(keep) + needed > budget:
         return False
     dirs = sorted((d for d in root.iterdir() if d.is_dir() and d != keep), key=lambda d: d.stat().st_mtime) \
         if root.exists() else []
-    sizes = {d: sum(f.stat().st_size for f in d.iterdir()) for d in [*dirs, keep] if d.exists()}
+    sizes = {d: _size(d) for d in [*dirs, keep]}
     while sum(sizes.values()) + needed > budget and dirs:
         oldest = dirs.pop(0)
         log.info("teacher cache: evicting %s (%.1f MB, least recently written) for cache.max_gb %g", oldest,
@@ -115,29 +144,44 @@ class TeacherOutputs(nn.Module):
     def __init__(self, live: FeatureClassifier | None, cache: TeacherCache, record: bool, feature_dim: int) -> None:
         super().__init__()
         self.live, self.cache, self.record, self.feature_dim = live, cache, record, feature_dim
-        self._cached: tuple[torch.Tensor, torch.Tensor] | None = None
+        self._cached: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
         self._recorded: list[tuple[torch.Tensor, torch.Tensor]] = []
+        self._labels: list[torch.Tensor] = []
         self._offset, self._epoch = 0, -1
 
     def begin_epoch(self, epoch: int) -> None:
-        self._epoch, self._offset, self._recorded = epoch, 0, []
+        self._epoch, self._offset, self._recorded, self._labels = epoch, 0, [], []
         self._cached = self.cache.load(epoch) if self.cache.has(epoch) else None
         if self._cached is None and self.live is None:
             raise KdpipeError(f"teacher cache {self.cache.directory}: epoch {epoch + 1} is missing and no live teacher is loaded")
 
+    def expect(self, labels: torch.Tensor) -> None:
+        """The next batch's labels: a replay checks them against the recorded ones (a view that moved is an
+        error, never silently another image's teacher output); a recording keeps them."""
+        if self._cached is None:
+            self._labels.append(labels.detach().cpu())
+            return
+        recorded = self._cached[2][self._offset: self._offset + len(labels)]
+        if len(recorded) < len(labels):
+            raise KdpipeError(f"teacher cache {self.cache.path(self._epoch)}: holds fewer views than the loader yields")
+        if not torch.equal(recorded, labels.detach().cpu()):
+            raise KdpipeError(f"teacher cache {self.cache.path(self._epoch)}: the loader's views differ from the recorded "
+                              f"ones at view {self._offset} (labels disagree); delete the file or set the cache off")
+
     def end_epoch(self) -> None:
+        if self._cached is not None and self._offset != len(self._cached[0]):
+            raise KdpipeError(f"teacher cache {self.cache.path(self._epoch)}: holds {len(self._cached[0])} views, the "
+                              f"loader yielded {self._offset}")
         if self._cached is None and self.record and self._recorded:
             features, logits = (torch.cat([r[i] for r in self._recorded]) for i in (0, 1))
-            self.cache.save(self._epoch, features, logits)
-        self._recorded = []
+            self.cache.save(self._epoch, features, logits, torch.cat(self._labels))
+        self._recorded, self._labels = [], []
 
     def forward_with_features(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if self._cached is not None:
             n, start = len(x), self._offset
             self._offset += n
-            features, logits = (t[start: start + n].to(x.device) for t in self._cached)
-            if len(features) != n:
-                raise KdpipeError(f"teacher cache {self.cache.path(self._epoch)}: holds fewer views than the loader yields")
+            features, logits = (t[start: start + n].to(x.device) for t in self._cached[:2])
             return features, logits
         assert self.live is not None
         features, logits = self.live.forward_with_features(x)
@@ -164,12 +208,14 @@ class CachedViews:
         return self.loader.num_samples
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        yield from self.loader
+        for x, y in self.loader:
+            self.outputs.expect(y)
+            yield x, y
         self.outputs.end_epoch()
 
 
 def attach(params: Params, data: PreparedData, live: FeatureClassifier | None, teacher_sha256: str, samples: int,
-           *, rank: int, world_size: int, amp: bool) -> TeacherOutputs | None:
+           *, rank: int, world_size: int, runtime: Runtime) -> TeacherOutputs | None:
     """The teacher's stand-in for this distill run, or None when the method uses no cache.
 
     ``samples``: the views per epoch on this rank (what one epoch file holds). ``auto`` records the
@@ -179,7 +225,8 @@ def attach(params: Params, data: PreparedData, live: FeatureClassifier | None, t
     how = mode(params)
     if how == "off" or live is None:
         return None
-    cache = TeacherCache(Path(params.paths.teacher_cache), cache_key(params, data, teacher_sha256, world_size, amp), rank)
+    cache = TeacherCache(Path(params.paths.teacher_cache), cache_key(params, data, teacher_sha256, world_size, runtime),
+                         rank)
     if how == "require" and not cache.complete():
         missing = [e + 1 for e in range(params.train.epochs) if not cache.has(e)]
         raise KdpipeError(f"method.{params.method.name}.cache is require, but {cache.directory} lacks epoch(s) "
@@ -187,7 +234,9 @@ def attach(params: Params, data: PreparedData, live: FeatureClassifier | None, t
     todo = sum(not cache.has(e) for e in range(params.train.epochs))
     size = todo * epoch_bytes(samples, live.feature_dim, data.num_classes, params.cache.dtype) * world_size
     record = todo > 0
-    if record and not _make_room(Path(params.paths.teacher_cache), size, params.cache.max_gb, cache.directory):
+    room = (_make_room(Path(params.paths.teacher_cache), size, params.cache.max_gb, cache.directory) if rank == 0
+            else _size(cache.directory) + size <= params.cache.max_gb * 1e9)  # only rank 0 evicts
+    if record and not room:
         log.info("teacher cache: %d epoch(s) would need %.2f GB, over cache.max_gb %g; training with the live teacher",
                  todo, size / 1e9, params.cache.max_gb)
         record = False
@@ -205,30 +254,34 @@ def attach(params: Params, data: PreparedData, live: FeatureClassifier | None, t
 
 @torch.no_grad()
 def fill(params: Params, data: PreparedData, live: FeatureClassifier, teacher_sha256: str,
-         loaders: list[InMemoryLoader], *, amp: bool, autocast: torch.autocast) -> dict[str, Any]:
-    """Record every epoch of every rank's views (``loaders``, one per rank) that the cache lacks: the teacher
-    alone, no student, under the training step's precision. Refuses, before any work, what would not fit."""
-    world_size = len(loaders)
+         views: Callable[[int], InMemoryLoader], world_size: int, runtime: Runtime) -> dict[str, Any]:
+    """Record every epoch of every rank's views that the cache lacks: the teacher
+    alone, no student, under the training step's precision. ``views(rank)`` builds a rank's loader (one at a
+    time: each holds the transfer set on the device). Refuses, before any work, what would not fit."""
     if mode(params) == "off":  # scratch, or a method with its cache turned off: distill will not read one
         return {"directory": "", "recorded": 0, "bytes": 0, "epochs": params.train.epochs, "world_size": world_size}
     caches = [TeacherCache(Path(params.paths.teacher_cache),
-                           cache_key(params, data, teacher_sha256, world_size, amp), rank)
+                           cache_key(params, data, teacher_sha256, world_size, runtime), rank)
               for rank in range(world_size)]
-    todo = [(rank, e) for rank, cache in enumerate(caches) for e in range(params.train.epochs) if not cache.has(e)]
-    size = sum(epoch_bytes(loaders[rank].num_samples, live.feature_dim, data.num_classes, params.cache.dtype)
-               for rank, _ in todo)
+    todo = {rank: [e for e in range(params.train.epochs) if not cache.has(e)] for rank, cache in enumerate(caches)}
+    files_todo = sum(len(epochs) for epochs in todo.values())
+    samples = views(0).num_samples  # every rank's shard of the transfer set is the same size
+    size = files_todo * epoch_bytes(samples, live.feature_dim, data.num_classes, params.cache.dtype)
     if not _make_room(Path(params.paths.teacher_cache), size, params.cache.max_gb, caches[0].directory):
-        raise KdpipeError(f"teacher cache: {len(todo)} epoch file(s) need {size / 1e9:.2f} GB, over cache.max_gb "
+        raise KdpipeError(f"teacher cache: {files_todo} epoch file(s) need {size / 1e9:.2f} GB, over cache.max_gb "
                           f"{params.cache.max_gb:g}; raise it, or use cache.dtype: float16 ({size / 2e9:.2f} GB)")
     need_space({Path(params.paths.teacher_cache): size}, "teacher cache")
     live.eval()
-    for rank, epoch in todo:
+    for rank, epochs in todo.items():
+        if not epochs:
+            continue
         outputs = TeacherOutputs(live, caches[rank], record=True, feature_dim=live.feature_dim)
-        views = CachedViews(loaders[rank], outputs)
-        views.set_epoch(epoch)
-        for x, _ in views:
-            with autocast:
-                outputs.forward_with_features(x)
-        log.info("teacher cache: epoch %d/%d rank %d recorded", epoch + 1, params.train.epochs, rank)
-    return {"directory": str(caches[0].directory), "recorded": len(todo), "bytes": size,
+        loader = CachedViews(views(rank), outputs)
+        for epoch in epochs:
+            loader.set_epoch(epoch)
+            for x, _ in loader:
+                with runtime.autocast:
+                    outputs.forward_with_features(x)
+            log.info("teacher cache: epoch %d/%d rank %d recorded", epoch + 1, params.train.epochs, rank)
+    return {"directory": str(caches[0].directory), "recorded": files_todo, "bytes": size,
             "epochs": params.train.epochs, "world_size": world_size}

@@ -7,6 +7,7 @@ The params travel as a file, the same one ``kdpipe -c`` reads.
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import tempfile
@@ -35,6 +36,13 @@ def teacher_cache_dir(cache_dir: str, artifact_path: str) -> str:
     """Where the teacher-output cache lives: on the data-cache PVC (shared by every run, keyed, so a later night
     reuses it), else in the teacher_outputs artifact that Kubeflow copies to distill."""
     return str(Path(cache_dir, "teacher_cache")) if cache_dir else artifact_path
+
+
+def note_location(artifact_path: str, directory: str) -> None:
+    """When the files live elsewhere (the PVC), the artifact holds a note saying where, so it is never empty."""
+    if Path(directory) != Path(artifact_path):
+        Path(artifact_path).mkdir(parents=True, exist_ok=True)
+        atomic_write_text(Path(artifact_path) / "location.json", json.dumps({"directory": directory}) + "\n")
 
 
 def torchrun_command(params_file: str, nproc_per_node: int | None = None, *, resume: bool = True) -> list[str]:
