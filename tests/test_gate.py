@@ -149,3 +149,20 @@ def test_a_per_class_regression_blocks_promotion_even_with_a_better_top1() -> No
     assert verdict.failed == ["largest per-class recall drop against the champion: class 0, 1.0000 -> 0.5000 "
                               "(+0.5000), limit gate.max_class_drop 0.2000"]
     assert decide_gate(passed(), student, GateConfig(max_class_drop=0.5), "3", DATA, champion).promote
+
+
+def test_the_deploy_formats_memory_and_int8_refusal_each_give_their_reason() -> None:
+    cfg = ValidateConfig(min_top1=0.5, max_teacher_gap=None, max_latency_ms=1.0, max_memory_mb=20.0)
+    teacher = {"top1": 0.95}
+    fine = {"top1": 0.9, "latency_ms_batch1": 0.1, "memory_mb": 19.0, "deploy_format": "onnx"}
+    assert decide_thresholds(fine, teacher, cfg)["passed"]
+    heavy = {**fine, "latency_ms_batch1": 1.5, "memory_mb": 50.0}
+    assert decide_thresholds(heavy, teacher, cfg)["reasons"] == [
+        "latency 1.50 ms (onnx) exceeds validate.max_latency_ms 1.00",
+        "memory 50.0 MB (onnx) exceeds validate.max_memory_mb 20.0"]
+    unmeasured = {"top1": 0.9, "latency_ms_batch1": 0.1}
+    assert decide_thresholds(unmeasured, teacher, cfg)["reasons"] == [
+        "validate.max_memory_mb is set, but memory was not measured (export.enabled is false)"]
+    refused = {**fine, "deploy_format": "onnx_int8", "deploy_refused": "int8 top-1 0.8000 trails fp32 0.9000 by 0.1000"}
+    assert decide_thresholds(refused, teacher, cfg)["reasons"] == [
+        "validate.deploy_format onnx_int8 is not offered: int8 top-1 0.8000 trails fp32 0.9000 by 0.1000"]

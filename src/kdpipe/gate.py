@@ -58,11 +58,11 @@ def decide_thresholds(student: dict[str, Any], teacher: dict[str, Any], cfg: Val
                            f"{limit:.4f}")
     latency, memory, fmt = student["latency_ms_batch1"], student.get("memory_mb"), student.get("deploy_format", "pytorch")
     if cfg.max_latency_ms is not None and latency > cfg.max_latency_ms:
-        reasons.append(f"{fmt} latency {latency:.2f} ms exceeds validate.max_latency_ms {cfg.max_latency_ms:.2f}")
+        reasons.append(f"latency {latency:.2f} ms ({fmt}) exceeds validate.max_latency_ms {cfg.max_latency_ms:.2f}")
     if cfg.max_memory_mb is not None and memory is None:
         reasons.append("validate.max_memory_mb is set, but memory was not measured (export.enabled is false)")
     elif cfg.max_memory_mb is not None and memory > cfg.max_memory_mb:
-        reasons.append(f"{fmt} memory {memory:.1f} MB exceeds validate.max_memory_mb {cfg.max_memory_mb:.1f}")
+        reasons.append(f"memory {memory:.1f} MB ({fmt}) exceeds validate.max_memory_mb {cfg.max_memory_mb:.1f}")
     if student.get("deploy_refused"):
         reasons.append(f"validate.deploy_format {fmt} is not offered: {student['deploy_refused']}")
     return {"passed": not reasons, "reasons": reasons, "top1": student["top1"], "teacher_gap": gap, "latency_ms": latency,

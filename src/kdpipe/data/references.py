@@ -63,9 +63,11 @@ def is_remote(uri: str) -> bool:
 
 
 def s3_client() -> Any:
+    """A client from a fresh session: boto3's default session keeps the credentials it first read, and a
+    long-lived process (a test run, a notebook) may have changed the environment since."""
     import boto3
 
-    return boto3.client("s3", endpoint_url=os.environ.get(ENDPOINT_ENV) or None)
+    return boto3.session.Session().client("s3", endpoint_url=os.environ.get(ENDPOINT_ENV) or None)
 
 
 def split_s3(location: str) -> tuple[str, str]:
