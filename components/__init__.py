@@ -1,4 +1,5 @@
-"""One Kubeflow component per pipeline step, each a thin typed wrapper over :mod:`kdpipe.steps`.
+"""One Kubeflow component per pipeline step, each a thin typed wrapper over :mod:`kdpipe.steps` (the
+study's over :mod:`kdpipe.study.fanout`).
 
 Every component runs in the project's image (:data:`kdpipe.kubeflow.image.IMAGE`), which already
 holds kfp, so none installs anything at run time.
@@ -9,8 +10,12 @@ from components.distill_pytorchjob import distill_pytorchjob
 from components.evaluate_teacher import evaluate_teacher
 from components.prepare_data import prepare_data
 from components.promote import promote
+from components.study_report import study_report
+from components.study_run import study_run
+from components.study_teacher import study_teacher
+from components.study_teacher_outputs import study_teacher_outputs
 from components.teacher_outputs import teacher_outputs
 from components.validate_student import validate_student
 
-__all__ = ["distill", "distill_pytorchjob", "evaluate_teacher", "prepare_data", "promote", "teacher_outputs",
-           "validate_student"]
+__all__ = ["distill", "distill_pytorchjob", "evaluate_teacher", "prepare_data", "promote", "study_report", "study_run",
+           "study_teacher", "study_teacher_outputs", "teacher_outputs", "validate_student"]

@@ -52,7 +52,7 @@ def add_arguments(p: argparse.ArgumentParser, add_common: Callable[[argparse.Arg
         add_common(command)
 
 
-def _arguments(args: argparse.Namespace, params_text: str) -> dict[str, Any]:
+def pipeline_arguments(args: argparse.Namespace, params_text: str) -> dict[str, Any]:
     """Pipeline parameters from the command line; unset options keep the compiled defaults."""
     values = {
         "params_yaml": params_text,
@@ -72,7 +72,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     if args.pipeline_command == "image":
         print(IMAGE)
         return {"image": IMAGE}
-    from pipelines.distill_pipeline import COMPILED, Options, compile_pipeline
+    from pipelines.distill_pipeline import COMPILED, Options, build, compile_pipeline
 
     params_text = Path(args.params).read_text()
     if args.pipeline_command == "compile":
@@ -82,16 +82,17 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     if args.pipeline_command == "run-local":
         from pipelines.local import run_local
 
-        run_dir = run_local(params_text, args.pipeline_root, _arguments(args, params_text))
+        run_dir = run_local(build(params_text), args.pipeline_root, pipeline_arguments(args, params_text))
         print(f"artifacts of the run: {run_dir}")
         return {"run_dir": str(run_dir)}
     from kdpipe.kubeflow import client
 
     package = args.package or COMPILED
     if args.pipeline_command == "submit":
-        run_id = client.submit(args.host, package, _arguments(args, params_text), args.experiment, args.run_name)
+        run_id = client.submit(args.host, package, pipeline_arguments(args, params_text), args.experiment, args.run_name)
         print(f"started run {run_id} in experiment {args.experiment!r}")
         return {"run_id": run_id}
-    result = client.schedule(args.host, package, args.cron, args.name, args.experiment, _arguments(args, params_text))
+    result = client.schedule(args.host, package, args.cron, args.name, args.experiment,
+                             pipeline_arguments(args, params_text))
     print(f"{result['action']} recurring run {args.name!r} ({result['recurring_run_id']}), cron {args.cron!r}")
     return result

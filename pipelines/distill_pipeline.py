@@ -40,7 +40,7 @@ class Options:
             raise KdpipeError("--pytorchjob-nodes needs --data-cache-pvc: the job's pods share data through it")
 
 
-def _on_gpu_nodes(task: dsl.PipelineTask, accelerator_type: str, accelerator_count: int) -> None:
+def on_gpu_nodes(task: dsl.PipelineTask, accelerator_type: str, accelerator_count: int) -> None:
     """GPU request, GPU-node tolerations and selector, and a RAM-backed /dev/shm."""
     task.set_accelerator_type(accelerator_type).set_accelerator_limit(accelerator_count)
     for toleration in cluster.GPU_TOLERATIONS:
@@ -49,6 +49,13 @@ def _on_gpu_nodes(task: dsl.PipelineTask, accelerator_type: str, accelerator_cou
         kubernetes.add_node_selector(task, key, value)
     kubernetes.empty_dir_mount(task, volume_name=cluster.SHM_VOLUME, mount_path=cluster.SHM_PATH,
                                medium=cluster.SHM_MEDIUM)
+
+
+def with_cluster_resources(task: dsl.PipelineTask, options: Options, credentials_secret: str) -> None:
+    """The S3 and MLflow credentials from the secret (optional), and the data-cache PVC when there is one."""
+    kubernetes.use_secret_as_env(task, credentials_secret, {key: key for key in cluster.SECRET_ENV}, optional=True)
+    if options.data_cache_pvc:
+        kubernetes.mount_pvc(task, pvc_name=options.data_cache_pvc, mount_path=cluster.CACHE_PATH)
 
 
 def build(default_params_yaml: str, options: Options = Options()) -> dsl.graph_component.GraphComponent:
@@ -81,7 +88,7 @@ def build(default_params_yaml: str, options: Options = Options()) -> dsl.graph_c
         # Its inputs change every night (the teacher task always runs), so Kubeflow's cache would never hit;
         # the teacher cache's own key does the reuse, on the PVC: a night with nothing new records nothing.
         cached.set_caching_options(False)
-        _on_gpu_nodes(cached, accelerator_type, 1)  # the distill step's precision (bf16 on GPU) is in the key
+        on_gpu_nodes(cached, accelerator_type, 1)  # the distill step's precision (bf16 on GPU) is in the key
         views = cached.outputs["outputs"]
         if options.pytorchjob_nodes:
             student = distill_pytorchjob(
@@ -93,7 +100,7 @@ def build(default_params_yaml: str, options: Options = Options()) -> dsl.graph_c
             student = distill(dataset=dataset, teacher=teacher_model, teacher_outputs=views,
                               num_processes=accelerator_count, **common)
             student.set_display_name("distill")
-            _on_gpu_nodes(student, accelerator_type, accelerator_count)
+            on_gpu_nodes(student, accelerator_type, accelerator_count)
         student.set_retry(**RETRIES).set_caching_options(False)
         check = validate_student(dataset=dataset, teacher=teacher_model, student=student.outputs["student"], **common)
         check.set_display_name("validate student").set_caching_options(False)  # compares with today's champion
@@ -104,10 +111,7 @@ def build(default_params_yaml: str, options: Options = Options()) -> dsl.graph_c
             promoted.set_display_name("promote").set_caching_options(False)
             tasks.append(promoted)
         for task in tasks:
-            kubernetes.use_secret_as_env(task, credentials_secret, {key: key for key in cluster.SECRET_ENV},
-                                         optional=True)
-            if options.data_cache_pvc:
-                kubernetes.mount_pvc(task, pvc_name=options.data_cache_pvc, mount_path=cluster.CACHE_PATH)
+            with_cluster_resources(task, options, credentials_secret)
 
     return distill_pipeline
 

@@ -1,4 +1,4 @@
-"""The same pipeline on this machine through kfp.local: every component a subprocess of this Python.
+"""A pipeline on this machine through kfp.local: every component a subprocess of this Python.
 
 Nothing is installed at run time (``use_venv=False``): the components import kdpipe from the
 environment that runs this, exactly as they import it from the image on a cluster.
@@ -10,15 +10,13 @@ from pathlib import Path
 from typing import Any
 
 
-def run_local(default_params_yaml: str, pipeline_root: Path, arguments: dict[str, Any]) -> Path:
-    """Run the pipeline; returns the run's directory (one folder of artifacts per task)."""
+def run_local(pipeline: Any, pipeline_root: Path, arguments: dict[str, Any]) -> Path:
+    """Run ``pipeline`` (a built ``@dsl.pipeline``); returns the run's directory (one folder of artifacts per task)."""
     from kfp import local
-
-    from pipelines.distill_pipeline import build
 
     pipeline_root.mkdir(parents=True, exist_ok=True)
     before = set(pipeline_root.iterdir())
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(pipeline_root), raise_on_error=True)
-    build(default_params_yaml)(**arguments)
+    pipeline(**arguments)
     (run_dir,) = set(pipeline_root.iterdir()) - before
     return run_dir

@@ -2,7 +2,9 @@
 
 Commands that live outside the library (``kdpipe pipeline ...``, in ``pipelines/``) join through
 the ``kdpipe_commands`` entry point group: a module with ``HELP``, ``add_arguments(parser,
-add_common)`` and ``run(args)``. The library never imports them by name.
+add_common)`` and ``run(args)``. ``kdpipe study --kubeflow ...`` joins the same way, through
+``kdpipe_study_commands`` (``add_arguments(parser)``, ``run(params, args, command)``). The library never
+imports them by name.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from kdpipe.tracking import check_tracking
 log = logging.getLogger("kdpipe")
 
 COMMANDS_GROUP = "kdpipe_commands"
+STUDY_COMMANDS_GROUP = "kdpipe_study_commands"
 ARTIFACTS_PROGRESS_BAR_ENV = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
 
 
@@ -73,6 +76,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("study", help="the accuracy study: baselines, the recipe, its ablations, the capacity gap")
     _add_common(p)
     add_study_arguments(p)
+    for entry in entry_points(group=STUDY_COMMANDS_GROUP):  # `kdpipe study --kubeflow ...`
+        backend = entry.load()
+        backend.add_arguments(p)
+        p.set_defaults(study_backend=backend)
     for entry in entry_points(group=COMMANDS_GROUP):
         plugin = entry.load()
         p = sub.add_parser(entry.name, help=plugin.HELP)
@@ -136,7 +143,10 @@ def _study(params: Params, args: argparse.Namespace, argv: list[str] | None) -> 
     """The study records its own command line, so its report says how to reproduce it."""
     from kdpipe.study import run_from_args
 
-    summary = run_from_args(params, args, shlex.join(["kdpipe", *(sys.argv[1:] if argv is None else argv)]))
+    command = shlex.join(["kdpipe", *(sys.argv[1:] if argv is None else argv)])
+    if getattr(args, "kubeflow", None):
+        return dict(args.study_backend.run(params, args, command))
+    summary = run_from_args(params, args, command)
     print(Path(summary["files"]["report"]).read_text(), end="")
     return summary
 

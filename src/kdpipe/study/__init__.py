@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import uuid
 from pathlib import Path
 from typing import Any
@@ -21,18 +20,15 @@ from kdpipe.config import Params
 from kdpipe.errors import ConfigError, KdpipeError
 from kdpipe.files import file_sha256, write_json
 from kdpipe.model_file import MODEL_FILE
-from kdpipe.models import is_known_model
-from kdpipe.study import runner
-from kdpipe.study.cells import Cell, select_cells
-from kdpipe.study.report import summarise, write_report
+from kdpipe.study import fanout, runner
+from kdpipe.study.fanout import STUDY_FILE
+from kdpipe.study.plan import SMALL_TEACHER, make_plan
 from kdpipe.tracking import check_tracking
 
 log = logging.getLogger("kdpipe")
 
-STUDY_FILE = "study.json"
 DEFAULT_DIR = "artifacts/study"
 DEFAULT_SEEDS = (0, 1, 2)
-SMALL_TEACHER = "cnn16_fc256"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -63,32 +59,6 @@ def _study_id(study_dir: Path) -> str:
     return study_id
 
 
-def _check_args(seeds: list[int], jobs: int, archs: dict[str, str]) -> None:
-    if not seeds or len(set(seeds)) != len(seeds):
-        raise ConfigError(f"--seeds: give distinct seeds, got {seeds}")
-    if jobs < 1:
-        raise ConfigError(f"--jobs: must be at least 1, got {jobs}")
-    for role in ("small", "large"):
-        if not is_known_model(archs[role]):
-            raise ConfigError(f"--{role}-teacher: unknown model {archs[role]!r}")
-
-
-def _cores() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-
-
-def _drop_duplicate_gap(cells: list[Cell], archs: dict[str, str]) -> list[Cell]:
-    """A gap teacher that is the study's teacher already: its kd and srd are the main cells."""
-    kept = []
-    for c in cells:
-        if c.gap_role and archs[c.gap_role] == archs["main"]:
-            log.info("study: %s skipped: the %s teacher %s is the study's teacher (see kd, srd)", c.name, c.gap_role,
-                     archs["main"])
-            continue
-        kept.append(c)
-    return kept
-
-
 def _teacher_tasks(base: Params, study_dir: Path, roles: set[str], archs: dict[str, str], threads: int) -> list[dict[str, Any]]:
     tasks = []
     for role in sorted(roles):
@@ -114,12 +84,13 @@ def run_study(
 ) -> dict[str, Any]:
     """Run what is not finished, then report; returns which runs ran, which were kept, and the files."""
     seeds = list(seeds)
-    archs = {"main": base.teacher.arch, "small": small_teacher, "large": large_teacher or base.teacher.arch}
-    _check_args(seeds, jobs, archs)
+    plan = make_plan(base, cells, seeds, gap=gap, small_teacher=small_teacher, large_teacher=large_teacher)
+    if jobs < 1:
+        raise ConfigError(f"--jobs: must be at least 1, got {jobs}")
     check_tracking(base)
-    chosen = _drop_duplicate_gap(select_cells(cells, gap), archs)
+    chosen, archs = list(plan.cells), plan.archs
     study_id = _study_id(study_dir)
-    threads = max(1, (base.runtime.num_threads or _cores()) // jobs)
+    threads = max(1, (base.runtime.num_threads or runner.cores()) // jobs)
     runs = [runner.make_run(base, study_dir, c, s, archs, threads) for s in seeds for c in chosen]
     results = {r.id: runner.read_result(r) for r in runs}
     pending = [r for r in runs if results[r.id] is None]
@@ -153,14 +124,7 @@ def run_study(
             "rerun the same command to retry them (finished runs are kept)"
         )
     finished = [res for r in runs if (res := results[r.id]) is not None]
-    teachers = _teachers(study_dir)
-    files = write_report(study_dir, study_id, base, seeds, chosen, finished, teachers, archs, command, plot)
-    summary: dict[str, Any] = {
-        "study_id": study_id, "ran": [r.id for r in pending], "kept": kept, "files": {k: str(v) for k, v in files.items()},
-    }
-    if base.tracking.enabled:
-        from kdpipe.study.mlflow_log import log_study
-
-        summary["mlflow"] = log_study(base, study_id, summarise(chosen, finished, archs), files)
-    log.info("study: report in %s", files["report"])
-    return summary
+    published = fanout.publish(base, plan, study_id, finished, list(_teachers(study_dir).values()), study_dir, command,
+                               plot)
+    log.info("study: report in %s", published["files"]["report"])
+    return {**published, "ran": [r.id for r in pending], "kept": kept}

@@ -50,6 +50,8 @@ class Run:
     seed: int
     params: Params
     overrides: tuple[str, ...]
+    """What makes the run this cell and seed on top of params.yaml (not where its files go): ``kdpipe distill``
+    with these reruns it by hand."""
     directory: Path
 
     @property
@@ -82,19 +84,19 @@ def _quoted(path: Path) -> str:
 
 
 def make_run(base: Params, study_dir: Path, cell: Cell, seed: int, teacher_archs: dict[str, str], threads: int) -> Run:
-    """The cell's overrides, then the seed, the run's own paths and its teacher, validated as one."""
+    """The cell's overrides, then the seed and its teacher, then the run's own paths, validated as one."""
     directory = study_dir / RUNS_DIR / cell.name / f"seed{seed}"
     overrides = [*cell.overrides, f"train.seed={seed}"]
     if cell.gap_role:
         overrides += [f"teacher.arch={teacher_archs[cell.gap_role]}", "teacher.source=train"]
-    overrides += [
+    where = [
         f"paths.student={_quoted(directory / 'student')}",
         f"paths.checkpoints={_quoted(directory / 'checkpoints')}",
         f"paths.teacher={_quoted(teacher_dir(base, study_dir, cell.gap_role or 'main'))}",
         "tracking.enabled=false",
         f"runtime.num_threads={threads}",
     ]
-    params = params_from_dict(apply_overrides(base.to_dict(), overrides), origin=f"study cell {cell.name}")
+    params = params_from_dict(apply_overrides(base.to_dict(), overrides + where), origin=f"study cell {cell.name}")
     return Run(cell, seed, params, tuple(overrides), directory)
 
 
@@ -265,6 +267,16 @@ def execute(
             except Exception as exc:  # includes a worker that died (BrokenProcessPool)
                 failures[task["id"]] = f"{type(exc).__name__}: {exc}"
     return failures
+
+
+def cores() -> int:
+    """The cores this process may run on (a container's CPU set, not the host's count)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def fill_teacher_cache(params: Params) -> dict[str, Any]:
+    """The teacher's outputs for one run's views, recorded ahead of the run (one rank: a study run is one process)."""
+    return steps.fill_teacher_cache(params, world_size=1)
 
 
 def ensure_prepared(base: Params) -> None:

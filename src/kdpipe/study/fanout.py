@@ -1,0 +1,91 @@
+"""The study as tasks that can each run in its own pod: a role's teacher, its outputs, one run, the report.
+
+``kdpipe study`` runs these steps in worker processes on one machine. The Kubeflow study pipeline
+(``pipelines/study_pipeline.py``) runs each one as a task:
+- a teacher per role;
+- that teacher's outputs for every seed's views;
+- one distill task per (cell, seed), in a ``ParallelFor``;
+- a report step that collects the results.
+
+Every function takes params whose ``paths.*`` already point at the task's artifacts. Results
+travel as plain JSON, and the report is written by the same code, so both ways write the same
+report.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+from kdpipe import teacher_cache
+from kdpipe.config import Params
+from kdpipe.files import fingerprint, write_json
+from kdpipe.kubeflow.params import with_paths
+from kdpipe.study import runner
+from kdpipe.study.plan import Plan
+from kdpipe.study.report import summarise, write_report
+
+STUDY_FILE = "study.json"
+
+
+def study_id(kubeflow_run_id: str) -> str:
+    """A Kubeflow study's id: the same for every retry of its report step, so MLflow logs it once."""
+    return fingerprint({"kubeflow_run_id": kubeflow_run_id})[:12]
+
+
+def _threads(base: Params) -> int:
+    return base.runtime.num_threads or runner.cores()
+
+
+def _run(base: Params, plan: Plan, cell: str, seed: int, work: Path) -> runner.Run:
+    """The study's run of ``cell`` under ``seed``, taught by the teacher at ``paths.teacher``, its files under ``work``."""
+    run = runner.make_run(base, work, plan.cell(cell), seed, plan.archs, _threads(base))
+    return dataclasses.replace(run, params=with_paths(run.params, teacher=base.paths.teacher,
+                                                      student=base.paths.student))
+
+
+def teacher(base: Params, plan: Plan, role: str, work: Path) -> dict[str, Any]:
+    """Load or train ``role``'s teacher into ``paths.teacher`` and measure it as ``kdpipe study`` does; its record."""
+    params = runner.teacher_params(base, work, role, plan.archs[role], _threads(base))
+    params = with_paths(params, teacher=base.paths.teacher, checkpoints=str(work / "checkpoints"))
+    return runner.execute_teacher({"params": params.to_dict(), "role": role, "record": str(work / f"{role}.json")})
+
+
+def teacher_outputs(base: Params, plan: Plan, role: str, work: Path) -> dict[str, Any]:
+    """Record ``role``'s teacher outputs for each seed's views, as the seed's first cached run will read them.
+
+    Cells differ only in the method, which is not part of the cache key, so every run of a seed shares one fill.
+    """
+    filled = []
+    for seed in plan.seeds:
+        runs = [_run(base, plan, r["cell"], seed, work) for r in plan.runs(role) if r["seed"] == seed]
+        cached = next((r for r in runs if r.needs_teacher and teacher_cache.mode(r.params) != "off"), None)
+        if cached is not None:
+            filled.append({"seed": seed, **runner.fill_teacher_cache(cached.params)})
+    return {"role": role, "seeds": filled, "recorded": sum(f["recorded"] for f in filled),
+            "bytes": sum(f["bytes"] for f in filled)}
+
+
+def one_run(base: Params, plan: Plan, cell: str, seed: int, work: Path) -> dict[str, Any]:
+    """Train ``cell`` under ``seed`` into ``paths.student`` (resuming from ``work``) and measure it; its result."""
+    return runner.execute_run(runner.run_task(_run(base, plan, cell, seed, work)))
+
+
+def publish(base: Params, plan: Plan, study_id: str, results: list[dict[str, Any]], teachers: list[dict[str, Any]],
+            study_dir: Path, command: str | None, plot: bool = True) -> dict[str, Any]:
+    """The report, plot, results and, with tracking on, the MLflow parent, cell and seed runs; from the runs'
+    results and the teachers' records alone, wherever they were computed."""
+    order = {c.name: i for i, c in enumerate(plan.cells)}
+    results = sorted(results, key=lambda r: (plan.seeds.index(r["seed"]), order[r["cell"]]))
+    write_json(study_dir / STUDY_FILE, {"study_id": study_id})
+    by_role = {t["role"]: t for t in teachers}
+    files = write_report(study_dir, study_id, base, list(plan.seeds), list(plan.cells), results, by_role, plan.archs,
+                         command, plot)
+    summary: dict[str, Any] = {"study_id": study_id, "files": {k: str(v) for k, v in files.items()}}
+    if base.tracking.enabled:
+        from kdpipe.study.mlflow_log import log_study
+
+        summary["mlflow"] = log_study(base, study_id, summarise(list(plan.cells), results, plan.archs), files)
+    return summary
+

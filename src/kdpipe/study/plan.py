@@ -1,0 +1,75 @@
+"""What a study runs: its cells, its seeds and the teacher of each role, checked once.
+
+``kdpipe study`` walks the plan in worker processes; the Kubeflow study pipeline is compiled from
+it (one teacher task per role, one distill task per cell and seed). Both read the same plan, so
+both run the same runs and write the same report.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from kdpipe.config import Params
+from kdpipe.errors import ConfigError
+from kdpipe.models import is_known_model
+from kdpipe.study.cells import GAP_ROLES, Cell, select_cells
+
+log = logging.getLogger("kdpipe")
+
+SMALL_TEACHER = "cnn16_fc256"
+MAIN = "main"
+
+
+@dataclass(frozen=True)
+class Plan:
+    cells: tuple[Cell, ...]
+    seeds: tuple[int, ...]
+    archs: dict[str, str]
+    """The teacher architecture of each role: ``main`` (params.yaml's), ``small`` and ``large``."""
+
+    @property
+    def roles(self) -> list[str]:
+        """The teachers the cells use: the study's own first, then the gap teachers in use."""
+        used = {c.gap_role or MAIN for c in self.cells}
+        return [MAIN, *(r for r in GAP_ROLES if r in used)]
+
+    def runs(self, role: str) -> list[dict[str, Any]]:
+        """The (cell, seed) pairs taught by ``role``'s teacher, seed by seed."""
+        return [{"cell": c.name, "seed": s} for s in self.seeds for c in self.cells if (c.gap_role or MAIN) == role]
+
+    def cell(self, name: str) -> Cell:
+        return next(c for c in self.cells if c.name == name)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"cells": [c.name for c in self.cells], "seeds": list(self.seeds), "archs": dict(self.archs)}
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> Plan:
+        """The plan a pipeline was compiled with (already checked then)."""
+        return cls(tuple(select_cells(list(raw["cells"]))), tuple(int(s) for s in raw["seeds"]), dict(raw["archs"]))
+
+
+def _drop_duplicate_gap(cells: list[Cell], archs: dict[str, str]) -> list[Cell]:
+    """A gap teacher that is the study's teacher already: its kd and srd are the main cells."""
+    kept = []
+    for c in cells:
+        if c.gap_role and archs[c.gap_role] == archs[MAIN]:
+            log.info("study: %s skipped: the %s teacher %s is the study's teacher (see kd, srd)", c.name, c.gap_role,
+                     archs[MAIN])
+            continue
+        kept.append(c)
+    return kept
+
+
+def make_plan(base: Params, cells: list[str] | None, seeds: list[int], *, gap: bool = True,
+              small_teacher: str = SMALL_TEACHER, large_teacher: str | None = None) -> Plan:
+    """The named cells (default: all) under ``seeds``; a bad seed list or teacher is a one-line error."""
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise ConfigError(f"--seeds: give distinct seeds, got {seeds}")
+    archs = {MAIN: base.teacher.arch, "small": small_teacher, "large": large_teacher or base.teacher.arch}
+    for role in GAP_ROLES:
+        if not is_known_model(archs[role]):
+            raise ConfigError(f"--{role}-teacher: unknown model {archs[role]!r}")
+    return Plan(tuple(_drop_duplicate_gap(select_cells(cells, gap), archs)), tuple(seeds), archs)
