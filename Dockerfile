@@ -7,6 +7,11 @@
 ARG PYTHON_IMAGE=python:3.11.7-slim-bookworm
 
 FROM ${PYTHON_IMAGE} AS build
+# Where the public index cannot be reached, scripts/build-image.sh points pip at local wheels and a
+# CA bundle through these; unset (the default), pip uses PyPI. Build arguments only: not in the image.
+ARG PIP_FIND_LINKS
+ARG PIP_EXTRA_INDEX_URL
+ARG PIP_CERT
 # Compilers only here, for any dependency that ships no wheel; the final stage has none.
 RUN apt-get update \
     && apt-get install -y --no-install-recommends build-essential=12.9 \

@@ -14,6 +14,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from pipelines.local import RUNNERS
+
 HELP = "the Kubeflow pipeline: compile, submit, schedule, run-local, image"
 DEFAULT_PIPELINE_ROOT = Path("artifacts/kfp")
 
@@ -43,7 +45,10 @@ def add_arguments(p: argparse.ArgumentParser, add_common: Callable[[argparse.Arg
     _cluster_arguments(r)
     r.add_argument("--cron", default="0 2 * * *", help='cron expression (default: "0 2 * * *", 02:00 every night)')
     r.add_argument("--name", default="kdpipe-nightly", help="recurring run name; an existing one is replaced")
-    local = sub.add_parser("run-local", help="run the pipeline here with kfp.local (SubprocessRunner)")
+    local = sub.add_parser("run-local", help="run the pipeline here with kfp.local")
+    local.add_argument("--runner", choices=RUNNERS, default="subprocess",
+                       help="subprocess: components run in this Python (default); docker: each in the image, through "
+                            "the Docker API at DOCKER_HOST (Docker, or `podman system service`)")
     local.add_argument("--pipeline-root", type=Path, default=DEFAULT_PIPELINE_ROOT,
                        help=f"where the run's artifacts go (default: {DEFAULT_PIPELINE_ROOT})")
     local.add_argument("--data-ref", help="pvc:/path, s3://bucket/prefix or dvc+<repo>@<rev>#<path>")
@@ -82,7 +87,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     if args.pipeline_command == "run-local":
         from pipelines.local import run_local
 
-        run_dir = run_local(build(params_text), args.pipeline_root, pipeline_arguments(args, params_text))
+        run_dir = run_local(build(params_text), args.pipeline_root, pipeline_arguments(args, params_text), args.runner)
         print(f"artifacts of the run: {run_dir}")
         return {"run_dir": str(run_dir)}
     from kdpipe.kubeflow import client
