@@ -80,12 +80,15 @@ def test_the_image_label_names_the_reference_the_compiled_pipeline_runs() -> Non
     assert images == {label} == {IMAGE}
 
 
-def test_every_component_starts_in_the_image_with_its_pipeline_command_line() -> None:
-    """Each executor's command from the compiled pipeline (what replaces the entrypoint on a cluster), with
-    ``--help`` for its arguments: the shell, Python, kfp's executor and its argument parsing, as the user."""
-    spec, _ = yaml.safe_load_all(COMPILED.read_text())
-    executors = spec["deploymentSpec"]["executors"]
-    assert len(executors) >= 6
+def test_every_component_starts_in_the_image_with_its_pipeline_command_line(tmp_path: Path) -> None:
+    """Each executor's command from the compiled pipelines, nightly and study (what replaces the entrypoint on a
+    cluster), with ``--help`` for its arguments: the shell, Python, kfp's executor and its argument parsing."""
+    assert main(["study", "--kubeflow", "compile", "-o", str(tmp_path / "study.yaml")]) == 0
+    executors = {}
+    for package in (COMPILED, tmp_path / "study.yaml"):
+        spec, *_ = yaml.safe_load_all(package.read_text())
+        executors |= {f"{package.stem}/{name}": e for name, e in spec["deploymentSpec"]["executors"].items()}
+    assert len(executors) >= 6 + 5
     for name, executor in executors.items():
         command = executor["container"]["command"]
         done = _run("--entrypoint", command[0], IMAGE, *command[1:], "--help")
