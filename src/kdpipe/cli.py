@@ -22,6 +22,7 @@ from typing import Any
 from kdpipe import __version__, distributed, report, steps, ui_links
 from kdpipe.config import DEFAULT_PARAMS, Params, load_params
 from kdpipe.errors import KdpipeError
+from kdpipe.export import EXPORTER_LOGGERS
 from kdpipe.pipeline_run import with_pipeline_run_id
 from kdpipe.tracking import check_tracking
 
@@ -165,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault(ARTIFACTS_PROGRESS_BAR_ENV, "false")
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(asctime)s %(message)s",
                         datefmt="%H:%M:%S")
-    for chatty in ("onnxscript", "onnx_ir"):  # the ONNX exporter's optimiser narrates each of its passes at INFO
+    for chatty in EXPORTER_LOGGERS:
         logging.getLogger(chatty).setLevel(logging.WARNING)
     try:
         params = with_pipeline_run_id(load_params(args.params, args.overrides), resume=getattr(args, "resume", False))

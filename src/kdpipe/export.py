@@ -22,6 +22,9 @@ from kdpipe.errors import KdpipeError
 from kdpipe.serving import ServingClassifier
 
 INPUT, OUTPUT = "images", "logits"
+EXPORTER_LOGGERS = ("onnxscript", "onnx_ir")
+"""The exporter's optimiser narrates each of its passes at INFO: a process that logs kdpipe's INFO sets
+these to WARNING."""
 MAX_ABS_LOGIT_DIFF = 1e-4  # fp32 parity: above it, or any top-1 disagreement, the export is wrong
 _OP = re.compile(r"(aten::[\w.]+|aten\.[\w.]+|torch\.ops\.[\w.]+)")
 

@@ -239,6 +239,8 @@ def execute_teacher(task: dict[str, Any]) -> dict[str, Any]:
 def _init_worker(threads: int, level: int) -> None:
     torch.set_num_threads(threads)
     logging.basicConfig(level=level, format="%(asctime)s [%(processName)s] %(message)s", datefmt="%H:%M:%S")
+    for chatty in export.EXPORTER_LOGGERS:  # as the CLI's own process does
+        logging.getLogger(chatty).setLevel(logging.WARNING)
 
 
 def execute(
