@@ -33,14 +33,19 @@ def test_overrides_go_through_the_schema(tmp_path: Path) -> None:
         load_params(path, ["train.epochs=0"])
 
 
-def test_a_bare_off_means_progress_off(tmp_path: Path) -> None:
-    """YAML 1.1 reads ``off`` as false; ``runtime.progress: off`` must still mean "off", a typo still fail."""
+def test_a_bare_off_means_off_for_progress_and_the_teacher_cache(tmp_path: Path) -> None:
+    """YAML 1.1 reads ``off`` as false; ``runtime.progress: off`` and ``method.<name>.cache: off`` must still mean
+    "off", a typo still fail."""
     path = tmp_path / "params.yaml"
     path.write_text(REPO_PARAMS.read_text().replace("progress: auto", "progress: off"))
     assert load_params(path).runtime.progress == "off"
     assert load_params(REPO_PARAMS, ["runtime.progress=off"]).runtime.progress == "off"
     with pytest.raises(ConfigError, match=r"runtime\.progress"):
         load_params(REPO_PARAMS, ["runtime.progress=true"])
+    cached = load_params(REPO_PARAMS, ["method.srd.cache=off", "method.kd.cache=off", "method.fitnet.cache=off"])
+    assert (cached.method.srd.cache, cached.method.kd.cache, cached.method.fitnet.cache) == ("off", "off", "off")
+    with pytest.raises(ConfigError, match=r"method\.kd\.cache"):
+        load_params(REPO_PARAMS, ["method.kd.cache=on"])
 
 
 @pytest.mark.parametrize(

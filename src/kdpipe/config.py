@@ -3,10 +3,19 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from kdpipe.errors import ConfigError, UnknownNameError
 
@@ -83,7 +92,12 @@ class StudentConfig(_Section):
     arch: str = "cnn16"
 
 
-CacheMode = Literal["auto", "off", "require"]
+def _yaml_off(value: Any) -> Any:
+    """YAML 1.1 reads an unquoted ``off`` as false: in a choice that has an ``off``, false means it."""
+    return "off" if value is False else value
+
+
+CacheMode = Annotated[Literal["auto", "off", "require"], BeforeValidator(_yaml_off)]
 CACHE_FIELD = Field("auto", description="the teacher-output cache: auto (replay what is cached, record the rest), "
                   "require (fail unless every epoch is cached), off")
 
@@ -158,13 +172,8 @@ class RuntimeConfig(_Section):
     amp: bool = Field(True, description="bf16 autocast, CUDA only")
     channels_last: bool = Field(True, description="channels_last memory format, CUDA only")
     eval_batch_size: int = Field(1000, ge=1)
-    progress: Literal["auto", "bar", "log", "off"] = "auto"
-
-    @field_validator("progress", mode="before")
-    @classmethod
-    def _bare_off(cls, value: Any) -> Any:
-        """YAML 1.1 reads a bare ``off`` (in params.yaml or ``-p``) as false; it means "off" here."""
-        return "off" if value is False else value
+    progress: Annotated[Literal["auto", "bar", "log", "off"], BeforeValidator(_yaml_off)] = "auto"
+    """YAML 1.1 reads a bare ``off`` (in params.yaml or ``-p``) as false; it means "off" here."""
 
 
 class OperationalSetConfig(_Section):
