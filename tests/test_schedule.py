@@ -179,6 +179,29 @@ def test_submit_starts_one_run_of_the_compiled_pipeline(
     assert run["pipeline_spec"]["pipeline_spec"]["root"]["dag"]["tasks"]["distill"]["retryPolicy"]["maxRetryCount"] == 3
 
 
+def test_study_submit_starts_one_run_of_the_study_fan_out(
+    kfp_api: tuple[str, FakeKfp], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    host, state = kfp_api
+    args = ["study", "--kubeflow", "submit", "--host", host, "--experiment", "studies", "--run-name", "study-1",
+            "-c", str(_params_file(tmp_path)), "-p", "train.epochs=3", "--cells", "scratch", "srd", "--seeds", "0", "1",
+            "--no-gap", "--parallelism", "2", "--accelerator-type", "amd.com/gpu"]
+    assert main(args) == 0
+    (run,) = state.runs.values()
+    assert f"started study run {run['run_id']} in experiment 'studies'" in capsys.readouterr().out
+    assert run["display_name"] == "study-1" and state.experiments[run["experiment_id"]]["display_name"] == "studies"
+    assert _parameters(run)["overrides"] == ["train.epochs=3"] and "accelerator_type" not in _parameters(run)
+    tasks = run["pipeline_spec"]["pipeline_spec"]["root"]["dag"]["tasks"]
+    (loop,) = [t for t in tasks.values() if "parameterIterator" in t]
+    assert json.loads(loop["parameterIterator"]["items"]["raw"]) == [
+        {"cell": c, "seed": s} for s in (0, 1) for c in ("scratch", "srd")]
+    assert loop["iteratorPolicy"]["parallelismLimit"] == 2
+    executors = run["pipeline_spec"]["platform_spec"]["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+    assert executors["exec-study-run"]["nodeSelector"]
+    resources = run["pipeline_spec"]["pipeline_spec"]["deploymentSpec"]["executors"]["exec-study-run"]["container"]
+    assert resources["resources"]["accelerator"]["resourceType"] == "amd.com/gpu"
+
+
 def test_a_bad_cron_or_params_is_refused_before_any_request(
     kfp_api: tuple[str, FakeKfp], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
