@@ -15,11 +15,12 @@ from typing import Any
 from kdpipe.config import Params
 
 ACTIONS = ("compile", "submit", "run-local")
+DEFAULT_PARALLELISM = 8
+"""Runs at once on a cluster, one GPU pod each (run-local: ``--jobs``)."""
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    from pipelines.commands import DEFAULT_PIPELINE_ROOT
-    from pipelines.study_pipeline import DEFAULT_PARALLELISM
+    from pipelines.commands import DEFAULT_PIPELINE_ROOT  # not the pipeline: kfp would load with every command
 
     g = p.add_argument_group("Kubeflow", "run the study as a Kubeflow pipeline instead of worker processes here")
     g.add_argument("--kubeflow", choices=ACTIONS,
@@ -58,7 +59,7 @@ def run(params: Params, args: argparse.Namespace, command: str) -> dict[str, Any
     from kdpipe.errors import ConfigError
     from kdpipe.study.runner import cores
     from pipelines.commands import pipeline_arguments
-    from pipelines.study_pipeline import COMPILED, DEFAULT_PARALLELISM, build, compile_study
+    from pipelines.study_pipeline import COMPILED, build, compile_study
 
     params_text = Path(args.params).read_text()
     local = args.kubeflow == "run-local"

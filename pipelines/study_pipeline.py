@@ -29,7 +29,6 @@ from pipelines.distill_pipeline import RETRIES, Options, on_gpu_nodes, with_clus
 PIPELINE_NAME = "kdpipe-study"
 COMPILED = Path("artifacts/study_pipeline.yaml")
 """A build output (the plan is compiled in), unlike the nightly pipeline's committed YAML."""
-DEFAULT_PARALLELISM = 8
 
 
 @dataclass(frozen=True)
@@ -39,7 +38,7 @@ class StudyOptions:
 
     plan: Plan
     command: str
-    parallelism: int = DEFAULT_PARALLELISM
+    parallelism: int
     accelerator_type: str = cluster.GPU_RESOURCE
     cluster: Options = field(default_factory=Options)
 

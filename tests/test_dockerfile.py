@@ -85,9 +85,13 @@ def test_the_pipeline_runs_the_image_this_dockerfile_builds() -> None:
     assert 'org.opencontainers.image.ref.name="${IMAGE}"' in " ".join(_final("LABEL"))
     spec, _ = yaml.safe_load_all(COMPILED.read_text())
     assert {e["container"]["image"] for e in spec["deploymentSpec"]["executors"].values()} == {IMAGE}
-    image_target = (REPO / "Makefile").read_text().split("\nimage:")[1]
-    assert "--build-arg IMAGE=$$($(BIN)/kdpipe pipeline image)" in image_target
-    assert "-t $$($(BIN)/kdpipe pipeline image)" in image_target
+    image_target = (REPO / "Makefile").read_text().split("\nimage:")[1].split("\n\n")[0]
+    assert "bash scripts/build-image.sh" in image_target
+    script = (REPO / "scripts" / "build-image.sh").read_text()
+    assert "REF=$(.venv/bin/kdpipe pipeline image)" in script
+    builds = [line for line in script.splitlines() if " build " in line and not line.startswith("#")]  # docker, podman
+    assert len(builds) == 2 and all('--build-arg IMAGE="$REF"' in line for line in builds)
+    assert script.count('-t "$REF"') == 2
     printed = subprocess.run([sys.executable, "-m", "kdpipe.cli", "pipeline", "image"], cwd=REPO,
                              capture_output=True, text=True, check=True).stdout.strip()
     assert printed == IMAGE
