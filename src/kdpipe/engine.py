@@ -1,6 +1,6 @@
 """The training loop shared by every method and by teacher bootstrapping.
 
-It owns the optimiser and schedule, bf16 autocast and channels_last on CUDA, a checkpoint at the
+It owns the optimiser and schedule, bf16 autocast on CUDA, a checkpoint at the
 end of every epoch (atomic), exact resume, the NaN guard and progress reporting. It knows nothing
 of MLflow: callers receive each epoch's record through ``on_epoch``.
 """
@@ -25,6 +25,7 @@ from kdpipe.distill.base import Distiller
 from kdpipe.distributed import all_reduce_sum
 from kdpipe.errors import KdpipeError, NonFiniteLossError
 from kdpipe.files import atomic_torch_save, load_checkpoint
+from kdpipe.models.folding import inference_copy
 
 log = logging.getLogger("kdpipe")
 
@@ -69,13 +70,12 @@ class Runtime:
 
 @torch.no_grad()
 def accuracy(model: nn.Module, loader: InMemoryLoader, runtime: Runtime) -> float:
-    was_training = model.training
-    model.eval()
+    """Top-1 of ``model`` on ``loader``, evaluated as :func:`kdpipe.evaluate.predict_logits` does (BatchNorms folded)."""
+    folded = inference_copy(model)
     correct = torch.zeros((), device=runtime.device, dtype=torch.long)
     for x, y in loader:
         with runtime.autocast:
-            correct += (model(x).argmax(1) == y).sum()
-    model.train(was_training)
+            correct += (folded(x).argmax(1) == y).sum()
     return correct.item() / max(1, loader.num_samples)
 
 

@@ -11,17 +11,16 @@ import torch
 from torch import nn
 
 from kdpipe.data.loader import InMemoryLoader
+from kdpipe.models.folding import inference_copy
 
 ECE_BINS = 15
 
 
 @torch.no_grad()
 def predict_logits(model: nn.Module, loader: InMemoryLoader) -> torch.Tensor:
-    was_training = model.training
-    model.eval()
-    out = torch.cat([model(x).float() for x, _ in loader])
-    model.train(was_training)
-    return out.cpu()
+    """The model's logits on every batch, in eval mode with its BatchNorms folded (the model is untouched)."""
+    folded = inference_copy(model)
+    return torch.cat([folded(x).float() for x, _ in loader]).cpu()
 
 
 def expected_calibration_error(probs: torch.Tensor, labels: torch.Tensor, bins: int = ECE_BINS) -> float:

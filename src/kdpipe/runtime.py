@@ -32,10 +32,6 @@ def make_runtime(params: Params, rank: int = 0) -> Runtime:
     return Runtime(device=device, amp=rt.amp and use_cuda, progress=rt.progress, is_main=rank == 0)
 
 
-def _channels_last(params: Params, runtime: Runtime) -> bool:
-    return params.runtime.channels_last and runtime.device.type == "cuda"
-
-
 def make_loader(
     data: PreparedData, split: str, batch_size: int, params: Params, runtime: Runtime, *, train: bool = False,
     seed: int = 0, rank: int = 0, world_size: int = 1, subset: int | None = None,
@@ -45,7 +41,7 @@ def make_loader(
     m = data.manifest
     return InMemoryLoader(
         x, y, batch_size, m["mean"], m["std"], train=train, crop_padding=params.data.crop_padding,
-        hflip=bool(m["hflip"]), seed=seed, device=runtime.device, channels_last=_channels_last(params, runtime),
+        hflip=bool(m["hflip"]), seed=seed, device=runtime.device, channels_last=params.runtime.channels_last,
         rank=rank, world_size=world_size,
     )
 
@@ -73,7 +69,7 @@ def images_loader(images: torch.Tensor, data: PreparedData, params: Params, runt
     """Other uint8 images (a corrupted copy of a split) in order, normalised as ``data``'s, unaugmented."""
     m = data.manifest
     return InMemoryLoader(images, torch.zeros(len(images), dtype=torch.long), params.runtime.eval_batch_size, m["mean"],
-                          m["std"], device=runtime.device, channels_last=_channels_last(params, runtime))
+                          m["std"], device=runtime.device, channels_last=params.runtime.channels_last)
 
 
 def eval_loader(data: PreparedData, split: str, params: Params, runtime: Runtime) -> InMemoryLoader:
@@ -82,9 +78,10 @@ def eval_loader(data: PreparedData, split: str, params: Params, runtime: Runtime
 
 
 def place_model(model: FeatureClassifier, params: Params, runtime: Runtime) -> FeatureClassifier:
-    """The model on the runtime's device, channels_last where that pays (CUDA)."""
+    """The model on the runtime's device, in ``runtime.channels_last`` memory format (cuDNN and oneDNN
+    convolutions both run faster on it: ``benchmarks/eval.py``)."""
     model = model.to(runtime.device)
-    if _channels_last(params, runtime):
+    if params.runtime.channels_last:
         model = model.to(memory_format=torch.channels_last)
     return model
 

@@ -67,7 +67,7 @@ def cache_key(params: Params, data: PreparedData, teacher_sha256: str, world_siz
             "epochs": params.train.epochs, "batch_size": params.train.batch_size, "subset": params.train.subset,
             "sample_seed": params.data.seed, "crop_padding": params.data.crop_padding,
             "hflip": bool(data.manifest["hflip"]), "world_size": world_size, "device": runtime.device.type,
-            "amp": runtime.amp, "channels_last": params.runtime.channels_last and runtime.device.type == "cuda",
+            "amp": runtime.amp, "channels_last": params.runtime.channels_last,
             "dtype": params.cache.dtype}
 
 

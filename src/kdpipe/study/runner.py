@@ -31,7 +31,7 @@ from kdpipe.engine import Runtime
 from kdpipe.evaluate import predict_logits
 from kdpipe.model_file import MODEL_FILE, load_model
 from kdpipe.models import count_parameters
-from kdpipe.runtime import eval_loader, images_loader, make_runtime
+from kdpipe.runtime import eval_loader, images_loader, make_runtime, place_model
 from kdpipe.study.cells import Cell
 
 log = logging.getLogger("kdpipe")
@@ -128,8 +128,7 @@ def read_result(run: Run) -> dict[str, Any] | None:
 
 
 def top1(model: torch.nn.Module, data: PreparedData, split: str, params: Params, runtime: Runtime) -> float:
-    loader = eval_loader(data, split, params, runtime)
-    logits = predict_logits(model.to(runtime.device), loader)
+    logits = predict_logits(place_model(model, params, runtime), eval_loader(data, split, params, runtime))
     return float((logits.argmax(1) == data.split(split)[1]).float().mean())
 
 
@@ -140,7 +139,7 @@ def corrupted_top1(model: torch.nn.Module, data: PreparedData, params: Params, r
     if cfg.corruptions == "none":
         return {}
     images, labels = data.split("test")
-    model = model.to(runtime.device)
+    model = place_model(model, params, runtime)
     robust, _ = robustness.measure(
         {"model": lambda imgs: predict_logits(model, images_loader(imgs, data, params, runtime))}, images, labels,
         cfg.corruptions, cfg.corruption_seed)
