@@ -42,14 +42,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def _options(params: Params, args: argparse.Namespace, command: str, parallelism: int) -> Any:
     from kdpipe.errors import ConfigError
+    from kdpipe.study import selection
     from kdpipe.study.plan import make_plan
     from pipelines.distill_pipeline import Options
     from pipelines.study_pipeline import StudyOptions
 
     if parallelism < 1:
         raise ConfigError(f"--parallelism: must be at least 1, got {parallelism}")
-    plan = make_plan(params, args.cells, args.seeds, gap=not args.no_gap, small_teacher=args.small_teacher,
-                     large_teacher=args.large_teacher)
+    cells, seeds, gap = selection(args)
+    plan = make_plan(params, cells, seeds, gap=gap, small_teacher=args.small_teacher, large_teacher=args.large_teacher)
     gpu = {"accelerator_type": args.accelerator_type} if args.accelerator_type else {}
     return StudyOptions(plan, command, parallelism, cluster=Options(args.data_cache_pvc), **gpu)
 

@@ -27,6 +27,10 @@ REPO = Path(__file__).resolve().parents[1]
 RESHOT_COUNT = 120
 EXPORT_ON = {"export__enabled": True, "validate__deploy_format": "onnx", "export__repeats": 20, "export__warmup": 2,
              "export__calibration_size": 128}  # make_params(**EXPORT_ON): the export, with short probes
+TINY = {
+    "data__train_subset": 400, "data__val_size": 80, "data__test_subset": 160, "train__batch_size": 64,
+    "teacher__arch": "cnn8", "teacher__train__batch_size": 64,
+}  # fmt: skip  (make_params(**TINY): a study run in seconds)
 
 
 def write_example(out: Path, raw_root: Path, count: int, seed: int = 0) -> Path:

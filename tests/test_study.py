@@ -13,18 +13,13 @@ import pytest
 import torch
 import yaml
 
-from conftest import EXPORT_ON
+from conftest import EXPORT_ON, TINY
 from kdpipe.cli import main
 from kdpipe.config import Params
 from kdpipe.errors import ConfigError
 from kdpipe.study import robustness_comparison, run_study
 from kdpipe.study.mlflow_log import PARENT_TAG
 from kdpipe.tags import STUDY_ID as STUDY_TAG
-
-TINY = {
-    "data__train_subset": 400, "data__val_size": 80, "data__test_subset": 160, "train__batch_size": 64,
-    "teacher__arch": "cnn8", "teacher__train__batch_size": 64,
-}  # fmt: skip
 
 
 @pytest.fixture
@@ -95,8 +90,8 @@ def test_study_writes_report_and_logs_a_study_computed_without_tracking_once(
     assert srd_seed.data.metrics["test_top1"] == pytest.approx(json.loads((study / "runs/srd/seed0/result.json").read_text())["test_top1"])
     assert "loss_feat" in srd_seed.data.metrics
     assert {a.path for a in mlflow.MlflowClient(online.tracking.uri).list_artifacts(parent_id)} == {
-        "report.md", "study.png", "results.json", "results.csv"
-    }  # fmt: skip
+        "report.md", "study.png", "stability.png", "results.json", "results.csv"
+    }  # fmt: skip  (stability.png: srd's learning curves and projector rank)
 
 
 def test_study_runs_in_worker_processes_and_resumes_where_it_stopped(

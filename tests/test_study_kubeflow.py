@@ -17,16 +17,15 @@ import mlflow
 import pytest
 import yaml
 
+from conftest import TINY
 from kdpipe.cli import main
 from kdpipe.config import Params
 from kdpipe.kubeflow.params import dump_params
+from kdpipe.study.grids import tuning_cells
 from kdpipe.study.mlflow_log import PARENT_TAG
 from kdpipe.tags import STUDY_ID as STUDY_TAG
 
-TINY = {
-    "data__train_subset": 400, "data__val_size": 80, "data__test_subset": 160, "train__batch_size": 64,
-    "train__epochs": 2, "teacher__arch": "cnn8", "teacher__train__batch_size": 64, "runtime__num_threads": 1,
-}  # fmt: skip
+TWO_EPOCHS = {**TINY, "train__epochs": 2, "runtime__num_threads": 1}
 PLAN = ["--cells", "scratch", "srd", "gap_small_srd", "--seeds", "0", "1"]
 TIMING_COLUMNS = ("train s", "images/s")
 
@@ -56,7 +55,7 @@ def test_the_study_pipeline_fans_out_under_kfp_local_and_reports_as_the_local_st
     make_params: Callable[..., Params], tmp_path: Path, capfd: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.chdir(tmp_path)
-    params = make_params(**TINY)
+    params = make_params(**TWO_EPOCHS)
     params_file = tmp_path / "params.yaml"
     params_file.write_text(dump_params(params))
     assert main(["study", "--kubeflow", "run-local", "-c", str(params_file), *PLAN,
@@ -116,6 +115,16 @@ def test_the_compiled_study_has_a_bounded_fan_out_of_gpu_runs_that_retry(tmp_pat
     assert all(next(iter(dag.values()))["retryPolicy"]["maxRetryCount"] == 3 for dag in inner)
     resources = spec["deploymentSpec"]["executors"]["exec-study-run"]["container"]["resources"]
     assert resources["accelerator"]["resourceCount"] == "1"
+
+
+def test_the_compiled_tuning_study_fans_out_every_grid_setting_at_seed_0(tmp_path: Path) -> None:
+    out = tmp_path / "tune.yaml"
+    assert main(["study", "--kubeflow", "compile", "-o", str(out), "--tune"]) == 0
+    spec, _ = yaml.safe_load_all(out.read_text())
+    (loop,) = [t for t in spec["root"]["dag"]["tasks"].values() if "parameterIterator" in t]
+    items = json.loads(loop["parameterIterator"]["items"]["raw"])
+    assert len(items) == 36 and {i["seed"] for i in items} == {0}
+    assert {i["cell"] for i in items} == {c.name for c in tuning_cells()}
 
 
 def test_a_bad_plan_is_refused_before_compiling(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -4,7 +4,8 @@ On the prepared data set, with one fixed teacher and one training budget (params
 student is trained under every cell of :mod:`kdpipe.study.cells` with several seeds, then a table,
 a plot and the results are written and, when tracking is on, logged to MLflow. Finished runs are
 kept; rerunning the same command continues an interrupted study, and once every run is finished
-it only rewrites the report and logs what MLflow does not have yet.
+it only rewrites the report and logs what MLflow does not have yet. ``--tune`` trains the tuning grids
+(:mod:`kdpipe.study.grids`) instead and chooses each method's setting on val (:mod:`kdpipe.study.tuning`).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from kdpipe.files import file_sha256, write_json
 from kdpipe.model_file import MODEL_FILE
 from kdpipe.study import fanout, runner
 from kdpipe.study.fanout import STUDY_FILE
+from kdpipe.study.grids import tuning_cells
 from kdpipe.study.plan import SMALL_TEACHER, make_plan
 from kdpipe.tracking import check_tracking
 
@@ -29,23 +31,41 @@ log = logging.getLogger("kdpipe")
 
 DEFAULT_DIR = "artifacts/study"
 DEFAULT_SEEDS = (0, 1, 2)
+TUNE_DIR = "artifacts/study-tune"
+TUNE_SEEDS = (0,)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--dir", default=DEFAULT_DIR, help=f"study directory (default: {DEFAULT_DIR})")
-    p.add_argument("--seeds", type=int, nargs="+", default=list(DEFAULT_SEEDS), help="training seeds (default: 0 1 2)")
+    p.add_argument("--dir", help=f"study directory (default: {DEFAULT_DIR}; with --tune {TUNE_DIR})")
+    p.add_argument("--seeds", type=int, nargs="+", help="training seeds (default: 0 1 2; with --tune 0)")
     p.add_argument("--cells", nargs="+", metavar="CELL", help="only these cells (default: all)")
     p.add_argument("--jobs", type=int, default=1, help="runs in parallel worker processes (default: 1)")
     p.add_argument("--small-teacher", default=SMALL_TEACHER, help=f"capacity gap: small teacher (default: {SMALL_TEACHER})")
     p.add_argument("--large-teacher", help="capacity gap: large teacher (default: the study's own teacher, teacher.arch)")
     p.add_argument("--no-gap", action="store_true", help="leave out the capacity-gap sweep")
     p.add_argument("--no-plot", action="store_true", help="write no plot")
+    p.add_argument("--tune", action="store_true", help="train each method's tuning grid (12 settings of kd, fitnet and "
+                   "srd each) and choose every method's setting on val top-1; writes tuning.json")
+
+
+def selection(args: argparse.Namespace) -> tuple[list[str] | None, list[int], bool]:
+    """The cells, seeds and capacity gap a command line asks for: ``--tune`` is the tuning grids at seed 0, no gap."""
+    if args.tune:
+        if args.cells:
+            raise ConfigError("--tune trains the tuning grids; leave out --cells")
+        return [c.name for c in tuning_cells()], list(args.seeds or TUNE_SEEDS), False
+    return args.cells, list(args.seeds or DEFAULT_SEEDS), not args.no_gap
+
+
+def directory(args: argparse.Namespace) -> Path:
+    return Path(args.dir or (TUNE_DIR if args.tune else DEFAULT_DIR))
 
 
 def run_from_args(params: Params, args: argparse.Namespace, command: str | None = None) -> dict[str, Any]:
+    cells, seeds, gap = selection(args)
     return run_study(
-        params, Path(args.dir), seeds=args.seeds, cells=args.cells, jobs=args.jobs, small_teacher=args.small_teacher,
-        large_teacher=args.large_teacher, gap=not args.no_gap, plot=not args.no_plot, command=command,
+        params, directory(args), seeds=seeds, cells=cells, jobs=args.jobs, small_teacher=args.small_teacher,
+        large_teacher=args.large_teacher, gap=gap, plot=not args.no_plot, command=command,
     )
 
 

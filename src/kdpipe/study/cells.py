@@ -60,13 +60,16 @@ def all_cells(with_gap: bool = True) -> tuple[Cell, ...]:
     return MAIN_CELLS + (gap_cells() if with_gap else ())
 
 
-def select_cells(names: list[str] | None, with_gap: bool = True) -> list[Cell]:
-    """The named cells in catalogue order, or all of them; an unknown name is a one-line error."""
-    catalogue = all_cells(with_gap)
+def select_cells(names: list[str] | None, with_gap: bool = True, by_name_only: tuple[Cell, ...] = ()) -> list[Cell]:
+    """The named cells in catalogue order, or all of them; an unknown name is a one-line error. Cells in
+    ``by_name_only`` (the tuning grids) run only when named."""
     if not names:
-        return list(catalogue)
+        return list(all_cells(with_gap))
+    catalogue = all_cells(with_gap) + by_name_only
     known = {c.name for c in catalogue}
     unknown = [n for n in names if n not in known]
     if unknown:
-        raise ConfigError(f"--cells: unknown cell(s) {', '.join(unknown)}; available: {', '.join(sorted(known))}")
+        listed = sorted(c.name for c in all_cells(with_gap))
+        grids = f" and the {len(by_name_only)} tuning cells (kdpipe study --tune)" if by_name_only else ""
+        raise ConfigError(f"--cells: unknown cell(s) {', '.join(unknown)}; available: {', '.join(listed)}{grids}")
     return [c for c in catalogue if c.name in names]

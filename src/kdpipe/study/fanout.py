@@ -24,7 +24,8 @@ from kdpipe.files import fingerprint, write_json
 from kdpipe.kubeflow.params import with_paths
 from kdpipe.study import runner
 from kdpipe.study.plan import Plan
-from kdpipe.study.report import summarise, write_report
+from kdpipe.study.report import write_report
+from kdpipe.study.summary import summarise
 
 STUDY_FILE = "study.json"
 

@@ -15,7 +15,9 @@ from typing import Any
 
 from kdpipe import tags
 from kdpipe.config import Params
-from kdpipe.study.report import Summary
+from kdpipe.study import tuning
+from kdpipe.study.grids import knobs
+from kdpipe.study.summary import Summary
 from kdpipe.tracking import check_tracking, flatten
 
 log = logging.getLogger("kdpipe")
@@ -110,7 +112,7 @@ def log_study(params: Params, study_id: str, summaries: list[Summary], files: di
             skipped += 1
             continue
         cell_tags = {tags.STEP: "study_cell", tags.STUDY_CELL: s.cell.name, tags.METHOD: s.cell.method,
-                     tags.STUDY_SEEDS: seeds}
+                     tags.STUDY_SEEDS: seeds, tags.STUDY_PHASE: "tune" if tuning.is_tuning(s) else "main"}
         child = mlf.replace(key, s.cell.name, parent, cell_tags)
         mlf.log(child, _cell_metrics(s, scratch), {"cell": s.cell.name, "what": s.cell.what, **_run_params(s.runs[0])})
         for r in s.runs:
@@ -123,7 +125,8 @@ def log_study(params: Params, study_id: str, summaries: list[Summary], files: di
         logged += 1
     if fresh_parent or logged:
         metrics = {f"{s.cell.name}.{k}": v for s in summaries for k, v in _cell_metrics(s, scratch).items()}
-        mlf.log(parent, metrics)
+        chosen = {f"tuned.{c.method}": " ".join(knobs(c.chosen.cell)) for c in tuning.choose(summaries)}
+        mlf.log(parent, metrics, chosen)
         for path in files.values():
             mlf.client.log_artifact(parent, str(path))
         mlf.finish(parent)

@@ -15,6 +15,7 @@ from kdpipe.config import Params
 from kdpipe.errors import ConfigError
 from kdpipe.models import is_known_model
 from kdpipe.study.cells import GAP_ROLES, Cell, select_cells
+from kdpipe.study.grids import tuning_cells
 
 log = logging.getLogger("kdpipe")
 
@@ -48,7 +49,8 @@ class Plan:
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> Plan:
         """The plan a pipeline was compiled with (already checked then)."""
-        return cls(tuple(select_cells(list(raw["cells"]))), tuple(int(s) for s in raw["seeds"]), dict(raw["archs"]))
+        cells = select_cells(list(raw["cells"]), by_name_only=tuning_cells())
+        return cls(tuple(cells), tuple(int(s) for s in raw["seeds"]), dict(raw["archs"]))
 
 
 def _drop_duplicate_gap(cells: list[Cell], archs: dict[str, str]) -> list[Cell]:
@@ -72,4 +74,5 @@ def make_plan(base: Params, cells: list[str] | None, seeds: list[int], *, gap: b
     for role in GAP_ROLES:
         if not is_known_model(archs[role]):
             raise ConfigError(f"--{role}-teacher: unknown model {archs[role]!r}")
-    return Plan(tuple(_drop_duplicate_gap(select_cells(cells, gap), archs)), tuple(seeds), archs)
+    chosen = select_cells(cells, gap, by_name_only=tuning_cells())
+    return Plan(tuple(_drop_duplicate_gap(chosen, archs)), tuple(seeds), archs)

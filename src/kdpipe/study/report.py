@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import csv
 import io
-import statistics
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,8 +18,9 @@ from matplotlib.figure import Figure
 from kdpipe.config import Params
 from kdpipe.files import REPORT_FILE, atomic_write_bytes, write_json
 from kdpipe.plots import save_png
-from kdpipe.study import robustness_comparison
+from kdpipe.study import robustness_comparison, stability, tuning
 from kdpipe.study.cells import Cell
+from kdpipe.study.summary import Summary, pct, summarise, table
 
 PLOT_FILE = "study.png"
 RESULTS_JSON = "results.json"
@@ -34,60 +33,6 @@ TARGETS = {"scratch": 1.0, "kd": 0.3}
 """The margins, in top-1 points, by which srd's mean must beat each baseline for the report to say 'met'."""
 
 
-@dataclass(frozen=True)
-class Summary:
-    cell: Cell
-    teacher_arch: str | None
-    runs: list[dict[str, Any]]
-
-    def _values(self, key: str) -> list[float]:
-        return [float(r[key]) for r in self.runs]
-
-    def mean(self, key: str) -> float:
-        return statistics.fmean(self._values(key))
-
-    def std(self, key: str) -> float:
-        values = self._values(key)
-        return statistics.stdev(values) if len(values) > 1 else 0.0
-
-    def as_dict(self, scratch: Summary | None) -> dict[str, Any]:
-        return {
-            "cell": self.cell.name,
-            "what": self.cell.what,
-            "method": self.cell.method,
-            "teacher_arch": self.teacher_arch,
-            "seeds": [r["seed"] for r in self.runs],
-            "test_top1": self._values("test_top1"),
-            "test_top1_mean": self.mean("test_top1"),
-            "test_top1_std": self.std("test_top1"),
-            "val_top1_mean": self.mean("val_top1"),
-            "val_top1_std": self.std("val_top1"),
-            "delta_vs_scratch": None if scratch is None else self.mean("test_top1") - scratch.mean("test_top1"),
-            "train_seconds_mean": self.mean("train_seconds"),
-            "images_per_s_mean": self.mean("images_per_s"),
-        }
-
-
-def summarise(cells: list[Cell], results: list[dict[str, Any]], teacher_archs: dict[str, str]) -> list[Summary]:
-    by_cell: dict[str, list[dict[str, Any]]] = {}
-    for r in sorted(results, key=lambda r: r["seed"]):
-        by_cell.setdefault(r["cell"], []).append(r)
-    return [
-        Summary(c, None if c.method == "scratch" else teacher_archs[c.gap_role or "main"], by_cell[c.name])
-        for c in cells
-        if c.name in by_cell
-    ]
-
-
-def _pct(x: float) -> str:
-    return f"{100 * x:.2f}"
-
-
-def _table(rows: list[list[str]]) -> list[str]:
-    head, *body = rows
-    return ["| " + " | ".join(head) + " |", "|" + "---|" * len(head), *("| " + " | ".join(r) + " |" for r in body)]
-
-
 def _gap_rows(summaries: list[Summary], teachers: dict[str, dict[str, Any]], teacher_archs: dict[str, str]) -> list[list[str]]:
     by_name = {s.cell.name: s for s in summaries}
     rows = []
@@ -98,10 +43,10 @@ def _gap_rows(summaries: list[Summary], teachers: dict[str, dict[str, Any]], tea
         if kd is None and srd is None:
             continue
         t = teachers.get(role, {})
-        cells = [f"{_pct(s.mean('test_top1'))} ± {_pct(s.std('test_top1'))}" if s else "-" for s in (kd, srd)]
+        cells = [f"{pct(s.mean('test_top1'))} ± {pct(s.std('test_top1'))}" if s else "-" for s in (kd, srd)]
         diff = f"{100 * (srd.mean('test_top1') - kd.mean('test_top1')):+.2f}" if kd and srd else "-"
         params = f"{t['parameters']:,}" if "parameters" in t else "?"
-        top1 = _pct(t["test_top1"]) if "test_top1" in t else "?"
+        top1 = pct(t["test_top1"]) if "test_top1" in t else "?"
         label = "main = large" if role == "main" and teacher_archs["large"] == teacher_archs["main"] else role
         rows.append([f"{label}: {teacher_archs[role]}", params, top1, *cells, diff])
     return rows
@@ -137,7 +82,7 @@ def markdown(
         f"# kdpipe study {study_id}",
         "",
         f"- data: {base.data.source} (sha256 {', '.join(shas)}), student {base.student.arch}, teacher "
-        f"{main_t.get('arch', base.teacher.arch)} (test top-1 {_pct(main_t['test_top1']) if main_t else '?'} %)",
+        f"{main_t.get('arch', base.teacher.arch)} (test top-1 {pct(main_t['test_top1']) if main_t else '?'} %)",
         f"- budget: {t.epochs} epochs over {_images(t.subset)}, batch {t.batch_size}, {t.optimizer} lr {t.lr} {t.schedule}; "
         f"seeds {', '.join(map(str, seeds))}; device {', '.join(devices)}",
         "- top-1 in %, mean ± sample std over seeds on the test split; val is the held-out validation split; "
@@ -150,21 +95,22 @@ def markdown(
              "val top-1", "train s", "images/s", "n"]]
     scratch = next((s for s in summaries if s.cell.name == "scratch"), None)
     for s in summaries:
-        if s.cell.gap_role:
+        if s.cell.gap_role or tuning.is_tuning(s):
             continue
         delta = "-" if scratch is None or s is scratch else f"{100 * (s.mean('test_top1') - scratch.mean('test_top1')):+.2f}"
         rows.append([
-            s.cell.name, s.cell.what, f"{_pct(s.mean('test_top1'))} ± {_pct(s.std('test_top1'))}", delta,
-            *([f"{_pct(s.mean('test_int8_top1'))} ± {_pct(s.std('test_int8_top1'))}"] if int8 else []),
-            f"{_pct(s.mean('val_top1'))} ± {_pct(s.std('val_top1'))}", f"{s.mean('train_seconds'):.1f}",
+            s.cell.name, s.cell.what, f"{pct(s.mean('test_top1'))} ± {pct(s.std('test_top1'))}", delta,
+            *([f"{pct(s.mean('test_int8_top1'))} ± {pct(s.std('test_int8_top1'))}"] if int8 else []),
+            f"{pct(s.mean('val_top1'))} ± {pct(s.std('val_top1'))}", f"{s.mean('train_seconds'):.1f}",
             f"{s.mean('images_per_s'):,.0f}", str(len(s.runs)),
         ])
-    lines += ["", *_table(rows)]
+    lines += ["", *table(rows)] if len(rows) > 1 else []
+    lines += tuning.section(tuning.choose(summaries))
     lines += robustness_comparison.section({s.cell.name: s.runs for s in summaries if not s.cell.gap_role}, teachers.get("main", {}))
     gap = _gap_rows(summaries, teachers, teacher_archs)
     if gap:
         head = ["teacher", "parameters", "teacher top-1", "kd", "srd", "srd - kd"]
-        lines += ["", f"Capacity gap (student {base.student.arch}, test top-1 %, mean ± std):", "", *_table([head, *gap])]
+        lines += ["", f"Capacity gap (student {base.student.arch}, test top-1 %, mean ± std):", "", *table([head, *gap])]
     acceptance = _acceptance(summaries)
     if acceptance:
         lines += ["", "Targets (srd over each baseline):", *acceptance]
@@ -198,7 +144,7 @@ def _bars(ax: Any, group: list[Summary], labels: list[str], title: str, scratch:
 def plot(path: Path, summaries: list[Summary]) -> None:
     """Bars of mean test top-1 with ±1 std error bars; the scratch mean as a dashed line."""
     scratch = next((s for s in summaries if s.cell.name == "scratch"), None)
-    main = [s for s in summaries if not s.cell.gap_role]
+    main = [s for s in summaries if not s.cell.gap_role and not tuning.is_tuning(s)]
     gap = _gap_group(summaries)
     panels = [(main, [s.cell.name for s in main], "recipe, baselines and ablations")] if main else []
     if gap:
@@ -235,7 +181,13 @@ def write_report(
         "cells": [s.as_dict(scratch) for s in summaries], "runs": runs,
     })
     atomic_write_bytes(files["csv"], results_csv(runs))
-    if with_plot:
+    choices = tuning.choose(summaries)
+    if choices:
+        files["tuning"] = study_dir / tuning.TUNING_FILE
+        tuning.write_choices(files["tuning"], choices)
+    if with_plot and any(not tuning.is_tuning(s) for s in summaries):
         files["plot"] = study_dir / PLOT_FILE
         plot(files["plot"], summaries)
+    if with_plot and stability.plot(study_dir / stability.STABILITY_FILE, {s.cell.name: s.runs for s in summaries}):
+        files["stability"] = study_dir / stability.STABILITY_FILE
     return files

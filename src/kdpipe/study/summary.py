@@ -1,0 +1,63 @@
+"""A cell's runs summarised over seeds, and the Markdown helpers every report section shares."""
+
+from __future__ import annotations
+
+import statistics
+from dataclasses import dataclass
+from typing import Any
+
+from kdpipe.study.cells import Cell
+
+
+@dataclass(frozen=True)
+class Summary:
+    cell: Cell
+    teacher_arch: str | None
+    runs: list[dict[str, Any]]
+
+    def _values(self, key: str) -> list[float]:
+        return [float(r[key]) for r in self.runs]
+
+    def mean(self, key: str) -> float:
+        return statistics.fmean(self._values(key))
+
+    def std(self, key: str) -> float:
+        values = self._values(key)
+        return statistics.stdev(values) if len(values) > 1 else 0.0
+
+    def as_dict(self, scratch: Summary | None) -> dict[str, Any]:
+        return {
+            "cell": self.cell.name,
+            "what": self.cell.what,
+            "method": self.cell.method,
+            "teacher_arch": self.teacher_arch,
+            "seeds": [r["seed"] for r in self.runs],
+            "test_top1": self._values("test_top1"),
+            "test_top1_mean": self.mean("test_top1"),
+            "test_top1_std": self.std("test_top1"),
+            "val_top1_mean": self.mean("val_top1"),
+            "val_top1_std": self.std("val_top1"),
+            "delta_vs_scratch": None if scratch is None else self.mean("test_top1") - scratch.mean("test_top1"),
+            "train_seconds_mean": self.mean("train_seconds"),
+            "images_per_s_mean": self.mean("images_per_s"),
+        }
+
+
+def summarise(cells: list[Cell], results: list[dict[str, Any]], teacher_archs: dict[str, str]) -> list[Summary]:
+    by_cell: dict[str, list[dict[str, Any]]] = {}
+    for r in sorted(results, key=lambda r: r["seed"]):
+        by_cell.setdefault(r["cell"], []).append(r)
+    return [
+        Summary(c, None if c.method == "scratch" else teacher_archs[c.gap_role or "main"], by_cell[c.name])
+        for c in cells
+        if c.name in by_cell
+    ]
+
+
+def pct(x: float) -> str:
+    return f"{100 * x:.2f}"
+
+
+def table(rows: list[list[str]]) -> list[str]:
+    head, *body = rows
+    return ["| " + " | ".join(head) + " |", "|" + "---|" * len(head), *("| " + " | ".join(r) + " |" for r in body)]
