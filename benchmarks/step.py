@@ -79,7 +79,7 @@ def make_batches(params: Params, n_batches: int, batch_size: int, device: torch.
         y = torch.randint(0, 10, (n,), generator=gen)
         mean, std, k, what, hflip = [0.5], [0.25], 10, "synthetic 1x28x28", True
     loader = InMemoryLoader(x, y, batch_size, mean, std, train=True, crop_padding=params.data.crop_padding,
-                            hflip=hflip, seed=0, device=device)
+                            hflip=hflip, seed=0, device=device, channels_last=params.runtime.channels_last)
     batches = [b for _, b in zip(range(n_batches), loader, strict=False) if len(b[1]) == batch_size]
     if len(batches) < n_batches:
         raise SystemExit(f"only {len(batches)} full batches of {batch_size} in {what}; lower --batches or --batch-size")
@@ -190,8 +190,9 @@ def main(argv: list[str] | None = None) -> int:
     batches, k, what = make_batches(params, args.batches, batch_size, device, args.synthetic)
     in_channels = batches[0][0].shape[1]
     torch.manual_seed(0)
-    teacher = create_model(teacher_arch, k, in_channels).to(device)
-    student = create_model(student_arch, k, in_channels).to(device)
+    memory_format = torch.channels_last if params.runtime.channels_last else torch.contiguous_format  # as training
+    teacher = create_model(teacher_arch, k, in_channels).to(device, memory_format=memory_format)
+    student = create_model(student_arch, k, in_channels).to(device, memory_format=memory_format)
     cache_dir = Path(tempfile.mkdtemp(prefix="kdpipe-step-cache-"))
     measurements: dict[str, Callable[[Batch], None]] = {
         "student_step": student_step(copy.deepcopy(student), params, runtime),
@@ -212,7 +213,8 @@ def main(argv: list[str] | None = None) -> int:
     per_image = {name: statistics.median(t) / images for name, t in times.items()}
     base = [a + b for a, b in zip(times["student_step"], times["teacher_forward"], strict=True)]
     overhead = {m: statistics.median(c / ab for c, ab in zip(times[m], base, strict=True)) for m in METHODS}
-    print(f"threads={torch.get_num_threads()} device={device} batch_size={batch_size} teacher={teacher_arch} "
+    print(f"threads={torch.get_num_threads()} device={device} memory_format={str(memory_format).split('.')[-1]} "
+          f"batch_size={batch_size} teacher={teacher_arch} "
           f"student={student_arch} data={what} batches_per_pass={len(batches)} rounds={args.repeats} (medians)")
     print(f"baseline=student_step images_per_s={1 / per_image['student_step']:.1f}")
     print(f"baseline=teacher_forward images_per_s={1 / per_image['teacher_forward']:.1f}")

@@ -19,7 +19,7 @@ def study_run(
     teacher_outputs: Input[Artifact],
     student: Output[Model],
 ) -> str:
-    """Train ``run``'s cell under its seed (replaying the teacher's outputs), measure it; returns the result as JSON.
+    """Train ``run``'s cell under its seeds (replaying the teacher's outputs), measure it; returns the result as JSON.
 
     Checkpoints go under cache_dir (a PVC) keyed by the run, the cell and the seed: a retried pod resumes.
     """
@@ -34,7 +34,7 @@ def study_run(
     base = step_params(params_yaml, overrides, prepared=dataref.local_dir(dataset.path, cache_dir), teacher=teacher.path,
                        student=student.path, teacher_cache=launch.teacher_cache_dir(cache_dir, teacher_outputs.path))
     work = Path(launch.scratch_dir(cache_dir, "study", run_id, "runs"))
-    cell, seed = str(run["cell"]), int(run["seed"])  # a loop item's numbers arrive as floats
-    result = fanout.one_run(base, Plan.from_dict(plan), cell, seed, work)
-    artifacts.describe_model(student, role="student", study_cell=cell, seed=seed)
+    result = fanout.one_run(base, Plan.from_dict(plan), run, work)
+    artifacts.describe_model(student, role="student", study_cell=result["cell"], seed=result["seed"],
+                             data_seed=result["data_seed"])
     return json.dumps(result)

@@ -49,8 +49,9 @@ def _options(params: Params, args: argparse.Namespace, command: str, parallelism
 
     if parallelism < 1:
         raise ConfigError(f"--parallelism: must be at least 1, got {parallelism}")
-    cells, seeds, gap = selection(args)
-    plan = make_plan(params, cells, seeds, gap=gap, small_teacher=args.small_teacher, large_teacher=args.large_teacher)
+    cells, seeds, gap, data_seeds = selection(args)
+    plan = make_plan(params, cells, seeds, gap=gap, small_teacher=args.small_teacher, large_teacher=args.large_teacher,
+                     data_seeds=data_seeds)
     gpu = {"accelerator_type": args.accelerator_type} if args.accelerator_type else {}
     return StudyOptions(plan, command, parallelism, cluster=Options(args.data_cache_pvc), **gpu)
 

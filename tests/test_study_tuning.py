@@ -60,7 +60,7 @@ def test_tune_trains_each_methods_grid_and_chooses_its_best_val_setting(
 
 def test_tune_refuses_a_cell_list(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["study", "--dir", str(tmp_path / "t"), "--tune", "--cells", "srd"]) == 2
-    assert capsys.readouterr().err.strip() == "kdpipe: error: --tune trains the tuning grids; leave out --cells"
+    assert capsys.readouterr().err.strip() == "kdpipe: error: --tune names its own cells; leave out --cells"
     assert not (tmp_path / "t").exists()
 
 

@@ -24,6 +24,7 @@ from kdpipe.data.prepared import PreparedData, sample
 from kdpipe.errors import KdpipeError
 from kdpipe.files import METRICS_FILE, ONNX_FILES, file_sha256, read_json
 from kdpipe.model_file import MODEL_FILE
+from kdpipe.runtime import transfer_seed
 from kdpipe.serving import ServingClassifier, predict_unit_images
 
 log = logging.getLogger("kdpipe")
@@ -72,8 +73,8 @@ def registry_files(validation_dir: Path) -> dict[str, Path]:
 
 
 def calibration_images(params: Params, data: PreparedData) -> torch.Tensor:
-    """A fixed sample of the transfer set (``train.subset`` of the train split, drawn by ``data.seed``)."""
-    transfer = sample(*data.split("train"), params.train.subset, params.data.seed)
+    """A fixed sample of the transfer set (``train.subset`` of the train split, drawn by :func:`transfer_seed`)."""
+    transfer = sample(*data.split("train"), params.train.subset, transfer_seed(params))
     return sample(*transfer, params.export.calibration_size, params.data.seed)[0]
 
 

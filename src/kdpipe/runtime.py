@@ -34,10 +34,11 @@ def make_runtime(params: Params, rank: int = 0) -> Runtime:
 
 def make_loader(
     data: PreparedData, split: str, batch_size: int, params: Params, runtime: Runtime, *, train: bool = False,
-    seed: int = 0, rank: int = 0, world_size: int = 1, subset: int | None = None,
+    seed: int = 0, rank: int = 0, world_size: int = 1, subset: int | None = None, sample_seed: int | None = None,
 ) -> InMemoryLoader:
-    """Batches of one split on the runtime's device; ``subset`` draws the fixed transfer-set sample."""
-    x, y = sample(*data.split(split), subset, params.data.seed)
+    """Batches of one split on the runtime's device; ``subset`` draws a fixed sample by ``sample_seed``
+    (default ``data.seed``)."""
+    x, y = sample(*data.split(split), subset, params.data.seed if sample_seed is None else sample_seed)
     m = data.manifest
     return InMemoryLoader(
         x, y, batch_size, m["mean"], m["std"], train=train, crop_padding=params.data.crop_padding,
@@ -51,11 +52,17 @@ def view_seed(cfg: StudentTrainConfig) -> int:
     return cfg.seed if cfg.view_seed is None else cfg.view_seed
 
 
+def transfer_seed(params: Params) -> int:
+    """The seed that draws the student's transfer set (``train.subset``): ``train.subset_seed``, else ``data.seed``."""
+    return params.data.seed if params.train.subset_seed is None else params.train.subset_seed
+
+
 def student_views(data: PreparedData, params: Params, runtime: Runtime, rank: int = 0, world_size: int = 1) -> InMemoryLoader:
     """What the student trains on, on this rank: the transfer set (``train.subset``), augmented from
     :func:`view_seed`, in this rank's share of the global ``train.batch_size``."""
     return make_loader(data, "train", per_rank_batch(params.train.batch_size, world_size), params, runtime, train=True,
-                       seed=view_seed(params.train), rank=rank, world_size=world_size, subset=params.train.subset)
+                       seed=view_seed(params.train), rank=rank, world_size=world_size, subset=params.train.subset,
+                       sample_seed=transfer_seed(params))
 
 
 def training_views(params: Params, data: PreparedData) -> dict[str, Any]:

@@ -125,7 +125,7 @@ def distill(params: Params, resume: bool = False, *, rank: int = 0, world_size: 
             resume=resume, on_epoch=on_epoch, label=f"distill[{method}]",
             meta={"pipeline_run_id": params.tracking.pipeline_run_id},
             fingerprint=files.fingerprint("student", params.student.arch, cached_teacher.method_identity(params),
-                                          cfg.model_dump(mode="json"), data.sha256, world_size,
+                                          cfg.identity(), data.sha256, world_size,
                                           training_views(params, data)),
             wrapped=distributed.wrap(distiller, runtime.device) if world_size > 1 else None,
         )

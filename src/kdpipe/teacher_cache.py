@@ -38,7 +38,7 @@ from kdpipe.data.prepared import PreparedData
 from kdpipe.engine import Runtime
 from kdpipe.errors import KdpipeError, WriteError
 from kdpipe.models import FeatureClassifier
-from kdpipe.runtime import view_seed
+from kdpipe.runtime import transfer_seed, view_seed
 from kdpipe.workdir import FILE_OVERHEAD, need_space
 
 log = logging.getLogger("kdpipe")
@@ -65,7 +65,7 @@ def cache_key(params: Params, data: PreparedData, teacher_sha256: str, world_siz
     differently from one seed), and the precision and memory format because they change the teacher's output."""
     return {"teacher_sha256": teacher_sha256, "data_sha256": data.sha256, "view_seed": view_seed(params.train),
             "epochs": params.train.epochs, "batch_size": params.train.batch_size, "subset": params.train.subset,
-            "sample_seed": params.data.seed, "crop_padding": params.data.crop_padding,
+            "sample_seed": transfer_seed(params), "crop_padding": params.data.crop_padding,
             "hflip": bool(data.manifest["hflip"]), "world_size": world_size, "device": runtime.device.type,
             "amp": runtime.amp, "channels_last": params.runtime.channels_last,
             "dtype": params.cache.dtype}

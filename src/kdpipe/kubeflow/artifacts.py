@@ -47,7 +47,8 @@ def log_scalars(metrics: MetricsLike, values: dict[str, Any], prefix: str = "") 
 
 
 def describe_model(model: ArtifactLike, **extra: Any) -> None:
-    """Model metadata the Kubeflow UI lists: the file, framework, architecture, classes, data."""
+    """Model metadata the Kubeflow UI lists: the file, framework, architecture, classes, data; ``extra`` keys
+    whose value is None are left out (Kubeflow's metadata takes no nulls)."""
     _, record = load_model(Path(model.path) / MODEL_FILE)
     meta = record.get("meta", {})
     model.metadata.update({
@@ -57,7 +58,7 @@ def describe_model(model: ArtifactLike, **extra: Any) -> None:
         "classes": list(record["classes"]),
         "in_channels": int(record["in_channels"]),
         **{k: v for k, v in meta.items() if isinstance(v, (str, int, float, bool))},
-        **extra,
+        **{k: v for k, v in extra.items() if v is not None},
     })
 
 

@@ -22,6 +22,7 @@ from kdpipe.errors import ConfigError, KdpipeError
 from kdpipe.files import file_sha256, write_json
 from kdpipe.model_file import MODEL_FILE
 from kdpipe.study import fanout, runner
+from kdpipe.study.cells import gap_cells
 from kdpipe.study.fanout import STUDY_FILE
 from kdpipe.study.grids import tuning_cells
 from kdpipe.study.plan import SMALL_TEACHER, make_plan
@@ -33,11 +34,19 @@ DEFAULT_DIR = "artifacts/study"
 DEFAULT_SEEDS = (0, 1, 2)
 TUNE_DIR = "artifacts/study-tune"
 TUNE_SEEDS = (0,)
+CONFIRM_DIR = "artifacts/study-confirm"
+CONFIRM_SEEDS = (3, 4, 5, 6, 7)
+CONFIRM_DATA_SEEDS = (1, 2)
+CONFIRM_CELLS = ("scratch", "kd", "fitnet", "srd", "srd_no_feat", "srd_frozen_proj", "srd_norm_none")
+"""The baselines, the recipe and the ablations the stability curves compare; the capacity gap comes too."""
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--dir", help=f"study directory (default: {DEFAULT_DIR}; with --tune {TUNE_DIR})")
-    p.add_argument("--seeds", type=int, nargs="+", help="training seeds (default: 0 1 2; with --tune 0)")
+    p.add_argument("--dir", help=f"study directory (default: {DEFAULT_DIR}; with --tune {TUNE_DIR}, with --confirm "
+                   f"{CONFIRM_DIR})")
+    p.add_argument("--seeds", type=int, nargs="+", help="training seeds (default: 0 1 2; with --tune 0; with --confirm 3-7)")
+    p.add_argument("--data-seeds", type=int, nargs="+", metavar="SEED", help="run every seed on each transfer set "
+                   "these draw (train.subset_seed; default: the one data.seed draws; with --confirm 1 2)")
     p.add_argument("--cells", nargs="+", metavar="CELL", help="only these cells (default: all)")
     p.add_argument("--jobs", type=int, default=1, help="runs in parallel worker processes (default: 1)")
     p.add_argument("--small-teacher", default=SMALL_TEACHER, help=f"capacity gap: small teacher (default: {SMALL_TEACHER})")
@@ -46,26 +55,34 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-plot", action="store_true", help="write no plot")
     p.add_argument("--tune", action="store_true", help="train each method's tuning grid (12 settings of kd, fitnet and "
                    "srd each) and choose every method's setting on val top-1; writes tuning.json")
+    p.add_argument("--confirm", action="store_true", help="confirm on data used for no choice: the baselines, srd and "
+                   "its ablations (and the capacity gap) on fresh transfer sets (data seeds 1 2) x seeds 3-7, paired intervals")
 
 
-def selection(args: argparse.Namespace) -> tuple[list[str] | None, list[int], bool]:
-    """The cells, seeds and capacity gap a command line asks for: ``--tune`` is the tuning grids at seed 0, no gap."""
+def selection(args: argparse.Namespace) -> tuple[list[str] | None, list[int], bool, list[int] | None]:
+    """The cells, seeds, capacity gap and data seeds a command line asks for: ``--tune`` is the tuning grids at seed
+    0 with no gap; ``--confirm`` the confirmation cells and the gap on data seeds 1 2 x seeds 3-7."""
+    if args.tune and args.confirm:
+        raise ConfigError("--tune and --confirm are separate studies; give one")
+    if (args.tune or args.confirm) and args.cells:
+        raise ConfigError(f"--{'tune' if args.tune else 'confirm'} names its own cells; leave out --cells")
     if args.tune:
-        if args.cells:
-            raise ConfigError("--tune trains the tuning grids; leave out --cells")
-        return [c.name for c in tuning_cells()], list(args.seeds or TUNE_SEEDS), False
-    return args.cells, list(args.seeds or DEFAULT_SEEDS), not args.no_gap
+        return [c.name for c in tuning_cells()], list(args.seeds or TUNE_SEEDS), False, args.data_seeds
+    if args.confirm:
+        cells = [*CONFIRM_CELLS, *(c.name for c in gap_cells())] if not args.no_gap else list(CONFIRM_CELLS)
+        return cells, list(args.seeds or CONFIRM_SEEDS), not args.no_gap, list(args.data_seeds or CONFIRM_DATA_SEEDS)
+    return args.cells, list(args.seeds or DEFAULT_SEEDS), not args.no_gap, args.data_seeds
 
 
 def directory(args: argparse.Namespace) -> Path:
-    return Path(args.dir or (TUNE_DIR if args.tune else DEFAULT_DIR))
+    return Path(args.dir or (TUNE_DIR if args.tune else CONFIRM_DIR if args.confirm else DEFAULT_DIR))
 
 
 def run_from_args(params: Params, args: argparse.Namespace, command: str | None = None) -> dict[str, Any]:
-    cells, seeds, gap = selection(args)
+    cells, seeds, gap, data_seeds = selection(args)
     return run_study(
         params, directory(args), seeds=seeds, cells=cells, jobs=args.jobs, small_teacher=args.small_teacher,
-        large_teacher=args.large_teacher, gap=gap, plot=not args.no_plot, command=command,
+        large_teacher=args.large_teacher, gap=gap, plot=not args.no_plot, command=command, data_seeds=data_seeds,
     )
 
 
@@ -100,18 +117,19 @@ def _teachers(study_dir: Path) -> dict[str, dict[str, Any]]:
 def run_study(
     base: Params, study_dir: Path, *, seeds: list[int] | tuple[int, ...] = DEFAULT_SEEDS, cells: list[str] | None = None,
     jobs: int = 1, small_teacher: str = SMALL_TEACHER, large_teacher: str | None = None, gap: bool = True,
-    plot: bool = True, command: str | None = None,
+    plot: bool = True, command: str | None = None, data_seeds: list[int] | None = None,
 ) -> dict[str, Any]:
     """Run what is not finished, then report; returns which runs ran, which were kept, and the files."""
     seeds = list(seeds)
-    plan = make_plan(base, cells, seeds, gap=gap, small_teacher=small_teacher, large_teacher=large_teacher)
+    plan = make_plan(base, cells, seeds, gap=gap, small_teacher=small_teacher, large_teacher=large_teacher,
+                     data_seeds=data_seeds)
     if jobs < 1:
         raise ConfigError(f"--jobs: must be at least 1, got {jobs}")
     check_tracking(base)
     chosen, archs = list(plan.cells), plan.archs
     study_id = _study_id(study_dir)
     threads = max(1, (base.runtime.num_threads or runner.cores()) // jobs)
-    runs = [runner.make_run(base, study_dir, c, s, archs, threads) for s in seeds for c in chosen]
+    runs = [runner.make_run(base, study_dir, c, s, archs, threads, d) for d in plan.data_seeds for s in seeds for c in chosen]
     results = {r.id: runner.read_result(r) for r in runs}
     pending = [r for r in runs if results[r.id] is None]
     kept = [r.id for r in runs if results[r.id] is not None]

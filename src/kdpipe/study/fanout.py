@@ -39,9 +39,10 @@ def _threads(base: Params) -> int:
     return base.runtime.num_threads or runner.cores()
 
 
-def _run(base: Params, plan: Plan, cell: str, seed: int, work: Path) -> runner.Run:
-    """The study's run of ``cell`` under ``seed``, taught by the teacher at ``paths.teacher``, its files under ``work``."""
-    run = runner.make_run(base, work, plan.cell(cell), seed, plan.archs, _threads(base))
+def _run(base: Params, plan: Plan, cell: str, seed: int, work: Path, data_seed: int | None = None) -> runner.Run:
+    """The study's run of ``cell`` under ``seed`` (on ``data_seed``'s transfer set), taught by the teacher at
+    ``paths.teacher``, its files under ``work``."""
+    run = runner.make_run(base, work, plan.cell(cell), seed, plan.archs, _threads(base), data_seed)
     return dataclasses.replace(run, params=with_paths(run.params, teacher=base.paths.teacher,
                                                       student=base.paths.student))
 
@@ -54,23 +55,28 @@ def teacher(base: Params, plan: Plan, role: str, work: Path) -> dict[str, Any]:
 
 
 def teacher_outputs(base: Params, plan: Plan, role: str, work: Path) -> dict[str, Any]:
-    """Record ``role``'s teacher outputs for each seed's views, as the seed's first cached run will read them.
+    """Record ``role``'s teacher outputs for each (transfer set, seed)'s views, as its first cached run will read them.
 
     Cells differ only in the method, which is not part of the cache key, so every run of a seed shares one fill.
     """
     filled = []
-    for seed in plan.seeds:
-        runs = [_run(base, plan, r["cell"], seed, work) for r in plan.runs(role) if r["seed"] == seed]
-        cached = next((r for r in runs if r.needs_teacher and teacher_cache.mode(r.params) != "off"), None)
-        if cached is not None:
-            filled.append({"seed": seed, **runner.fill_teacher_cache(cached.params)})
+    for data_seed in plan.data_seeds:
+        for seed in plan.seeds:
+            runs = [_run(base, plan, r["cell"], seed, work, data_seed) for r in plan.runs(role)
+                    if (r["seed"], r.get("data_seed")) == (seed, data_seed)]
+            cached = next((r for r in runs if r.needs_teacher and teacher_cache.mode(r.params) != "off"), None)
+            if cached is not None:
+                filled.append({"seed": seed, "data_seed": data_seed, **runner.fill_teacher_cache(cached.params)})
     return {"role": role, "seeds": filled, "recorded": sum(f["recorded"] for f in filled),
             "bytes": sum(f["bytes"] for f in filled)}
 
 
-def one_run(base: Params, plan: Plan, cell: str, seed: int, work: Path) -> dict[str, Any]:
-    """Train ``cell`` under ``seed`` into ``paths.student`` (resuming from ``work``) and measure it; its result."""
-    return runner.execute_run(runner.run_task(_run(base, plan, cell, seed, work)))
+def one_run(base: Params, plan: Plan, item: dict[str, Any], work: Path) -> dict[str, Any]:
+    """Train the run ``item`` names (one of :meth:`Plan.runs`: cell, seed, data seed) into ``paths.student``,
+    resuming from ``work``, and measure it; its result."""
+    data_seed = None if item.get("data_seed") is None else int(item["data_seed"])  # loop items' numbers arrive as floats
+    run = _run(base, plan, str(item["cell"]), int(item["seed"]), work, data_seed)
+    return runner.execute_run(runner.run_task(run))
 
 
 def publish(base: Params, plan: Plan, study_id: str, results: list[dict[str, Any]], teachers: list[dict[str, Any]],
@@ -78,11 +84,11 @@ def publish(base: Params, plan: Plan, study_id: str, results: list[dict[str, Any
     """The report, plot, results and, with tracking on, the MLflow parent, cell and seed runs; from the runs'
     results and the teachers' records alone, wherever they were computed."""
     order = {c.name: i for i, c in enumerate(plan.cells)}
-    results = sorted(results, key=lambda r: (plan.seeds.index(r["seed"]), order[r["cell"]]))
+    results = sorted(results, key=lambda r: (plan.data_seeds.index(r.get("data_seed")), plan.seeds.index(r["seed"]),
+                                             order[r["cell"]]))
     write_json(study_dir / STUDY_FILE, {"study_id": study_id})
     by_role = {t["role"]: t for t in teachers}
-    files = write_report(study_dir, study_id, base, list(plan.seeds), list(plan.cells), results, by_role, plan.archs,
-                         command, plot)
+    files = write_report(study_dir, study_id, base, plan, results, by_role, command, plot)
     summary: dict[str, Any] = {"study_id": study_id, "files": {k: str(v) for k, v in files.items()}}
     if base.tracking.enabled:
         from kdpipe.study.mlflow_log import log_study

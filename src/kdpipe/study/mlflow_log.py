@@ -17,6 +17,7 @@ from kdpipe import tags
 from kdpipe.config import Params
 from kdpipe.study import tuning
 from kdpipe.study.grids import knobs
+from kdpipe.study.runner import replicate
 from kdpipe.study.summary import Summary
 from kdpipe.tracking import check_tracking, flatten
 
@@ -97,6 +98,13 @@ def _run_params(result: dict[str, Any]) -> dict[str, Any]:
     return {"overrides": " ".join(result["overrides"]), **flatten(tree)}
 
 
+def phase(s: Summary) -> str:
+    """tune (a grid cell, chosen on val), confirm (runs on fresh transfer sets) or main."""
+    if tuning.is_tuning(s):
+        return "tune"
+    return "confirm" if any(r.get("data_seed") is not None for r in s.runs) else "main"
+
+
 def log_study(params: Params, study_id: str, summaries: list[Summary], files: dict[str, Path]) -> dict[str, Any]:
     """Log what is not logged yet; return the parent run id and how many cells were logged now."""
     mlf = _Logger(params, study_id)
@@ -106,20 +114,21 @@ def log_study(params: Params, study_id: str, summaries: list[Summary], files: di
     scratch = next((s for s in summaries if s.cell.name == "scratch"), None)
     logged = skipped = 0
     for s in summaries:
-        seeds = ",".join(str(r["seed"]) for r in s.runs)
+        labels = [replicate(r["seed"], r.get("data_seed")) for r in s.runs]
+        seeds = ",".join(str(r["seed"]) if r.get("data_seed") is None else label for r, label in zip(s.runs, labels, strict=True))
         key = f"{study_id}/{s.cell.name}/seeds={seeds}"
         if mlf.complete(key):
             skipped += 1
             continue
         cell_tags = {tags.STEP: "study_cell", tags.STUDY_CELL: s.cell.name, tags.METHOD: s.cell.method,
-                     tags.STUDY_SEEDS: seeds, tags.STUDY_PHASE: "tune" if tuning.is_tuning(s) else "main"}
+                     tags.STUDY_SEEDS: seeds, tags.STUDY_PHASE: phase(s)}
         child = mlf.replace(key, s.cell.name, parent, cell_tags)
         mlf.log(child, _cell_metrics(s, scratch), {"cell": s.cell.name, "what": s.cell.what, **_run_params(s.runs[0])})
-        for r in s.runs:
+        for r, label in zip(s.runs, labels, strict=True):
             run_tags = {**cell_tags, tags.STEP: "study_run", tags.DEVICE: r["device"], tags.DATA_SHA256: r["data_sha256"]}
-            grandchild = mlf.replace(f"{key}/seed{r['seed']}", f"{s.cell.name}-seed{r['seed']}", child, run_tags)
+            grandchild = mlf.replace(f"{key}/{label}", f"{s.cell.name}-{label}", child, run_tags)
             final = {k: r[k] for k in ("test_top1", "val_top1", "train_seconds", "images_per_s", "wall_seconds")}
-            mlf.log(grandchild, final, {"seed": r["seed"]}, r["history"])
+            mlf.log(grandchild, final, {"seed": r["seed"], "data_seed": r.get("data_seed")}, r["history"])
             mlf.finish(grandchild)
         mlf.finish(child)
         logged += 1

@@ -29,6 +29,8 @@ class Plan:
     seeds: tuple[int, ...]
     archs: dict[str, str]
     """The teacher architecture of each role: ``main`` (params.yaml's), ``small`` and ``large``."""
+    data_seeds: tuple[int | None, ...] = (None,)
+    """The transfer sets (``train.subset_seed``) each seed runs on; None is ``data.seed``'s."""
 
     @property
     def roles(self) -> list[str]:
@@ -37,20 +39,23 @@ class Plan:
         return [MAIN, *(r for r in GAP_ROLES if r in used)]
 
     def runs(self, role: str) -> list[dict[str, Any]]:
-        """The (cell, seed) pairs taught by ``role``'s teacher, seed by seed."""
-        return [{"cell": c.name, "seed": s} for s in self.seeds for c in self.cells if (c.gap_role or MAIN) == role]
+        """The (cell, data seed, seed) runs taught by ``role``'s teacher, transfer set by transfer set, seed by seed."""
+        return [{"cell": c.name, "seed": s, **({} if d is None else {"data_seed": d})} for d in self.data_seeds
+                for s in self.seeds for c in self.cells if (c.gap_role or MAIN) == role]  # kfp takes no nulls
 
     def cell(self, name: str) -> Cell:
         return next(c for c in self.cells if c.name == name)
 
     def as_dict(self) -> dict[str, Any]:
-        return {"cells": [c.name for c in self.cells], "seeds": list(self.seeds), "archs": dict(self.archs)}
+        fresh = {"data_seeds": list(self.data_seeds)} if self.data_seeds != (None,) else {}  # kfp takes no nulls
+        return {"cells": [c.name for c in self.cells], "seeds": list(self.seeds), "archs": dict(self.archs), **fresh}
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> Plan:
         """The plan a pipeline was compiled with (already checked then)."""
         cells = select_cells(list(raw["cells"]), by_name_only=tuning_cells())
-        return cls(tuple(cells), tuple(int(s) for s in raw["seeds"]), dict(raw["archs"]))
+        data_seeds = tuple(int(d) for d in raw["data_seeds"]) if "data_seeds" in raw else (None,)
+        return cls(tuple(cells), tuple(int(s) for s in raw["seeds"]), dict(raw["archs"]), data_seeds)
 
 
 def _drop_duplicate_gap(cells: list[Cell], archs: dict[str, str]) -> list[Cell]:
@@ -66,13 +71,17 @@ def _drop_duplicate_gap(cells: list[Cell], archs: dict[str, str]) -> list[Cell]:
 
 
 def make_plan(base: Params, cells: list[str] | None, seeds: list[int], *, gap: bool = True,
-              small_teacher: str = SMALL_TEACHER, large_teacher: str | None = None) -> Plan:
-    """The named cells (default: all) under ``seeds``; a bad seed list or teacher is a one-line error."""
+              small_teacher: str = SMALL_TEACHER, large_teacher: str | None = None,
+              data_seeds: list[int] | None = None) -> Plan:
+    """The named cells (default: all) under ``seeds`` on each of ``data_seeds``' transfer sets (default: the one
+    ``data.seed`` draws); a bad seed list or teacher is a one-line error."""
     if not seeds or len(set(seeds)) != len(seeds):
         raise ConfigError(f"--seeds: give distinct seeds, got {seeds}")
+    if data_seeds is not None and (not data_seeds or len(set(data_seeds)) != len(data_seeds)):
+        raise ConfigError(f"--data-seeds: give distinct seeds, got {data_seeds}")
     archs = {MAIN: base.teacher.arch, "small": small_teacher, "large": large_teacher or base.teacher.arch}
     for role in GAP_ROLES:
         if not is_known_model(archs[role]):
             raise ConfigError(f"--{role}-teacher: unknown model {archs[role]!r}")
     chosen = select_cells(cells, gap, by_name_only=tuning_cells())
-    return Plan(tuple(_drop_duplicate_gap(chosen, archs)), tuple(seeds), archs)
+    return Plan(tuple(_drop_duplicate_gap(chosen, archs)), tuple(seeds), archs, tuple(data_seeds or (None,)))

@@ -18,15 +18,15 @@ from matplotlib.figure import Figure
 from kdpipe.config import Params
 from kdpipe.files import REPORT_FILE, atomic_write_bytes, write_json
 from kdpipe.plots import save_png
-from kdpipe.study import robustness_comparison, stability, tuning
-from kdpipe.study.cells import Cell
+from kdpipe.study import paired, robustness_comparison, stability, tuning
+from kdpipe.study.plan import Plan
 from kdpipe.study.summary import Summary, pct, summarise, table
 
 PLOT_FILE = "study.png"
 RESULTS_JSON = "results.json"
 RESULTS_CSV = "results.csv"
 CSV_FIELDS = (
-    "cell", "seed", "method", "teacher_arch", "test_top1", "val_top1", "test_corrupted_top1", "test_int8_top1", "epochs", "train_seconds", "images_per_s",
+    "cell", "seed", "data_seed", "method", "teacher_arch", "test_top1", "val_top1", "test_corrupted_top1", "test_int8_top1", "epochs", "train_seconds", "images_per_s",
     "wall_seconds", "device", "threads",
 )
 TARGETS = {"scratch": 1.0, "kd": 0.3}
@@ -70,11 +70,18 @@ def _images(subset: int | None) -> str:
     return "the whole train split" if subset is None else f"a fixed sample of {subset:,} train-split images"
 
 
+def _replicates(plan: Plan) -> str:
+    seeds = f"seeds {', '.join(map(str, plan.seeds))}"
+    if plan.data_seeds == (None,):
+        return seeds
+    return f"{seeds} on each transfer set drawn by data seed {', '.join(map(str, plan.data_seeds))} (train.subset_seed)"
+
+
 def markdown(
-    study_id: str, base: Params, seeds: list[int], summaries: list[Summary], teachers: dict[str, dict[str, Any]],
-    teacher_archs: dict[str, str], runs: list[dict[str, Any]], command: str | None,
+    study_id: str, base: Params, plan: Plan, summaries: list[Summary], teachers: dict[str, dict[str, Any]],
+    runs: list[dict[str, Any]], command: str | None,
 ) -> str:
-    t = base.train
+    t, teacher_archs = base.train, plan.archs
     main_t = teachers.get("main", {})
     devices = sorted({r["device"] for r in runs})
     shas = sorted({r["data_sha256"][:12] for r in runs})
@@ -84,7 +91,7 @@ def markdown(
         f"- data: {base.data.source} (sha256 {', '.join(shas)}), student {base.student.arch}, teacher "
         f"{main_t.get('arch', base.teacher.arch)} (test top-1 {pct(main_t['test_top1']) if main_t else '?'} %)",
         f"- budget: {t.epochs} epochs over {_images(t.subset)}, batch {t.batch_size}, {t.optimizer} lr {t.lr} {t.schedule}; "
-        f"seeds {', '.join(map(str, seeds))}; device {', '.join(devices)}",
+        f"{_replicates(plan)}; device {', '.join(devices)}",
         "- top-1 in %, mean ± sample std over seeds on the test split; val is the held-out validation split; "
         "train s and images/s are the training loop alone, per run",
     ]
@@ -105,6 +112,7 @@ def markdown(
             f"{s.mean('images_per_s'):,.0f}", str(len(s.runs)),
         ])
     lines += ["", *table(rows)] if len(rows) > 1 else []
+    lines += paired.section([s for s in summaries if not s.cell.gap_role])
     lines += tuning.section(tuning.choose(summaries))
     lines += robustness_comparison.section({s.cell.name: s.runs for s in summaries if not s.cell.gap_role}, teachers.get("main", {}))
     gap = _gap_rows(summaries, teachers, teacher_archs)
@@ -167,17 +175,18 @@ def results_csv(runs: list[dict[str, Any]]) -> bytes:
 
 
 def write_report(
-    study_dir: Path, study_id: str, base: Params, seeds: list[int], cells: list[Cell], runs: list[dict[str, Any]],
-    teachers: dict[str, dict[str, Any]], teacher_archs: dict[str, str], command: str | None, with_plot: bool = True,
+    study_dir: Path, study_id: str, base: Params, plan: Plan, runs: list[dict[str, Any]],
+    teachers: dict[str, dict[str, Any]], command: str | None, with_plot: bool = True,
 ) -> dict[str, Path]:
     """Write the table, the plot and the results; return their paths."""
-    summaries = summarise(cells, runs, teacher_archs)
+    summaries = summarise(list(plan.cells), runs, plan.archs)
     scratch = next((s for s in summaries if s.cell.name == "scratch"), None)
     files = {"report": study_dir / REPORT_FILE, "json": study_dir / RESULTS_JSON, "csv": study_dir / RESULTS_CSV}
-    text = markdown(study_id, base, seeds, summaries, teachers, teacher_archs, runs, command)
+    text = markdown(study_id, base, plan, summaries, teachers, runs, command)
     atomic_write_bytes(files["report"], text.encode())
     write_json(files["json"], {
-        "study_id": study_id, "command": command, "seeds": seeds, "teachers": teachers, "teacher_archs": teacher_archs,
+        "study_id": study_id, "command": command, "seeds": list(plan.seeds), "data_seeds": list(plan.data_seeds),
+        "teachers": teachers, "teacher_archs": plan.archs,
         "cells": [s.as_dict(scratch) for s in summaries], "runs": runs,
     })
     atomic_write_bytes(files["csv"], results_csv(runs))

@@ -14,10 +14,10 @@ from __future__ import annotations
 import statistics
 from typing import Any
 
-from scipy import stats
+from kdpipe.study.paired import CONFIDENCE, pair, paired_interval
 
 BASELINES = ("kd", "fitnet", "scratch")
-LEVEL = 0.95
+LEVEL = CONFIDENCE
 KEYS = (("test_corrupted_top1", "mean corrupted top-1", 100.0, "points"), ("retention", "retention", 1.0, ""))
 
 
@@ -26,16 +26,8 @@ def retention(run: dict[str, Any], teacher: dict[str, Any]) -> float:
     return (run["test_corrupted_top1"] / run["test_top1"]) / (teacher["test_corrupted_top1"] / teacher["test_top1"])
 
 
-def paired_interval(a: list[float], b: list[float], level: float = LEVEL) -> tuple[float, float, float]:
-    """Mean of a - b over pairs and its two-sided Student-t interval at ``level``; needs two pairs or more."""
-    diffs = [x - y for x, y in zip(a, b, strict=True)]
-    mean = statistics.fmean(diffs)
-    half = stats.t.ppf(0.5 + level / 2, len(diffs) - 1) * statistics.stdev(diffs) / len(diffs) ** 0.5
-    return mean, mean - half, mean + half
-
-
-def _by_seed(runs: list[dict[str, Any]], teacher: dict[str, Any]) -> dict[int, dict[str, float]]:
-    return {r["seed"]: {"test_top1": r["test_top1"], "test_corrupted_top1": r["test_corrupted_top1"],
+def _by_seed(runs: list[dict[str, Any]], teacher: dict[str, Any]) -> dict[tuple[int, int], dict[str, float]]:
+    return {pair(r): {"test_top1": r["test_top1"], "test_corrupted_top1": r["test_corrupted_top1"],
                         "retention": retention(r, teacher)} for r in runs}
 
 

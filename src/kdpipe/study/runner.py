@@ -53,10 +53,12 @@ class Run:
     """What makes the run this cell and seed on top of params.yaml (not where its files go): ``kdpipe distill``
     with these reruns it by hand."""
     directory: Path
+    data_seed: int | None = None
+    """``train.subset_seed``: the transfer set's own seed; None keeps ``data.seed``'s."""
 
     @property
     def id(self) -> str:
-        return f"{self.cell.name}/seed{self.seed}"
+        return f"{self.cell.name}/{replicate(self.seed, self.data_seed)}"
 
     @property
     def teacher_role(self) -> str:
@@ -67,10 +69,16 @@ class Run:
         return self.params.method.name != "scratch"
 
 
+def replicate(seed: int, data_seed: int | None) -> str:
+    """A run's name within its cell: ``seed3``, or ``data1-seed3`` on the transfer set drawn by data seed 1."""
+    return f"seed{seed}" if data_seed is None else f"data{data_seed}-seed{seed}"
+
+
 def training_fingerprint(params: Params) -> str:
     """What decides a run's result: data, teacher, student, method and budget (not where or how it ran)."""
     tree = params.to_dict()
     tree["data"].pop("root", None)
+    tree["train"] = params.train.identity()
     return files.fingerprint({k: tree[k] for k in FINGERPRINT_SECTIONS})
 
 
@@ -83,10 +91,11 @@ def _quoted(path: Path) -> str:
     return json.dumps(str(path))
 
 
-def make_run(base: Params, study_dir: Path, cell: Cell, seed: int, teacher_archs: dict[str, str], threads: int) -> Run:
-    """The cell's overrides, then the seed and its teacher, then the run's own paths, validated as one."""
-    directory = study_dir / RUNS_DIR / cell.name / f"seed{seed}"
-    overrides = [*cell.overrides, f"train.seed={seed}"]
+def make_run(base: Params, study_dir: Path, cell: Cell, seed: int, teacher_archs: dict[str, str], threads: int,
+             data_seed: int | None = None) -> Run:
+    """The cell's overrides, then the seeds and its teacher, then the run's own paths, validated as one."""
+    directory = study_dir / RUNS_DIR / cell.name / replicate(seed, data_seed)
+    overrides = [*cell.overrides, f"train.seed={seed}", *([f"train.subset_seed={data_seed}"] if data_seed is not None else [])]
     if cell.gap_role:
         overrides += [f"teacher.arch={teacher_archs[cell.gap_role]}", "teacher.source=train"]
     where = [
@@ -97,7 +106,7 @@ def make_run(base: Params, study_dir: Path, cell: Cell, seed: int, teacher_archs
         f"runtime.num_threads={threads}",
     ]
     params = params_from_dict(apply_overrides(base.to_dict(), overrides + where), origin=f"study cell {cell.name}")
-    return Run(cell, seed, params, tuple(overrides), directory)
+    return Run(cell, seed, params, tuple(overrides), directory, data_seed)
 
 
 def teacher_params(base: Params, study_dir: Path, role: str, arch: str, threads: int) -> Params:
@@ -167,7 +176,7 @@ def _device_name(runtime: Runtime) -> str:
 def run_task(run: Run) -> Task:
     """What a worker needs for one run, as plain data (workers are spawned, not forked)."""
     return {
-        "id": run.id, "cell": run.cell.name, "seed": run.seed, "overrides": list(run.overrides),
+        "id": run.id, "cell": run.cell.name, "seed": run.seed, "data_seed": run.data_seed, "overrides": list(run.overrides),
         "fingerprint": training_fingerprint(run.params), "teacher_role": run.teacher_role,
         "directory": str(run.directory), "params": run.params.to_dict(),
     }
@@ -186,6 +195,7 @@ def execute_run(task: dict[str, Any]) -> dict[str, Any]:
     images = sum(h["images_per_s"] * h["epoch_seconds"] for h in history)
     result = {
         **{k: task[k] for k in ("id", "cell", "seed", "overrides", "fingerprint")},
+        "data_seed": task.get("data_seed"),
         "method": params.method.name,
         "student_arch": params.student.arch,
         "teacher_arch": params.teacher.arch if params.method.name != "scratch" else None,

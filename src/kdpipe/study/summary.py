@@ -32,6 +32,7 @@ class Summary:
             "method": self.cell.method,
             "teacher_arch": self.teacher_arch,
             "seeds": [r["seed"] for r in self.runs],
+            "data_seeds": [r.get("data_seed") for r in self.runs],
             "test_top1": self._values("test_top1"),
             "test_top1_mean": self.mean("test_top1"),
             "test_top1_std": self.std("test_top1"),
@@ -45,7 +46,7 @@ class Summary:
 
 def summarise(cells: list[Cell], results: list[dict[str, Any]], teacher_archs: dict[str, str]) -> list[Summary]:
     by_cell: dict[str, list[dict[str, Any]]] = {}
-    for r in sorted(results, key=lambda r: r["seed"]):
+    for r in sorted(results, key=lambda r: (-1 if r.get("data_seed") is None else r["data_seed"], r["seed"])):
         by_cell.setdefault(r["cell"], []).append(r)
     return [
         Summary(c, None if c.method == "scratch" else teacher_archs[c.gap_role or "main"], by_cell[c.name])
