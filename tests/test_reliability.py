@@ -317,9 +317,13 @@ def test_a_second_pipeline_in_the_same_directory_is_refused_and_a_killed_one_lea
 
     first = subprocess.Popen(argv, stderr=subprocess.PIPE, text=True, env=_env())
     _wait_for_lock(Path(params.paths.student), first.pid, first)
-    second = _kdpipe("run", "-c", str(params_file))
-    prepare = _kdpipe("prepare", "-c", str(params_file))
-    assert first.poll() is None, "the second pipeline was refused while the first was still running"
+    os.kill(first.pid, signal.SIGSTOP)  # alive and holding the lock however fast it would have finished
+    try:
+        second = _kdpipe("run", "-c", str(params_file))
+        prepare = _kdpipe("prepare", "-c", str(params_file))
+        assert first.poll() is None, "the second pipeline was refused while the first was still running"
+    finally:
+        os.kill(first.pid, signal.SIGCONT)
     for refused in (second, prepare):
         line = _one_line_error(refused)
         assert f"in use by pid {first.pid} on " in line and "(run_pipeline, pipeline run " in line
