@@ -42,16 +42,18 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def _options(params: Params, args: argparse.Namespace, command: str, parallelism: int) -> Any:
     from kdpipe.errors import ConfigError
-    from kdpipe.study import selection
+    from kdpipe.study.phases import large_teacher, phase_of, selection
     from kdpipe.study.plan import make_plan
     from pipelines.distill_pipeline import Options
     from pipelines.study_pipeline import StudyOptions
 
     if parallelism < 1:
         raise ConfigError(f"--parallelism: must be at least 1, got {parallelism}")
+    if args.join:
+        raise ConfigError("--join: a Kubeflow study logs under its own parent run (its id comes from the KFP run)")
     cells, seeds, gap, data_seeds = selection(args)
-    plan = make_plan(params, cells, seeds, gap=gap, small_teacher=args.small_teacher, large_teacher=args.large_teacher,
-                     data_seeds=data_seeds)
+    plan = make_plan(params, cells, seeds, gap=gap, small_teacher=args.small_teacher, large_teacher=large_teacher(args),
+                     data_seeds=data_seeds, phase=phase_of(args).name)
     gpu = {"accelerator_type": args.accelerator_type} if args.accelerator_type else {}
     return StudyOptions(plan, command, parallelism, cluster=Options(args.data_cache_pvc), **gpu)
 

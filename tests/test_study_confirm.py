@@ -16,9 +16,9 @@ from scipy import stats
 from conftest import TINY
 from kdpipe.cli import main
 from kdpipe.config import Params
-from kdpipe.study import CONFIRM_CELLS
 from kdpipe.study.cells import select_cells
 from kdpipe.study.paired import PairedDifference, paired_difference
+from kdpipe.study.phases import CONFIRM_CELLS
 from kdpipe.study.summary import Summary
 from kdpipe.tags import STEP, STUDY_ID, STUDY_PHASE
 
@@ -67,7 +67,7 @@ def test_confirm_runs_every_cell_on_fresh_transfer_sets_and_reports_paired_inter
 
 @pytest.mark.parametrize(("args", "message"), [
     (["--confirm", "--cells", "srd"], "--confirm names its own cells; leave out --cells"),
-    (["--tune", "--confirm"], "--tune and --confirm are separate studies; give one"),
+    (["--tune", "--confirm"], "--tune and --confirm are separate phases of the study; give one"),
     (["--data-seeds", "1", "1"], "--data-seeds: give distinct seeds, got [1, 1]"),
 ])
 def test_confirm_refuses_contradictory_arguments_before_any_work(

@@ -65,7 +65,7 @@ STUDY_KEY = "kdpipe.study.key"
 STUDY_COMPLETE = "kdpipe.study.complete"
 STUDY_CELL = "kdpipe.study.cell"
 STUDY_SEEDS = "kdpipe.study.seeds"
-STUDY_PHASE = "kdpipe.study.phase"  # tune (a tuning-grid cell), confirm (fresh transfer sets) or main
+STUDY_PHASE = "kdpipe.study.phase"  # tune (a tuning-grid cell), confirm (fresh transfer sets), budget or main
 
 # Metric-name prefixes: whose figures a metric is, and on which split.
 TEACHER_TRAIN_PREFIX = "teacher_"

@@ -30,7 +30,7 @@ def _srd(name: str, override: str | None, what: str) -> Cell:
 
 MAIN_CELLS: tuple[Cell, ...] = (
     Cell("scratch", ("method.name=scratch",), "cross-entropy only, no teacher"),
-    Cell("kd", ("method.name=kd",), "Hinton KD: KL at T=4 + CE"),
+    Cell("kd", ("method.name=kd",), "Hinton KD: KL at params.yaml's T + CE"),
     Cell("fitnet", ("method.name=fitnet",), "projector + MSE on pooled features + CE"),
     _srd("srd", None, "the recipe: linear projector, BN, LogSum alpha=4, KL T=1, CE"),
     _srd("srd_norm_none", "method.srd.norm=none", "no normalisation of the features"),
@@ -62,7 +62,7 @@ def all_cells(with_gap: bool = True) -> tuple[Cell, ...]:
 
 def select_cells(names: list[str] | None, with_gap: bool = True, by_name_only: tuple[Cell, ...] = ()) -> list[Cell]:
     """The named cells in catalogue order, or all of them; an unknown name is a one-line error. Cells in
-    ``by_name_only`` (the tuning grids) run only when named."""
+    ``by_name_only`` (the tuning grids, the data-budget curve) run only when named."""
     if not names:
         return list(all_cells(with_gap))
     catalogue = all_cells(with_gap) + by_name_only
@@ -70,6 +70,6 @@ def select_cells(names: list[str] | None, with_gap: bool = True, by_name_only: t
     unknown = [n for n in names if n not in known]
     if unknown:
         listed = sorted(c.name for c in all_cells(with_gap))
-        grids = f" and the {len(by_name_only)} tuning cells (kdpipe study --tune)" if by_name_only else ""
+        grids = f" and the {len(by_name_only)} cells of kdpipe study --tune and --budget" if by_name_only else ""
         raise ConfigError(f"--cells: unknown cell(s) {', '.join(unknown)}; available: {', '.join(listed)}{grids}")
     return [c for c in catalogue if c.name in names]

@@ -93,6 +93,6 @@ def publish(base: Params, plan: Plan, study_id: str, results: list[dict[str, Any
     if base.tracking.enabled:
         from kdpipe.study.mlflow_log import log_study
 
-        summary["mlflow"] = log_study(base, study_id, summarise(list(plan.cells), results, plan.archs), files)
+        summary["mlflow"] = log_study(base, study_id, summarise(list(plan.cells), results, plan.archs), files, plan.phase)
     return summary
 

@@ -98,15 +98,12 @@ def _run_params(result: dict[str, Any]) -> dict[str, Any]:
     return {"overrides": " ".join(result["overrides"]), **flatten(tree)}
 
 
-def phase(s: Summary) -> str:
-    """tune (a grid cell, chosen on val), confirm (runs on fresh transfer sets) or main."""
-    if tuning.is_tuning(s):
-        return "tune"
-    return "confirm" if any(r.get("data_seed") is not None for r in s.runs) else "main"
+def log_study(params: Params, study_id: str, summaries: list[Summary], files: dict[str, Path], phase: str = "main"
+              ) -> dict[str, Any]:
+    """Log what is not logged yet; return the parent run id and how many cells were logged now.
 
-
-def log_study(params: Params, study_id: str, summaries: list[Summary], files: dict[str, Path]) -> dict[str, Any]:
-    """Log what is not logged yet; return the parent run id and how many cells were logged now."""
+    The phases of one study (tune, then confirm and budget, which join it) share the parent run: each
+    logs its cells under it and its report files in a folder named after the phase."""
     mlf = _Logger(params, study_id)
     fresh_parent = not mlf.complete(study_id)
     found = mlf.runs.get(study_id)
@@ -121,14 +118,15 @@ def log_study(params: Params, study_id: str, summaries: list[Summary], files: di
             skipped += 1
             continue
         cell_tags = {tags.STEP: "study_cell", tags.STUDY_CELL: s.cell.name, tags.METHOD: s.cell.method,
-                     tags.STUDY_SEEDS: seeds, tags.STUDY_PHASE: phase(s)}
+                     tags.STUDY_SEEDS: seeds, tags.STUDY_PHASE: phase}
         child = mlf.replace(key, s.cell.name, parent, cell_tags)
         mlf.log(child, _cell_metrics(s, scratch), {"cell": s.cell.name, "what": s.cell.what, **_run_params(s.runs[0])})
         for r, label in zip(s.runs, labels, strict=True):
             run_tags = {**cell_tags, tags.STEP: "study_run", tags.DEVICE: r["device"], tags.DATA_SHA256: r["data_sha256"]}
             grandchild = mlf.replace(f"{key}/{label}", f"{s.cell.name}-{label}", child, run_tags)
             final = {k: r[k] for k in ("test_top1", "val_top1", "train_seconds", "images_per_s", "wall_seconds")}
-            mlf.log(grandchild, final, {"seed": r["seed"], "data_seed": r.get("data_seed")}, r["history"])
+            seeds_of = {"seed": r["seed"], **({} if r.get("data_seed") is None else {"data_seed": r["data_seed"]})}
+            mlf.log(grandchild, final, seeds_of, r["history"])
             mlf.finish(grandchild)
         mlf.finish(child)
         logged += 1
@@ -137,7 +135,7 @@ def log_study(params: Params, study_id: str, summaries: list[Summary], files: di
         chosen = {f"tuned.{c.method}": " ".join(knobs(c.chosen.cell)) for c in tuning.choose(summaries)}
         mlf.log(parent, metrics, chosen)
         for path in files.values():
-            mlf.client.log_artifact(parent, str(path))
+            mlf.client.log_artifact(parent, str(path), artifact_path=None if phase == "main" else phase)
         mlf.finish(parent)
     log.info("study: MLflow parent run %s (%d cell(s) logged now, %d already there)", parent, logged, skipped)
     return {"parent_run_id": parent, "logged_cells": logged, "already_logged_cells": skipped}

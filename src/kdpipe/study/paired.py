@@ -16,15 +16,13 @@ from __future__ import annotations
 import math
 import statistics
 from dataclasses import dataclass
-from typing import Any
 
 from scipy import stats
 
-from kdpipe.study.summary import Summary
+from kdpipe.study.summary import Summary, pair
 
 CONFIDENCE = 0.95
 BASELINES = ("kd", "fitnet", "scratch")
-Pair = tuple[int, int]  # (data seed, or -1 for data.seed's transfer set; seed)
 
 
 def paired_interval(a: list[float], b: list[float], level: float = CONFIDENCE) -> tuple[float, float, float]:
@@ -33,11 +31,6 @@ def paired_interval(a: list[float], b: list[float], level: float = CONFIDENCE) -
     mean = statistics.fmean(diffs)
     half = stats.t.ppf(0.5 + level / 2, len(diffs) - 1) * statistics.stdev(diffs) / math.sqrt(len(diffs))
     return mean, mean - half, mean + half
-
-
-def pair(run: dict[str, Any]) -> Pair:
-    data_seed = run.get("data_seed")
-    return (-1 if data_seed is None else int(data_seed), int(run["seed"]))
 
 
 @dataclass(frozen=True)

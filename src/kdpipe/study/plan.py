@@ -14,6 +14,7 @@ from typing import Any
 from kdpipe.config import Params
 from kdpipe.errors import ConfigError
 from kdpipe.models import is_known_model
+from kdpipe.study.budget import budget_cells
 from kdpipe.study.cells import GAP_ROLES, Cell, select_cells
 from kdpipe.study.grids import tuning_cells
 
@@ -31,6 +32,8 @@ class Plan:
     """The teacher architecture of each role: ``main`` (params.yaml's), ``small`` and ``large``."""
     data_seeds: tuple[int | None, ...] = (None,)
     """The transfer sets (``train.subset_seed``) each seed runs on; None is ``data.seed``'s."""
+    phase: str = "main"
+    """Which of the study's phases this is (:mod:`kdpipe.study.phases`): MLflow tags every cell with it."""
 
     @property
     def roles(self) -> list[str]:
@@ -48,14 +51,21 @@ class Plan:
 
     def as_dict(self) -> dict[str, Any]:
         fresh = {"data_seeds": list(self.data_seeds)} if self.data_seeds != (None,) else {}  # kfp takes no nulls
-        return {"cells": [c.name for c in self.cells], "seeds": list(self.seeds), "archs": dict(self.archs), **fresh}
+        return {"cells": [c.name for c in self.cells], "seeds": list(self.seeds), "archs": dict(self.archs),
+                "phase": self.phase, **fresh}
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> Plan:
         """The plan a pipeline was compiled with (already checked then)."""
-        cells = select_cells(list(raw["cells"]), by_name_only=tuning_cells())
+        cells = select_cells(list(raw["cells"]), by_name_only=phase_cells())
         data_seeds = tuple(int(d) for d in raw["data_seeds"]) if "data_seeds" in raw else (None,)
-        return cls(tuple(cells), tuple(int(s) for s in raw["seeds"]), dict(raw["archs"]), data_seeds)
+        return cls(tuple(cells), tuple(int(s) for s in raw["seeds"]), dict(raw["archs"]), data_seeds,
+                   str(raw.get("phase", "main")))
+
+
+def phase_cells() -> tuple[Cell, ...]:
+    """The cells that run only when named: the tuning grids and the data-budget curve."""
+    return (*tuning_cells(), *budget_cells())
 
 
 def _drop_duplicate_gap(cells: list[Cell], archs: dict[str, str]) -> list[Cell]:
@@ -72,7 +82,7 @@ def _drop_duplicate_gap(cells: list[Cell], archs: dict[str, str]) -> list[Cell]:
 
 def make_plan(base: Params, cells: list[str] | None, seeds: list[int], *, gap: bool = True,
               small_teacher: str = SMALL_TEACHER, large_teacher: str | None = None,
-              data_seeds: list[int] | None = None) -> Plan:
+              data_seeds: list[int] | None = None, phase: str = "main") -> Plan:
     """The named cells (default: all) under ``seeds`` on each of ``data_seeds``' transfer sets (default: the one
     ``data.seed`` draws); a bad seed list or teacher is a one-line error."""
     if not seeds or len(set(seeds)) != len(seeds):
@@ -83,5 +93,5 @@ def make_plan(base: Params, cells: list[str] | None, seeds: list[int], *, gap: b
     for role in GAP_ROLES:
         if not is_known_model(archs[role]):
             raise ConfigError(f"--{role}-teacher: unknown model {archs[role]!r}")
-    chosen = select_cells(cells, gap, by_name_only=tuning_cells())
-    return Plan(tuple(_drop_duplicate_gap(chosen, archs)), tuple(seeds), archs, tuple(data_seeds or (None,)))
+    chosen = select_cells(cells, gap, by_name_only=phase_cells())
+    return Plan(tuple(_drop_duplicate_gap(chosen, archs)), tuple(seeds), archs, tuple(data_seeds or (None,)), phase)

@@ -18,7 +18,7 @@ from matplotlib.figure import Figure
 from kdpipe.config import Params
 from kdpipe.files import REPORT_FILE, atomic_write_bytes, write_json
 from kdpipe.plots import save_png
-from kdpipe.study import paired, robustness_comparison, stability, tuning
+from kdpipe.study import budget, paired, robustness_comparison, stability, tuning
 from kdpipe.study.plan import Plan
 from kdpipe.study.summary import Summary, pct, summarise, table
 
@@ -26,11 +26,13 @@ PLOT_FILE = "study.png"
 RESULTS_JSON = "results.json"
 RESULTS_CSV = "results.csv"
 CSV_FIELDS = (
-    "cell", "seed", "data_seed", "method", "teacher_arch", "test_top1", "val_top1", "test_corrupted_top1", "test_int8_top1", "epochs", "train_seconds", "images_per_s",
+    "cell", "seed", "data_seed", "method", "teacher_arch", "test_top1", "val_top1", "test_corrupted_top1", "test_int8_top1", "epochs",
+    "transfer_images", "train_seconds", "images_per_s",
     "wall_seconds", "device", "threads",
 )
 TARGETS = {"scratch": 1.0, "kd": 0.3}
-"""The margins, in top-1 points, by which srd's mean must beat each baseline for the report to say 'met'."""
+"""The margins, in top-1 points, by which srd must beat each baseline: 'met' when the paired 95 % interval of the
+difference lies above the margin, 'NOT met' when it lies below, 'not shown' when it contains the margin."""
 
 
 def _gap_rows(summaries: list[Summary], teachers: dict[str, dict[str, Any]], teacher_archs: dict[str, str]) -> list[list[str]]:
@@ -44,7 +46,10 @@ def _gap_rows(summaries: list[Summary], teachers: dict[str, dict[str, Any]], tea
             continue
         t = teachers.get(role, {})
         cells = [f"{pct(s.mean('test_top1'))} ± {pct(s.std('test_top1'))}" if s else "-" for s in (kd, srd)]
-        diff = f"{100 * (srd.mean('test_top1') - kd.mean('test_top1')):+.2f}" if kd and srd else "-"
+        diff = "-"
+        if kd and srd:
+            found = paired.paired_difference(srd, kd)
+            diff = found.verdict() if found else f"{100 * (srd.mean('test_top1') - kd.mean('test_top1')):+.2f} (no interval)"
         params = f"{t['parameters']:,}" if "parameters" in t else "?"
         top1 = pct(t["test_top1"]) if "test_top1" in t else "?"
         label = "main = large" if role == "main" and teacher_archs["large"] == teacher_archs["main"] else role
@@ -60,9 +65,14 @@ def _acceptance(summaries: list[Summary]) -> list[str]:
         other = by_name.get(baseline)
         if srd is None or other is None:
             continue
-        diff = 100 * (srd.mean("test_top1") - other.mean("test_top1"))
-        verdict = "met" if diff >= target else "NOT met"
-        lines.append(f"- srd - {baseline}: {diff:+.2f} points (target ≥ +{target:.1f}): {verdict}")
+        found = paired.paired_difference(srd, other)
+        if found is None:
+            lines.append(f"- srd - {baseline}: fewer than two paired runs, nothing shown (target ≥ +{target:.1f})")
+            continue
+        low, high = 100 * found.low, 100 * found.high
+        verdict = "met" if low >= target else "NOT met" if high < target else "not shown (the interval contains the target)"
+        lines.append(f"- srd - {baseline}: {100 * found.mean:+.2f} points, 95 % CI [{low:+.2f}, {high:+.2f}] "
+                     f"(target ≥ +{target:.1f}): {verdict}")
     return lines
 
 
@@ -101,9 +111,7 @@ def markdown(
     rows = [["cell", "what it changes", "test top-1", "Δ vs scratch", *(["ONNX int8 test top-1"] if int8 else []),
              "val top-1", "train s", "images/s", "n"]]
     scratch = next((s for s in summaries if s.cell.name == "scratch"), None)
-    for s in summaries:
-        if s.cell.gap_role or tuning.is_tuning(s):
-            continue
+    for s in _main(summaries):
         delta = "-" if scratch is None or s is scratch else f"{100 * (s.mean('test_top1') - scratch.mean('test_top1')):+.2f}"
         rows.append([
             s.cell.name, s.cell.what, f"{pct(s.mean('test_top1'))} ± {pct(s.std('test_top1'))}", delta,
@@ -114,15 +122,21 @@ def markdown(
     lines += ["", *table(rows)] if len(rows) > 1 else []
     lines += paired.section([s for s in summaries if not s.cell.gap_role])
     lines += tuning.section(tuning.choose(summaries))
+    lines += budget.section(summaries)
     lines += robustness_comparison.section({s.cell.name: s.runs for s in summaries if not s.cell.gap_role}, teachers.get("main", {}))
     gap = _gap_rows(summaries, teachers, teacher_archs)
     if gap:
-        head = ["teacher", "parameters", "teacher top-1", "kd", "srd", "srd - kd"]
+        head = ["teacher", "parameters", "teacher top-1", "kd", "srd", "srd - kd (paired, 95 % t-interval)"]
         lines += ["", f"Capacity gap (student {base.student.arch}, test top-1 %, mean ± std):", "", *table([head, *gap])]
     acceptance = _acceptance(summaries)
     if acceptance:
-        lines += ["", "Targets (srd over each baseline):", *acceptance]
+        lines += ["", "Targets (srd over each baseline, judged on the paired 95 % interval):", *acceptance]
     return "\n".join(lines) + "\n"
+
+
+def _main(summaries: list[Summary]) -> list[Summary]:
+    """The cells of the main table and bar plot: not a gap, grid or budget cell."""
+    return [s for s in summaries if not (s.cell.gap_role or tuning.is_tuning(s) or budget.is_budget(s))]
 
 
 def _gap_group(summaries: list[Summary]) -> list[Summary]:
@@ -152,7 +166,7 @@ def _bars(ax: Any, group: list[Summary], labels: list[str], title: str, scratch:
 def plot(path: Path, summaries: list[Summary]) -> None:
     """Bars of mean test top-1 with ±1 std error bars; the scratch mean as a dashed line."""
     scratch = next((s for s in summaries if s.cell.name == "scratch"), None)
-    main = [s for s in summaries if not s.cell.gap_role and not tuning.is_tuning(s)]
+    main = _main(summaries)
     gap = _gap_group(summaries)
     panels = [(main, [s.cell.name for s in main], "recipe, baselines and ablations")] if main else []
     if gap:
@@ -194,9 +208,11 @@ def write_report(
     if choices:
         files["tuning"] = study_dir / tuning.TUNING_FILE
         tuning.write_choices(files["tuning"], choices)
-    if with_plot and any(not tuning.is_tuning(s) for s in summaries):
+    if with_plot and (_main(summaries) or _gap_group(summaries)):
         files["plot"] = study_dir / PLOT_FILE
         plot(files["plot"], summaries)
+    if with_plot and budget.plot(study_dir / budget.PLOT_FILE, summaries):
+        files["budget"] = study_dir / budget.PLOT_FILE
     if with_plot and stability.plot(study_dir / stability.STABILITY_FILE, {s.cell.name: s.runs for s in summaries}):
         files["stability"] = study_dir / stability.STABILITY_FILE
     return files

@@ -14,7 +14,8 @@ from __future__ import annotations
 import statistics
 from typing import Any
 
-from kdpipe.study.paired import CONFIDENCE, pair, paired_interval
+from kdpipe.study.paired import CONFIDENCE, paired_interval
+from kdpipe.study.summary import pair
 
 BASELINES = ("kd", "fitnet", "scratch")
 LEVEL = CONFIDENCE

@@ -23,7 +23,7 @@ from typing import Any
 
 import torch
 
-from kdpipe import export, files, robustness, steps
+from kdpipe import export, files, robustness, steps, teacher_cache
 from kdpipe.config import Params, apply_overrides, params_from_dict
 from kdpipe.data.prepared import MANIFEST_FILE, PreparedData, load_prepared
 from kdpipe.deployment import calibration_images, input_shape
@@ -31,7 +31,7 @@ from kdpipe.engine import Runtime
 from kdpipe.evaluate import predict_logits
 from kdpipe.model_file import MODEL_FILE, load_model
 from kdpipe.models import count_parameters
-from kdpipe.runtime import eval_loader, images_loader, make_runtime, place_model
+from kdpipe.runtime import eval_loader, images_loader, make_runtime, place_model, transfer_seed, view_seed
 from kdpipe.study.cells import Cell
 
 log = logging.getLogger("kdpipe")
@@ -192,6 +192,7 @@ def execute_run(task: dict[str, Any]) -> dict[str, Any]:
     runtime = make_runtime(params)
     student, _ = load_model(Path(params.paths.student) / MODEL_FILE)
     train_seconds = sum(h["epoch_seconds"] for h in history)
+    split = len(data.split("train")[1])
     images = sum(h["images_per_s"] * h["epoch_seconds"] for h in history)
     result = {
         **{k: task[k] for k in ("id", "cell", "seed", "overrides", "fingerprint")},
@@ -201,6 +202,7 @@ def execute_run(task: dict[str, Any]) -> dict[str, Any]:
         "teacher_arch": params.teacher.arch if params.method.name != "scratch" else None,
         "teacher_role": task["teacher_role"],
         "data_sha256": data.sha256,
+        "transfer_images": split if params.train.subset is None else min(split, params.train.subset),
         "test_top1": top1(student, data, "test", params, runtime),
         "val_top1": top1(student, data, "val", params, runtime),
         **corrupted_top1(student, data, params, runtime),
@@ -288,6 +290,26 @@ def cores() -> int:
 def fill_teacher_cache(params: Params) -> dict[str, Any]:
     """The teacher's outputs for one run's views, recorded ahead of the run (one rank: a study run is one process)."""
     return steps.fill_teacher_cache(params, world_size=1)
+
+
+def _views(run: Run) -> tuple[Any, ...]:
+    """What, besides the teacher, decides the outputs a run replays (see :func:`kdpipe.teacher_cache.cache_key`)."""
+    t = run.params.train
+    return run.teacher_role, view_seed(t), transfer_seed(run.params), t.subset, t.epochs, t.batch_size
+
+
+def fill_tasks(runs: list[Run]) -> list[Task]:
+    """One cache fill per teacher and set of views that ``runs`` replay, to run ahead of them: runs of one seed that
+    start together would otherwise each record the same outputs live."""
+    tasks: dict[tuple[Any, ...], Task] = {}
+    for run in runs:
+        if run.needs_teacher and teacher_cache.mode(run.params) != "off":
+            tasks.setdefault(_views(run), {"id": f"teacher outputs for {run.id}", "params": run.params.to_dict()})
+    return list(tasks.values())
+
+
+def execute_fill(task: Task) -> dict[str, Any]:
+    return fill_teacher_cache(params_from_dict(task["params"], origin=f"study {task['id']}"))
 
 
 def ensure_prepared(base: Params) -> None:

@@ -8,6 +8,14 @@ from typing import Any
 
 from kdpipe.study.cells import Cell
 
+Pair = tuple[int, int]  # (data seed, or -1 for data.seed's transfer set; seed)
+
+
+def pair(run: dict[str, Any]) -> Pair:
+    """Which transfer set and seed a run had: runs of two cells with the same pair differ only in the cell."""
+    data_seed = run.get("data_seed")
+    return (-1 if data_seed is None else int(data_seed), int(run["seed"]))
+
 
 @dataclass(frozen=True)
 class Summary:
@@ -46,7 +54,7 @@ class Summary:
 
 def summarise(cells: list[Cell], results: list[dict[str, Any]], teacher_archs: dict[str, str]) -> list[Summary]:
     by_cell: dict[str, list[dict[str, Any]]] = {}
-    for r in sorted(results, key=lambda r: (-1 if r.get("data_seed") is None else r["data_seed"], r["seed"])):
+    for r in sorted(results, key=pair):
         by_cell.setdefault(r["cell"], []).append(r)
     return [
         Summary(c, None if c.method == "scratch" else teacher_archs[c.gap_role or "main"], by_cell[c.name])

@@ -54,7 +54,8 @@ def section(choices: list[Choice]) -> list[str]:
     for c in choices:
         rows = [["setting", "val top-1", "test top-1", "n", "chosen"]]
         for s in sorted(c.grid, key=lambda s: -s.mean(SELECTED_ON)):
-            rows.append([s.cell.what, f"{pct(s.mean(SELECTED_ON))} ± {pct(s.std(SELECTED_ON))}",
+            spread = f" ± {pct(s.std(SELECTED_ON))}" if len(s.runs) > 1 else ""
+            rows.append([s.cell.what, f"{pct(s.mean(SELECTED_ON))}{spread}",
                          f"{pct(s.mean('test_top1'))}", str(len(s.runs)), "**yes**" if s is c.chosen else ""])
         lines += ["", f"{c.method} ({len(c.grid)} settings): `{' '.join('-p ' + k for k in knobs(c.chosen.cell))}`",
                   "", *table(rows)]
