@@ -4,6 +4,7 @@ teachers), and one MLflow parent for the phases of a study."""
 from __future__ import annotations
 
 import json
+import logging
 import statistics
 from collections.abc import Callable
 from pathlib import Path
@@ -27,7 +28,7 @@ def _params_file(params: Params, path: Path) -> Path:
 
 
 def test_budget_trains_each_method_at_each_size_with_equal_steps_and_logs_into_the_study_it_joins(
-    make_params: Callable[..., Params], tmp_path: Path
+    make_params: Callable[..., Params], tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     params = make_params(**TINY, validate__corruptions="none")
     params_file = _params_file(params, tmp_path / "params.yaml")
@@ -36,6 +37,7 @@ def test_budget_trains_each_method_at_each_size_with_equal_steps_and_logs_into_t
                  "--no-gap"]) == 0
 
     study = tmp_path / "study-budget"
+    caplog.set_level(logging.INFO, logger="kdpipe")
     assert main(["study", "-c", str(params_file), "--dir", str(study), "--budget", "--seeds", "0", "1", "--jobs", "2"]) == 0
 
     results = [json.loads(p.read_text()) for p in sorted(study.glob("runs/*/*/result.json"))]
@@ -47,6 +49,10 @@ def test_budget_trains_each_method_at_each_size_with_equal_steps_and_logs_into_t
         assert r["epochs"] == len(r["history"]) == (2 if size is None else round(100_000 / size))
         assert r["transfer_images"] == split
     # The teacher's outputs were recorded ahead, once per (size, seed), and replayed by kd and srd alike.
+    fills = [r.getMessage() for r in caplog.records if r.getMessage().startswith("study: teacher outputs for ")]
+    kd_cells = [c.name for c in budget.budget_cells() if c.method == "kd"]
+    assert sorted(fills) == sorted(f"study: teacher outputs for {cell}/data1-seed{s}: {budget.epochs(n)} epoch(s) recorded"
+                                   for cell, n in zip(kd_cells, budget.SIZES, strict=True) for s in (0, 1))
     keys = [json.loads(p.read_text()) for p in Path(params.paths.teacher_cache).glob("*/key.json")]
     budget_keys = sorted((k["subset"] or 0, k["view_seed"]) for k in keys if k["sample_seed"] == 1)
     assert budget_keys == sorted((n or 0, s) for n in budget.SIZES for s in (0, 1))

@@ -132,7 +132,8 @@ def run_study(
         def fill_done(task: dict[str, Any], info: dict[str, Any]) -> None:
             log.info("study: %s: %d epoch(s) recorded", task["id"], info["recorded"])
 
-        for task_id, error in runner.execute(runner.execute_fill, runner.fill_tasks(todo), jobs, threads, fill_done).items():
+        fills = runner.fill_tasks(todo, base.runtime.num_threads or runner.cores())
+        for task_id, error in runner.execute(runner.execute_fill, fills, 1, threads, fill_done).items():
             log.warning("study: %s failed (%s); its runs record the teacher's outputs as they train", task_id, error)
         tasks = [runner.run_task(r) for r in todo]
 

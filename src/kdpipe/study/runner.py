@@ -298,13 +298,16 @@ def _views(run: Run) -> tuple[Any, ...]:
     return run.teacher_role, view_seed(t), transfer_seed(run.params), t.subset, t.epochs, t.batch_size
 
 
-def fill_tasks(runs: list[Run]) -> list[Task]:
-    """One cache fill per teacher and set of views that ``runs`` replay, to run ahead of them: runs of one seed that
-    start together would otherwise each record the same outputs live."""
+def fill_tasks(runs: list[Run], threads: int) -> list[Task]:
+    """One cache fill per teacher and set of views that ``runs`` replay, to run ahead of them, one after another on
+    ``threads`` threads (a fill holds the cache directory): runs of one seed that start together would otherwise
+    each record the same outputs live."""
     tasks: dict[tuple[Any, ...], Task] = {}
     for run in runs:
         if run.needs_teacher and teacher_cache.mode(run.params) != "off":
-            tasks.setdefault(_views(run), {"id": f"teacher outputs for {run.id}", "params": run.params.to_dict()})
+            raw = run.params.to_dict()
+            raw["runtime"]["num_threads"] = threads
+            tasks.setdefault(_views(run), {"id": f"teacher outputs for {run.id}", "params": raw})
     return list(tasks.values())
 
 
