@@ -4,8 +4,8 @@ On the prepared data set, with one fixed teacher and one training budget (params
 student is trained under every cell of :mod:`kdpipe.study.cells` with several seeds, then a table,
 a plot and the results are written and, when tracking is on, logged to MLflow. Finished runs are
 kept; rerunning the same command continues an interrupted study, and once every run is finished
-it only rewrites the report and logs what MLflow does not have yet. ``--tune``, ``--confirm`` and
-``--budget`` are the study's other phases (:mod:`kdpipe.study.phases`).
+it only rewrites the report and logs what MLflow does not have yet. ``--tune``, ``--confirm``, ``--gap``
+and ``--budget`` are the study's other phases (:mod:`kdpipe.study.phases`).
 """
 
 from __future__ import annotations
@@ -64,9 +64,14 @@ def _study_id(study_dir: Path, join: Path | None = None) -> str:
     """The study's identity travels with its directory, so MLflow knows it wherever it is logged; a study that
     joins another takes that one's, so both log into one parent run."""
     path = study_dir / STUDY_FILE
+    joined = str(json.loads((join / STUDY_FILE).read_text())["study_id"]) if join else None
     if path.exists():
-        return str(json.loads(path.read_text())["study_id"])
-    study_id = str(json.loads((join / STUDY_FILE).read_text())["study_id"]) if join else uuid.uuid4().hex[:12]
+        own = str(json.loads(path.read_text())["study_id"])
+        if joined and own != joined:
+            log.warning("study: %s began as study %s before it joined %s; it keeps its own MLflow parent", study_dir,
+                        own, join)
+        return own
+    study_id = joined or uuid.uuid4().hex[:12]
     write_json(path, {"study_id": study_id})
     return study_id
 
