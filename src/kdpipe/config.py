@@ -119,8 +119,8 @@ class SRDConfig(_Section):
     distance: str = "logsum"
     alpha: float = Field(4.0, gt=0, description="exponent of the LogSum distance")
     feat_weight: float = Field(2.0, ge=0)
-    kl_weight: float = Field(1.0, ge=0)
-    ce_weight: float = Field(1.0, ge=0)
+    kl_weight: float = Field(0.9, ge=0)
+    ce_weight: float = Field(0.1, ge=0)
     temperature: float = Field(1.0, gt=0)
     cache: CacheMode = CACHE_FIELD
 
@@ -137,9 +137,9 @@ class SRDConfig(_Section):
 class KDConfig(_Section):
     """Hinton et al. 2015: KL at a raised temperature plus cross-entropy."""
 
-    temperature: float = Field(4.0, gt=0)
-    kl_weight: float = Field(1.0, ge=0)
-    ce_weight: float = Field(1.0, ge=0)
+    temperature: float = Field(8.0, gt=0)
+    kl_weight: float = Field(0.5, ge=0)
+    ce_weight: float = Field(0.5, ge=0)
     cache: CacheMode = CACHE_FIELD
 
 
@@ -147,7 +147,7 @@ class FitNetConfig(_Section):
     """Romero et al. 2015 on pooled features: a projector and MSE, no normalisation."""
 
     projector: str = "linear"
-    feat_weight: float = Field(1.0, ge=0)
+    feat_weight: float = Field(30.0, ge=0)
     ce_weight: float = Field(1.0, ge=0)
     cache: CacheMode = CACHE_FIELD
 
