@@ -112,24 +112,27 @@ def test_srd_defaults_are_the_paper_recipe_with_the_loss_weights_tuned_on_val() 
 
 
 def test_kd_loss_matches_hand_computation() -> None:
-    """Hinton KD: T^2 * KL at T=4 plus CE; features are ignored."""
+    """Hinton KD: weighted T^2 * KL at T plus weighted CE, at the defaults (T=8, 0.5 each); features are ignored."""
     d = _distiller("kd")
+    assert (d.cfg.temperature, d.cfg.kl_weight, d.cfg.ce_weight) == (8.0, 0.5, 0.5)
     s_feats, s_logits, t_feats, t_logits, labels = _random_inputs(d.student.feature_dim, d.teacher.feature_dim)
     parts = d.loss_parts(s_feats, s_logits, t_feats, t_logits, labels)
     sl, tl = _f64(s_logits, t_logits)
     assert set(parts) == {"ce", "kl"}
-    torch.testing.assert_close(parts["kl"].double(), _kl(sl, tl, 4.0), rtol=1e-5, atol=1e-6)
-    torch.testing.assert_close(parts["ce"].double(), _ce(sl, labels), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(parts["kl"].double(), 0.5 * _kl(sl, tl, 8.0), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(parts["ce"].double(), 0.5 * _ce(sl, labels), rtol=1e-5, atol=1e-6)
 
 
 def test_fitnet_loss_matches_hand_computation() -> None:
-    """FitNet: mean squared error between the projected student and the raw teacher features, plus CE."""
+    """FitNet: mean squared error between the projected student and the raw teacher features, weighted 30 at the
+    defaults, plus CE."""
     d = _distiller("fitnet")
+    assert (d.cfg.feat_weight, d.cfg.ce_weight) == (30.0, 1.0)
     s_feats, s_logits, t_feats, t_logits, labels = _random_inputs(d.student.feature_dim, d.teacher.feature_dim)
     parts = d.loss_parts(s_feats, s_logits, t_feats, t_logits, labels)
     w, b, zs, zt, sl = _f64(d.projector.weight, d.projector.bias, s_feats, t_feats, s_logits)
     assert set(parts) == {"ce", "feat"}
-    torch.testing.assert_close(parts["feat"].double(), ((zs @ w.T + b - zt) ** 2).mean(), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(parts["feat"].double(), 30.0 * ((zs @ w.T + b - zt) ** 2).mean(), rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(parts["ce"].double(), _ce(sl, labels), rtol=1e-5, atol=1e-6)
 
 
