@@ -65,19 +65,6 @@ def test_confirm_runs_every_cell_on_fresh_transfer_sets_and_reports_paired_inter
     assert "srd-data2-seed1" in names and len(names) == len(results)
 
 
-@pytest.mark.parametrize(("args", "message"), [
-    (["--confirm", "--cells", "srd"], "--confirm names its own cells; leave out --cells"),
-    (["--tune", "--confirm"], "--tune and --confirm are separate phases of the study; give one"),
-    (["--data-seeds", "1", "1"], "--data-seeds: give distinct seeds, got [1, 1]"),
-])
-def test_confirm_refuses_contradictory_arguments_before_any_work(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str], args: list[str], message: str
-) -> None:
-    assert main(["study", "--dir", str(tmp_path / "s"), *args]) == 2
-    assert capsys.readouterr().err.strip() == f"kdpipe: error: {message}"
-    assert not (tmp_path / "s").exists()
-
-
 def _summary(cell: str, values: list[float]) -> Summary:
     (c,) = select_cells([cell])
     runs = [{"seed": s, "data_seed": 1, "test_top1": v} for s, v in enumerate(values)]

@@ -127,12 +127,15 @@ def test_gap_teaches_kd_and_srd_from_three_teachers_and_pairs_srd_against_kd_per
 
 
 @pytest.mark.parametrize(("args", "message"), [
+    (["--confirm", "--cells", "srd"], "--confirm names its own cells; leave out --cells"),
+    (["--tune", "--confirm"], "--tune and --confirm are separate phases of the study; give one"),
+    (["--data-seeds", "1", "1"], "--data-seeds: give distinct seeds, got [1, 1]"),
     (["--gap", "--no-gap"], "--gap is the capacity gap; leave out --no-gap"),
     (["--budget", "--confirm"], "--confirm and --budget are separate phases of the study; give one"),
     (["--budget", "--cells", "srd"], "--budget names its own cells; leave out --cells"),
     (["--budget", "--join", "nowhere"], "--join: nowhere holds no study (study.json missing)"),
 ])
-def test_budget_refuses_contradictory_arguments_before_any_work(
+def test_a_phase_refuses_contradictory_arguments_before_any_work(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], args: list[str], message: str
 ) -> None:
     assert main(["study", "--dir", str(tmp_path / "s"), *args]) == 2
