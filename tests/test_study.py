@@ -193,7 +193,7 @@ def test_a_robustness_difference_whose_interval_contains_zero_is_not_claimed() -
              "scratch": [run(0, 0.86, 0.50), run(1, 0.86, 0.51), run(2, 0.86, 0.52)]}
     text = "\n".join(robustness_comparison.section(cells, teacher))
     assert "- srd - kd, mean corrupted top-1: +0.33 [" in text
-    assert "over 3 seeds: no difference shown (the interval contains 0)" in text
+    assert "over 3 pairs: no difference shown (the interval contains 0)" in text
     assert "- srd - scratch, mean corrupted top-1: +9.00 [" in text and "srd higher than scratch" in text
     assert robustness_comparison.section({k: [{**r, "test_corrupted_top1": None} for r in v] for k, v in cells.items()},
                                          {"test_top1": 0.9}) == []

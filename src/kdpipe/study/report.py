@@ -36,6 +36,9 @@ difference lies above the margin, 'NOT met' when it lies below, 'not shown' when
 
 
 def _gap_rows(summaries: list[Summary], teachers: dict[str, dict[str, Any]], teacher_archs: dict[str, str]) -> list[list[str]]:
+    """kd and srd per teacher, small to large; none when the study ran no gap cell (its kd and srd are in the table)."""
+    if not any(s.cell.gap_role for s in summaries):
+        return []
     by_name = {s.cell.name: s for s in summaries}
     rows = []
     for role in ("small", "main", "large"):

@@ -59,16 +59,16 @@ def section(cells: dict[str, list[dict[str, Any]]], teacher: dict[str, Any]) -> 
         lines.append(f"| {name} | {100 * statistics.fmean(cols[0]):.2f} ± {100 * std[0]:.2f} | "
                      f"{100 * statistics.fmean(cols[1]):.2f} ± {100 * std[1]:.2f} | "
                      f"{statistics.fmean(cols[2]):.3f} ± {std[2]:.3f} | {len(by_seed)} |")
-    lines += ["", f"Paired over seeds, srd minus each baseline, {LEVEL:.0%} t-interval:", ""]
+    lines += ["", f"Paired over (data seed, seed) runs, srd minus each baseline, {LEVEL:.0%} t-interval:", ""]
     for baseline in (b for b in BASELINES if b in figures):
         seeds = sorted(set(figures["srd"]) & set(figures[baseline]))
         if len(seeds) < 2:
-            lines.append(f"- srd - {baseline}: fewer than two paired seeds, no interval")
+            lines.append(f"- srd - {baseline}: fewer than two paired runs, no interval")
             continue
         for key, label, scale, unit in KEYS:
             mean, lo, hi = paired_interval([figures["srd"][s][key] for s in seeds],
                                            [figures[baseline][s][key] for s in seeds])
             spec = ".2f" if scale == 100.0 else ".3f"
             lines.append(f"- srd - {baseline}, {label}: {scale * mean:+{spec}} [{scale * lo:+{spec}}, {scale * hi:+{spec}}]"
-                         f"{' ' + unit if unit else ''} over {len(seeds)} seeds: {_verdict(baseline, lo, hi)}")
+                         f"{' ' + unit if unit else ''} over {len(seeds)} pairs: {_verdict(baseline, lo, hi)}")
     return lines
