@@ -113,6 +113,9 @@ def plot(path: Path, summaries: list[Summary]) -> bool:
         ax.errorbar(xs, means, yerr=errors, marker="o", capsize=4, color=color, label=f"{method} - scratch")
     ax.axhline(0.0, color="tab:gray", linestyle="--", linewidth=1)
     ax.set_xscale("log")
+    ax.minorticks_off()
+    ax.set_xticks([_images(row) for row in grid.values()],
+                  [f"{_images(row) / 1000:g}k" + (" (all)" if n is None else "") for n, row in grid.items()])
     ax.set_xlabel("transfer-set size (images; equal steps)")
     ax.set_ylabel("test top-1 gain over scratch (points, 95 % CI)")
     ax.set_title("With how much data does distillation pay?", fontsize=10)
