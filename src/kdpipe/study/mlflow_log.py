@@ -3,7 +3,8 @@
 It reads only the runs' result files, so a study trained elsewhere with tracking off is logged by
 rerunning the same command here. Every run it creates carries a key tag and is marked complete
 last; a rerun finds the complete ones by their key and logs only what is missing (an incomplete
-cell, left by a crash while logging, is deleted and logged again), so logging twice changes nothing.
+cell, left by a crash while logging, is deleted and logged again), so logging twice adds no run. The
+report files are uploaded every time, so the parent holds the report the directory holds.
 """
 
 from __future__ import annotations
@@ -134,8 +135,8 @@ def log_study(params: Params, study_id: str, summaries: list[Summary], files: di
         metrics = {f"{s.cell.name}.{k}": v for s in summaries for k, v in _cell_metrics(s, scratch).items()}
         chosen = {f"tuned.{c.method}": " ".join(knobs(c.chosen.cell)) for c in tuning.choose(summaries)}
         mlf.log(parent, metrics, chosen)
-        for path in files.values():
-            mlf.client.log_artifact(parent, str(path), artifact_path=None if phase == "main" else phase)
         mlf.finish(parent)
+    for path in files.values():  # the report of this run of the command, even when every cell was logged before
+        mlf.client.log_artifact(parent, str(path), artifact_path=None if phase == "main" else phase)
     log.info("study: MLflow parent run %s (%d cell(s) logged now, %d already there)", parent, logged, skipped)
     return {"parent_run_id": parent, "logged_cells": logged, "already_logged_cells": skipped}
