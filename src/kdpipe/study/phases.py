@@ -146,8 +146,9 @@ def check_tuned(params: Params, tuning_dir: Path) -> None:
     for method, choice in choices.items():
         for override in choice["overrides"]:
             key, value = override.split("=", 1)
-            if _value(tree, key) != yaml.safe_load(value):
-                wrong.append(f"{key} is {_value(tree, key)!r}, tuned {yaml.safe_load(value)!r} ({method})")
+            have, tuned = _value(tree, key), yaml.safe_load(value)
+            if have != tuned:
+                wrong.append(f"{key} is {have!r}, tuned {tuned!r} ({method})")
     if wrong:
         raise ConfigError(f"the method settings are not those the tuning study in {tuning_dir} chose on val: "
                           f"{'; '.join(wrong)}; set them in params.yaml (its choices are in {path})")
