@@ -18,6 +18,7 @@ from kdpipe import tags
 from kdpipe.config import Params
 from kdpipe.study import tuning
 from kdpipe.study.grids import knobs
+from kdpipe.study.plan import MAIN_PHASE
 from kdpipe.study.runner import replicate
 from kdpipe.study.summary import Summary
 from kdpipe.tracking import check_tracking, flatten
@@ -99,11 +100,11 @@ def _run_params(result: dict[str, Any]) -> dict[str, Any]:
     return {"overrides": " ".join(result["overrides"]), **flatten(tree)}
 
 
-def log_study(params: Params, study_id: str, summaries: list[Summary], files: dict[str, Path], phase: str = "main"
+def log_study(params: Params, study_id: str, summaries: list[Summary], files: dict[str, Path], phase: str = MAIN_PHASE
               ) -> dict[str, Any]:
     """Log what is not logged yet; return the parent run id and how many cells were logged now.
 
-    The phases of one study (tune, then confirm and budget, which join it) share the parent run: each
+    The phases of one study (tune, then confirm, gap and budget, which join it) share the parent run: each
     logs its cells under it and its report files in a folder named after the phase."""
     mlf = _Logger(params, study_id)
     fresh_parent = not mlf.complete(study_id)
@@ -137,6 +138,6 @@ def log_study(params: Params, study_id: str, summaries: list[Summary], files: di
         mlf.log(parent, metrics, chosen)
         mlf.finish(parent)
     for path in files.values():  # the report of this run of the command, even when every cell was logged before
-        mlf.client.log_artifact(parent, str(path), artifact_path=None if phase == "main" else phase)
+        mlf.client.log_artifact(parent, str(path), artifact_path=None if phase == MAIN_PHASE else phase)
     log.info("study: MLflow parent run %s (%d cell(s) logged now, %d already there)", parent, logged, skipped)
     return {"parent_run_id": parent, "logged_cells": logged, "already_logged_cells": skipped}

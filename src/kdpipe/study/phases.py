@@ -31,6 +31,7 @@ from kdpipe.study.budget import budget_cells
 from kdpipe.study.cells import gap_cells
 from kdpipe.study.fanout import STUDY_FILE
 from kdpipe.study.grids import tuning_cells
+from kdpipe.study.plan import MAIN_PHASE
 from kdpipe.study.tuning import TUNING_FILE
 
 log = logging.getLogger("kdpipe")
@@ -60,7 +61,7 @@ class Phase:
         return study_dir.parent / Path(TUNE.directory).name if self.joins_tuning else None
 
 
-MAIN = Phase("main", "artifacts/study", (0, 1, 2), None, None, gap=True)
+MAIN = Phase(MAIN_PHASE, "artifacts/study", (0, 1, 2), None, None, gap=True)
 TUNE = Phase("tune", "artifacts/study-tune", (0,), None, tuple(c.name for c in tuning_cells()), gap=False)
 CONFIRM = Phase("confirm", "artifacts/study-confirm", (3, 4, 5, 6, 7), (1, 2), CONFIRM_CELLS, gap=False,
                 joins_tuning=True)

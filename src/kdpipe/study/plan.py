@@ -22,6 +22,8 @@ log = logging.getLogger("kdpipe")
 
 SMALL_TEACHER = "cnn16_fc256"
 MAIN = "main"
+MAIN_PHASE = "main"
+"""The default study's phase (:mod:`kdpipe.study.phases`); its MLflow files sit at the parent's root."""
 
 
 @dataclass(frozen=True)
@@ -32,7 +34,7 @@ class Plan:
     """The teacher architecture of each role: ``main`` (params.yaml's), ``small`` and ``large``."""
     data_seeds: tuple[int | None, ...] = (None,)
     """The transfer sets (``train.subset_seed``) each seed runs on; None is ``data.seed``'s."""
-    phase: str = "main"
+    phase: str = MAIN_PHASE
     """Which of the study's phases this is (:mod:`kdpipe.study.phases`): MLflow tags every cell with it."""
 
     @property
@@ -60,7 +62,7 @@ class Plan:
         cells = select_cells(list(raw["cells"]), by_name_only=phase_cells())
         data_seeds = tuple(int(d) for d in raw["data_seeds"]) if "data_seeds" in raw else (None,)
         return cls(tuple(cells), tuple(int(s) for s in raw["seeds"]), dict(raw["archs"]), data_seeds,
-                   str(raw.get("phase", "main")))
+                   str(raw.get("phase", MAIN_PHASE)))
 
 
 def phase_cells() -> tuple[Cell, ...]:
@@ -82,7 +84,7 @@ def _drop_duplicate_gap(cells: list[Cell], archs: dict[str, str]) -> list[Cell]:
 
 def make_plan(base: Params, cells: list[str] | None, seeds: list[int], *, gap: bool = True,
               small_teacher: str = SMALL_TEACHER, large_teacher: str | None = None,
-              data_seeds: list[int] | None = None, phase: str = "main") -> Plan:
+              data_seeds: list[int] | None = None, phase: str = MAIN_PHASE) -> Plan:
     """The named cells (default: all) under ``seeds`` on each of ``data_seeds``' transfer sets (default: the one
     ``data.seed`` draws); a bad seed list or teacher is a one-line error."""
     if not seeds or len(set(seeds)) != len(seeds):
