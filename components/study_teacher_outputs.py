@@ -1,4 +1,4 @@
-"""Kubeflow component for kdpipe.study.fanout.teacher_outputs: a study teacher's outputs for every seed's views."""
+"""Kubeflow component for kdpipe.study.fanout.teacher_outputs: a study teacher's outputs, once per set of views."""
 
 from kfp import dsl
 from kfp.dsl import Artifact, Dataset, Input, Model, Output
@@ -18,8 +18,9 @@ def study_teacher_outputs(
     teacher: Input[Model],
     outputs: Output[Artifact],
 ) -> None:
-    """Record the teacher's outputs once per seed, so that every cell of the seed replays them instead of
-    running the teacher again. On the data-cache PVC they outlive the run; without one the artifact holds them."""
+    """Record the teacher's outputs once per (transfer set, seed), and per size in the data-budget phase, so that
+    every cell of it replays them instead of running the teacher again. On the data-cache PVC they outlive the run;
+    without one the artifact holds them."""
     from pathlib import Path
 
     from kdpipe.kubeflow import dataref, launch

@@ -1,6 +1,6 @@
 """The accuracy study as a Kubeflow fan-out. The graph:
 - prepare;
-- for each teacher role: its teacher, then its outputs for every seed's views;
+- for each teacher role: its teacher, then its outputs, once per set of views its runs replay;
 - a ``ParallelFor`` over that role's (cell, seed) runs, one GPU pod each;
 - a report step that collects every result.
 

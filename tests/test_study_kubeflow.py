@@ -18,11 +18,14 @@ import pytest
 import yaml
 
 from conftest import TINY
+from kdpipe import steps
 from kdpipe.cli import main
 from kdpipe.config import Params
 from kdpipe.kubeflow.params import dump_params
+from kdpipe.study import budget, fanout, phases
 from kdpipe.study.grids import tuning_cells
 from kdpipe.study.mlflow_log import PARENT_TAG
+from kdpipe.study.plan import make_plan
 from kdpipe.tags import STUDY_ID as STUDY_TAG
 
 TWO_EPOCHS = {**TINY, "train__epochs": 2, "runtime__num_threads": 1}
@@ -136,3 +139,22 @@ def test_a_bad_plan_is_refused_before_compiling(tmp_path: Path, capsys: pytest.C
     assert main(["study", "--kubeflow", "submit"]) == 2
     assert "--kubeflow submit needs --host" in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_the_kubeflow_teacher_outputs_task_fills_each_size_of_the_budget_phase_once_per_seed(
+    make_params: Callable[..., Params], tmp_path: Path
+) -> None:
+    """The task's function as its component calls it (the component itself runs under kfp.local above): each size of
+    the transfer set is a view of its own, so grouping by seed alone would leave every size but one to record live."""
+    base = make_params(**TINY)
+    steps.prepare_data(base)
+    plan = make_plan(base, list(phases.BUDGET.cells), [0, 1], gap=False, data_seeds=[1], phase=phases.BUDGET.name)
+    work = tmp_path / "work"
+    fanout.teacher(base, plan, "main", work)
+    outputs = fanout.teacher_outputs(base, plan, "main", work)
+
+    keys = [json.loads(p.read_text()) for p in Path(base.paths.teacher_cache).glob("*/key.json")]
+    assert sorted((k["subset"] or 0, k["view_seed"], k["sample_seed"]) for k in keys) == sorted(
+        (n or 0, s, 1) for n in budget.SIZES for s in (0, 1))
+    assert len(outputs["fills"]) == len(keys)
+    assert outputs["recorded"] == 2 * sum(budget.epochs(n) for n in budget.SIZES)

@@ -3,7 +3,7 @@
 ``kdpipe study`` runs these steps in worker processes on one machine. The Kubeflow study pipeline
 (``pipelines/study_pipeline.py``) runs each one as a task:
 - a teacher per role;
-- that teacher's outputs for every seed's views;
+- that teacher's outputs, once for each set of views its runs replay;
 - one distill task per (cell, seed), in a ``ParallelFor``;
 - a report step that collects the results.
 
@@ -18,7 +18,6 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
-from kdpipe import teacher_cache
 from kdpipe.config import Params
 from kdpipe.files import fingerprint, write_json
 from kdpipe.kubeflow.params import with_paths
@@ -55,20 +54,15 @@ def teacher(base: Params, plan: Plan, role: str, work: Path) -> dict[str, Any]:
 
 
 def teacher_outputs(base: Params, plan: Plan, role: str, work: Path) -> dict[str, Any]:
-    """Record ``role``'s teacher outputs for each (transfer set, seed)'s views, as its first cached run will read them.
+    """Record ``role``'s teacher outputs once for each set of views its runs replay, as the local study does.
 
-    Cells differ only in the method, which is not part of the cache key, so every run of a seed shares one fill.
+    Cells differ in the method, which is not part of the cache key, so the runs of a (transfer set, seed) share one
+    fill; in the data-budget phase each size of the transfer set is a fill of its own (:func:`runner.fill_tasks`).
     """
-    filled = []
-    for data_seed in plan.data_seeds:
-        for seed in plan.seeds:
-            runs = [_run(base, plan, r["cell"], seed, work, data_seed) for r in plan.runs(role)
-                    if (r["seed"], r.get("data_seed")) == (seed, data_seed)]
-            cached = next((r for r in runs if r.needs_teacher and teacher_cache.mode(r.params) != "off"), None)
-            if cached is not None:
-                filled.append({"seed": seed, "data_seed": data_seed, **runner.fill_teacher_cache(cached.params)})
-    return {"role": role, "seeds": filled, "recorded": sum(f["recorded"] for f in filled),
-            "bytes": sum(f["bytes"] for f in filled)}
+    runs = [_run(base, plan, r["cell"], r["seed"], work, r.get("data_seed")) for r in plan.runs(role)]
+    fills = [{"id": task["id"], **runner.execute_fill(task)} for task in runner.fill_tasks(runs, _threads(base))]
+    return {"role": role, "fills": fills, "recorded": sum(f["recorded"] for f in fills),
+            "bytes": sum(f["bytes"] for f in fills)}
 
 
 def one_run(base: Params, plan: Plan, item: dict[str, Any], work: Path) -> dict[str, Any]:
