@@ -162,6 +162,27 @@ def test_cli_study_reruns_a_run_whose_params_changed(
     assert err.startswith("kdpipe: error: --cells: unknown cell(s) nope; available:") and "\n" not in err
 
 
+def test_cli_study_keeps_a_finished_run_when_only_another_methods_settings_change(
+    tiny: Callable[..., Params], tmp_path: Path
+) -> None:
+    """Tuning one method changes its defaults in params.yaml; the finished runs of the other methods stay valid."""
+    params_file = tmp_path / "params.yaml"
+    params_file.write_text(yaml.safe_dump(tiny(tracking__enabled=False).to_dict()))
+    study = tmp_path / "study"
+    args = ["study", "-c", str(params_file), "--dir", str(study), "--cells", "scratch", "kd", "--seeds", "0"]
+
+    assert main(args) == 0
+    first = _mtimes(study)
+    assert sorted(first) == ["runs/kd/seed0/result.json", "runs/scratch/seed0/result.json"]
+    assert main([*args, "-p", "method.srd.alpha=2", "-p", "method.fitnet.feat_weight=3", "-p", "method.kd.cache=off"]) == 0
+    assert _mtimes(study) == first
+    assert main([*args, "-p", "method.kd.temperature=2"]) == 0
+    second = _mtimes(study)
+    assert second["runs/scratch/seed0/result.json"] == first["runs/scratch/seed0/result.json"]
+    assert second["runs/kd/seed0/result.json"] != first["runs/kd/seed0/result.json"]
+    assert json.loads((study / "runs/kd/seed0/result.json").read_text())["params"]["method"]["kd"]["temperature"] == 2
+
+
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [

@@ -53,10 +53,14 @@ def mode(params: Params) -> str:
 
 
 def method_identity(params: Params) -> dict[str, Any]:
-    """The method's params as a resume fingerprint sees them: the cache mode changes no result (a float32
-    replay is exact) and is left out; the cache's dtype can, and is in."""
-    methods = {name: {"cache"} for name in ("srd", "kd", "fitnet")}
-    return {**params.method.model_dump(mode="json", exclude=methods), "cache_dtype": params.cache.dtype}
+    """The settings of the method a run trains, as a fingerprint sees them. Another method's settings change nothing,
+    so tuning kd keeps every finished srd run; the cache mode changes no result (a float32 replay is exact) and is
+    left out; the cache's dtype can, and is in."""
+    name = params.method.name
+    section = getattr(params.method, name, None)
+    if section is None:
+        return {"name": name}
+    return {"name": name, name: section.model_dump(mode="json", exclude={"cache"}), "cache_dtype": params.cache.dtype}
 
 
 def cache_key(params: Params, data: PreparedData, teacher_sha256: str, world_size: int, runtime: Runtime) -> dict[str, Any]:

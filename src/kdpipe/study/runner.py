@@ -75,10 +75,12 @@ def replicate(seed: int, data_seed: int | None) -> str:
 
 
 def training_fingerprint(params: Params) -> str:
-    """What decides a run's result: data, teacher, student, method and budget (not where or how it ran)."""
+    """What decides a run's result: data, teacher, student, the method's own settings and the budget (not where or
+    how it ran, nor another method's settings)."""
     tree = params.to_dict()
     tree["data"].pop("root", None)
     tree["train"] = params.train.identity()
+    tree["method"] = teacher_cache.method_identity(params)
     return files.fingerprint({k: tree[k] for k in FINGERPRINT_SECTIONS})
 
 
