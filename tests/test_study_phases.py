@@ -100,9 +100,11 @@ def test_gap_teaches_kd_and_srd_from_three_teachers_and_pairs_srd_against_kd_per
     make_params: Callable[..., Params], tmp_path: Path
 ) -> None:
     params = make_params(**TINY, validate__corruptions="none")
+    params_file = _params_file(params, tmp_path / "params.yaml")
+    first = tmp_path / "study-tune"  # joined: its kd cell and the gap's share a name and a parent run
+    assert main(["study", "-c", str(params_file), "--dir", str(first), "--cells", "kd", "--seeds", "0", "--no-gap"]) == 0
     study = tmp_path / "study-gap"
-    assert main(["study", "-c", str(_params_file(params, tmp_path / "params.yaml")), "--dir", str(study), "--gap",
-                 "--seeds", "0", "1", "--jobs", "2"]) == 0
+    assert main(["study", "-c", str(params_file), "--dir", str(study), "--gap", "--seeds", "0", "1", "--jobs", "2"]) == 0
 
     results = [json.loads(p.read_text()) for p in sorted(study.glob("runs/*/*/result.json"))]
     cells = ["kd", "srd", *(f"gap_{role}_{m}" for role in ("small", "large") for m in ("kd", "srd"))]
@@ -123,7 +125,11 @@ def test_gap_teaches_kd_and_srd_from_three_teachers_and_pairs_srd_against_kd_per
     experiment = client.get_experiment_by_name(params.tracking.experiment).experiment_id
     study_id = json.loads((study / "study.json").read_text())["study_id"]
     runs = client.search_runs([experiment], filter_string=f"tags.`{STUDY_ID}` = '{study_id}'", max_results=500)
-    assert sorted(r.data.tags[STUDY_PHASE] for r in runs if r.data.tags.get(STEP) == "study_cell") == ["gap"] * 6
+    assert sorted(r.data.tags[STUDY_PHASE] for r in runs if r.data.tags.get(STEP) == "study_cell") == ["gap"] * 6 + ["main"]
+    (parent,) = [r for r in runs if r.data.tags.get(STEP) == "study"]
+    first_kd = json.loads((first / "runs/kd/seed0/result.json").read_text())["test_top1"]
+    assert parent.data.metrics["kd.test_top1_mean"] == first_kd
+    assert parent.data.metrics["gap.kd.test_top1_mean"] == pytest.approx(statistics.fmean(top1[("kd", s)] for s in (0, 1)))
 
 
 @pytest.mark.parametrize(("args", "message"), [

@@ -83,16 +83,7 @@ class _Logger:
 
 
 def _cell_metrics(s: Summary, scratch: Summary | None) -> dict[str, float | None]:
-    return {
-        "test_top1_mean": s.mean("test_top1"),
-        "test_top1_std": s.std("test_top1"),
-        "val_top1_mean": s.mean("val_top1"),
-        "val_top1_std": s.std("val_top1"),
-        "delta_vs_scratch": None if scratch is None else s.mean("test_top1") - scratch.mean("test_top1"),
-        "train_seconds_mean": s.mean("train_seconds"),
-        "images_per_s_mean": s.mean("images_per_s"),
-        "seeds": len(s.runs),
-    }
+    return {**s.metrics(scratch), "seeds": len(s.runs)}
 
 
 def _run_params(result: dict[str, Any]) -> dict[str, Any]:
@@ -105,7 +96,9 @@ def log_study(params: Params, study_id: str, summaries: list[Summary], files: di
     """Log what is not logged yet; return the parent run id and how many cells were logged now.
 
     The phases of one study (tune, then confirm, gap and budget, which join it) share the parent run: each
-    logs its cells under it and its report files in a folder named after the phase."""
+    logs its cells under it, its summary metrics on it prefixed with the phase (confirm's and gap's kd cells are
+    different runs: ``confirm.kd.test_top1_mean``, ``gap.kd.test_top1_mean``; the main study's are unprefixed) and
+    its report files in a folder named after the phase."""
     mlf = _Logger(params, study_id)
     fresh_parent = not mlf.complete(study_id)
     found = mlf.runs.get(study_id)
@@ -133,7 +126,8 @@ def log_study(params: Params, study_id: str, summaries: list[Summary], files: di
         mlf.finish(child)
         logged += 1
     if fresh_parent or logged:
-        metrics = {f"{s.cell.name}.{k}": v for s in summaries for k, v in _cell_metrics(s, scratch).items()}
+        prefix = "" if phase == MAIN_PHASE else f"{phase}."
+        metrics = {f"{prefix}{s.cell.name}.{k}": v for s in summaries for k, v in _cell_metrics(s, scratch).items()}
         chosen = {f"tuned.{c.method}": " ".join(knobs(c.chosen.cell)) for c in tuning.choose(summaries)}
         mlf.log(parent, metrics, chosen)
         mlf.finish(parent)

@@ -33,6 +33,18 @@ class Summary:
         values = self._values(key)
         return statistics.stdev(values) if len(values) > 1 else 0.0
 
+    def metrics(self, scratch: Summary | None) -> dict[str, float | None]:
+        """The cell's numbers over its runs, as results.json and the MLflow cell and parent runs hold them."""
+        return {
+            "test_top1_mean": self.mean("test_top1"),
+            "test_top1_std": self.std("test_top1"),
+            "val_top1_mean": self.mean("val_top1"),
+            "val_top1_std": self.std("val_top1"),
+            "delta_vs_scratch": None if scratch is None else self.mean("test_top1") - scratch.mean("test_top1"),
+            "train_seconds_mean": self.mean("train_seconds"),
+            "images_per_s_mean": self.mean("images_per_s"),
+        }
+
     def as_dict(self, scratch: Summary | None) -> dict[str, Any]:
         return {
             "cell": self.cell.name,
@@ -42,13 +54,7 @@ class Summary:
             "seeds": [r["seed"] for r in self.runs],
             "data_seeds": [r.get("data_seed") for r in self.runs],
             "test_top1": self._values("test_top1"),
-            "test_top1_mean": self.mean("test_top1"),
-            "test_top1_std": self.std("test_top1"),
-            "val_top1_mean": self.mean("val_top1"),
-            "val_top1_std": self.std("val_top1"),
-            "delta_vs_scratch": None if scratch is None else self.mean("test_top1") - scratch.mean("test_top1"),
-            "train_seconds_mean": self.mean("train_seconds"),
-            "images_per_s_mean": self.mean("images_per_s"),
+            **self.metrics(scratch),
         }
 
 
