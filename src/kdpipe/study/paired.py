@@ -64,7 +64,7 @@ def paired_difference(a: Summary, b: Summary, key: str = "test_top1") -> PairedD
 
 
 def section(summaries: list[Summary]) -> list[str]:
-    """srd minus each baseline and minus the best one (highest val top-1), as verdict lines."""
+    """srd minus each baseline as verdict lines, the best one (highest val top-1) marked as such."""
     by_name = {s.cell.name: s for s in summaries}
     srd = by_name.get("srd")
     baselines = [by_name[b] for b in BASELINES if b in by_name]
@@ -72,7 +72,8 @@ def section(summaries: list[Summary]) -> list[str]:
         return []
     best = max(baselines, key=lambda s: s.mean("val_top1"))
     lines = []
-    for other, label in [*((b, "") for b in baselines), (best, " (the best baseline on val)")]:
+    for other in baselines:
+        label = " (the best baseline on val)" if other is best else ""
         found = paired_difference(srd, other)
         lines.append(f"- srd - {other.cell.name}{label}: " + (found.verdict() if found else "fewer than two paired runs"))
     head = "Test top-1, srd minus each baseline, paired over (data seed, seed) runs, 95 % paired t-interval:"
