@@ -19,6 +19,7 @@ from kdpipe.config import Params
 from kdpipe.errors import ConfigError
 from kdpipe.study import robustness_comparison, run_study
 from kdpipe.study.mlflow_log import PARENT_TAG
+from kdpipe.tags import STEP
 from kdpipe.tags import STUDY_ID as STUDY_TAG
 
 
@@ -181,6 +182,54 @@ def test_cli_study_keeps_a_finished_run_when_only_another_methods_settings_chang
     assert second["runs/scratch/seed0/result.json"] == first["runs/scratch/seed0/result.json"]
     assert second["runs/kd/seed0/result.json"] != first["runs/kd/seed0/result.json"]
     assert json.loads((study / "runs/kd/seed0/result.json").read_text())["params"]["method"]["kd"]["temperature"] == 2
+
+
+def test_cli_study_measures_finished_runs_again_without_retraining_when_the_measurements_change(
+    tiny: Callable[..., Params], tmp_path: Path
+) -> None:
+    """A phase run with ``-p validate.corruptions=none`` and then without it: the kept runs and teacher would
+    otherwise lack the corruption figures, and the report its robustness table."""
+    params_file = tmp_path / "params.yaml"
+    params_file.write_text(yaml.safe_dump(tiny(tracking__enabled=False).to_dict()))
+    study = tmp_path / "study"
+    args = ["study", "-c", str(params_file), "--dir", str(study), "--cells", "kd", "srd", "--seeds", "0"]
+
+    def results() -> dict[str, dict[str, object]]:
+        return {c: json.loads((study / f"runs/{c}/seed0/result.json").read_text()) for c in ("kd", "srd")}
+
+    assert main([*args, "-p", "validate.corruptions=none"]) == 0
+    before = results()
+    assert not any("test_corrupted_top1" in r for r in before.values())
+    assert "Robustness (corruption suite" not in (study / "report.md").read_text()
+
+    assert main(args) == 0
+    after = results()
+    for cell in ("kd", "srd"):
+        assert 0 <= after[cell]["test_corrupted_top1"] <= 1
+        assert after[cell]["history"] == before[cell]["history"]  # resumed after its last epoch: measured, not retrained
+        assert after[cell]["test_top1"] == before[cell]["test_top1"]
+    assert "test_corrupted_top1" in json.loads((study / "teachers/main.json").read_text())
+    assert "Robustness (corruption suite" in (study / "report.md").read_text()
+
+
+def test_a_rerun_cell_replaces_its_mlflow_runs_instead_of_keeping_the_stale_ones(
+    tiny: Callable[..., Params], tmp_path: Path
+) -> None:
+    params = tiny()
+    params_file = tmp_path / "params.yaml"
+    params_file.write_text(yaml.safe_dump(params.to_dict()))
+    study = tmp_path / "study"
+    args = ["study", "-c", str(params_file), "--dir", str(study), "--cells", "scratch", "--seeds", "0"]
+
+    assert main(args) == 0
+    assert main([*args, "-p", "train.lr=0.05"]) == 0
+    result = json.loads((study / "runs/scratch/seed0/result.json").read_text())
+    runs = _study_runs(params, json.loads((study / "study.json").read_text())["study_id"])
+    (cell,) = [r for r in runs if r.data.tags.get(STEP) == "study_cell"]
+    (seed,) = [r for r in runs if r.data.tags.get(STEP) == "study_run"]
+    assert cell.data.params["train.lr"] == "0.05"
+    assert seed.data.metrics["test_top1"] == result["test_top1"]
+    assert seed.data.tags[PARENT_TAG] == cell.info.run_id
 
 
 @pytest.mark.parametrize(

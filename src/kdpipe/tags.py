@@ -63,6 +63,7 @@ LOGGED_MODEL_VERSIONS = "mlflow.modelVersions"  # a logged model's registered ve
 STUDY_ID = "kdpipe.study.id"
 STUDY_KEY = "kdpipe.study.key"
 STUDY_COMPLETE = "kdpipe.study.complete"
+STUDY_RESULTS = "kdpipe.study.results"  # which results a cell run logged: a rerun run replaces it
 STUDY_CELL = "kdpipe.study.cell"
 STUDY_SEEDS = "kdpipe.study.seeds"
 STUDY_PHASE = "kdpipe.study.phase"  # tune (a tuning-grid cell), confirm (fresh transfer sets), budget or main

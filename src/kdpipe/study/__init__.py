@@ -83,8 +83,9 @@ def _teacher_tasks(base: Params, study_dir: Path, roles: set[str], archs: dict[s
     for role in sorted(roles):
         record = study_dir / runner.TEACHERS_DIR / f"{role}.json"
         model = runner.teacher_dir(base, study_dir, role) / MODEL_FILE
-        known = json.loads(record.read_text()).get("model_sha256") if record.exists() else None
-        if not (known and model.exists() and known == file_sha256(model)):
+        known = json.loads(record.read_text()) if record.exists() else {}
+        same = model.exists() and known.get("model_sha256") == file_sha256(model)
+        if not (same and known.get("measured") == runner.measured(base)):
             todo.append((role, record))
     threads = max(1, (base.runtime.num_threads or runner.cores()) // max(1, min(jobs, len(todo))))
     tasks = [{"id": f"teacher {role} ({archs[role]})", "role": role, "record": str(record),

@@ -3,7 +3,9 @@
 It reads only the runs' result files, so a study trained elsewhere with tracking off is logged by
 rerunning the same command here. Every run it creates carries a key tag and is marked complete
 last; a rerun finds the complete ones by their key and logs only what is missing (an incomplete
-cell, left by a crash while logging, is deleted and logged again), so logging twice adds no run. The
+cell, left by a crash while logging, is deleted and logged again), so logging twice adds no run. A
+cell whose runs were rerun since it was logged (other params, other measurements) is replaced, so
+MLflow never keeps the figures of results the directory no longer holds. The
 report files are uploaded every time, so the parent holds the report the directory holds.
 """
 
@@ -16,6 +18,7 @@ from typing import Any
 
 from kdpipe import tags
 from kdpipe.config import Params
+from kdpipe.files import fingerprint
 from kdpipe.study import tuning
 from kdpipe.study.grids import knobs
 from kdpipe.study.plan import MAIN_PHASE
@@ -109,11 +112,12 @@ def log_study(params: Params, study_id: str, summaries: list[Summary], files: di
         labels = [replicate(r["seed"], r.get("data_seed")) for r in s.runs]
         seeds = ",".join(str(r["seed"]) if r.get("data_seed") is None else label for r, label in zip(s.runs, labels, strict=True))
         key = f"{study_id}/{s.cell.name}/seeds={seeds}"
-        if mlf.complete(key):
+        results = fingerprint([(r["fingerprint"], r.get("finished_at")) for r in s.runs])[:16]
+        if mlf.complete(key) and mlf.runs[key].data.tags.get(tags.STUDY_RESULTS) == results:
             skipped += 1
             continue
         cell_tags = {tags.STEP: "study_cell", tags.STUDY_CELL: s.cell.name, tags.METHOD: s.cell.method,
-                     tags.STUDY_SEEDS: seeds, tags.STUDY_PHASE: phase}
+                     tags.STUDY_SEEDS: seeds, tags.STUDY_PHASE: phase, tags.STUDY_RESULTS: results}
         child = mlf.replace(key, s.cell.name, parent, cell_tags)
         mlf.log(child, _cell_metrics(s, scratch), {"cell": s.cell.name, "what": s.cell.what, **_run_params(s.runs[0])})
         for r, label in zip(s.runs, labels, strict=True):

@@ -84,6 +84,15 @@ def training_fingerprint(params: Params) -> str:
     return files.fingerprint({k: tree[k] for k in FINGERPRINT_SECTIONS})
 
 
+def measured(params: Params) -> dict[str, Any]:
+    """What decides a run's measurements beyond its training: the corruption suite and the int8 calibration. A
+    finished run or teacher measured with other settings is measured again; a run resumes after its last epoch, so
+    nothing retrains."""
+    v = params.validate_
+    return {"corruptions": v.corruptions, "corruption_seed": v.corruption_seed,
+            "int8_calibration": params.export.calibration_size if params.export.enabled else None}
+
+
 def teacher_dir(base: Params, study_dir: Path, role: str) -> Path:
     """The study's fixed teacher lives at ``paths.teacher``; the gap sweep's teachers in the study."""
     return Path(base.paths.teacher) if role == "main" else study_dir / TEACHERS_DIR / role
@@ -134,6 +143,9 @@ def read_result(run: Run) -> dict[str, Any] | None:
         return None
     if result.get("fingerprint") != training_fingerprint(run.params):
         log.warning("study: %s was computed with other params; rerunning %s", path, run.id)
+        return None
+    if result.get("measured") != measured(run.params):
+        log.warning("study: %s was measured with other validate or export settings; measuring %s again", path, run.id)
         return None
     return result
 
@@ -209,6 +221,7 @@ def execute_run(task: dict[str, Any]) -> dict[str, Any]:
         "val_top1": top1(student, data, "val", params, runtime),
         **corrupted_top1(student, data, params, runtime),
         **int8_top1(student, data, params, Path(params.paths.student)),
+        "measured": measured(params),
         "epochs": len(history),
         "train_seconds": train_seconds,
         "images_per_s": images / train_seconds if train_seconds else 0.0,
@@ -241,6 +254,7 @@ def execute_teacher(task: dict[str, Any]) -> dict[str, Any]:
         "test_top1": top1(model, data, "test", params, runtime),
         "val_top1": top1(model, data, "val", params, runtime),
         **corrupted_top1(model, data, params, runtime),
+        "measured": measured(params),
         "path": str(path),
         "model_sha256": files.file_sha256(path),
         "data_sha256": data.sha256,
