@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 import torch
+import yaml
 
 from kdpipe.config import Params, params_from_dict
 
@@ -40,6 +41,12 @@ def write_example(out: Path, raw_root: Path, count: int, seed: int = 0) -> Path:
                             capture_output=True, text=True, check=False)
     assert result.returncode == 0, result.stderr[-2000:]
     return out
+
+
+def write_params(params: Params, path: Path) -> Path:
+    """``params`` as the params.yaml a command line reads with ``-c``."""
+    path.write_text(yaml.safe_dump(params.to_dict()))
+    return path
 
 
 def _set(tree: dict[str, Any], dotted: str, value: Any) -> None:

@@ -11,9 +11,8 @@ from pathlib import Path
 import mlflow
 import pytest
 import torch
-import yaml
 
-from conftest import EXPORT_ON, TINY
+from conftest import EXPORT_ON, TINY, write_params
 from kdpipe.cli import main
 from kdpipe.config import Params
 from kdpipe.errors import ConfigError
@@ -145,8 +144,7 @@ def test_capacity_gap_trains_each_teacher_once_and_reuses_the_study_teacher(
 def test_cli_study_reruns_a_run_whose_params_changed(
     tiny: Callable[..., Params], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    params_file = tmp_path / "params.yaml"
-    params_file.write_text(yaml.safe_dump(tiny(tracking__enabled=False).to_dict()))
+    params_file = write_params(tiny(tracking__enabled=False), tmp_path / "params.yaml")
     args = ["study", "-c", str(params_file), "--dir", str(tmp_path / "study"), "--cells", "scratch", "--seeds", "0"]
 
     assert main(args) == 0
@@ -167,8 +165,7 @@ def test_cli_study_keeps_a_finished_run_when_only_another_methods_settings_chang
     tiny: Callable[..., Params], tmp_path: Path
 ) -> None:
     """Tuning one method changes its defaults in params.yaml; the finished runs of the other methods stay valid."""
-    params_file = tmp_path / "params.yaml"
-    params_file.write_text(yaml.safe_dump(tiny(tracking__enabled=False).to_dict()))
+    params_file = write_params(tiny(tracking__enabled=False), tmp_path / "params.yaml")
     study = tmp_path / "study"
     args = ["study", "-c", str(params_file), "--dir", str(study), "--cells", "scratch", "kd", "--seeds", "0"]
 
@@ -189,8 +186,7 @@ def test_cli_study_measures_finished_runs_again_without_retraining_when_the_meas
 ) -> None:
     """A phase run with ``-p validate.corruptions=none`` and then without it: the kept runs and teacher would
     otherwise lack the corruption figures, and the report its robustness table."""
-    params_file = tmp_path / "params.yaml"
-    params_file.write_text(yaml.safe_dump(tiny(tracking__enabled=False).to_dict()))
+    params_file = write_params(tiny(tracking__enabled=False), tmp_path / "params.yaml")
     study = tmp_path / "study"
     args = ["study", "-c", str(params_file), "--dir", str(study), "--cells", "kd", "srd", "--seeds", "0"]
 
@@ -216,8 +212,7 @@ def test_a_rerun_cell_replaces_its_mlflow_runs_instead_of_keeping_the_stale_ones
     tiny: Callable[..., Params], tmp_path: Path
 ) -> None:
     params = tiny()
-    params_file = tmp_path / "params.yaml"
-    params_file.write_text(yaml.safe_dump(params.to_dict()))
+    params_file = write_params(params, tmp_path / "params.yaml")
     study = tmp_path / "study"
     args = ["study", "-c", str(params_file), "--dir", str(study), "--cells", "scratch", "--seeds", "0"]
 

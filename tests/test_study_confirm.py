@@ -10,10 +10,9 @@ from pathlib import Path
 
 import mlflow
 import pytest
-import yaml
 from scipy import stats
 
-from conftest import TINY
+from conftest import TINY, write_params
 from kdpipe.cli import main
 from kdpipe.config import Params
 from kdpipe.study.cells import select_cells
@@ -27,8 +26,7 @@ def test_confirm_runs_every_cell_on_fresh_transfer_sets_and_reports_paired_inter
     make_params: Callable[..., Params], tmp_path: Path
 ) -> None:
     params = make_params(**TINY, validate__corruptions="none")
-    params_file = tmp_path / "params.yaml"
-    params_file.write_text(yaml.safe_dump(params.to_dict()))
+    params_file = write_params(params, tmp_path / "params.yaml")
     study = tmp_path / "confirm"
 
     assert main(["study", "-c", str(params_file), "--dir", str(study), "--confirm", "--no-gap", "--seeds", "0", "1",

@@ -11,10 +11,9 @@ from pathlib import Path
 
 import mlflow
 import pytest
-import yaml
 from scipy import stats
 
-from conftest import TINY
+from conftest import TINY, write_params
 from kdpipe.cli import main
 from kdpipe.config import Params
 from kdpipe.files import write_json
@@ -22,16 +21,11 @@ from kdpipe.study import budget
 from kdpipe.tags import STEP, STUDY_ID, STUDY_PHASE
 
 
-def _params_file(params: Params, path: Path) -> Path:
-    path.write_text(yaml.safe_dump(params.to_dict()))
-    return path
-
-
 def test_budget_trains_each_method_at_each_size_with_equal_steps_and_logs_into_the_study_it_joins(
     make_params: Callable[..., Params], tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     params = make_params(**TINY, validate__corruptions="none")
-    params_file = _params_file(params, tmp_path / "params.yaml")
+    params_file = write_params(params, tmp_path / "params.yaml")
     first = tmp_path / "study-tune"  # the study a later phase joins by default: study-tune beside its directory
     assert main(["study", "-c", str(params_file), "--dir", str(first), "--cells", "scratch", "kd", "--seeds", "0",
                  "--no-gap"]) == 0
@@ -89,7 +83,7 @@ def test_a_later_phase_refuses_method_settings_other_than_the_tuned_ones(
     write_json(tuned / "tuning.json", {"selected_on": "val_top1", "choices": {"kd": {"overrides": [
         f"method.kd.temperature={params.method.kd.temperature + 1}", f"method.kd.ce_weight={params.method.kd.ce_weight}"]}}})
 
-    assert main(["study", "-c", str(_params_file(params, tmp_path / "p.yaml")), "--dir", str(tmp_path / "study-confirm"),
+    assert main(["study", "-c", str(write_params(params, tmp_path / "p.yaml")), "--dir", str(tmp_path / "study-confirm"),
                  "--confirm"]) == 2
     err = capsys.readouterr().err
     assert f"method.kd.temperature is {params.method.kd.temperature!r}, tuned {params.method.kd.temperature + 1!r} (kd)" in err
@@ -100,7 +94,7 @@ def test_gap_teaches_kd_and_srd_from_three_teachers_and_pairs_srd_against_kd_per
     make_params: Callable[..., Params], tmp_path: Path
 ) -> None:
     params = make_params(**TINY, validate__corruptions="none")
-    params_file = _params_file(params, tmp_path / "params.yaml")
+    params_file = write_params(params, tmp_path / "params.yaml")
     first = tmp_path / "study-tune"  # joined: its kd cell and the gap's share a name and a parent run
     assert main(["study", "-c", str(params_file), "--dir", str(first), "--cells", "kd", "--seeds", "0", "--no-gap"]) == 0
     study = tmp_path / "study-gap"

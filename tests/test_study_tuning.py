@@ -10,9 +10,8 @@ from pathlib import Path
 
 import mlflow
 import pytest
-import yaml
 
-from conftest import TINY
+from conftest import TINY, write_params
 from kdpipe.cli import main
 from kdpipe.config import Params
 from kdpipe.study import stability
@@ -24,8 +23,7 @@ def test_tune_trains_each_methods_grid_and_chooses_its_best_val_setting(
     make_params: Callable[..., Params], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     params = make_params(**TINY, validate__corruptions="none")
-    params_file = tmp_path / "params.yaml"
-    params_file.write_text(yaml.safe_dump(params.to_dict()))
+    params_file = write_params(params, tmp_path / "params.yaml")
     study = tmp_path / "tune"
 
     assert main(["study", "-c", str(params_file), "--dir", str(study), "--tune", "--jobs", "2"]) == 0

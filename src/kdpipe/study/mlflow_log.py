@@ -89,6 +89,12 @@ def _cell_metrics(s: Summary, scratch: Summary | None) -> dict[str, float | None
     return {**s.metrics(scratch), "seeds": len(s.runs)}
 
 
+def _namespace(phase: str) -> str | None:
+    """Where a phase's files and metrics sit on the shared parent: the main study's at the root, the others' under
+    the phase's name."""
+    return None if phase == MAIN_PHASE else phase
+
+
 def _run_params(result: dict[str, Any]) -> dict[str, Any]:
     tree = {k: v for k, v in result["params"].items() if k not in ("paths", "tracking")}
     return {"overrides": " ".join(result["overrides"]), **flatten(tree)}
@@ -130,12 +136,13 @@ def log_study(params: Params, study_id: str, summaries: list[Summary], files: di
         mlf.finish(child)
         logged += 1
     if fresh_parent or logged:
-        prefix = "" if phase == MAIN_PHASE else f"{phase}."
+        folder = _namespace(phase)
+        prefix = f"{folder}." if folder else ""
         metrics = {f"{prefix}{s.cell.name}.{k}": v for s in summaries for k, v in _cell_metrics(s, scratch).items()}
         chosen = {f"tuned.{c.method}": " ".join(knobs(c.chosen.cell)) for c in tuning.choose(summaries)}
         mlf.log(parent, metrics, chosen)
         mlf.finish(parent)
     for path in files.values():  # the report of this run of the command, even when every cell was logged before
-        mlf.client.log_artifact(parent, str(path), artifact_path=None if phase == MAIN_PHASE else phase)
+        mlf.client.log_artifact(parent, str(path), artifact_path=_namespace(phase))
     log.info("study: MLflow parent run %s (%d cell(s) logged now, %d already there)", parent, logged, skipped)
     return {"parent_run_id": parent, "logged_cells": logged, "already_logged_cells": skipped}
