@@ -6,7 +6,7 @@ image shape (speed does not depend on the pixel values):
 - evaluation (no grad, eval mode) at two batch sizes: the model as trained in NCHW (the baseline,
   at the old ``runtime.eval_batch_size`` of 1000), in channels_last, and channels_last with every
   BatchNorm folded into its convolution (:func:`kdpipe.models.folding.inference_copy`, what
-  ``kdpipe.evaluate.predict_logits`` runs);
+  ``kdpipe.evaluation.metrics.predict_logits`` runs);
 - the student's train step (forward, cross-entropy, backward, SGD step) in NCHW and channels_last.
 
 Rounds interleave every measurement in an order that rotates from round to round; each figure is the

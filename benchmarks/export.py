@@ -27,13 +27,13 @@ from pathlib import Path
 import onnxruntime as ort
 import torch
 
-from kdpipe import export
 from kdpipe.config import DEFAULT_PARAMS, load_params
 from kdpipe.data.prepared import load_prepared
-from kdpipe.deployment import input_shape
-from kdpipe.model_file import MODEL_FILE, load_model
+from kdpipe.deploy import onnx as export
+from kdpipe.deploy.deployment import input_shape
 from kdpipe.models import create_model
-from kdpipe.serving import ServingClassifier
+from kdpipe.models.file import MODEL_FILE, load_model
+from kdpipe.models.serving import ServingClassifier
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -36,8 +36,8 @@ from torch import nn
 from kdpipe.config import SRDConfig, TrainConfig
 from kdpipe.distill.scratch import Scratch
 from kdpipe.distill.srd import SRD
-from kdpipe.engine import build_optimizer
 from kdpipe.models import count_parameters, create_model
+from kdpipe.training.loop import build_optimizer
 
 Run = Callable[[torch.Tensor, torch.Tensor], None]
 STEPS = ("student", "teacher", "srd")

@@ -6,7 +6,7 @@ kdpipe's Distiller and optimiser. It prints one line per method:
 
     method=<name> images_per_s=<x> overhead=<time_c / (time_a + time_b)>
 
-and (d) kd and srd replaying the teacher from a teacher cache (:mod:`kdpipe.teacher_cache`), with no
+and (d) kd and srd replaying the teacher from a teacher cache (:mod:`kdpipe.teacher.cache`), with no
 teacher forward at all, against the student step alone:
 
     method=<name>_cached images_per_s=<x> overhead_vs_student_step=<time_d / time_a>
@@ -39,10 +39,10 @@ from kdpipe.config import DEFAULT_PARAMS, Params, load_params
 from kdpipe.data.loader import InMemoryLoader
 from kdpipe.data.prepared import load_prepared
 from kdpipe.distill import create_distiller
-from kdpipe.engine import Runtime, build_optimizer
-from kdpipe.errors import KdpipeError
+from kdpipe.infra.errors import KdpipeError
 from kdpipe.models import FeatureClassifier, create_model
-from kdpipe.teacher_cache import TeacherCache, TeacherOutputs
+from kdpipe.teacher.cache import TeacherCache, TeacherOutputs
+from kdpipe.training.loop import Runtime, build_optimizer
 
 METHODS = ("scratch", "kd", "fitnet", "srd")
 CACHED = ("kd", "srd")  # replaying a teacher cache: measured against the student step alone

@@ -19,7 +19,7 @@ from components import (
     teacher_outputs,
     validate_student,
 )
-from kdpipe.errors import KdpipeError
+from kdpipe.infra.errors import KdpipeError
 from kdpipe.kubeflow import cluster
 from kdpipe.kubeflow.params import one_line
 

@@ -41,7 +41,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _options(params: Params, args: argparse.Namespace, command: str, parallelism: int) -> Any:
-    from kdpipe.errors import ConfigError
+    from kdpipe.infra.errors import ConfigError
     from kdpipe.study.phases import large_teacher, phase_of, selection
     from kdpipe.study.plan import make_plan
     from pipelines.distill_pipeline import Options
@@ -60,7 +60,7 @@ def _options(params: Params, args: argparse.Namespace, command: str, parallelism
 
 def run(params: Params, args: argparse.Namespace, command: str) -> dict[str, Any]:
     """Carry out ``kdpipe study --kubeflow ...`` (the CLI has validated ``-c`` and ``-p`` already)."""
-    from kdpipe.errors import ConfigError
+    from kdpipe.infra.errors import ConfigError
     from kdpipe.study.runner import cores
     from pipelines.commands import pipeline_arguments
     from pipelines.study_pipeline import COMPILED, build, compile_study

@@ -14,7 +14,7 @@ import torch
 
 from kdpipe.config import Params
 from kdpipe.data.prepared import load_prepared
-from kdpipe.model_file import load_model
+from kdpipe.models.file import load_model
 
 
 def _outputs(task_dir: Path) -> dict[str, Any]:

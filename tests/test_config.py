@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from kdpipe.config import Params, load_params, params_from_dict
-from kdpipe.errors import ConfigError
+from kdpipe.infra.errors import ConfigError
 
 REPO_PARAMS = Path(__file__).resolve().parents[1] / "params.yaml"
 

@@ -15,10 +15,10 @@ from kdpipe import steps
 from kdpipe.config import Params
 from kdpipe.data.corruptions import CORRUPTIONS, SEVERITIES, corrupt
 from kdpipe.data.prepared import load_prepared
-from kdpipe.gate import decide_thresholds
-from kdpipe.model_file import MODEL_FILE, load_model
-from kdpipe.robustness import Robustness, measure, summary
-from kdpipe.runtime import images_loader, make_runtime
+from kdpipe.evaluation.robustness import Robustness, measure, summary
+from kdpipe.models.file import MODEL_FILE, load_model
+from kdpipe.promotion.gate import decide_thresholds
+from kdpipe.training.runtime import images_loader, make_runtime
 
 # Corruptions that draw from the generator; the others (a fixed blur, a level shift, ...) are the same for any seed.
 RANDOM = {"elastic", "gaussian_noise", "impulse_noise", "motion_blur", "rotate", "shear", "shot_noise", "stripes",
@@ -79,7 +79,7 @@ def test_the_teachers_accuracy_falls_with_severity_on_average(
     images, labels = data.split("test")
 
     def predict(x: torch.Tensor) -> torch.Tensor:
-        from kdpipe.evaluate import predict_logits
+        from kdpipe.evaluation.metrics import predict_logits
 
         return predict_logits(teacher, images_loader(x, data, params, runtime))
 

@@ -22,8 +22,8 @@ from kdpipe.config import Params
 from kdpipe.data.loader import InMemoryLoader, random_crop
 from kdpipe.data.prepared import TENSORS_FILE, load_prepared, sample
 from kdpipe.data.sources import DEBIAN_FASHION_MNIST, MNIST_FILES, load_mnist_like
-from kdpipe.errors import DataError
-from kdpipe.runtime import make_loader, make_runtime
+from kdpipe.infra.errors import DataError
+from kdpipe.training.runtime import make_loader, make_runtime
 
 
 def _loader(n: int, batch: int, train: bool, seed: int = 0) -> InMemoryLoader:

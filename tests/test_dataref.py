@@ -18,7 +18,7 @@ from kdpipe import steps
 from kdpipe.config import Params
 from kdpipe.data import references
 from kdpipe.data.prepared import load_prepared
-from kdpipe.errors import DataError
+from kdpipe.infra.errors import DataError
 from kdpipe.kubeflow import dataref
 
 

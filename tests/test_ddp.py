@@ -25,13 +25,13 @@ import torch
 
 from kdpipe import steps
 from kdpipe.config import Params
-from kdpipe.engine import CHECKPOINT_FILE
-from kdpipe.errors import KdpipeError
-from kdpipe.files import HISTORY_FILE, load_checkpoint
+from kdpipe.infra.errors import KdpipeError
+from kdpipe.infra.files import HISTORY_FILE, load_checkpoint
 from kdpipe.kubeflow import launch
 from kdpipe.kubeflow.params import dump_params
-from kdpipe.model_file import MODEL_FILE, load_model
-from kdpipe.pipeline_run import PIPELINE_RUN_ENV
+from kdpipe.models.file import MODEL_FILE, load_model
+from kdpipe.steps.pipeline_run import PIPELINE_RUN_ENV
+from kdpipe.training.loop import CHECKPOINT_FILE
 
 EPOCHS = 4
 AUDIT_HOOK = '''

@@ -11,15 +11,17 @@ import pytest
 import torch
 
 from conftest import EXPORT_ON, make_params_for
-from kdpipe import cost_probe, export, steps
+from kdpipe import steps
 from kdpipe.config import Params
 from kdpipe.data.prepared import load_prepared
-from kdpipe.deployment import export_and_measure, registry_files
-from kdpipe.errors import KdpipeError
-from kdpipe.model_file import MODEL_FILE, load_model
+from kdpipe.deploy import cost_probe
+from kdpipe.deploy import onnx as export
+from kdpipe.deploy.deployment import export_and_measure, registry_files
+from kdpipe.infra.errors import KdpipeError
 from kdpipe.models import MODELS, create_model
-from kdpipe.serving import ServingClassifier, predict_unit_images
-from kdpipe.tracking import fluent_uri
+from kdpipe.models.file import MODEL_FILE, load_model
+from kdpipe.models.serving import ServingClassifier, predict_unit_images
+from kdpipe.tracking.runs import fluent_uri
 
 
 @pytest.fixture(scope="module")

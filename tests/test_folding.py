@@ -1,6 +1,6 @@
 """Evaluation with BatchNorm folded: the same function as the eval-mode model, and the model untouched.
 
-Every top-1 kdpipe reports goes through :func:`kdpipe.evaluate.predict_logits`, which folds. A fold
+Every top-1 kdpipe reports goes through :func:`kdpipe.evaluation.metrics.predict_logits`, which folds. A fold
 with the wrong eps or the wrong running statistic would shift every reported accuracy without an
 error, so the folded logits are checked against the eager eval-mode model after the BatchNorms have
 learnt non-trivial statistics, and against a fold written out here for one layer.
@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from kdpipe.data.loader import InMemoryLoader
-from kdpipe.evaluate import predict_logits
+from kdpipe.evaluation.metrics import predict_logits
 from kdpipe.models import create_model
 from kdpipe.models.folding import inference_copy
 

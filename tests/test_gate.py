@@ -1,6 +1,6 @@
 """The promotion rule on its own: thresholds, McNemar and the decision, with no MLflow and no server.
 
-Expected outcomes are worked out by hand from the rule in kdpipe.gate's docstring; the exact
+Expected outcomes are worked out by hand from the rule in kdpipe.promotion.gate's docstring; the exact
 binomial p-values are computed here from the binomial formula, independently of scipy.
 """
 
@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from kdpipe.config import GateConfig, ValidateConfig
-from kdpipe.gate import Scores, decide_gate, decide_thresholds, mcnemar
+from kdpipe.promotion.gate import Scores, decide_gate, decide_thresholds, mcnemar
 
 DATA = "a" * 64
 OTHER = "b" * 64

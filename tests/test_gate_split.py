@@ -10,7 +10,7 @@ import torch
 from kdpipe import steps
 from kdpipe.config import Params
 from kdpipe.data.prepared import load_prepared
-from kdpipe.files import DECISION_FILE, PREDICTIONS_FILE, load_checkpoint, read_json
+from kdpipe.infra.files import DECISION_FILE, PREDICTIONS_FILE, load_checkpoint, read_json
 
 
 def test_the_thresholds_read_gate_split_so_a_threshold_between_val_and_test_flips_with_it(

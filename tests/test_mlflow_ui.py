@@ -30,9 +30,9 @@ from typing import Any
 import pytest
 import yaml
 
-from kdpipe import tags
-from kdpipe.files import MODEL_RECORD_FILE
-from kdpipe.pipeline_run import PIPELINE_RUN_ENV
+from kdpipe.infra.files import MODEL_RECORD_FILE
+from kdpipe.steps.pipeline_run import PIPELINE_RUN_ENV
+from kdpipe.tracking import tags
 from servers import S3Store, free_port, start_mlflow
 
 KDPIPE = str(Path(sys.executable).with_name("kdpipe"))

@@ -19,8 +19,8 @@ from kdpipe.distill import METHODS, create_distiller
 from kdpipe.distill.distance import DISTANCES, make_distance
 from kdpipe.distill.normalization import NORMS, make_norm
 from kdpipe.distill.projector import PROJECTORS, make_projector
-from kdpipe.errors import ConfigError, UnknownNameError
-from kdpipe.factories import Factories
+from kdpipe.infra.errors import ConfigError, UnknownNameError
+from kdpipe.infra.factories import Factories
 from kdpipe.models import MODELS, create_model
 
 # FitNet always maps student features onto the teacher's, so the identity projector is no choice there.

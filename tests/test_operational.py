@@ -14,12 +14,12 @@ import pytest
 import torch
 
 from conftest import REPO, RESHOT_COUNT, write_example
-from kdpipe import robustness
 from kdpipe.config import OperationalSetConfig, ValidateConfig, load_params
 from kdpipe.data import operational
 from kdpipe.data.sources import load_source
-from kdpipe.errors import ConfigError, DataError
-from kdpipe.gate import decide_thresholds
+from kdpipe.evaluation import robustness
+from kdpipe.infra.errors import ConfigError, DataError
+from kdpipe.promotion.gate import decide_thresholds
 from servers import S3Store
 
 MANIFEST_SHAPE = [1, 28, 28]

@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from kdpipe.config import Params
-from kdpipe.errors import KdpipeError
+from kdpipe.infra.errors import KdpipeError
 from kdpipe.kubeflow import cluster, pytorchjob
 from kdpipe.kubeflow.image import IMAGE
 from kdpipe.kubeflow.params import one_line, step_params

@@ -23,15 +23,15 @@ import pytest
 import torch
 import yaml
 
-from kdpipe import registry
 from kdpipe.config import GateConfig
-from kdpipe.errors import KdpipeError, TrackingError
-from kdpipe.gate import Scores
-from kdpipe.model_file import MODEL_FILE, save_model
+from kdpipe.infra.errors import KdpipeError, TrackingError
 from kdpipe.models import create_model
-from kdpipe.promote import Candidate, promote_candidate, rollback
-from kdpipe.tags import CHAMPION_HISTORY, DATA_SHA256, LOCK_OWNER, MODEL_SHA256, PREVIOUS_CHAMPION
-from kdpipe.tracking import log_classifier
+from kdpipe.models.file import MODEL_FILE, save_model
+from kdpipe.promotion.gate import Scores
+from kdpipe.promotion.moves import Candidate, promote_candidate, rollback
+from kdpipe.tracking import registry
+from kdpipe.tracking.runs import log_classifier
+from kdpipe.tracking.tags import CHAMPION_HISTORY, DATA_SHA256, LOCK_OWNER, MODEL_SHA256, PREVIOUS_CHAMPION
 
 N_TEST = 400
 DATA = "a" * 64
@@ -300,7 +300,7 @@ def test_a_registered_version_loads_through_the_client_alone(reg: tuple[Any, str
     probe = textwrap.dedent(f"""
         from pathlib import Path
         import mlflow, torch
-        from kdpipe import registry
+        from kdpipe.tracking import registry
         client = registry.client({mlflow_server!r})
         module = registry.load_serving(client, {name!r}, "{version}", Path({str(tmp_path)!r}))
         path, mv = registry.fetch_checkpoint(client, "models:/{name}/{version}", Path({str(tmp_path)!r}))

@@ -11,13 +11,15 @@ from typing import Any
 import pytest
 import torch
 
-from kdpipe import registry, steps, teacher
+from kdpipe import steps
 from kdpipe.config import Params
 from kdpipe.data.prepared import load_prepared
-from kdpipe.errors import KdpipeError, TeacherMismatchError
-from kdpipe.model_file import MODEL_FILE, load_model, save_model
+from kdpipe.infra.errors import KdpipeError, TeacherMismatchError
 from kdpipe.models import create_model
-from kdpipe.tracking import log_classifier
+from kdpipe.models.file import MODEL_FILE, load_model, save_model
+from kdpipe.teacher import source as teacher
+from kdpipe.tracking import registry
+from kdpipe.tracking.runs import log_classifier
 
 
 def register_teacher(uri: str, name: str, classes: list[str], manifest: dict[str, Any], work: Path) -> str:

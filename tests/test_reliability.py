@@ -23,15 +23,16 @@ import pytest
 import torch
 import yaml
 
-from kdpipe import steps, tags
+from kdpipe import steps
 from kdpipe.config import Params
-from kdpipe.engine import CHECKPOINT_FILE, STUDENT_CHECKPOINTS
-from kdpipe.errors import WriteError
-from kdpipe.files import HISTORY_FILE, atomic_write_bytes, file_sha256, load_checkpoint
-from kdpipe.model_file import MODEL_FILE, save_model
+from kdpipe.infra.errors import WriteError
+from kdpipe.infra.files import HISTORY_FILE, atomic_write_bytes, file_sha256, load_checkpoint
 from kdpipe.models import create_model
-from kdpipe.pipeline_run import PIPELINE_RUN_ENV
-from kdpipe.workdir import lock_path
+from kdpipe.models.file import MODEL_FILE, save_model
+from kdpipe.steps.pipeline_run import PIPELINE_RUN_ENV
+from kdpipe.steps.workdir import lock_path
+from kdpipe.tracking import tags
+from kdpipe.training.loop import CHECKPOINT_FILE, STUDENT_CHECKPOINTS
 from servers import S3Store, start_mlflow
 
 KDPIPE = str(Path(sys.executable).with_name("kdpipe"))

@@ -18,8 +18,8 @@ import yaml
 from kdpipe import steps
 from kdpipe.config import Params
 from kdpipe.data.prepared import load_prepared
-from kdpipe.model_file import MODEL_FILE, save_model
 from kdpipe.models import create_model
+from kdpipe.models.file import MODEL_FILE, save_model
 from servers import S3Store
 
 DVC = str(Path(sys.executable).parent / "dvc")

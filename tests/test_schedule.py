@@ -22,7 +22,7 @@ import pytest
 import yaml
 
 from kdpipe.cli import main
-from kdpipe.errors import KdpipeError
+from kdpipe.infra.errors import KdpipeError
 from kdpipe.kubeflow.client import kfp_cron
 
 API = "/apis/v2beta1"

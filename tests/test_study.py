@@ -15,11 +15,11 @@ import torch
 from conftest import EXPORT_ON, TINY, write_params
 from kdpipe.cli import main
 from kdpipe.config import Params
-from kdpipe.errors import ConfigError
+from kdpipe.infra.errors import ConfigError
 from kdpipe.study import robustness_comparison, run_study
 from kdpipe.study.mlflow_log import PARENT_TAG
-from kdpipe.tags import STEP
-from kdpipe.tags import STUDY_ID as STUDY_TAG
+from kdpipe.tracking.tags import STEP
+from kdpipe.tracking.tags import STUDY_ID as STUDY_TAG
 
 
 @pytest.fixture

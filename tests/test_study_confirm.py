@@ -19,7 +19,7 @@ from kdpipe.study.cells import select_cells
 from kdpipe.study.paired import PairedDifference, paired_difference
 from kdpipe.study.phases import CONFIRM_CELLS
 from kdpipe.study.summary import Summary
-from kdpipe.tags import STEP, STUDY_ID, STUDY_PHASE
+from kdpipe.tracking.tags import STEP, STUDY_ID, STUDY_PHASE
 
 
 def test_confirm_runs_every_cell_on_fresh_transfer_sets_and_reports_paired_intervals(

@@ -26,7 +26,7 @@ from kdpipe.study import budget, fanout, phases
 from kdpipe.study.grids import tuning_cells
 from kdpipe.study.mlflow_log import PARENT_TAG
 from kdpipe.study.plan import make_plan
-from kdpipe.tags import STUDY_ID as STUDY_TAG
+from kdpipe.tracking.tags import STUDY_ID as STUDY_TAG
 
 TWO_EPOCHS = {**TINY, "train__epochs": 2, "runtime__num_threads": 1}
 PLAN = ["--cells", "scratch", "srd", "gap_small_srd", "--seeds", "0", "1"]

@@ -16,9 +16,9 @@ from scipy import stats
 from conftest import TINY, write_params
 from kdpipe.cli import main
 from kdpipe.config import Params
-from kdpipe.files import write_json
+from kdpipe.infra.files import write_json
 from kdpipe.study import budget
-from kdpipe.tags import STEP, STUDY_ID, STUDY_PHASE
+from kdpipe.tracking.tags import STEP, STUDY_ID, STUDY_PHASE
 
 
 def test_budget_trains_each_method_at_each_size_with_equal_steps_and_logs_into_the_study_it_joins(

@@ -16,7 +16,7 @@ from kdpipe.cli import main
 from kdpipe.config import Params
 from kdpipe.study import stability
 from kdpipe.study.grids import tuning_cells
-from kdpipe.tags import STEP, STUDY_ID, STUDY_PHASE
+from kdpipe.tracking.tags import STEP, STUDY_ID, STUDY_PHASE
 
 
 def test_tune_trains_each_methods_grid_and_chooses_its_best_val_setting(

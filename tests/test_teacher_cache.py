@@ -13,12 +13,12 @@ import torch
 from kdpipe import steps
 from kdpipe.config import Params
 from kdpipe.data.prepared import load_prepared
-from kdpipe.distributed import per_rank_batch
-from kdpipe.engine import Runtime
-from kdpipe.errors import ConfigError, KdpipeError
-from kdpipe.model_file import MODEL_FILE, load_model
-from kdpipe.runtime import student_views
-from kdpipe.teacher_cache import TeacherCache, cache_key
+from kdpipe.infra.errors import ConfigError, KdpipeError
+from kdpipe.models.file import MODEL_FILE, load_model
+from kdpipe.teacher.cache import TeacherCache, cache_key
+from kdpipe.training.distributed import per_rank_batch
+from kdpipe.training.loop import Runtime
+from kdpipe.training.runtime import student_views
 
 
 @pytest.fixture

@@ -26,12 +26,12 @@ from kdpipe import __version__, steps
 from kdpipe.cli import main
 from kdpipe.config import Params, feature_dim
 from kdpipe.data.prepared import load_prepared
-from kdpipe.diagnostics import effective_rank
-from kdpipe.errors import ConfigError, KdpipeError
-from kdpipe.files import DECISION_FILE
-from kdpipe.model_file import MODEL_FILE, load_model
-from kdpipe.pipeline_run import PIPELINE_RUN_ENV, with_pipeline_run_id
-from kdpipe.tracking import step_run
+from kdpipe.infra.errors import ConfigError, KdpipeError
+from kdpipe.infra.files import DECISION_FILE
+from kdpipe.models.file import MODEL_FILE, load_model
+from kdpipe.steps.pipeline_run import PIPELINE_RUN_ENV, with_pipeline_run_id
+from kdpipe.tracking.runs import step_run
+from kdpipe.training.diagnostics import effective_rank
 from servers import free_port
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"

@@ -1,7 +1,7 @@
 """The training engine on real Fashion-MNIST: frozen teacher, short last batch, exact resume, NaN guard.
 
 Each test trains a tiny student (cnn8) for one or two epochs on 800 real images, through
-:func:`kdpipe.engine.train` or the real :func:`kdpipe.steps.distill` step.
+:func:`kdpipe.training.loop.train` or the real :func:`kdpipe.steps.distill` step.
 """
 
 from __future__ import annotations
@@ -22,12 +22,12 @@ from kdpipe import steps
 from kdpipe.config import Params, params_from_dict
 from kdpipe.data.prepared import PreparedData, load_prepared
 from kdpipe.distill import create_distiller
-from kdpipe.engine import CHECKPOINT_FILE, train
-from kdpipe.errors import NonFiniteLossError, TeacherMismatchError
-from kdpipe.files import file_sha256, load_checkpoint
-from kdpipe.model_file import load_model, save_model
+from kdpipe.infra.errors import NonFiniteLossError, TeacherMismatchError
+from kdpipe.infra.files import file_sha256, load_checkpoint
 from kdpipe.models import create_model
-from kdpipe.runtime import make_loader, make_runtime
+from kdpipe.models.file import load_model, save_model
+from kdpipe.training.loop import CHECKPOINT_FILE, train
+from kdpipe.training.runtime import make_loader, make_runtime
 
 SMALL_DATA = {"data__train_subset": 1000, "data__val_size": 200, "data__test_subset": 500}
 BATCH = 100

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from kdpipe import tags, ui_links
 from kdpipe.config import Params
+from kdpipe.tracking import tags, ui_links
 
 
 def test_links_open_the_training_view_of_the_server_or_of_a_local_mlflow_ui(make_params: Callable[..., Params]) -> None:

@@ -19,12 +19,15 @@ from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any
 
-from kdpipe import __version__, distributed, report, steps, ui_links
+from kdpipe import __version__, steps
 from kdpipe.config import DEFAULT_PARAMS, Params, load_params
-from kdpipe.errors import KdpipeError
-from kdpipe.export import EXPORTER_LOGGERS
-from kdpipe.pipeline_run import with_pipeline_run_id
-from kdpipe.tracking import check_tracking
+from kdpipe.deploy.onnx import EXPORTER_LOGGERS
+from kdpipe.evaluation import report
+from kdpipe.infra.errors import KdpipeError
+from kdpipe.steps.pipeline_run import with_pipeline_run_id
+from kdpipe.tracking import ui_links
+from kdpipe.tracking.runs import check_tracking
+from kdpipe.training import distributed
 
 log = logging.getLogger("kdpipe")
 

@@ -17,7 +17,7 @@ from pydantic import (
     model_validator,
 )
 
-from kdpipe.errors import ConfigError, UnknownNameError
+from kdpipe.infra.errors import ConfigError, UnknownNameError
 
 DEFAULT_PARAMS = Path("params.yaml")
 

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 import torchvision.transforms.v2.functional as TF
 
-from kdpipe.factories import Factories
+from kdpipe.infra.factories import Factories
 
 SEVERITIES = (1, 2, 3, 4, 5)
 FAST_SEVERITY = 3  # `validate.corruptions: fast` measures each corruption at this severity only

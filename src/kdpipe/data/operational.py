@@ -20,7 +20,7 @@ import torch
 from kdpipe.config import OperationalSetConfig
 from kdpipe.data.prepared import MANIFEST_FILE, load_prepared
 from kdpipe.data.references import fetch, is_remote, parse
-from kdpipe.errors import DataError, KdpipeError
+from kdpipe.infra.errors import DataError, KdpipeError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 

@@ -20,8 +20,8 @@ from typing import Any
 import torch
 
 from kdpipe.data.sources import DEFAULT_HFLIP, RawData
-from kdpipe.errors import DataError, ForeignFileError
-from kdpipe.files import atomic_torch_save, atomic_write_text, load_tensors, write_failure
+from kdpipe.infra.errors import DataError, ForeignFileError
+from kdpipe.infra.files import atomic_torch_save, atomic_write_text, load_tensors, write_failure
 
 TENSORS_FILE = "splits.pt"
 MANIFEST_FILE = "manifest.json"

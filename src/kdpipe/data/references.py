@@ -17,8 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from kdpipe.errors import DataError
-from kdpipe.storage import ENDPOINT_ENV, explain_storage_error
+from kdpipe.infra.errors import DataError
+from kdpipe.infra.storage import ENDPOINT_ENV, explain_storage_error
 
 
 @dataclass(frozen=True)

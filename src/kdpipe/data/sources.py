@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from kdpipe.errors import DataError
-from kdpipe.files import atomic_write_bytes
+from kdpipe.infra.errors import DataError
+from kdpipe.infra.files import atomic_write_bytes
 
 DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
 MNIST_FILES = (

@@ -8,7 +8,7 @@ from kdpipe.distill.fitnet import FitNet
 from kdpipe.distill.kd import KD
 from kdpipe.distill.scratch import Scratch
 from kdpipe.distill.srd import SRD
-from kdpipe.factories import Factories
+from kdpipe.infra.factories import Factories
 from kdpipe.models import FeatureClassifier
 
 # Each factory takes (method config, student, teacher); only scratch accepts teacher None.

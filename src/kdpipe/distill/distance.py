@@ -7,7 +7,7 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
-from kdpipe.factories import Factories
+from kdpipe.infra.factories import Factories
 
 Distance = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from kdpipe.factories import Factories
+from kdpipe.infra.factories import Factories
 
 
 class L2Rows(nn.Module):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from kdpipe.factories import Factories
+from kdpipe.infra.factories import Factories
 
 PROJECTORS: Factories[nn.Module] = Factories("projector")
 

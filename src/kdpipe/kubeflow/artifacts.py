@@ -12,12 +12,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
-from kdpipe import tags, ui_links
 from kdpipe.config import Params
 from kdpipe.data.prepared import MANIFEST_FILE
-from kdpipe.files import DECISION_FILE, DETAILS_FILE, METRICS_FILE, atomic_write_text, read_json
-from kdpipe.model_file import MODEL_FILE, load_model
-from kdpipe.tracking import check_tracking
+from kdpipe.infra.files import DECISION_FILE, DETAILS_FILE, METRICS_FILE, atomic_write_text, read_json
+from kdpipe.models.file import MODEL_FILE, load_model
+from kdpipe.tracking import tags, ui_links
+from kdpipe.tracking.runs import check_tracking
 
 
 class MetricsLike(Protocol):

@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from kdpipe.errors import KdpipeError
+from kdpipe.infra.errors import KdpipeError
 
 TOKEN_ENV = "KF_PIPELINES_TOKEN"
 

@@ -23,8 +23,8 @@ from typing import Any
 from kdpipe.config import Params
 from kdpipe.data.prepared import MANIFEST_FILE, TENSORS_FILE
 from kdpipe.data.references import DataRef, fetch, parse, s3_client, split_s3, storage_error
-from kdpipe.errors import DataError
-from kdpipe.files import atomic_write_text
+from kdpipe.infra.errors import DataError
+from kdpipe.infra.files import atomic_write_text
 from kdpipe.kubeflow.artifacts import ArtifactLike
 from kdpipe.kubeflow.params import with_paths
 

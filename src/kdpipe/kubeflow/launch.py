@@ -1,7 +1,7 @@
 """The distill step inside its pod: in-process on one device, under torchrun on several.
 
 torchrun (``python -m torch.distributed.run``) starts one ``kdpipe distill`` process per GPU of
-the pod; each joins the process group and trains on its shard (see :mod:`kdpipe.distributed`).
+the pod; each joins the process group and trains on its shard (see :mod:`kdpipe.training.distributed`).
 The params travel as a file, the same one ``kdpipe -c`` reads.
 """
 
@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from kdpipe.config import Params
-from kdpipe.errors import KdpipeError
-from kdpipe.files import METRICS_FILE, PARAMS_FILE, atomic_write_text, read_json
+from kdpipe.infra.errors import KdpipeError
+from kdpipe.infra.files import METRICS_FILE, PARAMS_FILE, atomic_write_text, read_json
 from kdpipe.kubeflow.params import dump_params
 
 DistillStep = Callable[..., dict[str, Any]]

@@ -11,7 +11,7 @@ from typing import Any
 import yaml
 
 from kdpipe.config import Params, apply_overrides, params_from_dict
-from kdpipe.errors import ConfigError
+from kdpipe.infra.errors import ConfigError
 
 ORIGIN = "pipeline parameter params_yaml"
 

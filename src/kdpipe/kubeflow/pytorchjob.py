@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from kdpipe.config import Params
-from kdpipe.errors import KdpipeError
-from kdpipe.files import METRICS_FILE, PARAMS_FILE, atomic_write_text, read_json
+from kdpipe.infra.errors import KdpipeError
+from kdpipe.infra.files import METRICS_FILE, PARAMS_FILE, atomic_write_text, read_json
 from kdpipe.kubeflow import cluster
 from kdpipe.kubeflow.image import IMAGE
 from kdpipe.kubeflow.launch import torchrun_command

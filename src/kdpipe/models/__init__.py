@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from kdpipe.factories import Factories
+from kdpipe.infra.factories import Factories
 from kdpipe.models.base import FeatureClassifier
 from kdpipe.models.cnn import SimpleCNN
 from kdpipe.models.mobilenetv2 import MobileNetV2

@@ -18,14 +18,14 @@ from pathlib import Path
 from typing import Any
 
 from kdpipe.config import Params
-from kdpipe.errors import ConfigError, KdpipeError
-from kdpipe.files import file_sha256, write_json
-from kdpipe.model_file import MODEL_FILE
+from kdpipe.infra.errors import ConfigError, KdpipeError
+from kdpipe.infra.files import file_sha256, write_json
+from kdpipe.models.file import MODEL_FILE
 from kdpipe.study import fanout, phases, runner
 from kdpipe.study.fanout import STUDY_FILE
 from kdpipe.study.phases import BUDGET, CONFIRM, GAP, MAIN, TUNE, selection
 from kdpipe.study.plan import SMALL_TEACHER, make_plan
-from kdpipe.tracking import check_tracking
+from kdpipe.tracking.runs import check_tracking
 
 log = logging.getLogger("kdpipe")
 

@@ -18,7 +18,7 @@ from pathlib import Path
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from kdpipe.plots import save_png
+from kdpipe.evaluation.plots import save_png
 from kdpipe.study.cells import Cell
 from kdpipe.study.paired import PairedDifference, paired_difference
 from kdpipe.study.summary import Summary, pct, table

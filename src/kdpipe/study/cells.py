@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from kdpipe.errors import ConfigError
+from kdpipe.infra.errors import ConfigError
 
 
 @dataclass(frozen=True)

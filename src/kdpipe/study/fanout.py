@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from kdpipe.config import Params
-from kdpipe.files import fingerprint, write_json
+from kdpipe.infra.files import fingerprint, write_json
 from kdpipe.kubeflow.params import with_paths
 from kdpipe.study import runner
 from kdpipe.study.plan import Plan

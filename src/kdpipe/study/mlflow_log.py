@@ -16,15 +16,15 @@ import time
 from pathlib import Path
 from typing import Any
 
-from kdpipe import tags
 from kdpipe.config import Params
-from kdpipe.files import fingerprint
+from kdpipe.infra.files import fingerprint
 from kdpipe.study import tuning
 from kdpipe.study.grids import knobs
 from kdpipe.study.plan import MAIN_PHASE
 from kdpipe.study.runner import replicate
 from kdpipe.study.summary import Summary
-from kdpipe.tracking import check_tracking, flatten
+from kdpipe.tracking import tags
+from kdpipe.tracking.runs import check_tracking, flatten
 
 log = logging.getLogger("kdpipe")
 

@@ -26,7 +26,7 @@ from typing import Any
 import yaml
 
 from kdpipe.config import Params
-from kdpipe.errors import ConfigError
+from kdpipe.infra.errors import ConfigError
 from kdpipe.study.budget import budget_cells
 from kdpipe.study.cells import gap_cells
 from kdpipe.study.fanout import STUDY_FILE

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from kdpipe.config import Params
-from kdpipe.errors import ConfigError
+from kdpipe.infra.errors import ConfigError
 from kdpipe.models import is_known_model
 from kdpipe.study.budget import budget_cells
 from kdpipe.study.cells import GAP_ROLES, Cell, select_cells

@@ -16,8 +16,8 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from kdpipe.config import Params
-from kdpipe.files import REPORT_FILE, atomic_write_bytes, write_json
-from kdpipe.plots import save_png
+from kdpipe.evaluation.plots import save_png
+from kdpipe.infra.files import REPORT_FILE, atomic_write_bytes, write_json
 from kdpipe.study import budget, paired, robustness_comparison, stability, tuning
 from kdpipe.study.plan import Plan
 from kdpipe.study.summary import Summary, pct, summarise, table

@@ -23,16 +23,20 @@ from typing import Any
 
 import torch
 
-from kdpipe import export, files, robustness, steps, teacher_cache
+from kdpipe import steps
 from kdpipe.config import Params, apply_overrides, params_from_dict
 from kdpipe.data.prepared import MANIFEST_FILE, PreparedData, load_prepared
-from kdpipe.deployment import calibration_images, input_shape
-from kdpipe.engine import Runtime
-from kdpipe.evaluate import predict_logits
-from kdpipe.model_file import MODEL_FILE, load_model
+from kdpipe.deploy import onnx as export
+from kdpipe.deploy.deployment import calibration_images, input_shape
+from kdpipe.evaluation import robustness
+from kdpipe.evaluation.metrics import predict_logits
+from kdpipe.infra import files
 from kdpipe.models import count_parameters
-from kdpipe.runtime import eval_loader, images_loader, make_runtime, place_model, transfer_seed, view_seed
+from kdpipe.models.file import MODEL_FILE, load_model
 from kdpipe.study.cells import Cell
+from kdpipe.teacher import cache as teacher_cache
+from kdpipe.training.loop import Runtime
+from kdpipe.training.runtime import eval_loader, images_loader, make_runtime, place_model, transfer_seed, view_seed
 
 log = logging.getLogger("kdpipe")
 
@@ -309,7 +313,7 @@ def fill_teacher_cache(params: Params) -> dict[str, Any]:
 
 
 def _views(run: Run) -> tuple[Any, ...]:
-    """What, besides the teacher, decides the outputs a run replays (see :func:`kdpipe.teacher_cache.cache_key`)."""
+    """What, besides the teacher, decides the outputs a run replays (see :func:`kdpipe.teacher.cache.cache_key`)."""
     t = run.params.train
     return run.teacher_role, view_seed(t), transfer_seed(run.params), t.subset, t.epochs, t.batch_size
 

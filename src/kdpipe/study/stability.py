@@ -3,7 +3,7 @@
 From the epoch records every run keeps (``history`` in its result), one PNG with:
 - val top-1 and each loss part (CE, KL, feature) per epoch for srd, srd_no_feat, srd_frozen_proj
   and kd: does the feature term or a trained projector change how training behaves;
-- the projector's effective rank per epoch (:func:`kdpipe.diagnostics.effective_rank`) for srd,
+- the projector's effective rank per epoch (:func:`kdpipe.training.diagnostics.effective_rank`) for srd,
   whose features are batch-normalised, against srd_norm_none: does BN keep the projector from
   collapsing onto a few directions.
 
@@ -19,7 +19,7 @@ from typing import Any
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from kdpipe.plots import save_png
+from kdpipe.evaluation.plots import save_png
 
 STABILITY_FILE = "stability.png"
 CURVE_CELLS = ("srd", "srd_no_feat", "srd_frozen_proj", "kd")

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from kdpipe.files import write_json
+from kdpipe.infra.files import write_json
 from kdpipe.study.grids import PREFIX, TUNED_METHODS, knobs
 from kdpipe.study.summary import Summary, pct, table
 

@@ -1,7 +1,7 @@
-"""Registry moves: register a validated student, move its aliases, roll back. The rule is :mod:`kdpipe.gate`.
+"""Registry moves: register a validated student, move its aliases, roll back. The rule is :mod:`kdpipe.promotion.gate`.
 
 Every validated student becomes a new version of the registered model and takes the alias
-``challenger``; ``champion`` moves to it when :func:`kdpipe.gate.decide_gate` says so. The decision
+``challenger``; ``champion`` moves to it when :func:`kdpipe.promotion.gate.decide_gate` says so. The decision
 is taken under the registry's promotion lock against the champion read under that lock, so two
 racing promotions leave exactly one consistent champion. Aliases only: the deprecated stages are
 never used.
@@ -14,10 +14,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from kdpipe import registry, run_notes, tags
 from kdpipe.config import GateConfig
-from kdpipe.errors import KdpipeError
-from kdpipe.gate import GateResult, Scores, decide_gate
+from kdpipe.infra.errors import KdpipeError
+from kdpipe.promotion.gate import GateResult, Scores, decide_gate
+from kdpipe.tracking import registry, run_notes, tags
 
 HISTORY_CHARS = 4000
 TAG_CHARS = 5000

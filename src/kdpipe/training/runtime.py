@@ -14,11 +14,11 @@ import torch
 from kdpipe.config import Params, StudentTrainConfig
 from kdpipe.data.loader import InMemoryLoader
 from kdpipe.data.prepared import PreparedData, sample
-from kdpipe.diagnostics import RANK_BATCH
-from kdpipe.distributed import per_rank_batch
-from kdpipe.engine import Runtime
-from kdpipe.errors import KdpipeError
+from kdpipe.infra.errors import KdpipeError
 from kdpipe.models import FeatureClassifier
+from kdpipe.training.diagnostics import RANK_BATCH
+from kdpipe.training.distributed import per_rank_batch
+from kdpipe.training.loop import Runtime
 
 
 def make_runtime(params: Params, rank: int = 0) -> Runtime:

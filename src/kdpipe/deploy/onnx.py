@@ -1,7 +1,7 @@
 """ONNX export of a classifier, fp32 and static int8, and its parity with eager PyTorch.
 
 The exported graph takes what the MLflow model takes: float32 ``N x C x H x W`` images in [0, 1],
-any batch size; the training data's normalisation is baked in (:class:`kdpipe.serving.ServingClassifier`).
+any batch size; the training data's normalisation is baked in (:class:`kdpipe.models.serving.ServingClassifier`).
 Export goes through ``torch.onnx.export(dynamo=True)`` (``torch.export`` then onnxscript). int8 is
 ONNX Runtime's *static* quantisation in QDQ format, per channel, calibrated on a fixed sample of the
 transfer set: dynamic quantisation leaves convolutions in float, and they are most of the work.
@@ -18,8 +18,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from kdpipe.errors import KdpipeError
-from kdpipe.serving import ServingClassifier
+from kdpipe.infra.errors import KdpipeError
+from kdpipe.models.serving import ServingClassifier
 
 INPUT, OUTPUT = "images", "logits"
 EXPORTER_LOGGERS = ("onnxscript", "onnx_ir")

@@ -13,7 +13,7 @@ from typing import Any
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from kdpipe.files import atomic_write_bytes
+from kdpipe.infra.files import atomic_write_bytes
 
 _PANELS = (
     ("losses", lambda k: k == "loss" or k.startswith("loss_")),

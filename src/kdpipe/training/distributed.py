@@ -19,7 +19,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from kdpipe.distill.base import Distiller
-from kdpipe.errors import ConfigError
+from kdpipe.infra.errors import ConfigError
 
 # torch 2.14 renamed broadcast_buffers to forward_sync_buffers; older releases (pyproject allows them)
 # only know the first name.

@@ -13,8 +13,8 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from kdpipe.config import Params
-from kdpipe.engine import CHECKPOINT_FILE, STUDENT_CHECKPOINTS
-from kdpipe.files import load_checkpoint
+from kdpipe.infra.files import load_checkpoint
+from kdpipe.training.loop import CHECKPOINT_FILE, STUDENT_CHECKPOINTS
 
 PIPELINE_RUN_ENV = "KDPIPE_PIPELINE_RUN_ID"
 

@@ -31,15 +31,15 @@ from typing import Any
 import torch
 from torch import nn
 
-from kdpipe import files
 from kdpipe.config import Params
 from kdpipe.data.loader import InMemoryLoader
 from kdpipe.data.prepared import PreparedData
-from kdpipe.engine import Runtime
-from kdpipe.errors import KdpipeError, WriteError
+from kdpipe.infra import files
+from kdpipe.infra.errors import KdpipeError, WriteError
 from kdpipe.models import FeatureClassifier
-from kdpipe.runtime import transfer_seed, view_seed
-from kdpipe.workdir import FILE_OVERHEAD, need_space
+from kdpipe.steps.workdir import FILE_OVERHEAD, need_space
+from kdpipe.training.loop import Runtime
+from kdpipe.training.runtime import transfer_seed, view_seed
 
 log = logging.getLogger("kdpipe")
 

@@ -8,8 +8,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from kdpipe.errors import ForeignFileError, KdpipeError
-from kdpipe.files import atomic_torch_save, load_checkpoint
+from kdpipe.infra.errors import ForeignFileError, KdpipeError
+from kdpipe.infra.files import atomic_torch_save, load_checkpoint
 from kdpipe.models import FeatureClassifier, create_model
 
 MODEL_FILE = "model.pt"

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from kdpipe import tags
+from kdpipe.tracking import tags
 
 
 def _pct(value: Any) -> str:

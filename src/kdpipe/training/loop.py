@@ -22,10 +22,10 @@ from torch import nn
 from kdpipe.config import TrainConfig
 from kdpipe.data.loader import InMemoryLoader
 from kdpipe.distill.base import Distiller
-from kdpipe.distributed import all_reduce_sum
-from kdpipe.errors import KdpipeError, NonFiniteLossError
-from kdpipe.files import atomic_torch_save, load_checkpoint
+from kdpipe.infra.errors import KdpipeError, NonFiniteLossError
+from kdpipe.infra.files import atomic_torch_save, load_checkpoint
 from kdpipe.models.folding import inference_copy
+from kdpipe.training.distributed import all_reduce_sum
 
 log = logging.getLogger("kdpipe")
 
@@ -70,7 +70,7 @@ class Runtime:
 
 @torch.no_grad()
 def accuracy(model: nn.Module, loader: InMemoryLoader, runtime: Runtime) -> float:
-    """Top-1 of ``model`` on ``loader``, evaluated as :func:`kdpipe.evaluate.predict_logits` does (BatchNorms folded)."""
+    """Top-1 of ``model`` on ``loader``, evaluated as :func:`kdpipe.evaluation.metrics.predict_logits` does (BatchNorms folded)."""
     folded = inference_copy(model)
     correct = torch.zeros((), device=runtime.device, dtype=torch.long)
     for x, y in loader:

@@ -3,7 +3,7 @@
 Each step loads its inputs from ``params.paths``, computes, decides, and records its files there and
 one MLflow run; it returns a small summary. Nothing here knows which orchestrator called it; the work
 itself lives in the modules each step names. Each step holds the directories it reads and writes
-for its whole run (:func:`kdpipe.workdir.claims`); one called without ``tracking.pipeline_run_id``
+for its whole run (:func:`kdpipe.steps.workdir.claims`); one called without ``tracking.pipeline_run_id``
 takes ``$KDPIPE_PIPELINE_RUN_ID`` or a fresh id.
 """
 
@@ -17,26 +17,31 @@ from typing import Any
 
 import torch
 
-from kdpipe import champion, datasets, distributed, files, plots, registry, run_notes, tags, teacher, validation
-from kdpipe import promote as registry_moves
-from kdpipe import teacher_cache as cached_teacher
 from kdpipe.config import Params
 from kdpipe.data import operational
 from kdpipe.data.prepared import MANIFEST_FILE, build_splits, load_prepared, write_prepared
 from kdpipe.data.sources import load_source
-from kdpipe.deployment import export_and_measure, registry_files
-from kdpipe.diagnostics import projector_effective_rank
+from kdpipe.deploy.deployment import export_and_measure, registry_files
 from kdpipe.distill import create_distiller
-from kdpipe.engine import STUDENT_CHECKPOINTS, train
-from kdpipe.errors import KdpipeError
-from kdpipe.evaluate import classification_metrics, inference_cost, predict_logits, scalars
-from kdpipe.gate import Scores
-from kdpipe.model_file import MODEL_FILE, load_model, save_model
+from kdpipe.evaluation import plots, validation
+from kdpipe.evaluation.metrics import classification_metrics, inference_cost, predict_logits, scalars
+from kdpipe.infra import files
+from kdpipe.infra.errors import KdpipeError
 from kdpipe.models import create_model
-from kdpipe.runtime import eval_loader, make_runtime, place_model, rank_probe, student_views, training_views
-from kdpipe.tracking import check_tracking, lineage_tags, logged_student, step_run, tracking_errors
-from kdpipe.ui_links import model_version
-from kdpipe.workdir import claims, need_space, training_space
+from kdpipe.models.file import MODEL_FILE, load_model, save_model
+from kdpipe.promotion import champion
+from kdpipe.promotion import moves as registry_moves
+from kdpipe.promotion.gate import Scores
+from kdpipe.steps.workdir import claims, need_space, training_space
+from kdpipe.teacher import cache as cached_teacher
+from kdpipe.teacher import source as teacher
+from kdpipe.tracking import datasets, registry, run_notes, tags
+from kdpipe.tracking.runs import check_tracking, lineage_tags, logged_student, step_run, tracking_errors
+from kdpipe.tracking.ui_links import model_version
+from kdpipe.training import distributed
+from kdpipe.training.diagnostics import projector_effective_rank
+from kdpipe.training.loop import STUDENT_CHECKPOINTS, train
+from kdpipe.training.runtime import eval_loader, make_runtime, place_model, rank_probe, student_views, training_views
 
 log = logging.getLogger("kdpipe")
 
@@ -206,7 +211,7 @@ def export_models(params: Params) -> dict[str, Any]:
 def promote(params: Params, dry_run: bool = False) -> dict[str, Any]:
     """Register the validated student as ``challenger``; move ``champion`` to it when the gate agrees.
 
-    The rule is :mod:`kdpipe.gate`'s, the registry moves :mod:`kdpipe.promote`'s; this step makes
+    The rule is :mod:`kdpipe.promotion.gate`'s, the registry moves :mod:`kdpipe.promotion.moves`'s; this step makes
     sure the student on disk is the one validated and hands both to them. ``dry_run`` changes nothing.
     """
     val_dir, model_path = Path(params.paths.validation), Path(params.paths.student) / MODEL_FILE

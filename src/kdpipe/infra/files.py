@@ -22,7 +22,7 @@ from typing import Any
 
 import torch
 
-from kdpipe.errors import ForeignFileError, WriteError
+from kdpipe.infra.errors import ForeignFileError, WriteError
 
 METRICS_FILE = "metrics.json"
 HISTORY_FILE = "history.csv"

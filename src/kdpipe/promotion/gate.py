@@ -15,7 +15,7 @@ A validated student may serve only when every check holds:
 
 Every figure is measured on ``gate.split`` (default val: held out from training, never used to pick a
 model), never on the test split, which is only reported: picking the best of many nightly candidates
-on one fixed test split would be selection on it. With no champion yet, passing the thresholds is enough. :mod:`kdpipe.promote` applies the decision
+on one fixed test split would be selection on it. With no champion yet, passing the thresholds is enough. :mod:`kdpipe.promotion.moves` applies the decision
 to the registry.
 """
 

@@ -14,13 +14,13 @@ from typing import Any
 
 import torch
 
-from kdpipe import registry, tags
 from kdpipe.config import Params
 from kdpipe.data.prepared import PreparedData, load_prepared
-from kdpipe.errors import KdpipeError
-from kdpipe.gate import Scores
-from kdpipe.promote import ChampionEvaluator
-from kdpipe.serving import predict_unit_images
+from kdpipe.infra.errors import KdpipeError
+from kdpipe.models.serving import predict_unit_images
+from kdpipe.promotion.gate import Scores
+from kdpipe.promotion.moves import ChampionEvaluator
+from kdpipe.tracking import registry, tags
 
 
 @dataclass(frozen=True)

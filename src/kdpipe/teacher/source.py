@@ -14,17 +14,18 @@ from typing import Any
 
 import torch
 
-from kdpipe import registry, tags, workdir
 from kdpipe.config import Params
 from kdpipe.data.prepared import PreparedData
 from kdpipe.distill import create_distiller
-from kdpipe.engine import TEACHER_CHECKPOINTS, EpochCallback, Runtime, train
-from kdpipe.errors import KdpipeError, TeacherMismatchError
-from kdpipe.files import file_sha256, fingerprint
-from kdpipe.model_file import MODEL_FILE, load_model, save_model
+from kdpipe.infra.errors import KdpipeError, TeacherMismatchError
+from kdpipe.infra.files import file_sha256, fingerprint
 from kdpipe.models import FeatureClassifier, create_model
-from kdpipe.runtime import eval_loader, make_loader, place_model, training_views
-from kdpipe.tracking import tracking_errors
+from kdpipe.models.file import MODEL_FILE, load_model, save_model
+from kdpipe.steps import workdir
+from kdpipe.tracking import registry, tags
+from kdpipe.tracking.runs import tracking_errors
+from kdpipe.training.loop import TEACHER_CHECKPOINTS, EpochCallback, Runtime, train
+from kdpipe.training.runtime import eval_loader, make_loader, place_model, training_views
 
 log = logging.getLogger("kdpipe")
 

@@ -33,9 +33,9 @@ from typing import Any
 
 from kdpipe.config import Params
 from kdpipe.distill.base import Distiller
-from kdpipe.errors import WorkdirBusyError, WriteError
-from kdpipe.files import write_cause
-from kdpipe.pipeline_run import with_pipeline_run_id
+from kdpipe.infra.errors import WorkdirBusyError, WriteError
+from kdpipe.infra.files import write_cause
+from kdpipe.steps.pipeline_run import with_pipeline_run_id
 
 LOCK_SUFFIX = ".kdpipe-lock"
 FILE_OVERHEAD = 64 * 1024  # a saved file's pickle records, history and metadata, beyond its tensors

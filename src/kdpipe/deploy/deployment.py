@@ -4,7 +4,7 @@ The student goes to ONNX fp32 (which must reproduce eager PyTorch, or the step f
 int8 (offered for deployment only while its top-1 on the gate split trails fp32's by at most
 ``export.max_int8_drop``); the teacher goes to ONNX fp32 so that the cost table compares like with
 like. Every model and format is then probed the same way in a fresh process
-(:mod:`kdpipe.cost_probe`): batch-1 latency p50 and p95, throughput, memory and file size, at
+(:mod:`kdpipe.deploy.cost_probe`): batch-1 latency p50 and p95, throughput, memory and file size, at
 ``export.threads`` threads. The gate reads the student's figures in ``validate.deploy_format``.
 """
 
@@ -18,14 +18,16 @@ from typing import Any
 
 import torch
 
-from kdpipe import cost_probe, export, tags
 from kdpipe.config import Params
 from kdpipe.data.prepared import PreparedData, sample
-from kdpipe.errors import KdpipeError
-from kdpipe.files import METRICS_FILE, ONNX_FILES, file_sha256, read_json
-from kdpipe.model_file import MODEL_FILE
-from kdpipe.runtime import transfer_seed
-from kdpipe.serving import ServingClassifier, predict_unit_images
+from kdpipe.deploy import cost_probe
+from kdpipe.deploy import onnx as export
+from kdpipe.infra.errors import KdpipeError
+from kdpipe.infra.files import METRICS_FILE, ONNX_FILES, file_sha256, read_json
+from kdpipe.models.file import MODEL_FILE
+from kdpipe.models.serving import ServingClassifier, predict_unit_images
+from kdpipe.tracking import tags
+from kdpipe.training.runtime import transfer_seed
 
 log = logging.getLogger("kdpipe")
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Generic, TypeVar
 
-from kdpipe.errors import UnknownNameError
+from kdpipe.infra.errors import UnknownNameError
 
 T = TypeVar("T")
 F = TypeVar("F", bound=Callable[..., Any])

@@ -15,15 +15,13 @@ from typing import Any
 
 import torch
 
-from kdpipe import datasets, plots, report, robustness, tags
-from kdpipe.champion import ChampionScore
 from kdpipe.config import Params, ValidateConfig
 from kdpipe.data.operational import OperationalSet
 from kdpipe.data.prepared import PreparedData
-from kdpipe.deployment import Deployment
-from kdpipe.engine import Runtime
-from kdpipe.evaluate import classification_metrics, inference_cost, predict_logits, scalars
-from kdpipe.files import (
+from kdpipe.deploy.deployment import Deployment
+from kdpipe.evaluation import plots, report, robustness
+from kdpipe.evaluation.metrics import classification_metrics, inference_cost, predict_logits, scalars
+from kdpipe.infra.files import (
     CONFUSION_FILE,
     CORRUPTION_HEATMAP_FILE,
     DECISION_FILE,
@@ -35,9 +33,12 @@ from kdpipe.files import (
     atomic_write_text,
     write_json,
 )
-from kdpipe.gate import decide_thresholds
-from kdpipe.runtime import eval_loader, images_loader
-from kdpipe.serving import predict_unit_images
+from kdpipe.models.serving import predict_unit_images
+from kdpipe.promotion.champion import ChampionScore
+from kdpipe.promotion.gate import decide_thresholds
+from kdpipe.tracking import datasets, tags
+from kdpipe.training.loop import Runtime
+from kdpipe.training.runtime import eval_loader, images_loader
 
 MODELS = ("student", "teacher", "champion")
 

@@ -32,7 +32,7 @@ def measure(path: Path, fmt: str, shape: tuple[int, int, int], *, threads: int, 
             warmup: int, mean: list[float] | None = None, std: list[float] | None = None) -> dict[str, float]:
     """The cost of the model file ``path`` in format ``fmt``, from a fresh probe process; ``mean``/``std``
     (the manifest's) wrap an eager model like the exported ones."""
-    from kdpipe.errors import KdpipeError
+    from kdpipe.infra.errors import KdpipeError
 
     args = {"path": str(path), "format": fmt, "shape": list(shape), "threads": threads, "batch_size": batch_size,
             "repeats": repeats, "warmup": warmup, "mean": mean, "std": std}
@@ -64,8 +64,8 @@ def _load(args: dict[str, Any]) -> Any:
     if args["format"] == "pytorch":
         import torch
 
-        from kdpipe.model_file import load_model
-        from kdpipe.serving import ServingClassifier
+        from kdpipe.models.file import load_model
+        from kdpipe.models.serving import ServingClassifier
 
         torch.set_num_threads(args["threads"])
         torch.set_num_interop_threads(1)

@@ -24,11 +24,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from kdpipe import tags
 from kdpipe.config import Params
-from kdpipe.errors import KdpipeError, TrackingError
-from kdpipe.model_file import MODEL_FILE
-from kdpipe.tracking import check_tracking, fluent_uri
+from kdpipe.infra.errors import KdpipeError, TrackingError
+from kdpipe.models.file import MODEL_FILE
+from kdpipe.tracking import tags
+from kdpipe.tracking.runs import check_tracking, fluent_uri
 
 log = logging.getLogger("kdpipe")
 

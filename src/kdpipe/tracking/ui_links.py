@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from urllib.parse import quote
 
-from kdpipe import tags
 from kdpipe.config import Params
+from kdpipe.tracking import tags
 
 WORKFLOW = "workflowType=machine_learning"
 LOCAL_UI = "http://127.0.0.1:5000"  # where `mlflow ui` serves a local store by default

@@ -12,7 +12,7 @@ has measured (those steps open their run once their results exist).
 
 Runs are opened, logged to and closed through an ``MlflowClient`` built for ``tracking.uri``, never
 through a process-wide active run. Metrics and tags logged while a step works go through a queue
-that a background thread sends (:mod:`kdpipe.async_logging`), so training never waits on MLflow;
+that a background thread sends (:mod:`kdpipe.tracking.async_logging`), so training never waits on MLflow;
 the step waits for the queue, at most ``tracking.retry_seconds``, only before its artifact uploads
 and at its end. Only ``log_model`` and registration use MLflow's fluent API, which reads a
 process-wide tracking URI: kdpipe sets it only inside :func:`fluent_uri` and puts the previous value
@@ -36,13 +36,16 @@ from typing import Any
 import torch
 import yaml
 
-from kdpipe import __version__, datasets, files, tags, ui_links, workdir
-from kdpipe.async_logging import AsyncRunLogger
+from kdpipe import __version__
 from kdpipe.config import Params
-from kdpipe.errors import KdpipeError, TrackingError, TrackingOutageError
-from kdpipe.pipeline_run import with_pipeline_run_id
-from kdpipe.serving import ServingClassifier
-from kdpipe.storage import explain_storage_error
+from kdpipe.infra import files
+from kdpipe.infra.errors import KdpipeError, TrackingError, TrackingOutageError
+from kdpipe.infra.storage import explain_storage_error
+from kdpipe.models.serving import ServingClassifier
+from kdpipe.steps import workdir
+from kdpipe.steps.pipeline_run import with_pipeline_run_id
+from kdpipe.tracking import datasets, tags, ui_links
+from kdpipe.tracking.async_logging import AsyncRunLogger
 
 log = logging.getLogger("kdpipe")
 
@@ -362,7 +365,7 @@ def step_run(params: Params, step: str, run_tags: dict[str, Any] | None = None, 
     ``main`` is false on every DDP rank but 0: those ranks get an inactive handle and never touch
     MLflow. Params without a pipeline run id (``step_run`` used on its own) get one here. A run
     that cannot be ended because MLflow is gone stays RUNNING until the step runs again in the same
-    place (:func:`kdpipe.workdir.owner`), which ends it FAILED.
+    place (:func:`kdpipe.steps.workdir.owner`), which ends it FAILED.
     """
     if not params.tracking.enabled or not main:
         yield StepRun()

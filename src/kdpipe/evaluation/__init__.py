@@ -1,0 +1,1 @@
+"""Measuring models: metrics, robustness, validation, reports and plots."""

@@ -1,0 +1,1 @@
+"""Promotion: the gate (pure), the registry moves, and the champion measured beside a student."""

@@ -1,0 +1,1 @@
+"""Where a teacher comes from, and the cache of its outputs that every distill run replays."""

@@ -1,0 +1,1 @@
+"""The training loop, the runtime it runs on, distributed training and its diagnostics."""
