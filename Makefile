@@ -31,10 +31,12 @@ demo: env data $(RESHOT)
 
 test: env data browser
 	$(BIN)/ruff check src tests benchmarks components pipelines scripts
+	$(BIN)/ruff format --check src tests benchmarks components pipelines scripts
 	$(BIN)/python -m pytest -q
 
 lint: env
 	$(BIN)/ruff check src tests benchmarks components pipelines scripts
+	$(BIN)/ruff format --check src tests benchmarks components pipelines scripts
 
 # The container image of the Kubeflow components, tagged with the one reference the pipeline uses:
 # docker where a daemon answers, else podman from a local stand-in base (scripts/build-image.sh).

@@ -74,16 +74,19 @@ def measurements(arch: str, images: int, train_batch: int, with_train: bool) -> 
     for size in (1000, 256):
         x = torch.randn(size, *SHAPE)
         out[f"eval nchw batch{size}"] = evaluation(plain, x, max(1, images // size))
-        out[f"eval channels_last batch{size}"] = evaluation(channels_last, x.contiguous(memory_format=CL),
-                                                            max(1, images // size))
-        out[f"eval channels_last+folded batch{size}"] = evaluation(folded, x.contiguous(memory_format=CL),
-                                                                   max(1, images // size))
+        out[f"eval channels_last batch{size}"] = evaluation(
+            channels_last, x.contiguous(memory_format=CL), max(1, images // size)
+        )
+        out[f"eval channels_last+folded batch{size}"] = evaluation(
+            folded, x.contiguous(memory_format=CL), max(1, images // size)
+        )
     if with_train:
         x = torch.randn(train_batch, *SHAPE)
         steps = max(1, images // (4 * train_batch))
         out[f"train nchw batch{train_batch}"] = train_step(copy.deepcopy(plain), x, steps)
-        out[f"train channels_last batch{train_batch}"] = train_step(copy.deepcopy(channels_last),
-                                                                    x.contiguous(memory_format=CL), steps)
+        out[f"train channels_last batch{train_batch}"] = train_step(
+            copy.deepcopy(channels_last), x.contiguous(memory_format=CL), steps
+        )
     return out
 
 
@@ -102,8 +105,11 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     params = load_params(args.params)
-    print(f"torch {torch.__version__}; {torch.get_num_threads()} thread(s); input {SHAPE}; "
-          f"{args.rounds} rounds after a warm-up, order rotating; ratio: median per-round ratio to the first line of its kind")
+    print(
+        f"torch {torch.__version__}; {torch.get_num_threads()} thread(s); input {SHAPE}; "
+        f"{args.rounds} rounds after a warm-up, order rotating; "
+        "ratio: median per-round ratio to the first line of its kind"
+    )
     for arch, with_train in ((params.student.arch, True), (params.teacher.arch, False)):
         runs = measurements(arch, args.images, params.train.batch_size, with_train)
         names = list(runs)
@@ -111,7 +117,7 @@ def main() -> None:
             timed(runs[name])
         rates: dict[str, list[float]] = {n: [] for n in names}
         for r in range(args.rounds):
-            for name in names[r % len(names):] + names[:r % len(names)]:
+            for name in names[r % len(names) :] + names[: r % len(names)]:
                 rates[name].append(timed(runs[name]))
         for name in names:
             base = rates[next(n for n in names if n.split()[0] == name.split()[0])]

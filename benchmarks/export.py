@@ -61,7 +61,10 @@ def main(argv: list[str] | None = None) -> None:
         calibration = torch.randint(0, 256, (params.export.calibration_size, 1, 28, 28), dtype=torch.uint8)
     shape = input_shape(m)
     if args.untrained:
-        net, what = create_model(params.student.arch, len(m["classes"]), shape[0]).eval(), f"untrained {params.student.arch}"
+        net, what = (
+            create_model(params.student.arch, len(m["classes"]), shape[0]).eval(),
+            f"untrained {params.student.arch}",
+        )
     else:
         path = args.model or Path(params.paths.student) / MODEL_FILE
         net, what = load_model(path)[0], str(path)
@@ -70,7 +73,9 @@ def main(argv: list[str] | None = None) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         fp32 = export.to_onnx(net, m["mean"], m["std"], shape, Path(tmp) / "student.onnx", what)
         int8 = export.quantize_int8(fp32, calibration, Path(tmp) / "student_int8.onnx", what)
-        sessions = {name: export.session(path, args.threads) for name, path in (("onnx_fp32", fp32), ("onnx_int8", int8))}
+        sessions = {
+            name: export.session(path, args.threads) for name, path in (("onnx_fp32", fp32), ("onnx_int8", int8))
+        }
         array = image.numpy()
 
         def eager_call() -> None:
@@ -85,14 +90,16 @@ def main(argv: list[str] | None = None) -> None:
             for call in calls.values():
                 call()
         for r in range(args.rounds):
-            for name in names[r % len(names):] + names[: r % len(names)]:
+            for name in names[r % len(names) :] + names[: r % len(names)]:
                 start = time.perf_counter()
                 for _ in range(args.calls):
                     calls[name]()
                 times[name].append(1000 * (time.perf_counter() - start) / args.calls)
     p50 = {name: statistics.median(t) for name, t in times.items()}
-    print(f"model={what} threads={args.threads} rounds={args.rounds} calls={args.calls} torch={torch.__version__} "
-          f"onnxruntime={ort.__version__}")
+    print(
+        f"model={what} threads={args.threads} rounds={args.rounds} calls={args.calls} torch={torch.__version__} "
+        f"onnxruntime={ort.__version__}"
+    )
     for name, value in p50.items():
         print(f"format={name} p50_ms={value:.4f} speedup_vs_eager={p50['eager'] / value:.2f}")
 

@@ -166,14 +166,20 @@ def main() -> None:
     with torch.device("meta"):
         sizes = {a: count_parameters(create_model(a, args.classes, 3)) for a in (args.teacher, args.student)}
     date = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
-    print(f"device: {name}; torch {torch.__version__}; {date}; cudnn.benchmark "
-          f"{torch.backends.cudnn.benchmark}; torch CPU threads {torch.get_num_threads()}", flush=True)
-    print(f"setup: teacher {args.teacher} ({sizes[args.teacher]:,} params) -> student {args.student} "
-          f"({sizes[args.student]:,}), batch {args.batch_size}, input 3x32x32 random (4 batches rotated), "
-          f"{'bf16 autocast' if args.amp else 'fp32'}, {'channels_last' if args.channels_last else 'contiguous'}, "
-          f"{args.repeats} blocks of {args.steps} steps per kind after {args.warmup} warm-up steps, median", flush=True)
-    results = {"device": name, "torch": torch.__version__, "date": date, "args": {k: str(v) for k, v in vars(args).items()},
-               "modes": []}  # fmt: skip
+    print(
+        f"device: {name}; torch {torch.__version__}; {date}; cudnn.benchmark "
+        f"{torch.backends.cudnn.benchmark}; torch CPU threads {torch.get_num_threads()}",
+        flush=True,
+    )
+    print(
+        f"setup: teacher {args.teacher} ({sizes[args.teacher]:,} params) -> student {args.student} "
+        f"({sizes[args.student]:,}), batch {args.batch_size}, input 3x32x32 random (4 batches rotated), "
+        f"{'bf16 autocast' if args.amp else 'fp32'}, {'channels_last' if args.channels_last else 'contiguous'}, "
+        f"{args.repeats} blocks of {args.steps} steps per kind after {args.warmup} warm-up steps, median",
+        flush=True,
+    )
+    settings = {k: str(v) for k, v in vars(args).items()}
+    results = {"device": name, "torch": torch.__version__, "date": date, "args": settings, "modes": []}
     for compiled in (False, True) if not args.no_compile else (False,):
         results["modes"].append(measure_mode(args, device, compiled, batches))
         if args.json:

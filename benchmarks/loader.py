@@ -68,7 +68,8 @@ def main() -> None:
     print(f"torch {torch.__version__}; torch threads in this process: {torch.get_num_threads()}; "
           f"DataLoader workers: {args.workers} (1 torch thread each, torch's default in workers)")  # fmt: skip
     print(f"data: Fashion-MNIST train, {len(dataset)} images 1x28x28, batch {args.batch_size}, "
-          f"{args.batches} batches per pass, {args.repeats} passes per side after one warm-up pass each, alternating")  # fmt: skip
+          f"{args.batches} batches per pass, {args.repeats} passes per side after one warm-up pass each, "
+          "alternating")  # fmt: skip
     images_per_s(ours, args.batches)
     images_per_s(baseline, args.batches)
     ours_runs, base_runs = [], []

@@ -60,11 +60,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--batches", type=int, default=2, help="batches per timed pass")
     p.add_argument("--repeats", type=int, default=11, help="timed rounds; medians over rounds are reported")
     p.add_argument("--warmup", type=int, default=1, help="untimed rounds first")
-    p.add_argument("--synthetic", action="store_true", help="random images of the data set's shape instead of real ones")
+    p.add_argument(
+        "--synthetic", action="store_true", help="random images of the data set's shape instead of real ones"
+    )
     return p.parse_args(argv)
 
 
-def make_batches(params: Params, n_batches: int, batch_size: int, device: torch.device, synthetic: bool) -> tuple[list[Batch], int, str]:
+def make_batches(
+    params: Params, n_batches: int, batch_size: int, device: torch.device, synthetic: bool
+) -> tuple[list[Batch], int, str]:
     """Real prepared training batches (augmented as in training) or random ones of the same shape."""
     prepared = Path(params.paths.prepared)
     if not synthetic and (prepared / "manifest.json").exists():
@@ -78,8 +82,19 @@ def make_batches(params: Params, n_batches: int, batch_size: int, device: torch.
         x = torch.randint(0, 256, (n, 1, 28, 28), generator=gen, dtype=torch.uint8)
         y = torch.randint(0, 10, (n,), generator=gen)
         mean, std, k, what, hflip = [0.5], [0.25], 10, "synthetic 1x28x28", True
-    loader = InMemoryLoader(x, y, batch_size, mean, std, train=True, crop_padding=params.data.crop_padding,
-                            hflip=hflip, seed=0, device=device, channels_last=params.runtime.channels_last)
+    loader = InMemoryLoader(
+        x,
+        y,
+        batch_size,
+        mean,
+        std,
+        train=True,
+        crop_padding=params.data.crop_padding,
+        hflip=hflip,
+        seed=0,
+        device=device,
+        channels_last=params.runtime.channels_last,
+    )
     batches = [b for _, b in zip(range(n_batches), loader, strict=False) if len(b[1]) == batch_size]
     if len(batches) < n_batches:
         raise SystemExit(f"only {len(batches)} full batches of {batch_size} in {what}; lower --batches or --batch-size")
@@ -115,8 +130,13 @@ def teacher_forward(teacher: FeatureClassifier, runtime: Runtime) -> Callable[[B
     return step
 
 
-def distill_step(method: str, student: FeatureClassifier, teacher: FeatureClassifier | TeacherOutputs, params: Params,
-                 runtime: Runtime) -> Callable[[Batch], None]:
+def distill_step(
+    method: str,
+    student: FeatureClassifier,
+    teacher: FeatureClassifier | TeacherOutputs,
+    params: Params,
+    runtime: Runtime,
+) -> Callable[[Batch], None]:
     """(c): one training step of ``method`` as the engine runs it."""
     cfg = params.method.model_copy(update={"name": method})
     distiller = create_distiller(cfg, student, teacher if method != "scratch" else None).to(runtime.device).train()
@@ -132,8 +152,15 @@ def distill_step(method: str, student: FeatureClassifier, teacher: FeatureClassi
     return step
 
 
-def cached_step(method: str, student: FeatureClassifier, teacher: FeatureClassifier, params: Params, runtime: Runtime,
-                batches: list[Batch], directory: Path) -> Callable[[Batch], None]:
+def cached_step(
+    method: str,
+    student: FeatureClassifier,
+    teacher: FeatureClassifier,
+    params: Params,
+    runtime: Runtime,
+    batches: list[Batch],
+    directory: Path,
+) -> Callable[[Batch], None]:
     """(d): ``method`` replaying the teacher's outputs from a teacher cache (recorded here once, read back
     from disk at the start of every pass, as a distill run reads each epoch's file)."""
     key = {"benchmark": method, "dtype": "float32", "epochs": 1}
@@ -198,13 +225,15 @@ def main(argv: list[str] | None = None) -> int:
         "student_step": student_step(copy.deepcopy(student), params, runtime),
         "teacher_forward": teacher_forward(teacher, runtime),
         **{m: distill_step(m, copy.deepcopy(student), teacher, params, runtime) for m in METHODS},
-        **{f"{m}_cached": cached_step(m, copy.deepcopy(student), teacher, params, runtime, batches, cache_dir)
-           for m in CACHED},
+        **{
+            f"{m}_cached": cached_step(m, copy.deepcopy(student), teacher, params, runtime, batches, cache_dir)
+            for m in CACHED
+        },
     }
     names = list(measurements)
     times: dict[str, list[float]] = {name: [] for name in names}
     for r in range(args.warmup + args.repeats):
-        for name in names[r % len(names):] + names[: r % len(names)]:
+        for name in names[r % len(names) :] + names[: r % len(names)]:
             elapsed = timed_pass(measurements[name], batches, device)
             if r >= args.warmup:
                 times[name].append(elapsed)
@@ -213,17 +242,21 @@ def main(argv: list[str] | None = None) -> int:
     per_image = {name: statistics.median(t) / images for name, t in times.items()}
     base = [a + b for a, b in zip(times["student_step"], times["teacher_forward"], strict=True)]
     overhead = {m: statistics.median(c / ab for c, ab in zip(times[m], base, strict=True)) for m in METHODS}
-    print(f"threads={torch.get_num_threads()} device={device} memory_format={str(memory_format).split('.')[-1]} "
-          f"batch_size={batch_size} teacher={teacher_arch} "
-          f"student={student_arch} data={what} batches_per_pass={len(batches)} rounds={args.repeats} (medians)")
+    print(
+        f"threads={torch.get_num_threads()} device={device} memory_format={str(memory_format).split('.')[-1]} "
+        f"batch_size={batch_size} teacher={teacher_arch} "
+        f"student={student_arch} data={what} batches_per_pass={len(batches)} rounds={args.repeats} (medians)"
+    )
     print(f"baseline=student_step images_per_s={1 / per_image['student_step']:.1f}")
     print(f"baseline=teacher_forward images_per_s={1 / per_image['teacher_forward']:.1f}")
     for method in METHODS:
         print(f"method={method} images_per_s={1 / per_image[method]:.1f} overhead={overhead[method]:.3f}")
     for method in CACHED:
         alone = statistics.median(c / a for c, a in zip(times[f"{method}_cached"], times["student_step"], strict=True))
-        print(f"method={method}_cached images_per_s={1 / per_image[f'{method}_cached']:.1f} "
-              f"overhead_vs_student_step={alone:.3f}")
+        print(
+            f"method={method}_cached images_per_s={1 / per_image[f'{method}_cached']:.1f} "
+            f"overhead_vs_student_step={alone:.3f}"
+        )
     shutil.rmtree(cache_dir, ignore_errors=True)
     return 0
 

@@ -81,7 +81,9 @@ def _wrapper(feature_module: str, d_teacher: int, d_student: int | None) -> dict
     return {"key": "SRDModelWrapper", "kwargs": kwargs}
 
 
-def torchdistill_side(teacher: nn.Module, student: nn.Module, feature_module: str, device: torch.device) -> tuple[Step, Step, nn.Module]:
+def torchdistill_side(
+    teacher: nn.Module, student: nn.Module, feature_module: str, device: torch.device
+) -> tuple[Step, Step, nn.Module]:
     """torchdistill's DistillationBox with SRDModelWrapper and SRDLoss, as its SRD sample config sets it up."""
     from torchdistill.core.distillation import DistillationBox
 
@@ -102,8 +104,13 @@ def torchdistill_side(teacher: nn.Module, student: nn.Module, feature_module: st
     }  # fmt: skip
     config = {
         "num_epochs": 1,
-        "teacher": {"forward_proc": "forward_batch_only", "auxiliary_model_wrapper": _wrapper(feature_module, d_t, None),
-                    "sequential": [], "forward_hook": hooks, "requires_grad": False},
+        "teacher": {
+            "forward_proc": "forward_batch_only",
+            "auxiliary_model_wrapper": _wrapper(feature_module, d_t, None),
+            "sequential": [],
+            "forward_hook": hooks,
+            "requires_grad": False,
+        },
         "student": {"forward_proc": "forward_batch_only", "auxiliary_model_wrapper": _wrapper(feature_module, d_t, d_s),
                     "sequential": [], "frozen_modules": [], "forward_hook": hooks, "requires_grad": True},
         "optimizer": {"key": "SGD", "kwargs": dict(SGD_KWARGS)},
@@ -129,7 +136,9 @@ def build_sides(args: argparse.Namespace, device: torch.device) -> dict[str, tup
     """Both sides from the same initial weights: teacher, student and projector."""
     teacher, student = build_models(args, device)
     ours_step, ours_loss, projector = kdpipe_side(copy.deepcopy(teacher), copy.deepcopy(student), device)
-    theirs_step, theirs_loss, linear = torchdistill_side(copy.deepcopy(teacher), copy.deepcopy(student), args.feature_module, device)
+    theirs_step, theirs_loss, linear = torchdistill_side(
+        copy.deepcopy(teacher), copy.deepcopy(student), args.feature_module, device
+    )
     linear.load_state_dict(projector.state_dict())
     return {"kdpipe": (ours_step, ours_loss), "torchdistill": (theirs_step, theirs_loss)}
 
@@ -137,8 +146,13 @@ def build_sides(args: argparse.Namespace, device: torch.device) -> dict[str, tup
 def make_batches(args: argparse.Namespace, device: torch.device) -> list[tuple[torch.Tensor, torch.Tensor]]:
     gen = torch.Generator().manual_seed(1)
     shape = (args.batch_size, args.channels, args.size, args.size)
-    return [(torch.randn(shape, generator=gen).to(device), torch.randint(0, args.classes, (args.batch_size,), generator=gen).to(device))
-            for _ in range(args.steps)]  # fmt: skip
+    return [
+        (
+            torch.randn(shape, generator=gen).to(device),
+            torch.randint(0, args.classes, (args.batch_size,), generator=gen).to(device),
+        )
+        for _ in range(args.steps)
+    ]
 
 
 def timed_block(step: Step, batches: list[tuple[torch.Tensor, torch.Tensor]], device: torch.device) -> float:
@@ -189,7 +203,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--teacher", default="resnet20", help="default: resnet20 (the GPU run uses resnet32x4)")
     parser.add_argument("--student", default="resnet8", help="default: resnet8 (the GPU run uses resnet8x4)")
-    parser.add_argument("--feature-module", default="layers", help="the models' last feature-map module (default: layers)")
+    parser.add_argument(
+        "--feature-module", default="layers", help="the models' last feature-map module (default: layers)"
+    )
     parser.add_argument("--classes", type=int, default=100)
     parser.add_argument("--channels", type=int, default=3)
     parser.add_argument("--size", type=int, default=32, help="input height and width (default: 32, CIFAR)")
@@ -213,11 +229,15 @@ def main() -> None:
     batches = make_batches(args, device)
     with torch.device("meta"):
         teacher, student = (create_model(a, args.classes, args.channels) for a in (args.teacher, args.student))
-    print(f"torch {torch.__version__}, torchdistill {torchdistill.__version__}, device "
-          f"{torch.cuda.get_device_name(device) if cuda else 'cpu'}, torch threads {torch.get_num_threads()}")
-    print(f"teacher {args.teacher} ({count_parameters(teacher):,} params) -> student {args.student} "
-          f"({count_parameters(student):,}), batch {args.batch_size}, input {args.channels}x{args.size}x{args.size} "
-          f"random, {args.classes} classes, SGD {SGD_KWARGS}, fp32")
+    print(
+        f"torch {torch.__version__}, torchdistill {torchdistill.__version__}, device "
+        f"{torch.cuda.get_device_name(device) if cuda else 'cpu'}, torch threads {torch.get_num_threads()}"
+    )
+    print(
+        f"teacher {args.teacher} ({count_parameters(teacher):,} params) -> student {args.student} "
+        f"({count_parameters(student):,}), batch {args.batch_size}, input {args.channels}x{args.size}x{args.size} "
+        f"random, {args.classes} classes, SGD {SGD_KWARGS}, fp32"
+    )
     x, y = batches[0]
     with torch.no_grad():
         losses = {name: float(loss(x, y)) for name, (_, loss) in sides.items()}
@@ -230,7 +250,10 @@ def main() -> None:
         for name, (step, _) in sides.items():
             runs[name].append(timed_block(step, batches, device))
     ips = {name: statistics.median(v) for name, v in runs.items()}
-    print(f"{args.repeats} timed blocks of {args.steps} steps per side, alternating, after {args.warmup} warm-up steps; median")
+    print(
+        f"{args.repeats} timed blocks of {args.steps} steps per side, alternating, "
+        f"after {args.warmup} warm-up steps; median"
+    )
     print(f"kdpipe srd step: images_per_s={ips['kdpipe']:.1f}")
     print(f"torchdistill SRDLoss step: images_per_s={ips['torchdistill']:.1f}")
     print(f"speed ratio kdpipe/torchdistill={ips['kdpipe'] / ips['torchdistill']:.2f}x")

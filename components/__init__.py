@@ -17,5 +17,16 @@ from components.study_teacher_outputs import study_teacher_outputs
 from components.teacher_outputs import teacher_outputs
 from components.validate_student import validate_student
 
-__all__ = ["distill", "distill_pytorchjob", "evaluate_teacher", "prepare_data", "promote", "study_report", "study_run",
-           "study_teacher", "study_teacher_outputs", "teacher_outputs", "validate_student"]
+__all__ = [
+    "distill",
+    "distill_pytorchjob",
+    "evaluate_teacher",
+    "prepare_data",
+    "promote",
+    "study_report",
+    "study_run",
+    "study_teacher",
+    "study_teacher_outputs",
+    "teacher_outputs",
+    "validate_student",
+]

@@ -28,9 +28,15 @@ def distill(
     from kdpipe.kubeflow import artifacts, dataref, launch
     from kdpipe.kubeflow.params import step_params
 
-    params = step_params(params_yaml, overrides, run_id, prepared=dataref.local_dir(dataset.path, cache_dir),
-                         teacher=teacher.path, student=student.path,
-                         checkpoints=launch.scratch_dir(cache_dir, "checkpoints", run_id),
-                         teacher_cache=launch.teacher_cache_dir(cache_dir, teacher_outputs.path))
+    params = step_params(
+        params_yaml,
+        overrides,
+        run_id,
+        prepared=dataref.local_dir(dataset.path, cache_dir),
+        teacher=teacher.path,
+        student=student.path,
+        checkpoints=launch.scratch_dir(cache_dir, "checkpoints", run_id),
+        teacher_cache=launch.teacher_cache_dir(cache_dir, teacher_outputs.path),
+    )
     artifacts.log_scalars(metrics, launch.distill(params, num_processes, steps.distill))
     artifacts.describe_model(student, role="student")

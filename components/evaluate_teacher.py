@@ -21,7 +21,13 @@ def evaluate_teacher(
     from kdpipe.kubeflow import artifacts, dataref, launch
     from kdpipe.kubeflow.params import step_params
 
-    params = step_params(params_yaml, overrides, run_id, prepared=dataref.local_dir(dataset.path, cache_dir),
-                         teacher=teacher.path, checkpoints=launch.scratch_dir(cache_dir, "checkpoints", run_id))
+    params = step_params(
+        params_yaml,
+        overrides,
+        run_id,
+        prepared=dataref.local_dir(dataset.path, cache_dir),
+        teacher=teacher.path,
+        checkpoints=launch.scratch_dir(cache_dir, "checkpoints", run_id),
+    )
     artifacts.log_scalars(metrics, steps.evaluate_teacher(params))
     artifacts.describe_model(teacher, role="teacher")

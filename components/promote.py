@@ -23,9 +23,16 @@ def promote(
     from kdpipe.kubeflow import dataref
     from kdpipe.kubeflow.params import step_params
 
-    params = step_params(params_yaml, overrides, run_id, prepared=dataref.local_dir(dataset.path, cache_dir),
-                         teacher=teacher.path, student=student.path, validation=validation.path,
-                         promotion=promotion.path)
+    params = step_params(
+        params_yaml,
+        overrides,
+        run_id,
+        prepared=dataref.local_dir(dataset.path, cache_dir),
+        teacher=teacher.path,
+        student=student.path,
+        validation=validation.path,
+        promotion=promotion.path,
+    )
     record = steps.promote(params)
     promotion.metadata.update({k: v for k, v in record.items() if isinstance(v, (str, int, float, bool))})
     return bool(record.get("promoted"))

@@ -32,9 +32,14 @@ def study_report(
     from kdpipe.study import fanout
     from kdpipe.study.plan import Plan
 
-    published = fanout.publish(step_params(params_yaml, overrides, run_id), Plan.from_dict(plan), fanout.study_id(run_id),
-                               [json.loads(r) for r in [*main_runs, *small_runs, *large_runs]],
-                               [json.loads(t) for t in (main_teacher, small_teacher, large_teacher) if t],  # "": none
-                               Path(study.path), command)
+    published = fanout.publish(
+        step_params(params_yaml, overrides, run_id),
+        Plan.from_dict(plan),
+        fanout.study_id(run_id),
+        [json.loads(r) for r in [*main_runs, *small_runs, *large_runs]],
+        [json.loads(t) for t in (main_teacher, small_teacher, large_teacher) if t],  # "": none
+        Path(study.path),
+        command,
+    )
     shutil.copyfile(published["files"]["report"], report.path)
     study.metadata.update({"study_id": published["study_id"], **published.get("mlflow", {})})

@@ -31,10 +31,17 @@ def study_run(
     from kdpipe.study import fanout
     from kdpipe.study.plan import Plan
 
-    base = step_params(params_yaml, overrides, prepared=dataref.local_dir(dataset.path, cache_dir), teacher=teacher.path,
-                       student=student.path, teacher_cache=launch.teacher_cache_dir(cache_dir, teacher_outputs.path))
+    base = step_params(
+        params_yaml,
+        overrides,
+        prepared=dataref.local_dir(dataset.path, cache_dir),
+        teacher=teacher.path,
+        student=student.path,
+        teacher_cache=launch.teacher_cache_dir(cache_dir, teacher_outputs.path),
+    )
     work = Path(launch.scratch_dir(cache_dir, "study", run_id, "runs"))
     result = fanout.one_run(base, Plan.from_dict(plan), run, work)
-    artifacts.describe_model(student, role="student", study_cell=result["cell"], seed=result["seed"],
-                             data_seed=result["data_seed"])
+    artifacts.describe_model(
+        student, role="student", study_cell=result["cell"], seed=result["seed"], data_seed=result["data_seed"]
+    )
     return json.dumps(result)

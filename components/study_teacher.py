@@ -27,8 +27,9 @@ def study_teacher(
     from kdpipe.study import fanout
     from kdpipe.study.plan import Plan
 
-    base = step_params(params_yaml, overrides, run_id, prepared=dataref.local_dir(dataset.path, cache_dir),
-                       teacher=teacher.path)
+    base = step_params(
+        params_yaml, overrides, run_id, prepared=dataref.local_dir(dataset.path, cache_dir), teacher=teacher.path
+    )
     work = Path(launch.scratch_dir(cache_dir, "study", run_id, "teachers", role))
     record = fanout.teacher(base, Plan.from_dict(plan), role, work)
     artifacts.describe_model(teacher, role="teacher", study_role=role)

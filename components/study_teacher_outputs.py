@@ -28,8 +28,13 @@ def study_teacher_outputs(
     from kdpipe.study import fanout
     from kdpipe.study.plan import Plan
 
-    base = step_params(params_yaml, overrides, prepared=dataref.local_dir(dataset.path, cache_dir),
-                       teacher=teacher.path, teacher_cache=launch.teacher_cache_dir(cache_dir, outputs.path))
+    base = step_params(
+        params_yaml,
+        overrides,
+        prepared=dataref.local_dir(dataset.path, cache_dir),
+        teacher=teacher.path,
+        teacher_cache=launch.teacher_cache_dir(cache_dir, outputs.path),
+    )
     work = Path(launch.scratch_dir(cache_dir, "study", run_id, "teacher-outputs", role))
     outputs.metadata.update(fanout.teacher_outputs(base, Plan.from_dict(plan), role, work))
     launch.note_location(outputs.path, base.paths.teacher_cache)

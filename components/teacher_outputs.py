@@ -26,8 +26,13 @@ def teacher_outputs(
     from kdpipe.kubeflow import dataref, launch
     from kdpipe.kubeflow.params import step_params
 
-    params = step_params(params_yaml, overrides, prepared=dataref.local_dir(dataset.path, cache_dir),
-                         teacher=teacher.path, teacher_cache=launch.teacher_cache_dir(cache_dir, outputs.path))
+    params = step_params(
+        params_yaml,
+        overrides,
+        prepared=dataref.local_dir(dataset.path, cache_dir),
+        teacher=teacher.path,
+        teacher_cache=launch.teacher_cache_dir(cache_dir, outputs.path),
+    )
     result = steps.fill_teacher_cache(params, max(1, nodes * gpus_per_node))  # 0 GPUs: one CPU rank
     launch.note_location(outputs.path, params.paths.teacher_cache)
     outputs.metadata.update(result)

@@ -31,8 +31,16 @@ def validate_student(
     from kdpipe.kubeflow import artifacts, dataref
     from kdpipe.kubeflow.params import step_params
 
-    params = step_params(params_yaml, overrides, run_id, prepared=dataref.local_dir(dataset.path, cache_dir),
-                         teacher=teacher.path, student=student.path, validation=validation.path)
+    params = step_params(
+        params_yaml,
+        overrides,
+        run_id,
+        prepared=dataref.local_dir(dataset.path, cache_dir),
+        teacher=teacher.path,
+        student=student.path,
+        validation=validation.path,
+    )
     result = steps.validate_student(params)
-    return artifacts.record_validation(result, params, metrics, confusion, report, validation, dataset, student,
-                                       (onnx_model, onnx_int8_model))
+    return artifacts.record_validation(
+        result, params, metrics, confusion, report, validation, dataset, student, (onnx_model, onnx_int8_model)
+    )

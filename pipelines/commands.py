@@ -36,8 +36,12 @@ def add_arguments(p: argparse.ArgumentParser, add_common: Callable[[argparse.Arg
     c = sub.add_parser("compile", help="write the pipeline YAML (default: pipelines/distill_pipeline.yaml)")
     c.add_argument("-o", "--output", type=Path, help="where to write it")
     c.add_argument("--data-cache-pvc", help="mount this PersistentVolumeClaim for the data cache and checkpoints")
-    c.add_argument("--pytorchjob-nodes", type=int, default=0,
-                   help="run distill as a Training Operator PyTorchJob on this many nodes (needs --data-cache-pvc)")
+    c.add_argument(
+        "--pytorchjob-nodes",
+        type=int,
+        default=0,
+        help="run distill as a Training Operator PyTorchJob on this many nodes (needs --data-cache-pvc)",
+    )
     s = sub.add_parser("submit", help="start one run on a Kubeflow Pipelines cluster")
     _cluster_arguments(s)
     s.add_argument("--run-name", help="display name of the run")
@@ -46,11 +50,19 @@ def add_arguments(p: argparse.ArgumentParser, add_common: Callable[[argparse.Arg
     r.add_argument("--cron", default="0 2 * * *", help='cron expression (default: "0 2 * * *", 02:00 every night)')
     r.add_argument("--name", default="kdpipe-nightly", help="recurring run name; an existing one is replaced")
     local = sub.add_parser("run-local", help="run the pipeline here with kfp.local")
-    local.add_argument("--runner", choices=RUNNERS, default="subprocess",
-                       help="subprocess: components run in this Python (default); docker: each in the image, through "
-                            "the Docker API at DOCKER_HOST (Docker, or `podman system service`)")
-    local.add_argument("--pipeline-root", type=Path, default=DEFAULT_PIPELINE_ROOT,
-                       help=f"where the run's artifacts go (default: {DEFAULT_PIPELINE_ROOT})")
+    local.add_argument(
+        "--runner",
+        choices=RUNNERS,
+        default="subprocess",
+        help="subprocess: components run in this Python (default); docker: each in the image, through "
+        "the Docker API at DOCKER_HOST (Docker, or `podman system service`)",
+    )
+    local.add_argument(
+        "--pipeline-root",
+        type=Path,
+        default=DEFAULT_PIPELINE_ROOT,
+        help=f"where the run's artifacts go (default: {DEFAULT_PIPELINE_ROOT})",
+    )
     local.add_argument("--data-ref", help="pvc:/path, s3://bucket/prefix or dvc+<repo>@<rev>#<path>")
     image = sub.add_parser("image", help="print the container image every component runs in")
     for command in (c, s, r, local, image):
@@ -81,7 +93,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
     params_text = Path(args.params).read_text()
     if args.pipeline_command == "compile":
-        out = compile_pipeline(args.output or COMPILED, params_text, Options(args.data_cache_pvc, args.pytorchjob_nodes))
+        out = compile_pipeline(
+            args.output or COMPILED, params_text, Options(args.data_cache_pvc, args.pytorchjob_nodes)
+        )
         print(f"wrote {out}")
         return {"package": str(out)}
     if args.pipeline_command == "run-local":
@@ -94,10 +108,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
     package = args.package or COMPILED
     if args.pipeline_command == "submit":
-        run_id = client.submit(args.host, package, pipeline_arguments(args, params_text), args.experiment, args.run_name)
+        run_id = client.submit(
+            args.host, package, pipeline_arguments(args, params_text), args.experiment, args.run_name
+        )
         print(f"started run {run_id} in experiment {args.experiment!r}")
         return {"run_id": run_id}
-    result = client.schedule(args.host, package, args.cron, args.name, args.experiment,
-                             pipeline_arguments(args, params_text))
+    result = client.schedule(
+        args.host, package, args.cron, args.name, args.experiment, pipeline_arguments(args, params_text)
+    )
     print(f"{result['action']} recurring run {args.name!r} ({result['recurring_run_id']}), cron {args.cron!r}")
     return result

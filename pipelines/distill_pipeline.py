@@ -47,8 +47,9 @@ def on_gpu_nodes(task: dsl.PipelineTask, accelerator_type: str, accelerator_coun
         kubernetes.add_toleration(task, **toleration)
     for key, value in cluster.GPU_NODE_SELECTOR.items():
         kubernetes.add_node_selector(task, key, value)
-    kubernetes.empty_dir_mount(task, volume_name=cluster.SHM_VOLUME, mount_path=cluster.SHM_PATH,
-                               medium=cluster.SHM_MEDIUM)
+    kubernetes.empty_dir_mount(
+        task, volume_name=cluster.SHM_VOLUME, mount_path=cluster.SHM_PATH, medium=cluster.SHM_MEDIUM
+    )
 
 
 def with_cluster_resources(task: dsl.PipelineTask, options: Options, credentials_secret: str) -> None:
@@ -64,8 +65,11 @@ def build(default_params_yaml: str, options: Options = Options()) -> dsl.graph_c
     cache_dir = cluster.CACHE_PATH if options.data_cache_pvc else ""
     default_params_yaml = one_line(default_params_yaml)
 
-    @dsl.pipeline(name=PIPELINE_NAME, description="Distil a teacher into a student with the projector recipe "
-                                                  "(Miles & Mikolajczyk, AAAI 2024) and promote it when it is better.")
+    @dsl.pipeline(
+        name=PIPELINE_NAME,
+        description="Distil a teacher into a student with the projector recipe "
+        "(Miles & Mikolajczyk, AAAI 2024) and promote it when it is better.",
+    )
     def distill_pipeline(
         params_yaml: str = default_params_yaml,
         overrides: list[str] = [],  # noqa: B006 - kfp records the default in the compiled spec
@@ -74,17 +78,27 @@ def build(default_params_yaml: str, options: Options = Options()) -> dsl.graph_c
         accelerator_count: int = 1,
         credentials_secret: str = cluster.CREDENTIALS_SECRET,
     ) -> None:
-        common = {"params_yaml": params_yaml, "overrides": overrides, "cache_dir": cache_dir,
-                  "run_id": dsl.PIPELINE_JOB_ID_PLACEHOLDER}
+        common = {
+            "params_yaml": params_yaml,
+            "overrides": overrides,
+            "cache_dir": cache_dir,
+            "run_id": dsl.PIPELINE_JOB_ID_PLACEHOLDER,
+        }
         prep = prepare_data(data_ref=data_ref, **common).set_display_name("prepare data")
         prep.set_caching_options(True)
         dataset = prep.outputs["dataset"]
         teacher = evaluate_teacher(dataset=dataset, **common).set_display_name("evaluate teacher")
         teacher.set_caching_options(False)  # a registry teacher alias may move while the inputs stay the same
         teacher_model = teacher.outputs["teacher"]
-        cached = teacher_outputs(dataset=dataset, teacher=teacher_model, nodes=options.pytorchjob_nodes or 1,
-                                 gpus_per_node=accelerator_count, params_yaml=params_yaml, overrides=overrides,
-                                 cache_dir=cache_dir).set_display_name("teacher outputs")
+        cached = teacher_outputs(
+            dataset=dataset,
+            teacher=teacher_model,
+            nodes=options.pytorchjob_nodes or 1,
+            gpus_per_node=accelerator_count,
+            params_yaml=params_yaml,
+            overrides=overrides,
+            cache_dir=cache_dir,
+        ).set_display_name("teacher outputs")
         # Its inputs change every night (the teacher task always runs), so Kubeflow's cache would never hit;
         # the teacher cache's own key does the reuse, on the PVC: a night with nothing new records nothing.
         cached.set_caching_options(False)
@@ -92,13 +106,20 @@ def build(default_params_yaml: str, options: Options = Options()) -> dsl.graph_c
         views = cached.outputs["outputs"]
         if options.pytorchjob_nodes:
             student = distill_pytorchjob(
-                dataset=dataset, teacher=teacher_model, teacher_outputs=views, nodes=options.pytorchjob_nodes,
-                gpus_per_node=accelerator_count, accelerator_type=accelerator_type,
-                pvc_name=options.data_cache_pvc, credentials_secret=credentials_secret, **common,
+                dataset=dataset,
+                teacher=teacher_model,
+                teacher_outputs=views,
+                nodes=options.pytorchjob_nodes,
+                gpus_per_node=accelerator_count,
+                accelerator_type=accelerator_type,
+                pvc_name=options.data_cache_pvc,
+                credentials_secret=credentials_secret,
+                **common,
             ).set_display_name("distill (PyTorchJob)")
         else:
-            student = distill(dataset=dataset, teacher=teacher_model, teacher_outputs=views,
-                              num_processes=accelerator_count, **common)
+            student = distill(
+                dataset=dataset, teacher=teacher_model, teacher_outputs=views, num_processes=accelerator_count, **common
+            )
             student.set_display_name("distill")
             on_gpu_nodes(student, accelerator_type, accelerator_count)
         student.set_retry(**RETRIES).set_caching_options(False)
@@ -106,8 +127,13 @@ def build(default_params_yaml: str, options: Options = Options()) -> dsl.graph_c
         check.set_display_name("validate student").set_caching_options(False)  # compares with today's champion
         tasks = [prep, teacher, cached, student, check]
         with dsl.If(check.outputs["Output"] == True, name="validation-passed"):  # noqa: E712 - a kfp condition
-            promoted = promote(dataset=dataset, teacher=teacher_model, student=student.outputs["student"],
-                               validation=check.outputs["validation"], **common)
+            promoted = promote(
+                dataset=dataset,
+                teacher=teacher_model,
+                student=student.outputs["student"],
+                validation=check.outputs["validation"],
+                **common,
+            )
             promoted.set_display_name("promote").set_caching_options(False)
             tasks.append(promoted)
         for task in tasks:

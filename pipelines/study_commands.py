@@ -23,21 +23,35 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     from pipelines.commands import DEFAULT_PIPELINE_ROOT  # not the pipeline: kfp would load with every command
 
     g = p.add_argument_group("Kubeflow", "run the study as a Kubeflow pipeline instead of worker processes here")
-    g.add_argument("--kubeflow", choices=ACTIONS,
-                   help="compile the study pipeline, submit it to a cluster, or run it here with kfp.local")
-    g.add_argument("--parallelism", type=int,
-                   help=f"runs at once (default: {DEFAULT_PARALLELISM} pods; run-local: --jobs)")
-    g.add_argument("-o", "--output", type=Path, help="compile: where to write it (default: artifacts/study_pipeline.yaml)")
-    g.add_argument("--data-cache-pvc", help="compile, submit: mount this PVC for the data, teacher-output cache and checkpoints")
+    g.add_argument(
+        "--kubeflow",
+        choices=ACTIONS,
+        help="compile the study pipeline, submit it to a cluster, or run it here with kfp.local",
+    )
+    g.add_argument(
+        "--parallelism", type=int, help=f"runs at once (default: {DEFAULT_PARALLELISM} pods; run-local: --jobs)"
+    )
+    g.add_argument(
+        "-o", "--output", type=Path, help="compile: where to write it (default: artifacts/study_pipeline.yaml)"
+    )
+    g.add_argument(
+        "--data-cache-pvc", help="compile, submit: mount this PVC for the data, teacher-output cache and checkpoints"
+    )
     g.add_argument("--host", help="submit: Kubeflow Pipelines API endpoint, e.g. http://localhost:8080")
     g.add_argument("--experiment", default="kdpipe", help="submit: Kubeflow experiment (default: kdpipe)")
     g.add_argument("--run-name", help="submit: display name of the run")
     g.add_argument("--data-ref", help="submit, run-local: pvc:/path, s3://bucket/prefix or dvc+<repo>@<rev>#<path>")
-    g.add_argument("--accelerator-type", help="compile, submit: Kubernetes GPU resource of each task that trains "
-                                              "(default: nvidia.com/gpu)")
+    g.add_argument(
+        "--accelerator-type",
+        help="compile, submit: Kubernetes GPU resource of each task that trains (default: nvidia.com/gpu)",
+    )
     g.add_argument("--credentials-secret", help="submit: Kubernetes secret with the S3 and MLflow credentials")
-    g.add_argument("--pipeline-root", type=Path, default=DEFAULT_PIPELINE_ROOT,
-                   help=f"run-local: where the run's artifacts go (default: {DEFAULT_PIPELINE_ROOT})")
+    g.add_argument(
+        "--pipeline-root",
+        type=Path,
+        default=DEFAULT_PIPELINE_ROOT,
+        help=f"run-local: where the run's artifacts go (default: {DEFAULT_PIPELINE_ROOT})",
+    )
 
 
 def _options(params: Params, args: argparse.Namespace, command: str, parallelism: int) -> Any:
@@ -52,8 +66,16 @@ def _options(params: Params, args: argparse.Namespace, command: str, parallelism
     if args.join:
         raise ConfigError("--join: a Kubeflow study logs under its own parent run (its id comes from the KFP run)")
     cells, seeds, gap, data_seeds = selection(args)
-    plan = make_plan(params, cells, seeds, gap=gap, small_teacher=args.small_teacher, large_teacher=large_teacher(args),
-                     data_seeds=data_seeds, phase=phase_of(args).name)
+    plan = make_plan(
+        params,
+        cells,
+        seeds,
+        gap=gap,
+        small_teacher=args.small_teacher,
+        large_teacher=large_teacher(args),
+        data_seeds=data_seeds,
+        phase=phase_of(args).name,
+    )
     gpu = {"accelerator_type": args.accelerator_type} if args.accelerator_type else {}
     return StudyOptions(plan, command, parallelism, cluster=Options(args.data_cache_pvc), **gpu)
 
@@ -73,8 +95,10 @@ def run(params: Params, args: argparse.Namespace, command: str) -> dict[str, Any
     arguments.pop("accelerator_type", None)  # compiled in: see StudyOptions
     if args.kubeflow == "compile":
         out = compile_study(args.output or COMPILED, params_text, options)
-        print(f"wrote {out}: {sum(len(options.plan.runs(r)) for r in options.plan.roles)} runs, "
-              f"at most {options.parallelism} at once")
+        print(
+            f"wrote {out}: {sum(len(options.plan.runs(r)) for r in options.plan.roles)} runs, "
+            f"at most {options.parallelism} at once"
+        )
         return {"package": str(out)}
     if local:
         from pipelines.local import run_local

@@ -49,35 +49,57 @@ def build(default_params_yaml: str, options: StudyOptions) -> Any:
     cache_dir = cluster.CACHE_PATH if options.cluster.data_cache_pvc else ""
     default_params_yaml = one_line(default_params_yaml)
 
-    @dsl.pipeline(name=PIPELINE_NAME, description="The accuracy study: baselines, the projector recipe (Miles & "
-                                                  "Mikolajczyk, AAAI 2024), its ablations and the capacity gap.")
+    @dsl.pipeline(
+        name=PIPELINE_NAME,
+        description="The accuracy study: baselines, the projector recipe (Miles & "
+        "Mikolajczyk, AAAI 2024), its ablations and the capacity gap.",
+    )
     def study_pipeline(
         params_yaml: str = default_params_yaml,
         overrides: list[str] = [],  # noqa: B006 - kfp records the default in the compiled spec
         data_ref: str = "",
         credentials_secret: str = cluster.CREDENTIALS_SECRET,
     ) -> None:
-        common = {"params_yaml": params_yaml, "overrides": overrides, "cache_dir": cache_dir,
-                  "run_id": dsl.PIPELINE_JOB_ID_PLACEHOLDER}
+        common = {
+            "params_yaml": params_yaml,
+            "overrides": overrides,
+            "cache_dir": cache_dir,
+            "run_id": dsl.PIPELINE_JOB_ID_PLACEHOLDER,
+        }
         prep = prepare_data(data_ref=data_ref, **common).set_display_name("prepare data").set_caching_options(True)
         dataset = prep.outputs["dataset"]
         cpu_tasks, gpu_tasks, records, results = [prep], [], {}, {}
         for role in plan.roles:
             teacher = study_teacher(dataset=dataset, plan=plan_dict, role=role, **common)
             teacher.set_display_name(f"teacher {role} ({plan.archs[role]})")
-            views = study_teacher_outputs(dataset=dataset, teacher=teacher.outputs["teacher"], plan=plan_dict, role=role,
-                                          **common).set_display_name(f"teacher outputs {role}")
+            views = study_teacher_outputs(
+                dataset=dataset, teacher=teacher.outputs["teacher"], plan=plan_dict, role=role, **common
+            ).set_display_name(f"teacher outputs {role}")
             with dsl.ParallelFor(plan.runs(role), parallelism=options.parallelism, name=f"runs-{role}") as item:
-                run = study_run(dataset=dataset, teacher=teacher.outputs["teacher"],
-                                teacher_outputs=views.outputs["outputs"], plan=plan_dict, run=item,
-                                **common).set_display_name("run").set_retry(**RETRIES)
+                run = (
+                    study_run(
+                        dataset=dataset,
+                        teacher=teacher.outputs["teacher"],
+                        teacher_outputs=views.outputs["outputs"],
+                        plan=plan_dict,
+                        run=item,
+                        **common,
+                    )
+                    .set_display_name("run")
+                    .set_retry(**RETRIES)
+                )
             gpu_tasks += [teacher, views, run]
             records[role] = teacher.outputs["Output"]
             results[role] = dsl.Collected(run.outputs["Output"])
-        report = study_report(params_yaml=params_yaml, overrides=overrides, run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
-                              plan=plan_dict, command=options.command,
-                              **{f"{role}_teacher": records.get(role, "") for role in (MAIN, *GAP_ROLES)},
-                              **{f"{role}_runs": results.get(role, []) for role in (MAIN, *GAP_ROLES)})
+        report = study_report(
+            params_yaml=params_yaml,
+            overrides=overrides,
+            run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
+            plan=plan_dict,
+            command=options.command,
+            **{f"{role}_teacher": records.get(role, "") for role in (MAIN, *GAP_ROLES)},
+            **{f"{role}_runs": results.get(role, []) for role in (MAIN, *GAP_ROLES)},
+        )
         cpu_tasks.append(report.set_display_name("study report"))
         for task in gpu_tasks:
             on_gpu_nodes(task, options.accelerator_type, 1)

@@ -50,7 +50,9 @@ def main(argv: list[str] | None = None) -> int:
     raw = load_source("fashion_mnist", root)
     if not 0 < args.count <= len(raw.test_y):
         parser.error(f"--count must lie in 1..{len(raw.test_y)}")
-    pick = torch.randperm(len(raw.test_y), generator=torch.Generator().manual_seed(args.seed))[: args.count].sort().values
+    pick = (
+        torch.randperm(len(raw.test_y), generator=torch.Generator().manual_seed(args.seed))[: args.count].sort().values
+    )
     images, labels = reshoot(raw.test_x[pick], args.seed), raw.test_y[pick]
     args.out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{args.out.name}.", dir=args.out.parent))
@@ -59,7 +61,8 @@ def main(argv: list[str] | None = None) -> int:
             (staging / folder_name(name)).mkdir()
         for i, (image, label) in enumerate(zip(images, labels.tolist(), strict=True)):
             Image.fromarray(image.permute(1, 2, 0).numpy(), "RGB").save(
-                staging / folder_name(raw.classes[label]) / f"{int(pick[i]):05d}.png")
+                staging / folder_name(raw.classes[label]) / f"{int(pick[i]):05d}.png"
+            )
         previous = args.out.with_name(f".{args.out.name}.previous")
         if args.out.exists():  # moved aside, not deleted, until the new set is in place
             shutil.rmtree(previous, ignore_errors=True)
@@ -68,8 +71,10 @@ def main(argv: list[str] | None = None) -> int:
         shutil.rmtree(previous, ignore_errors=True)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    print(f"wrote {args.count:,} re-photographed Fashion-MNIST test images ({CAMERA_SIZE}x{CAMERA_SIZE} RGB PNG, "
-          f"{', '.join(f'{n} s{s}' for n, s in SHIFT)}) to {args.out}")
+    print(
+        f"wrote {args.count:,} re-photographed Fashion-MNIST test images ({CAMERA_SIZE}x{CAMERA_SIZE} RGB PNG, "
+        f"{', '.join(f'{n} s{s}' for n, s in SHIFT)}) to {args.out}"
+    )
     return 0
 
 

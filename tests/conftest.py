@@ -26,19 +26,42 @@ THREADS = int(os.environ.get("KDPIPE_TEST_THREADS", "2"))
 torch.set_num_threads(THREADS)
 REPO = Path(__file__).resolve().parents[1]
 RESHOT_COUNT = 120
-EXPORT_ON = {"export__enabled": True, "validate__deploy_format": "onnx", "export__repeats": 20, "export__warmup": 2,
-             "export__calibration_size": 128}  # make_params(**EXPORT_ON): the export, with short probes
+EXPORT_ON = {
+    "export__enabled": True,
+    "validate__deploy_format": "onnx",
+    "export__repeats": 20,
+    "export__warmup": 2,
+    "export__calibration_size": 128,
+}  # make_params(**EXPORT_ON): the export, with short probes
 TINY = {
-    "data__train_subset": 400, "data__val_size": 80, "data__test_subset": 160, "train__batch_size": 64,
-    "teacher__arch": "cnn8", "teacher__train__batch_size": 64,
+    "data__train_subset": 400,
+    "data__val_size": 80,
+    "data__test_subset": 160,
+    "train__batch_size": 64,
+    "teacher__arch": "cnn8",
+    "teacher__train__batch_size": 64,
 }  # fmt: skip  (make_params(**TINY): a study run in seconds)
 
 
 def write_example(out: Path, raw_root: Path, count: int, seed: int = 0) -> Path:
     """Run the shipped scripts/operational_example.py, as a user would, into ``out``."""
-    result = subprocess.run([sys.executable, str(REPO / "scripts" / "operational_example.py"), "--out", str(out),
-                             "--root", str(raw_root), "--count", str(count), "--seed", str(seed)],
-                            capture_output=True, text=True, check=False)
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "scripts" / "operational_example.py"),
+            "--out",
+            str(out),
+            "--root",
+            str(raw_root),
+            "--count",
+            str(count),
+            "--seed",
+            str(seed),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     return out
 
@@ -80,8 +103,10 @@ def make_params_for(tmp_path: Path, raw_root: Path, **overrides: Any) -> Params:
         "validate": {"min_top1": 0.0, "max_teacher_gap": None, "max_latency_ms": None, "deploy_format": "pytorch"},
         "export": {"enabled": False},  # tests of the export turn it on (EXPORT_ON): it costs 5 probe processes
         "tracking": {"uri": f"sqlite:///{tmp_path / 'mlruns.db'}", "experiment": "tests"},
-        "paths": {k: str(tmp_path / k) for k in ("prepared", "teacher", "student", "checkpoints", "validation", "promotion",
-                                                  "teacher_cache")},
+        "paths": {
+            k: str(tmp_path / k)
+            for k in ("prepared", "teacher", "student", "checkpoints", "validation", "promotion", "teacher_cache")
+        },
     }
     for key, value in overrides.items():
         _set(raw, key.replace("__", "."), value)

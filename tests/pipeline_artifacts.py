@@ -74,7 +74,9 @@ def check_run(run: Path, params: Params, ui: str, operational_count: int) -> Non
     assert f"[the registered student]({ui}/#/models/kdpipe-student?workflowType=machine_learning)" in report
     assert validated["parameters"]["Output"] is True
     # The example operational set: its figures in the Metrics artifact, the run report and the validation artifact.
-    assert 0.0 <= metrics["operational.reshot.student.top1"] <= 1.0 and "operational.reshot.shift.disagreement" in metrics
+    assert (
+        0.0 <= metrics["operational.reshot.student.top1"] <= 1.0 and "operational.reshot.shift.disagreement" in metrics
+    )
     assert f"| top-1 on operational set reshot ({operational_count} images) |" in report
     details = json.loads((run / "validate-student" / "validation" / "details.json").read_text())
     assert details["operational"]["reshot"]["num_samples"] == operational_count

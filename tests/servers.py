@@ -90,13 +90,22 @@ class S3Store:
     def client(self, secret_key: str | None = None) -> Any:
         import boto3
 
-        return boto3.client("s3", endpoint_url=self.endpoint, aws_access_key_id=self.access_key,
-                            aws_secret_access_key=secret_key or self.secret_key, region_name="us-east-1")
+        return boto3.client(
+            "s3",
+            endpoint_url=self.endpoint,
+            aws_access_key_id=self.access_key,
+            aws_secret_access_key=secret_key or self.secret_key,
+            region_name="us-east-1",
+        )
 
     def env(self) -> dict[str, str]:
         """What a client of this store puts in its environment (never in params)."""
-        return {"AWS_ACCESS_KEY_ID": self.access_key, "AWS_SECRET_ACCESS_KEY": self.secret_key,
-                "MLFLOW_S3_ENDPOINT_URL": self.endpoint, "AWS_DEFAULT_REGION": "us-east-1"}
+        return {
+            "AWS_ACCESS_KEY_ID": self.access_key,
+            "AWS_SECRET_ACCESS_KEY": self.secret_key,
+            "MLFLOW_S3_ENDPOINT_URL": self.endpoint,
+            "AWS_DEFAULT_REGION": "us-east-1",
+        }
 
     def objects(self, bucket: str, prefix: str = "") -> dict[str, bytes]:
         s3 = self.client()
@@ -117,13 +126,35 @@ def _s3_ready(store: S3Store) -> bool:
 
 def start_seaweedfs(data_dir: Path) -> tuple[Server, S3Store]:
     data_dir.mkdir(parents=True, exist_ok=True)
-    ports = {flag: free_port() for flag in (
-        "s3.port", "s3.port.grpc", "master.port", "master.port.grpc", "volume.port", "volume.port.grpc",
-        "filer.port", "filer.port.grpc", "admin.port", "admin.port.grpc")}
-    argv = [_weed(), "mini", f"-dir={data_dir}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
-            *(f"-{flag}={port}" for flag, port in ports.items()),
-            "-admin.ui=false", "-webdav=false", "-s3.port.iceberg=0", "-s3.port.lance=0", "-master.telemetry=false",
-            f"-bucket={','.join(BUCKETS)}"]
+    ports = {
+        flag: free_port()
+        for flag in (
+            "s3.port",
+            "s3.port.grpc",
+            "master.port",
+            "master.port.grpc",
+            "volume.port",
+            "volume.port.grpc",
+            "filer.port",
+            "filer.port.grpc",
+            "admin.port",
+            "admin.port.grpc",
+        )
+    }
+    argv = [
+        _weed(),
+        "mini",
+        f"-dir={data_dir}",
+        "-ip=127.0.0.1",
+        "-ip.bind=127.0.0.1",
+        *(f"-{flag}={port}" for flag, port in ports.items()),
+        "-admin.ui=false",
+        "-webdav=false",
+        "-s3.port.iceberg=0",
+        "-s3.port.lance=0",
+        "-master.telemetry=false",
+        f"-bucket={','.join(BUCKETS)}",
+    ]
     env = {**os.environ, "AWS_ACCESS_KEY_ID": ACCESS_KEY, "AWS_SECRET_ACCESS_KEY": SECRET_KEY}
     server = Server("SeaweedFS", argv, env, data_dir.parent / "seaweedfs.log")
     store = S3Store(f"http://127.0.0.1:{ports['s3.port']}", ACCESS_KEY, SECRET_KEY)
@@ -140,15 +171,28 @@ def _healthy(uri: str) -> bool:
         return False
 
 
-def start_mlflow(work: Path, store: S3Store, prefix: str, port: int | None = None,
-                 server_env: dict[str, str] | None = None) -> tuple[Server, str]:
+def start_mlflow(
+    work: Path, store: S3Store, prefix: str, port: int | None = None, server_env: dict[str, str] | None = None
+) -> tuple[Server, str]:
     """``mlflow server`` whose artifacts go to ``s3://mlflow/<prefix>`` through the server (proxied).
 
     Started again with the same ``work`` and ``port``, it is the same server back after an outage."""
     port = port or free_port()
     uri = f"http://127.0.0.1:{port}"
-    argv = [str(BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
-            "--backend-store-uri", f"sqlite:///{work / 'mlflow.db'}", "--artifacts-destination", f"s3://mlflow/{prefix}"]
+    argv = [
+        str(BIN / "mlflow"),
+        "server",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--workers",
+        "1",
+        "--backend-store-uri",
+        f"sqlite:///{work / 'mlflow.db'}",
+        "--artifacts-destination",
+        f"s3://mlflow/{prefix}",
+    ]
     env = {**os.environ, **store.env(), "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", **(server_env or {})}
     server = Server("mlflow server", argv, env, work / "mlflow-server.log")
     server.wait_until(lambda: _healthy(uri), f"{uri}/health")

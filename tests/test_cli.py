@@ -44,10 +44,20 @@ def _write_params(path: Path, params: Params) -> Path:
         ("{}\n", ["train.epochs"], "train.epochs"),
         ("{}\n", ["method.srd.alpha=-2"], "method.srd.alpha"),
     ],
-    ids=["unknown-key", "wrong-type", "alpha-zero", "epochs-zero", "projector-none", "batch-size-one",
-         "override-syntax", "override-value"],
+    ids=[
+        "unknown-key",
+        "wrong-type",
+        "alpha-zero",
+        "epochs-zero",
+        "projector-none",
+        "batch-size-one",
+        "override-syntax",
+        "override-value",
+    ],
 )
-def test_bad_params_give_one_line_naming_the_key(tmp_path: Path, yaml_text: str, overrides: list[str], key: str) -> None:
+def test_bad_params_give_one_line_naming_the_key(
+    tmp_path: Path, yaml_text: str, overrides: list[str], key: str
+) -> None:
     (tmp_path / "params.yaml").write_text(yaml_text)
     args = [arg for o in overrides for arg in ("-p", o)]
     result = _kdpipe("prepare", "-c", "params.yaml", *args, cwd=tmp_path)
@@ -60,8 +70,9 @@ def test_bad_params_give_one_line_naming_the_key(tmp_path: Path, yaml_text: str,
     assert not (tmp_path / "data").exists(), "a rejected run must not start preparing data"
 
 
-def test_run_writes_every_output_and_logs_to_mlflow(tmp_path: Path, make_params: Callable[..., Params],
-                                                   reshot: Path) -> None:
+def test_run_writes_every_output_and_logs_to_mlflow(
+    tmp_path: Path, make_params: Callable[..., Params], reshot: Path
+) -> None:
     """`kdpipe run` on a small real config: all files of every step, the summary, and the MLflow runs.
 
     Two operational sets come in through ``-p``: the example ImageFolder (``reshot``, re-photographed
@@ -69,17 +80,31 @@ def test_run_writes_every_output_and_logs_to_mlflow(tmp_path: Path, make_params:
     """
     from mlflow import MlflowClient
 
-    params = make_params(train__epochs=2, data__train_subset=1000, data__val_size=200, data__test_subset=500, **EXPORT_ON)
-    sets = (f"validate.operational=[{{name: reshot, source: '{reshot}'}}, "
-            f"{{name: heldout, source: '{params.paths.prepared}', split: val}}]")
-    result = _kdpipe("run", "-c", str(_write_params(tmp_path / "params.yaml", params)), "-p", sets,
-                     "-p", "validate.operational_min_top1={reshot: 0.0}", cwd=tmp_path)
+    params = make_params(
+        train__epochs=2, data__train_subset=1000, data__val_size=200, data__test_subset=500, **EXPORT_ON
+    )
+    sets = (
+        f"validate.operational=[{{name: reshot, source: '{reshot}'}}, "
+        f"{{name: heldout, source: '{params.paths.prepared}', split: val}}]"
+    )
+    result = _kdpipe(
+        "run",
+        "-c",
+        str(_write_params(tmp_path / "params.yaml", params)),
+        "-p",
+        sets,
+        "-p",
+        "validate.operational_min_top1={reshot: 0.0}",
+        cwd=tmp_path,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "teacher (cnn16)" in result.stdout and "student (cnn8)" in result.stdout
     assert f"mlflow ui --backend-store-uri {params.tracking.uri}" in result.stdout
     experiment_id = MlflowClient(params.tracking.uri).get_experiment_by_name(params.tracking.experiment).experiment_id
     assert f"runs: http://127.0.0.1:5000/#/experiments/{experiment_id}?workflowType=machine_learning" in result.stdout
-    assert "registered model: http://127.0.0.1:5000/#/models/kdpipe-student?workflowType=machine_learning" in result.stdout
+    assert (
+        "registered model: http://127.0.0.1:5000/#/models/kdpipe-student?workflowType=machine_learning" in result.stdout
+    )
 
     paths = params.paths
     manifest = json.loads((Path(paths.prepared) / "manifest.json").read_text())
@@ -144,7 +169,10 @@ def test_run_writes_every_output_and_logs_to_mlflow(tmp_path: Path, make_params:
     assert sum(map(sum, details["student"]["confusion_matrix"])) == RESHOT_COUNT
     report = (Path(paths.validation) / "report.md").read_text()
     assert "## Operational data" in report and f"| reshot | {RESHOT_COUNT} |" in report
-    assert "reshot top-1" in result.stdout and f"operational set reshot: {RESHOT_COUNT} images from {reshot}" in result.stdout
+    assert (
+        "reshot top-1" in result.stdout
+        and f"operational set reshot: {RESHOT_COUNT} images from {reshot}" in result.stdout
+    )
     validate_run = by_step["validate_student"]
     logged = validate_run.data.metrics
     assert logged["student_operational_reshot_top1"] == pytest.approx(ops["reshot"]["student"]["top1"])
@@ -156,10 +184,17 @@ def test_run_writes_every_output_and_logs_to_mlflow(tmp_path: Path, make_params:
 
     # The export: the cost table in the closing output and the report, the files, and the figures in MLflow.
     assert "inference cost at 1 thread(s), each in a fresh process; the gate reads onnx:" in result.stdout
-    for row in ("student  eager PyTorch", "student  ONNX fp32", "student  ONNX int8 (static QDQ)", "teacher  ONNX fp32"):
+    for row in (
+        "student  eager PyTorch",
+        "student  ONNX fp32",
+        "student  ONNX int8 (static QDQ)",
+        "teacher  ONNX fp32",
+    ):
         assert row in result.stdout, row
     deployed = validation["deployment"]
-    assert decision["deploy_format"] == "onnx" and decision["latency_ms"] == deployed["cost"]["student"]["onnx"]["p50_ms"]
+    assert (
+        decision["deploy_format"] == "onnx" and decision["latency_ms"] == deployed["cost"]["student"]["onnx"]["p50_ms"]
+    )
     assert "## Inference cost" in (Path(paths.validation) / "report.md").read_text()
     assert all((Path(paths.validation) / f).is_file() for f in ("student.onnx", "student_int8.onnx", "teacher.onnx"))
     assert logged["student_onnx_p95_ms"] == pytest.approx(deployed["cost"]["student"]["onnx"]["p95_ms"])
@@ -171,9 +206,18 @@ def test_run_writes_every_output_and_logs_to_mlflow(tmp_path: Path, make_params:
     shutil.copytree(reshot, wrong)
     (wrong / "Bag").rename(wrong / "Bags")
     before = (Path(paths.validation) / "decision.json").read_bytes()
-    failed = _kdpipe("validate", "-c", str(tmp_path / "params.yaml"), "-p",
-                     f"validate.operational=[{{name: line4, source: '{wrong}'}}]", cwd=tmp_path)
+    failed = _kdpipe(
+        "validate",
+        "-c",
+        str(tmp_path / "params.yaml"),
+        "-p",
+        f"validate.operational=[{{name: line4, source: '{wrong}'}}]",
+        cwd=tmp_path,
+    )
     lines = failed.stderr.strip().splitlines()
     assert failed.returncode != 0 and len(lines) == 1, failed.stderr
-    assert lines[0].startswith("kdpipe: error: validate.operational 'line4'") and "missing ['Bag'], extra ['Bags']" in lines[0]
+    assert (
+        lines[0].startswith("kdpipe: error: validate.operational 'line4'")
+        and "missing ['Bag'], extra ['Bags']" in lines[0]
+    )
     assert (Path(paths.validation) / "decision.json").read_bytes() == before

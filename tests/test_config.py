@@ -76,7 +76,9 @@ def test_bad_value_names_its_key(raw: dict, key: str) -> None:
 
 
 def test_projector_none_is_accepted_for_equal_feature_sizes() -> None:
-    p = params_from_dict({"student": {"arch": "cnn16"}, "teacher": {"arch": "cnn16"}, "method": {"srd": {"projector": "none"}}})
+    p = params_from_dict(
+        {"student": {"arch": "cnn16"}, "teacher": {"arch": "cnn16"}, "method": {"srd": {"projector": "none"}}}
+    )
     assert p.method.srd.projector == "none"
 
 

@@ -21,8 +21,17 @@ from kdpipe.promotion.gate import decide_thresholds
 from kdpipe.training.runtime import images_loader, make_runtime
 
 # Corruptions that draw from the generator; the others (a fixed blur, a level shift, ...) are the same for any seed.
-RANDOM = {"elastic", "gaussian_noise", "impulse_noise", "motion_blur", "rotate", "shear", "shot_noise", "stripes",
-          "translate"}
+RANDOM = {
+    "elastic",
+    "gaussian_noise",
+    "impulse_noise",
+    "motion_blur",
+    "rotate",
+    "shear",
+    "shot_noise",
+    "stripes",
+    "translate",
+}
 
 
 @pytest.fixture(scope="module")
@@ -35,9 +44,14 @@ def fashion(tmp_path_factory: pytest.TempPathFactory, raw_root: Path) -> torch.T
 
 def test_the_suite_has_every_kind_of_shift_named_in_imagenet_c_and_mnist_c() -> None:
     assert len(CORRUPTIONS.names()) >= 12
-    for kind in (("gaussian_noise", "shot_noise", "impulse_noise"), ("gaussian_blur", "motion_blur"),
-                 ("brightness", "contrast"), ("jpeg", "pixelate"), ("elastic", "rotate", "shear", "scale", "translate"),
-                 ("stripes",)):
+    for kind in (
+        ("gaussian_noise", "shot_noise", "impulse_noise"),
+        ("gaussian_blur", "motion_blur"),
+        ("brightness", "contrast"),
+        ("jpeg", "pixelate"),
+        ("elastic", "rotate", "shear", "scale", "translate"),
+        ("stripes",),
+    ):
         assert set(kind) <= set(CORRUPTIONS.names())
     for name in CORRUPTIONS.names():
         levels = re.findall(r"\d+(?:\.\d+)?", CORRUPTIONS.get(name).__doc__ or "")
@@ -45,7 +59,9 @@ def test_the_suite_has_every_kind_of_shift_named_in_imagenet_c_and_mnist_c() -> 
 
 
 @pytest.mark.parametrize("name", CORRUPTIONS.names())
-def test_each_corruption_is_deterministic_and_only_random_ones_depend_on_the_seed(fashion: torch.Tensor, name: str) -> None:
+def test_each_corruption_is_deterministic_and_only_random_ones_depend_on_the_seed(
+    fashion: torch.Tensor, name: str
+) -> None:
     first, again, other = (corrupt(fashion[:64], name, 3, seed) for seed in (0, 0, 1))
     assert torch.equal(first, again)
     assert (not torch.equal(first, other)) == (name in RANDOM)
@@ -114,9 +130,11 @@ def test_a_student_that_trails_the_teacher_under_corruption_fails_max_corruption
     teacher = {"top1": 0.92, "corrupted_top1": 0.80}
     decision = decide_thresholds(student, teacher, cfg)
     assert not decision["passed"]
-    assert decision["reasons"] == ["mean corrupted top-1 0.7000 trails the teacher's 0.8000 by 0.1000, over "
-                                   "validate.max_corruption_gap 0.0500"]
+    assert decision["reasons"] == [
+        "mean corrupted top-1 0.7000 trails the teacher's 0.8000 by 0.1000, over validate.max_corruption_gap 0.0500"
+    ]
     assert decide_thresholds({**student, "corrupted_top1": 0.76}, teacher, cfg)["passed"]
     unmeasured = decide_thresholds({"top1": 0.9, "latency_ms_batch1": 1.0}, {"top1": 0.92}, cfg)
-    assert unmeasured["reasons"] == ["validate.max_corruption_gap is set, but validate.corruptions is none: nothing "
-                                     "to check it on"]
+    assert unmeasured["reasons"] == [
+        "validate.max_corruption_gap is set, but validate.corruptions is none: nothing to check it on"
+    ]

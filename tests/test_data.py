@@ -62,8 +62,10 @@ def test_random_crop_takes_a_window_of_the_padded_image() -> None:
     out = random_crop(x, 2, gen)
     padded = torch.nn.functional.pad(x, (2, 2, 2, 2))
     assert out.shape == x.shape and out.dtype == torch.uint8
-    windows = [{(dy, dx) for dy in range(5) for dx in range(5) if torch.equal(padded[i, :, dy:dy + 6, dx:dx + 6], out[i])}
-               for i in range(len(x))]
+    windows = [
+        {(dy, dx) for dy in range(5) for dx in range(5) if torch.equal(padded[i, :, dy : dy + 6, dx : dx + 6], out[i])}
+        for i in range(len(x))
+    ]
     assert all(windows)
     assert len(set().union(*windows)) > 1, "offsets must differ between images"
 
@@ -101,8 +103,13 @@ def test_truncated_gzip_names_the_archive(tmp_path: Path) -> None:
 def test_wrong_magic_number_names_the_file(tmp_path: Path) -> None:
     root = _archive_copy(tmp_path)
     archive = root / "t10k-labels-idx1-ubyte.gz"
-    archive.write_bytes(gzip.compress(torch.randint(0, 256, (10008,), generator=torch.Generator().manual_seed(0),
-                                                    dtype=torch.uint8).numpy().tobytes()))
+    archive.write_bytes(
+        gzip.compress(
+            torch.randint(0, 256, (10008,), generator=torch.Generator().manual_seed(0), dtype=torch.uint8)
+            .numpy()
+            .tobytes()
+        )
+    )
     message = _load_error(root)
     assert "t10k-labels-idx1-ubyte" in message and str(archive) in message and "magic number" in message
     assert not (root / "FashionMNIST" / "raw" / "t10k-labels-idx1-ubyte").exists(), "the bad copy must not linger"
@@ -130,8 +137,13 @@ def test_cli_reports_a_corrupt_file_on_one_line(tmp_path: Path) -> None:
     archive = root / "train-images-idx3-ubyte.gz"
     archive.write_bytes(archive.read_bytes()[:100_000])
     (tmp_path / "params.yaml").write_text(f"data:\n  root: {root}\ntracking:\n  enabled: false\n")
-    result = subprocess.run([str(Path(sys.executable).with_name("kdpipe")), "prepare"], cwd=tmp_path,
-                            capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [str(Path(sys.executable).with_name("kdpipe")), "prepare"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode != 0
     assert "Traceback" not in result.stderr
     lines = result.stderr.strip().splitlines()
@@ -143,8 +155,14 @@ def test_cli_reports_a_corrupt_file_on_one_line(tmp_path: Path) -> None:
 
 
 def _prepare(make_params: Callable[..., Params], prepared: Path, seed: int = 0) -> dict:
-    params = make_params(data__train_subset=600, data__val_size=100, data__test_subset=200, data__seed=seed,
-                         paths__prepared=str(prepared), tracking__enabled=False)
+    params = make_params(
+        data__train_subset=600,
+        data__val_size=100,
+        data__test_subset=200,
+        data__seed=seed,
+        paths__prepared=str(prepared),
+        tracking__enabled=False,
+    )
     return steps.prepare_data(params)
 
 
@@ -175,7 +193,9 @@ def test_tampered_prepared_data_fails_the_hash_check(make_params: Callable[..., 
         load_prepared(tmp_path / "prepared")
 
 
-def test_train_subset_is_one_fixed_sample_of_the_train_split(make_params: Callable[..., Params], tmp_path: Path) -> None:
+def test_train_subset_is_one_fixed_sample_of_the_train_split(
+    make_params: Callable[..., Params], tmp_path: Path
+) -> None:
     """``train.subset`` trains on N train-split images that data.seed picks, never val or test ones."""
     _prepare(make_params, tmp_path / "prepared")
     data = load_prepared(tmp_path / "prepared")
@@ -194,4 +214,6 @@ def test_train_subset_is_one_fixed_sample_of_the_train_split(make_params: Callab
     sample_x, _ = sample(*data.split("train"), 120, 0)
     flat = train_x.flatten(1)
     assert all(bool((flat == row).all(1).any()) for row in sample_x.flatten(1)), "every image is a train-split image"
-    assert sample(*data.split("train"), 10_000, 0)[0].shape == train_x.shape, "a subset larger than the split keeps it all"
+    assert sample(*data.split("train"), 10_000, 0)[0].shape == train_x.shape, (
+        "a subset larger than the split keeps it all"
+    )

@@ -55,7 +55,9 @@ def test_a_path_reference_is_prepared_in_place_and_checked_by_every_reader(
     ref = dataref.parse(f"pvc:{volume}")
     artifact = Artifact(str(tmp_path / "kfp" / "dataset"))
     target = dataref.writable_dir(ref, artifact.path, "")
-    manifest = steps.prepare_data(small.model_copy(update={"paths": small.paths.model_copy(update={"prepared": target})}))
+    manifest = steps.prepare_data(
+        small.model_copy(update={"paths": small.paths.model_copy(update={"prepared": target})})
+    )
     dataref.record(ref, manifest, artifact)
 
     assert sorted(p.name for p in Path(artifact.path).iterdir()) == ["manifest.json", "reference.json"]
@@ -76,8 +78,12 @@ def s3(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     server.start()
     host, port = server.get_host_and_port()
     endpoint = f"http://{host}:{port}"
-    for key, value in {"MLFLOW_S3_ENDPOINT_URL": endpoint, "AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test",
-                       "AWS_DEFAULT_REGION": "us-east-1"}.items():
+    for key, value in {
+        "MLFLOW_S3_ENDPOINT_URL": endpoint,
+        "AWS_ACCESS_KEY_ID": "test",
+        "AWS_SECRET_ACCESS_KEY": "test",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }.items():
         monkeypatch.setenv(key, value)
     import boto3
 

@@ -34,7 +34,7 @@ from kdpipe.steps.pipeline_run import PIPELINE_RUN_ENV
 from kdpipe.training.loop import CHECKPOINT_FILE
 
 EPOCHS = 4
-AUDIT_HOOK = '''
+AUDIT_HOOK = """
 import os, signal, sys
 _rank = os.environ.get("RANK")
 if _rank is not None:
@@ -51,15 +51,19 @@ if _rank is not None:
                 if len(_checkpoints) == _preempt_at:
                     os.kill(os.getpid(), signal.SIGKILL)
     sys.addaudithook(_hook)
-'''
+"""
 
 
 def _ranks_watched(monkeypatch: pytest.MonkeyPatch, audit_dir: Path, preempt_at: int = 0) -> Path:
     """Environment for the next torchrun: one thread per rank, the audit hook, an optional preemption."""
     audit_dir.mkdir(parents=True, exist_ok=True)
     (audit_dir / "sitecustomize.py").write_text(AUDIT_HOOK)
-    for key, value in {"OMP_NUM_THREADS": "1", "PYTHONPATH": str(audit_dir), "KDPIPE_AUDIT_DIR": str(audit_dir),
-                       "KDPIPE_PREEMPT_AT_CHECKPOINT": str(preempt_at)}.items():
+    for key, value in {
+        "OMP_NUM_THREADS": "1",
+        "PYTHONPATH": str(audit_dir),
+        "KDPIPE_AUDIT_DIR": str(audit_dir),
+        "KDPIPE_PREEMPT_AT_CHECKPOINT": str(preempt_at),
+    }.items():
         monkeypatch.setenv(key, value)
     return audit_dir
 
@@ -81,14 +85,20 @@ def _variant(make_params: Callable[..., Params], tmp_path: Path, name: str) -> P
     """Same data and teacher, own student, checkpoints and MLflow store."""
     (tmp_path / name).mkdir()
     return make_params(
-        train__epochs=EPOCHS, train__batch_size=64, runtime__num_threads=1, runtime__progress="log",
-        paths__student=str(tmp_path / name / "student"), paths__checkpoints=str(tmp_path / name / "checkpoints"),
+        train__epochs=EPOCHS,
+        train__batch_size=64,
+        runtime__num_threads=1,
+        runtime__progress="log",
+        paths__student=str(tmp_path / name / "student"),
+        paths__checkpoints=str(tmp_path / name / "checkpoints"),
         tracking__uri=f"sqlite:///{tmp_path / name / 'mlruns.db'}",
     )
 
 
 def test_distill_under_torchrun_trains_on_two_ranks_writes_on_rank0_only_and_resumes_exactly(
-    make_params: Callable[..., Params], tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    make_params: Callable[..., Params],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
     capfd: pytest.CaptureFixture[str],
 ) -> None:
     base = _variant(make_params, tmp_path, "setup")
@@ -114,7 +124,9 @@ def test_distill_under_torchrun_trains_on_two_ranks_writes_on_rank0_only_and_res
     # Rank 1 writes nothing but its own shard of the teacher cache (method.srd.cache: auto records it).
     cache = str(Path(full.paths.teacher_cache))
     written = [line for line in rank1 if str(tmp_path) in line]
-    assert written and all(cache in line and ("-rank1.pt" in line or line.endswith("key.json")) for line in written), rank1
+    assert written and all(cache in line and ("-rank1.pt" in line or line.endswith("key.json")) for line in written), (
+        rank1
+    )
     assert not [line for line in rank1 if line.startswith("sqlite3.connect")], rank1
     runs = _distill_runs(tmp_path / "full" / "mlruns.db")
     assert [status for _, status in runs] == ["FINISHED"]
@@ -146,19 +158,29 @@ def test_two_gloo_ranks_log_exactly_one_distill_run_from_rank_zero(
     backend, artifacts on SeaweedFS), queried afterwards through MLflow's client; nothing is mocked."""
     import mlflow
 
-    tiny = {"data__train_subset": 600, "data__val_size": 100, "data__test_subset": 100, "runtime__num_threads": 1,
-            "teacher__train__batch_size": 64}
+    tiny = {
+        "data__train_subset": 600,
+        "data__val_size": 100,
+        "data__test_subset": 100,
+        "runtime__num_threads": 1,
+        "teacher__train__batch_size": 64,
+    }
     steps.prepare_data(make_params(**tiny, tracking__enabled=False))
     steps.evaluate_teacher(make_params(**tiny, tracking__enabled=False))
     experiment = f"ddp-{uuid.uuid4().hex[:8]}"
-    params = make_params(**tiny, train__epochs=2, train__batch_size=64, tracking__uri=mlflow_server,
-                         tracking__experiment=experiment)
+    params = make_params(
+        **tiny, train__epochs=2, train__batch_size=64, tracking__uri=mlflow_server, tracking__experiment=experiment
+    )
     params_file = tmp_path / "ddp-params.yaml"
     params_file.write_text(dump_params(params))
     run_id = uuid.uuid4().hex[:12]
 
     done = subprocess.run(
-        launch.torchrun_command(str(params_file), 2), cwd=tmp_path, capture_output=True, text=True, timeout=300,
+        launch.torchrun_command(str(params_file), 2),
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
         env={**os.environ, "OMP_NUM_THREADS": "1", PIPELINE_RUN_ENV: run_id},
     )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]

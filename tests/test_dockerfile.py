@@ -92,14 +92,18 @@ def test_the_pipeline_runs_the_image_this_dockerfile_builds() -> None:
     builds = [line for line in script.splitlines() if " build " in line and not line.startswith("#")]  # docker, podman
     assert len(builds) == 2 and all('--build-arg IMAGE="$REF"' in line for line in builds)
     assert script.count('-t "$REF"') == 2
-    printed = subprocess.run([sys.executable, "-m", "kdpipe.cli", "pipeline", "image"], cwd=REPO,
-                             capture_output=True, text=True, check=True).stdout.strip()
+    printed = subprocess.run(
+        [sys.executable, "-m", "kdpipe.cli", "pipeline", "image"], cwd=REPO, capture_output=True, text=True, check=True
+    ).stdout.strip()
     assert printed == IMAGE
 
 
 def test_build_context_keeps_what_the_dockerfile_copies_and_nothing_heavy() -> None:
-    ignored = {line.strip() for line in (REPO / ".dockerignore").read_text().splitlines()
-               if line.strip() and not line.startswith("#")}
+    ignored = {
+        line.strip()
+        for line in (REPO / ".dockerignore").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    }
     assert {".git", ".venv", "data", "artifacts", "mlruns.db"} <= ignored
     for copy in (i.args for i in _instructions() if i.keyword == "COPY" and not i.args.startswith("--from")):
         for source in shlex.split(copy)[:-1]:

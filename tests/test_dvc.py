@@ -34,9 +34,15 @@ def _small_params(raw_root: Path) -> dict:
 
 
 def _run(cwd: Path, *cmd: str) -> str:
-    env = {**os.environ, "PATH": f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}", "DVC_NO_ANALYTICS": "1",
-           "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.com",
-           "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@example.com"}
+    env = {
+        **os.environ,
+        "PATH": f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+        "DVC_NO_ANALYTICS": "1",
+        "GIT_AUTHOR_NAME": "t",
+        "GIT_AUTHOR_EMAIL": "t@example.com",
+        "GIT_COMMITTER_NAME": "t",
+        "GIT_COMMITTER_EMAIL": "t@example.com",
+    }
     result = subprocess.run(list(cmd), cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, f"{' '.join(cmd)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
     return result.stdout
@@ -61,8 +67,14 @@ def test_dvc_repro_metrics_params_and_plots(tmp_path: Path, raw_root: Path) -> N
 
     _run(repo, dvc, "repro")
     assert json.loads(_run(repo, dvc, "status", "--json")) == {}
-    for out in ("data/prepared/manifest.json", "artifacts/teacher/model.pt", "artifacts/student/model.pt",
-                "artifacts/validation/decision.json", "artifacts/promotion/promotion.json", "dvc.lock"):
+    for out in (
+        "data/prepared/manifest.json",
+        "artifacts/teacher/model.pt",
+        "artifacts/student/model.pt",
+        "artifacts/validation/decision.json",
+        "artifacts/promotion/promotion.json",
+        "dvc.lock",
+    ):
         assert (repo / out).is_file(), out
     example = yaml.safe_load((repo / "dvc.lock").read_text())["stages"]["operational_example"]
     assert example["outs"][0]["path"] == "data/operational/fashion-reshot" and example["outs"][0]["nfiles"] == 10_000
@@ -95,7 +107,9 @@ def test_dvc_repro_metrics_params_and_plots(tmp_path: Path, raw_root: Path) -> N
         assert column in html, column
 
 
-def test_changing_data_crop_padding_makes_dvc_status_report_the_distill_stage_changed(tmp_path: Path, raw_root: Path) -> None:
+def test_changing_data_crop_padding_makes_dvc_status_report_the_distill_stage_changed(
+    tmp_path: Path, raw_root: Path
+) -> None:
     """A real ``dvc repro distill`` (prepare, teacher, distill) on a few hundred images records the
     stages' params in dvc.lock; editing params.yaml then shows in ``dvc status`` exactly where the
     stages read the key: data.crop_padding in the two training stages, not in prepare."""

@@ -27,9 +27,15 @@ from kdpipe.tracking.runs import fluent_uri
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory: pytest.TempPathFactory, raw_root: Path) -> Params:
     """prepare, a cnn32_fc512 teacher (1 epoch) and the default student cnn16 distilled for 3 epochs: real weights."""
-    params = make_params_for(tmp_path_factory.mktemp("export"), raw_root, **EXPORT_ON, student__arch="cnn16",
-                             teacher__arch="cnn32_fc512",
-                             train__epochs=3, train__subset=None)
+    params = make_params_for(
+        tmp_path_factory.mktemp("export"),
+        raw_root,
+        **EXPORT_ON,
+        student__arch="cnn16",
+        teacher__arch="cnn32_fc512",
+        train__epochs=3,
+        train__subset=None,
+    )
     steps.prepare_data(params)
     steps.evaluate_teacher(params)
     steps.distill(params)
@@ -62,8 +68,10 @@ def test_fp32_export_reproduces_eager_on_the_real_test_split(trained: Params, tm
 def test_int8_stays_within_max_int8_drop_of_fp32_on_the_default_student(deployed: tuple[Params, dict]) -> None:
     params, d = deployed
     int8 = d["int8"]
-    print(f"int8 on the {int8['split']} split: fp32 {int8['fp32_top1']:.4f}, int8 {int8['int8_top1']:.4f}, "
-          f"drop {int8['drop']:+.4f} (export.max_int8_drop {params.export.max_int8_drop})")
+    print(
+        f"int8 on the {int8['split']} split: fp32 {int8['fp32_top1']:.4f}, int8 {int8['int8_top1']:.4f}, "
+        f"drop {int8['drop']:+.4f} (export.max_int8_drop {params.export.max_int8_drop})"
+    )
     assert int8["split"] == "val" and int8["calibration_images"] == 128
     assert int8["drop"] <= params.export.max_int8_drop and int8["offered"] and not int8["reason"]
     assert d["cost"]["student"]["onnx_int8"]["size_kb"] < 0.5 * d["cost"]["student"]["onnx"]["size_kb"]
@@ -73,7 +81,9 @@ def test_int8_stays_within_max_int8_drop_of_fp32_on_the_default_student(deployed
 def test_every_model_and_format_is_probed_and_the_teacher_needs_more_memory(deployed: tuple[Params, dict]) -> None:
     _, d = deployed
     assert {who: sorted(by) for who, by in d["cost"].items()} == {
-        "student": ["onnx", "onnx_int8", "pytorch"], "teacher": ["onnx", "pytorch"]}
+        "student": ["onnx", "onnx_int8", "pytorch"],
+        "teacher": ["onnx", "pytorch"],
+    }
     for who, by_format in d["cost"].items():
         for fmt, f in by_format.items():
             assert 0 < f["p50_ms"] <= f["p95_ms"] and f["throughput"] > 0 and f["size_kb"] > 0, (who, fmt)
@@ -118,7 +128,8 @@ def test_an_op_onnx_cannot_express_is_named_in_the_error(tmp_path: Path) -> None
 
 
 def test_the_registered_version_points_at_its_onnx_files_and_they_serve_its_classes(
-        trained: Params, mlflow_server: str) -> None:
+    trained: Params, mlflow_server: str
+) -> None:
     """A real ``mlflow server`` (artifacts on SeaweedFS): validate exports, promote logs the fp32 and int8 files
     with the onnx flavour and tags the version with their URIs; pyfunc on the ONNX model predicts the classes
     the registered PyTorch champion predicts."""
@@ -127,8 +138,9 @@ def test_the_registered_version_points_at_its_onnx_files_and_they_serve_its_clas
     import mlflow
 
     name = f"onnx-{uuid.uuid4().hex[:8]}"
-    params = trained.model_copy(update={"tracking": trained.tracking.model_copy(
-        update={"uri": mlflow_server, "registered_model": name})})
+    params = trained.model_copy(
+        update={"tracking": trained.tracking.model_copy(update={"uri": mlflow_server, "registered_model": name})}
+    )
     steps.validate_student(params)
     record = steps.promote(params)
     assert record["promoted"] and record["version"] == "1"
@@ -159,7 +171,9 @@ def _logits(predicted: object) -> np.ndarray:
     return np.asarray(predicted)
 
 
-def test_kdpipe_export_prints_the_cost_table(trained: Params, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_kdpipe_export_prints_the_cost_table(
+    trained: Params, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     from kdpipe.cli import main
     from kdpipe.kubeflow.params import dump_params
 
@@ -169,5 +183,12 @@ def test_kdpipe_export_prints_the_cost_table(trained: Params, tmp_path: Path, ca
     out = capsys.readouterr().out.splitlines()
     assert out[0].split()[:4] == ["model", "format", "p50", "ms"]
     assert [" ".join(line.split()[:3]) for line in out[1:]] == [
-        "student eager PyTorch", "student ONNX fp32", "student ONNX int8", "teacher eager PyTorch", "teacher ONNX fp32"]
-    assert all((Path(trained.paths.validation) / f).is_file() for f in ("student.onnx", "student_int8.onnx", "teacher.onnx"))
+        "student eager PyTorch",
+        "student ONNX fp32",
+        "student ONNX int8",
+        "teacher eager PyTorch",
+        "teacher ONNX fp32",
+    ]
+    assert all(
+        (Path(trained.paths.validation) / f).is_file() for f in ("student.onnx", "student_int8.onnx", "teacher.onnx")
+    )

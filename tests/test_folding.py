@@ -66,8 +66,16 @@ def test_a_folded_convolution_is_the_written_out_formula() -> None:
 def test_folding_leaves_the_model_in_train_mode_with_its_statistics() -> None:
     model = _with_learnt_statistics("cnn16").train()
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    predict_logits(model, InMemoryLoader(torch.randint(0, 255, (20, 1, 28, 28), dtype=torch.uint8),
-                                         torch.zeros(20, dtype=torch.long), 8, [0.3], [0.3]))
+    predict_logits(
+        model,
+        InMemoryLoader(
+            torch.randint(0, 255, (20, 1, 28, 28), dtype=torch.uint8),
+            torch.zeros(20, dtype=torch.long),
+            8,
+            [0.3],
+            [0.3],
+        ),
+    )
     assert model.training
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
 

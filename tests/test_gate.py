@@ -36,23 +36,32 @@ def exact_two_sided_p(b: int, c: int) -> float:
 
 
 def test_thresholds_pass_when_every_one_holds() -> None:
-    verdict = decide_thresholds({"top1": 0.90, "latency_ms_batch1": 1.0}, {"top1": 0.93},
-                                ValidateConfig(min_top1=0.88, max_teacher_gap=0.05, max_latency_ms=2.0))
+    verdict = decide_thresholds(
+        {"top1": 0.90, "latency_ms_batch1": 1.0},
+        {"top1": 0.93},
+        ValidateConfig(min_top1=0.88, max_teacher_gap=0.05, max_latency_ms=2.0),
+    )
     assert verdict["passed"] and verdict["reasons"] == []
     assert verdict["teacher_gap"] == pytest.approx(0.03)
 
 
 def test_each_failing_threshold_gives_its_own_reason() -> None:
-    verdict = decide_thresholds({"top1": 0.80, "latency_ms_batch1": 9.0}, {"top1": 0.95},
-                                ValidateConfig(min_top1=0.88, max_teacher_gap=0.05, max_latency_ms=2.0))
+    verdict = decide_thresholds(
+        {"top1": 0.80, "latency_ms_batch1": 9.0},
+        {"top1": 0.95},
+        ValidateConfig(min_top1=0.88, max_teacher_gap=0.05, max_latency_ms=2.0),
+    )
     assert not verdict["passed"]
     assert [r.split()[0] for r in verdict["reasons"]] == ["top-1", "gap", "latency"]
     assert "validate.min_top1 0.8800" in verdict["reasons"][0]
 
 
 def test_unset_thresholds_are_not_checked() -> None:
-    verdict = decide_thresholds({"top1": 0.5, "latency_ms_batch1": 1e6}, {"top1": 1.0},
-                                ValidateConfig(min_top1=0.0, max_teacher_gap=None, max_latency_ms=None))
+    verdict = decide_thresholds(
+        {"top1": 0.5, "latency_ms_batch1": 1e6},
+        {"top1": 1.0},
+        ValidateConfig(min_top1=0.0, max_teacher_gap=None, max_latency_ms=None),
+    )
     assert verdict["passed"]
 
 
@@ -130,13 +139,17 @@ def test_a_clean_win_that_loses_robustness_beyond_the_limit_stays_challenger() -
     student, champion = labelled([0, 1, 0, 1], [0, 1, 0, 1], 0.60), labelled([0, 1, 0, 0], [0, 1, 0, 1], 0.70)
     verdict = decide_gate(passed(), student, GateConfig(max_robustness_drop=0.05), "3", DATA, champion)
     assert not verdict.promote
-    assert verdict.failed == ["mean corrupted top-1 0.6000 against the champion's 0.7000: a drop of +0.1000, limit "
-                              "gate.max_robustness_drop 0.0500"]
-    within = decide_gate(passed(), labelled([0, 1, 0, 1], [0, 1, 0, 1], 0.66), GateConfig(max_robustness_drop=0.05),
-                         "3", DATA, champion)
+    assert verdict.failed == [
+        "mean corrupted top-1 0.6000 against the champion's 0.7000: a drop of +0.1000, limit "
+        "gate.max_robustness_drop 0.0500"
+    ]
+    within = decide_gate(
+        passed(), labelled([0, 1, 0, 1], [0, 1, 0, 1], 0.66), GateConfig(max_robustness_drop=0.05), "3", DATA, champion
+    )
     assert within.promote
-    unmeasured = decide_gate(passed(), labelled([0, 1, 0, 1], [0, 1, 0, 1]), GateConfig(max_robustness_drop=0.05),
-                             "3", DATA, champion)
+    unmeasured = decide_gate(
+        passed(), labelled([0, 1, 0, 1], [0, 1, 0, 1]), GateConfig(max_robustness_drop=0.05), "3", DATA, champion
+    )
     assert not unmeasured.promote and "was not measured" in unmeasured.failed[0]
 
 
@@ -146,8 +159,10 @@ def test_a_per_class_regression_blocks_promotion_even_with_a_better_top1() -> No
     student, champion = labelled([0, 1, 1, 1, 1, 1], labels), labelled([0, 0, 1, 0, 0, 0], labels)
     verdict = decide_gate(passed(), student, GateConfig(max_class_drop=0.2), "3", DATA, champion)
     assert student.top1 > champion.top1 and not verdict.promote
-    assert verdict.failed == ["largest per-class recall drop against the champion: class 0, 1.0000 -> 0.5000 "
-                              "(+0.5000), limit gate.max_class_drop 0.2000"]
+    assert verdict.failed == [
+        "largest per-class recall drop against the champion: class 0, 1.0000 -> 0.5000 "
+        "(+0.5000), limit gate.max_class_drop 0.2000"
+    ]
     assert decide_gate(passed(), student, GateConfig(max_class_drop=0.5), "3", DATA, champion).promote
 
 
@@ -159,10 +174,13 @@ def test_the_deploy_formats_memory_and_int8_refusal_each_give_their_reason() -> 
     heavy = {**fine, "latency_ms_batch1": 1.5, "memory_mb": 50.0}
     assert decide_thresholds(heavy, teacher, cfg)["reasons"] == [
         "latency 1.50 ms (onnx) exceeds validate.max_latency_ms 1.00",
-        "memory 50.0 MB (onnx) exceeds validate.max_memory_mb 20.0"]
+        "memory 50.0 MB (onnx) exceeds validate.max_memory_mb 20.0",
+    ]
     unmeasured = {"top1": 0.9, "latency_ms_batch1": 0.1}
     assert decide_thresholds(unmeasured, teacher, cfg)["reasons"] == [
-        "validate.max_memory_mb is set, but memory was not measured (export.enabled is false)"]
+        "validate.max_memory_mb is set, but memory was not measured (export.enabled is false)"
+    ]
     refused = {**fine, "deploy_format": "onnx_int8", "deploy_refused": "int8 top-1 0.8000 trails fp32 0.9000 by 0.1000"}
     assert decide_thresholds(refused, teacher, cfg)["reasons"] == [
-        "validate.deploy_format onnx_int8 is not offered: int8 top-1 0.8000 trails fp32 0.9000 by 0.1000"]
+        "validate.deploy_format onnx_int8 is not offered: int8 top-1 0.8000 trails fp32 0.9000 by 0.1000"
+    ]

@@ -25,11 +25,20 @@ def test_the_thresholds_read_gate_split_so_a_threshold_between_val_and_test_flip
     data = load_prepared(base.paths.prepared)
 
     def validate(split: str, min_top1: float = 0.0) -> dict[str, object]:
-        params = make_params(**{"tracking.enabled": False, "validate.corruptions": "none", "gate.split": split,
-                                "validate.min_top1": min_top1})
+        params = make_params(
+            **{
+                "tracking.enabled": False,
+                "validate.corruptions": "none",
+                "gate.split": split,
+                "validate.min_top1": min_top1,
+            }
+        )
         summary = steps.validate_student(params)
-        return {"summary": summary, "decision": read_json(Path(params.paths.validation) / DECISION_FILE),
-                "predictions": load_checkpoint(Path(params.paths.validation) / PREDICTIONS_FILE)}
+        return {
+            "summary": summary,
+            "decision": read_json(Path(params.paths.validation) / DECISION_FILE),
+            "predictions": load_checkpoint(Path(params.paths.validation) / PREDICTIONS_FILE),
+        }
 
     on_val, on_test = validate("val"), validate("test")
     val_top1, test_top1 = on_val["decision"]["top1"], on_test["decision"]["top1"]

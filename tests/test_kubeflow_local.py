@@ -23,9 +23,15 @@ from pipeline_artifacts import check_run, check_tracking
 def test_pipeline_runs_locally_and_produces_every_artifact(
     make_params: Callable[..., Params], tmp_path: Path, capsys: pytest.CaptureFixture[str], reshot: Path
 ) -> None:
-    params = make_params(data__train_subset=1000, data__test_subset=500, data__val_size=200,
-                         train__epochs=2, train__batch_size=64,
-                         validate__operational=[{"name": "reshot", "source": str(reshot)}], **EXPORT_ON)
+    params = make_params(
+        data__train_subset=1000,
+        data__test_subset=500,
+        data__val_size=200,
+        train__epochs=2,
+        train__batch_size=64,
+        validate__operational=[{"name": "reshot", "source": str(reshot)}],
+        **EXPORT_ON,
+    )
     params_file = tmp_path / "params.yaml"
     params_file.write_text(dump_params(params))
     assert main(["pipeline", "run-local", "-c", str(params_file), "--pipeline-root", str(tmp_path / "kfp")]) == 0

@@ -103,7 +103,13 @@ def test_srd_defaults_are_the_paper_recipe_with_the_loss_weights_tuned_on_val() 
     """alpha 4, weight 2, T 1, linear projector, non-affine BN with eps 1e-4 on both sides; KL 0.9 and CE 0.1
     (the paper's 1 and 1 until kdpipe study --tune chose these on val: README, Changes of defaults)."""
     d = _distiller("srd")
-    assert (d.cfg.alpha, d.cfg.feat_weight, d.cfg.kl_weight, d.cfg.ce_weight, d.cfg.temperature) == (4.0, 2.0, 0.9, 0.1, 1.0)
+    assert (d.cfg.alpha, d.cfg.feat_weight, d.cfg.kl_weight, d.cfg.ce_weight, d.cfg.temperature) == (
+        4.0,
+        2.0,
+        0.9,
+        0.1,
+        1.0,
+    )
     assert isinstance(d.projector, torch.nn.Linear)
     assert (d.projector.in_features, d.projector.out_features) == (d.student.feature_dim, d.teacher.feature_dim)
     for norm in (d.norm_student, d.norm_teacher):

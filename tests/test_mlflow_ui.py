@@ -84,8 +84,12 @@ def reviewed(tmp_path_factory: pytest.TempPathFactory, raw_root: Path, seaweedfs
     work = tmp_path_factory.mktemp("mlflow-ui")
     (work / "server").mkdir()
     # A receiver on loopback over http: the server must be told both are fine (they are not by default).
-    server, uri = start_mlflow(work / "server", seaweedfs, f"ui-{uuid.uuid4().hex[:8]}", server_env={
-        "MLFLOW_WEBHOOK_ALLOWED_SCHEMES": "http,https", "MLFLOW_WEBHOOK_ALLOW_PRIVATE_IPS": "true"})
+    server, uri = start_mlflow(
+        work / "server",
+        seaweedfs,
+        f"ui-{uuid.uuid4().hex[:8]}",
+        server_env={"MLFLOW_WEBHOOK_ALLOWED_SCHEMES": "http,https", "MLFLOW_WEBHOOK_ALLOW_PRIVATE_IPS": "true"},
+    )
     receiver = Receiver()
     http, hook_url = _serve(receiver)
     secret = uuid.uuid4().hex
@@ -97,9 +101,15 @@ def reviewed(tmp_path_factory: pytest.TempPathFactory, raw_root: Path, seaweedfs
         "train": {"epochs": 2, "batch_size": 128},
         "runtime": {"num_threads": int(threads), "progress": "off", "device": "cpu"},
         "validate": {"min_top1": 0.0, "max_teacher_gap": None, "max_latency_ms": None},
-        "tracking": {"uri": uri, "experiment": "review", "registered_model": "reviewed-student",
-                     "system_metrics_seconds": 1},
-        "paths": {k: str(work / k) for k in ("prepared", "teacher", "student", "checkpoints", "validation", "promotion")},
+        "tracking": {
+            "uri": uri,
+            "experiment": "review",
+            "registered_model": "reviewed-student",
+            "system_metrics_seconds": 1,
+        },
+        "paths": {
+            k: str(work / k) for k in ("prepared", "teacher", "student", "checkpoints", "validation", "promotion")
+        },
     }
     params_file = work / "params.yaml"
     params_file.write_text(yaml.safe_dump(raw))
@@ -107,8 +117,9 @@ def reviewed(tmp_path_factory: pytest.TempPathFactory, raw_root: Path, seaweedfs
     env.update({**seaweedfs.env(), SECRET_ENV: secret})
 
     def kdpipe(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([KDPIPE, *args, "-c", str(params_file)], capture_output=True, text=True, env=env,
-                              timeout=900)
+        return subprocess.run(
+            [KDPIPE, *args, "-c", str(params_file)], capture_output=True, text=True, env=env, timeout=900
+        )
 
     try:
         added = kdpipe("registry", "webhook", "add", hook_url, "--secret-env", SECRET_ENV)
@@ -139,8 +150,11 @@ def test_a_webhook_call_is_signed_and_names_each_champion_move(reviewed: Reviewe
         time.sleep(0.5)  # the server delivers from a thread of its own
     events = reviewed.receiver.alias_events()
     moves = [(e["data"]["name"], e["data"]["version"], e["data"]["alias"]) for e in events]
-    assert sorted(moves) == [(reviewed.model, "1", "challenger"), (reviewed.model, "1", "champion"),
-                             (reviewed.model, "2", "challenger")]
+    assert sorted(moves) == [
+        (reviewed.model, "1", "challenger"),
+        (reviewed.model, "1", "champion"),
+        (reviewed.model, "2", "challenger"),
+    ]
     assert [m for m in moves if m[2] == "champion"] == [(reviewed.model, "1", "champion")]
     for headers, body in reviewed.receiver.calls:
         signed = f"{headers['X-MLflow-Delivery-Id']}.{headers['X-MLflow-Timestamp']}.{body.decode()}"
@@ -169,10 +183,14 @@ def test_the_mlflow_ui_opens_on_training_runs_with_datasets_model_metrics_and_de
     runs = _printed_link(reviewed.runs[0], "runs")
     assert runs == f"{reviewed.uri}/#/experiments/{experiment_id}?workflowType=machine_learning"
     model_page = _printed_link(reviewed.runs[0], "registered model")
-    distill = client.search_runs([experiment_id], f"tags.`{tags.STEP}` = 'distill'",
-                                 order_by=["attributes.start_time ASC"])[0]  # the champion's
-    (validate,) = client.search_runs([experiment_id], f"tags.`{tags.STEP}` = 'validate_student' and "
-                                     f"tags.`{tags.PIPELINE_RUN_ID}` = '{distill.data.tags[tags.PIPELINE_RUN_ID]}'")
+    distill = client.search_runs(
+        [experiment_id], f"tags.`{tags.STEP}` = 'distill'", order_by=["attributes.start_time ASC"]
+    )[0]  # the champion's
+    (validate,) = client.search_runs(
+        [experiment_id],
+        f"tags.`{tags.STEP}` = 'validate_student' and "
+        f"tags.`{tags.PIPELINE_RUN_ID}` = '{distill.data.tags[tags.PIPELINE_RUN_ID]}'",
+    )
     manifest = json.loads((reviewed.work / "prepared" / "manifest.json").read_text())
     model_id = json.loads((reviewed.work / "student" / MODEL_RECORD_FILE).read_text())["model_id"]  # the last student
     chromium = shutil.which("chromium")
@@ -184,16 +202,22 @@ def test_the_mlflow_ui_opens_on_training_runs_with_datasets_model_metrics_and_de
         page.set_default_timeout(PAGE_SETTLE_S * 1000)
 
         page.goto(runs)
-        expect(page.get_by_text(f"distill-{distill.data.tags[tags.PIPELINE_RUN_ID]}")).to_be_visible(timeout=PAGE_SETTLE_S * 1000)
+        expect(page.get_by_text(f"distill-{distill.data.tags[tags.PIPELINE_RUN_ID]}")).to_be_visible(
+            timeout=PAGE_SETTLE_S * 1000
+        )
         expect(page.get_by_role("columnheader", name="Dataset").first).to_be_visible(timeout=PAGE_SETTLE_S * 1000)
         assert page.get_by_text("Token usage").count() == 0, "the training view, not the GenAI overview"
         page.screenshot(path=str(reviewed.shots / "training-runs.png"))
 
-        page.goto(f"{reviewed.uri}/#/experiments/{experiment_id}/runs/{distill.info.run_id}?workflowType=machine_learning")
+        page.goto(
+            f"{reviewed.uri}/#/experiments/{experiment_id}/runs/{distill.info.run_id}?workflowType=machine_learning"
+        )
         digest = manifest["sha256"][:36]
         expect(page.get_by_text(f"{manifest['source']}-train").first).to_be_visible(timeout=PAGE_SETTLE_S * 1000)
         expect(page.get_by_text(digest[:12], exact=False).first).to_be_visible(timeout=PAGE_SETTLE_S * 1000)
-        expect(page.get_by_text("epochs, final val top-1").first).to_be_visible(timeout=PAGE_SETTLE_S * 1000)  # the run's description
+        expect(page.get_by_text("epochs, final val top-1").first).to_be_visible(
+            timeout=PAGE_SETTLE_S * 1000
+        )  # the run's description
         page.screenshot(path=str(reviewed.shots / "distill-run.png"))
 
         page.goto(f"{reviewed.uri}/#/experiments/{experiment_id}/models/{model_id}?workflowType=machine_learning")
@@ -210,8 +234,10 @@ def test_the_mlflow_ui_opens_on_training_runs_with_datasets_model_metrics_and_de
         expect(page.get_by_text("Pipeline run").first).to_be_visible(timeout=PAGE_SETTLE_S * 1000)
         page.screenshot(path=str(reviewed.shots / "champion-version.png"))
 
-        page.goto(f"{reviewed.uri}/#/experiments/{experiment_id}/runs/{validate.info.run_id}/artifacts"
-                  "?workflowType=machine_learning")
+        page.goto(
+            f"{reviewed.uri}/#/experiments/{experiment_id}/runs/{validate.info.run_id}/artifacts"
+            "?workflowType=machine_learning"
+        )
         page.get_by_text("report.md").click()
         expect(page.get_by_role("heading", name="kdpipe validation report")).to_be_visible(timeout=PAGE_SETTLE_S * 1000)
         page.screenshot(path=str(reviewed.shots / "validation-report.png"))

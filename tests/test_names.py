@@ -49,7 +49,11 @@ def _method(name: str) -> MethodConfig:
 
 @pytest.mark.parametrize(("key", "kind", "choices"), CHOICES, ids=[key for key, _, _ in CHOICES])
 def test_an_unknown_name_on_the_command_line_is_one_line_naming_the_key_and_every_choice(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], key: str, kind: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    key: str,
+    kind: str,
     choices: list[str],
 ) -> None:
     monkeypatch.chdir(tmp_path)
@@ -70,7 +74,10 @@ def test_an_unknown_name_on_the_command_line_is_one_line_naming_the_key_and_ever
     ("build", "table"),
     [
         (lambda: create_model("bogus", 10), MODELS),
-        (lambda: create_distiller(_method("bogus"), create_model("cnn8", 10, 1), create_model("cnn16", 10, 1)), METHODS),
+        (
+            lambda: create_distiller(_method("bogus"), create_model("cnn8", 10, 1), create_model("cnn16", 10, 1)),
+            METHODS,
+        ),
         (lambda: make_projector("bogus", 4, 4), PROJECTORS),
         (lambda: make_norm("bogus", 4), NORMS),
         (lambda: make_distance("bogus"), DISTANCES),

@@ -32,7 +32,8 @@ def manifest(raw_root: Path) -> dict:
 
 
 def test_the_example_set_holds_reshot_test_images_under_the_training_classes(
-        reshot: Path, raw_root: Path, manifest: dict) -> None:
+    reshot: Path, raw_root: Path, manifest: dict
+) -> None:
     raw = load_source("fashion_mnist", str(raw_root))
     assert sorted(p.name for p in reshot.iterdir()) == sorted(operational.folder_name(c) for c in raw.classes)
     assert "T-shirt_top" in {p.name for p in reshot.iterdir()}, "'/' in a class name cannot be a folder name"
@@ -42,7 +43,11 @@ def test_the_example_set_holds_reshot_test_images_under_the_training_classes(
         assert operational.folder_name(raw.classes[int(raw.test_y[int(path.stem)])]) == path.parent.name
 
     field = operational.load(OperationalSetConfig(name="reshot", source=str(reshot)), manifest)
-    assert field.kind == "imagefolder" and field.images.shape == (RESHOT_COUNT, 1, 28, 28) and field.images.dtype == torch.uint8
+    assert (
+        field.kind == "imagefolder"
+        and field.images.shape == (RESHOT_COUNT, 1, 28, 28)
+        and field.images.dtype == torch.uint8
+    )
     indices = torch.tensor(sorted(int(p.stem) for p in files))
     assert sorted(field.labels.tolist()) == sorted(raw.test_y[indices].tolist())
     shifted, clean = field.images.float().mean() / 255, raw.test_x[indices].float().mean() / 255
@@ -50,8 +55,9 @@ def test_the_example_set_holds_reshot_test_images_under_the_training_classes(
     assert (field.images.float() - raw.test_x[indices].float()).abs().mean() > 5, "the images were re-photographed"
 
 
-def test_the_example_is_deterministic_and_the_seed_changes_it(reshot: Path, raw_root: Path, tmp_path: Path,
-                                                               manifest: dict) -> None:
+def test_the_example_is_deterministic_and_the_seed_changes_it(
+    reshot: Path, raw_root: Path, tmp_path: Path, manifest: dict
+) -> None:
     again = write_example(tmp_path / "again", raw_root, RESHOT_COUNT)
     other = write_example(tmp_path / "other", raw_root, RESHOT_COUNT, seed=1)
     load = lambda root: operational.load(OperationalSetConfig(name="x", source=str(root)), manifest)  # noqa: E731
@@ -59,8 +65,9 @@ def test_the_example_is_deterministic_and_the_seed_changes_it(reshot: Path, raw_
     assert load(other).digest != load(reshot).digest
 
 
-def test_a_wrong_class_list_is_one_line_naming_the_set_and_the_classes(reshot: Path, tmp_path: Path,
-                                                                       manifest: dict) -> None:
+def test_a_wrong_class_list_is_one_line_naming_the_set_and_the_classes(
+    reshot: Path, tmp_path: Path, manifest: dict
+) -> None:
     wrong = tmp_path / "wrong"
     shutil.copytree(reshot, wrong)
     (wrong / "Sandal").rename(wrong / "Sandals")
@@ -72,7 +79,8 @@ def test_a_wrong_class_list_is_one_line_naming_the_set_and_the_classes(reshot: P
 
 
 def test_a_missing_directory_an_empty_set_and_a_corrupt_image_each_name_the_set(
-        reshot: Path, tmp_path: Path, manifest: dict) -> None:
+    reshot: Path, tmp_path: Path, manifest: dict
+) -> None:
     with pytest.raises(DataError, match=r"validate.operational 'gone' \(.*\): .* is not a directory"):
         operational.load(OperationalSetConfig(name="gone", source=str(tmp_path / "nothing")), manifest)
     empty = tmp_path / "empty"
@@ -89,7 +97,8 @@ def test_a_missing_directory_an_empty_set_and_a_corrupt_image_each_name_the_set(
 
 
 def test_an_s3_reference_is_fetched_and_read_like_the_local_set(
-        reshot: Path, manifest: dict, seaweedfs: S3Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    reshot: Path, manifest: dict, seaweedfs: S3Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Real SeaweedFS (tests/servers.py): the ImageFolder is uploaded under a prefix and read back through it."""
     for key, value in seaweedfs.env().items():
         monkeypatch.setenv(key, value)
@@ -131,17 +140,24 @@ def test_the_shift_summary_matches_its_definitions() -> None:
 
 
 def test_operational_min_top1_fails_a_student_below_it_and_names_the_set() -> None:
-    cfg = ValidateConfig(min_top1=0.5, max_teacher_gap=None, max_latency_ms=None,
-                         operational=({"name": "line4", "source": "x"}, {"name": "line7", "source": "y"}),
-                         operational_min_top1={"line4": 0.8, "line7": 0.6})
+    cfg = ValidateConfig(
+        min_top1=0.5,
+        max_teacher_gap=None,
+        max_latency_ms=None,
+        operational=({"name": "line4", "source": "x"}, {"name": "line7", "source": "y"}),
+        operational_min_top1={"line4": 0.8, "line7": 0.6},
+    )
     student, teacher = {"top1": 0.9, "latency_ms_batch1": 1.0}, {"top1": 0.95}
     decision = decide_thresholds(student, teacher, cfg, {"line4": 0.75, "line7": 0.65})
     assert not decision["passed"]
     assert decision["reasons"] == [
-        "top-1 0.7500 on operational set 'line4' is below validate.operational_min_top1.line4 0.8000"]
+        "top-1 0.7500 on operational set 'line4' is below validate.operational_min_top1.line4 0.8000"
+    ]
     assert decide_thresholds(student, teacher, cfg, {"line4": 0.85, "line7": 0.65})["passed"]
     unmeasured = decide_thresholds(student, teacher, cfg, {"line7": 0.65})
-    assert unmeasured["reasons"] == ["validate.operational_min_top1.line4 is set, but operational set 'line4' was not measured"]
+    assert unmeasured["reasons"] == [
+        "validate.operational_min_top1.line4 is set, but operational set 'line4' was not measured"
+    ]
 
 
 def test_params_reject_duplicate_and_unknown_set_names() -> None:

@@ -62,9 +62,10 @@ def test_defaults_are_the_embedded_params_and_one_gpu(compiled: tuple[dict[str, 
 def test_every_component_runs_in_the_project_image(compiled: tuple[dict[str, Any], dict[str, Any]]) -> None:
     spec, _ = compiled
     executors = spec["deploymentSpec"]["executors"]
-    assert set(executors) == {f"exec-{name}" for name in
-                              ("prepare-data", "evaluate-teacher", "teacher-outputs", "distill", "validate-student",
-                               "promote")}
+    assert set(executors) == {
+        f"exec-{name}"
+        for name in ("prepare-data", "evaluate-teacher", "teacher-outputs", "distill", "validate-student", "promote")
+    }
     for executor in executors.values():
         container = executor["container"]
         assert container["image"] == IMAGE
@@ -75,18 +76,23 @@ def test_distill_requests_gpus_from_pipeline_parameters(compiled: tuple[dict[str
     spec, platform = compiled
     executors = spec["deploymentSpec"]["executors"]
     accelerator = executors["exec-distill"]["container"]["resources"]["accelerator"]
-    assert accelerator == {"resourceType": "{{$.inputs.parameters['pipelinechannel--accelerator_type']}}",
-                           "resourceCount": "{{$.inputs.parameters['pipelinechannel--accelerator_count']}}"}
+    assert accelerator == {
+        "resourceType": "{{$.inputs.parameters['pipelinechannel--accelerator_type']}}",
+        "resourceCount": "{{$.inputs.parameters['pipelinechannel--accelerator_count']}}",
+    }
     distill = spec["root"]["dag"]["tasks"]["distill"]
     assert distill["inputs"]["parameters"]["num_processes"] == {"componentInputParameter": "accelerator_count"}
     # The teacher-outputs task fills the cache on one GPU (the distill step's precision is in its key) for
     # as many ranks as distill will run.
     assert sorted(name for name, e in executors.items() if "resources" in e["container"]) == [
-        "exec-distill", "exec-teacher-outputs"]
+        "exec-distill",
+        "exec-teacher-outputs",
+    ]
     fill = executors["exec-teacher-outputs"]["container"]["resources"]["accelerator"]
     assert fill["resourceCount"] == "1"
     assert spec["root"]["dag"]["tasks"]["teacher-outputs"]["inputs"]["parameters"]["gpus_per_node"] == {
-        "componentInputParameter": "accelerator_count"}
+        "componentInputParameter": "accelerator_count"
+    }
     for gpu_task in ("exec-distill", "exec-teacher-outputs"):
         gpu = platform[gpu_task]
         assert gpu["tolerations"] == [dict(t) for t in cluster.GPU_TOLERATIONS]
@@ -109,20 +115,38 @@ def test_every_task_reads_the_credentials_secret_as_env(compiled: tuple[dict[str
 def test_retries_and_caching(compiled: tuple[dict[str, Any], dict[str, Any]]) -> None:
     spec, _ = compiled
     tasks = _tasks(spec)
-    assert tasks["distill"]["retryPolicy"] == {"maxRetryCount": 3, "backoffDuration": "60s", "backoffFactor": 2.0,
-                                               "backoffMaxDuration": "3600s"} == {
-        "maxRetryCount": RETRIES["num_retries"], "backoffDuration": RETRIES["backoff_duration"],
-        "backoffFactor": RETRIES["backoff_factor"], "backoffMaxDuration": RETRIES["backoff_max_duration"]}
-    caching = {name: task["cachingOptions"].get("enableCache", False) for name, task in tasks.items()
-               if "cachingOptions" in task}
-    assert caching == {"prepare-data": True, "evaluate-teacher": False, "teacher-outputs": False, "distill": False,
-                       "validate-student": False, "promote": False}
+    assert (
+        tasks["distill"]["retryPolicy"]
+        == {"maxRetryCount": 3, "backoffDuration": "60s", "backoffFactor": 2.0, "backoffMaxDuration": "3600s"}
+        == {
+            "maxRetryCount": RETRIES["num_retries"],
+            "backoffDuration": RETRIES["backoff_duration"],
+            "backoffFactor": RETRIES["backoff_factor"],
+            "backoffMaxDuration": RETRIES["backoff_max_duration"],
+        }
+    )
+    caching = {
+        name: task["cachingOptions"].get("enableCache", False)
+        for name, task in tasks.items()
+        if "cachingOptions" in task
+    }
+    assert caching == {
+        "prepare-data": True,
+        "evaluate-teacher": False,
+        "teacher-outputs": False,
+        "distill": False,
+        "validate-student": False,
+        "promote": False,
+    }
 
 
 def test_promote_runs_only_when_validation_passed(compiled: tuple[dict[str, Any], dict[str, Any]]) -> None:
     spec, _ = compiled
     (gate,) = [t for t in spec["root"]["dag"]["tasks"].values() if t.get("triggerPolicy")]
-    assert gate["triggerPolicy"]["condition"] == "inputs.parameter_values['pipelinechannel--validate-student-Output'] == true"
+    assert (
+        gate["triggerPolicy"]["condition"]
+        == "inputs.parameter_values['pipelinechannel--validate-student-Output'] == true"
+    )
     assert "promote" in spec["components"][gate["componentRef"]["name"]]["dag"]["tasks"]
     assert "promote" not in spec["root"]["dag"]["tasks"]
 
@@ -131,7 +155,10 @@ def test_a_data_cache_pvc_is_mounted_on_every_task(tmp_path: Path) -> None:
     spec, platform = _load(compile_pipeline(tmp_path / "p.yaml", PARAMS_TEXT, Options(data_cache_pvc="kd-cache")))
     for name, executor in platform.items():
         (mount,) = executor["pvcMount"]
-        assert mount["mountPath"] == cluster.CACHE_PATH and mount["pvcNameParameter"]["runtimeValue"]["constant"] == "kd-cache", name
+        assert (
+            mount["mountPath"] == cluster.CACHE_PATH
+            and mount["pvcNameParameter"]["runtimeValue"]["constant"] == "kd-cache"
+        ), name
     for task in spec["root"]["dag"]["tasks"].values():
         if "cache_dir" in task["inputs"]["parameters"]:
             assert task["inputs"]["parameters"]["cache_dir"]["runtimeValue"]["constant"] == cluster.CACHE_PATH
@@ -140,8 +167,9 @@ def test_a_data_cache_pvc_is_mounted_on_every_task(tmp_path: Path) -> None:
 def test_pytorchjob_flag_compiles_distill_as_a_launcher_of_a_pytorchjob(tmp_path: Path) -> None:
     with pytest.raises(KdpipeError, match="needs --data-cache-pvc"):
         compile_pipeline(tmp_path / "p.yaml", PARAMS_TEXT, Options(pytorchjob_nodes=2))
-    spec, platform = _load(compile_pipeline(tmp_path / "p.yaml", PARAMS_TEXT,
-                                            Options(data_cache_pvc="shared", pytorchjob_nodes=3)))
+    spec, platform = _load(
+        compile_pipeline(tmp_path / "p.yaml", PARAMS_TEXT, Options(data_cache_pvc="shared", pytorchjob_nodes=3))
+    )
     launcher = spec["root"]["dag"]["tasks"]["distill-pytorchjob"]
     assert launcher["inputs"]["parameters"]["nodes"]["runtimeValue"]["constant"] == 3
     assert launcher["inputs"]["parameters"]["gpus_per_node"] == {"componentInputParameter": "accelerator_count"}
@@ -151,8 +179,9 @@ def test_pytorchjob_flag_compiles_distill_as_a_launcher_of_a_pytorchjob(tmp_path
 
 
 def test_pytorchjob_manifest_places_torchrun_pods_on_gpu_nodes(tmp_path: Path) -> None:
-    job = pytorchjob.manifest("kdpipe-distill-x", tmp_path, nodes=3, gpus_per_node=4, pvc_name="shared",
-                              secret_name="creds")
+    job = pytorchjob.manifest(
+        "kdpipe-distill-x", tmp_path, nodes=3, gpus_per_node=4, pvc_name="shared", secret_name="creds"
+    )
     assert job["kind"] == "PyTorchJob" and job["spec"]["nprocPerNode"] == "4"
     replicas = job["spec"]["pytorchReplicaSpecs"]
     assert replicas["Master"]["replicas"] == 1 and replicas["Worker"]["replicas"] == 2
@@ -194,4 +223,7 @@ def test_pytorchjob_stage_puts_inputs_and_params_on_the_shared_volume(
     reread = step_params((work / "params.yaml").read_text(), [])
     assert reread == staged
     assert {reread.paths.prepared, reread.paths.student, reread.paths.checkpoints} == {
-        str(work / "prepared"), str(work / "student"), str(work / "checkpoints")}
+        str(work / "prepared"),
+        str(work / "student"),
+        str(work / "checkpoints"),
+    }

@@ -209,8 +209,11 @@ def test_rollback_moves_champion_back_and_keeps_history(
     assert champion_of(client, name) == "1"
     history = client.get_registered_model(name).tags[CHAMPION_HISTORY].splitlines()
     assert [line.split(" ", 1)[1] for line in history] == [
-        "champion v- -> v1 (promoted)", "champion v1 -> v2 (promoted)", "champion v2 -> v3 (promoted)",
-        "champion v3 -> v2 (rollback)", "champion v2 -> v1 (rollback)",
+        "champion v- -> v1 (promoted)",
+        "champion v1 -> v2 (promoted)",
+        "champion v2 -> v3 (promoted)",
+        "champion v3 -> v2 (rollback)",
+        "champion v2 -> v1 (rollback)",
     ]
 
 
@@ -231,7 +234,9 @@ def _promote_in_process(uri: str, name: str, model_uri: str, top1: float, barrie
         out.put((top1, f"{type(exc).__name__}: {exc}"))
 
 
-def test_concurrent_promotions_leave_one_consistent_champion(reg: tuple[Any, str], model_uri: str, mlflow_server: str) -> None:
+def test_concurrent_promotions_leave_one_consistent_champion(
+    reg: tuple[Any, str], model_uri: str, mlflow_server: str
+) -> None:
     """Four processes promote at once. Whatever order the lock gives them, the best one must end as
     champion and each champion's back pointer must name the champion it replaced: without the lock
     a slower, worse student could read the old champion and overwrite a better one."""
@@ -241,7 +246,9 @@ def test_concurrent_promotions_leave_one_consistent_champion(reg: tuple[Any, str
     random.Random(0).shuffle(scores)
     ctx = multiprocessing.get_context("spawn")
     barrier, out = ctx.Barrier(len(scores)), ctx.Queue()
-    procs = [ctx.Process(target=_promote_in_process, args=(mlflow_server, name, model_uri, s, barrier, out)) for s in scores]
+    procs = [
+        ctx.Process(target=_promote_in_process, args=(mlflow_server, name, model_uri, s, barrier, out)) for s in scores
+    ]
     for p in procs:
         p.start()
     results: dict[float, str] = {}
@@ -286,13 +293,16 @@ def test_held_lock_makes_a_waiter_give_up_with_a_clear_error(reg: tuple[Any, str
     lock = name + registry.LOCK_SUFFIX
     client.create_registered_model(lock, tags={LOCK_OWNER: "busy:1"})
     with pytest.raises(TrackingError, match=f"promotion lock '{lock}' has been held by busy:1"):
-        promote(client, name, candidate(model_uri, 0.8), lock_options={"stale_after_s": 3600, "wait_s": 0.3, "poll_s": 0.05})
+        promote(
+            client, name, candidate(model_uri, 0.8), lock_options={"stale_after_s": 3600, "wait_s": 0.3, "poll_s": 0.05}
+        )
     assert client.get_registered_model(lock).tags[LOCK_OWNER] == "busy:1"  # the holder's lock stays
     assert champion_of(client, name) is None
 
 
-def test_a_registered_version_loads_through_the_client_alone(reg: tuple[Any, str], model_uri: str,
-                                                             mlflow_server: str, tmp_path: Path) -> None:
+def test_a_registered_version_loads_through_the_client_alone(
+    reg: tuple[Any, str], model_uri: str, mlflow_server: str, tmp_path: Path
+) -> None:
     """In a fresh process with no process-wide MLflow URI, a version's serving module and checkpoint
     load from the client's own server, and kdpipe sets no process-wide URI while doing it."""
     client, name = reg
@@ -304,7 +314,8 @@ def test_a_registered_version_loads_through_the_client_alone(reg: tuple[Any, str
         client = registry.client({mlflow_server!r})
         module = registry.load_serving(client, {name!r}, "{version}", Path({str(tmp_path)!r}))
         path, mv = registry.fetch_checkpoint(client, "models:/{name}/{version}", Path({str(tmp_path)!r}))
-        print(tuple(module(torch.rand(2, 1, 28, 28)).shape), path.name, mv.version, mlflow.tracking.is_tracking_uri_set())
+        shape = tuple(module(torch.rand(2, 1, 28, 28)).shape)
+        print(shape, path.name, mv.version, mlflow.tracking.is_tracking_uri_set())
     """)
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
     done = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True)

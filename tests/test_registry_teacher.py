@@ -50,8 +50,9 @@ def test_teacher_from_the_registry_by_alias_or_version(
     version = register_teacher(mlflow_server, name, data.classes, data.manifest, tmp_path)
 
     for source in (f"models:/{name}@prod", f"models:/{name}/{version}"):
-        params = make_params(tracking__uri=mlflow_server, tracking__experiment=base.tracking.experiment,
-                             teacher__source=source)
+        params = make_params(
+            tracking__uri=mlflow_server, tracking__experiment=base.tracking.experiment, teacher__source=source
+        )
         metrics = steps.evaluate_teacher(params)
         assert metrics["num_samples"] == len(data.split("test")[1])
         meta = load_model(Path(params.paths.teacher) / MODEL_FILE)[1]
@@ -69,12 +70,17 @@ def test_registry_teacher_with_other_classes_is_refused_before_training(
     import mlflow
 
     name = f"teacher-{uuid.uuid4().hex[:8]}"
-    params = make_params(tracking__uri=mlflow_server, tracking__experiment=f"registry-teacher-{name}",
-                         teacher__source=f"models:/{name}@prod")
+    params = make_params(
+        tracking__uri=mlflow_server,
+        tracking__experiment=f"registry-teacher-{name}",
+        teacher__source=f"models:/{name}@prod",
+    )
     steps.prepare_data(params)
     data = load_prepared(params.paths.prepared)
     register_teacher(mlflow_server, name, [f"other{i}" for i in range(5)], data.manifest, tmp_path)
-    with pytest.raises(TeacherMismatchError, match=f"teacher.source models:/{name}@prod: the teacher predicts 5 classes"):
+    with pytest.raises(
+        TeacherMismatchError, match=f"teacher.source models:/{name}@prod: the teacher predicts 5 classes"
+    ):
         steps.evaluate_teacher(params)
     assert not (Path(params.paths.teacher) / MODEL_FILE).exists()
     assert not Path(params.paths.checkpoints).exists()

@@ -77,6 +77,7 @@ def _tmpfs(where: Path, size: str, read_only: bool = False) -> Iterator[Path]:
 
 # 1. An MLflow outage in the middle of training
 
+
 def test_mlflow_killed_in_epoch_one_neither_stalls_training_nor_splits_the_pipeline_run(
     make_params: Callable[..., Params], tmp_path: Path, seaweedfs: S3Store
 ) -> None:
@@ -91,8 +92,16 @@ def test_mlflow_killed_in_epoch_one_neither_stalls_training_nor_splits_the_pipel
     prefix = f"outage-{uuid.uuid4().hex[:8]}"
     server, uri = start_mlflow(work, seaweedfs, prefix)
     port = int(uri.rsplit(":", 1)[1])
-    params = make_params(**{"data.train_subset": 6000, "train.epochs": 2, "train.batch_size": 64,
-                            "runtime.progress": "log", "tracking.uri": uri, "tracking.retry_seconds": 5})
+    params = make_params(
+        **{
+            "data.train_subset": 6000,
+            "train.epochs": 2,
+            "train.batch_size": 64,
+            "runtime.progress": "log",
+            "tracking.uri": uri,
+            "tracking.retry_seconds": 5,
+        }
+    )
     params_file = _write_params(params, tmp_path / "params.yaml")
     env = {**_env(), **seaweedfs.env()}
     try:
@@ -111,8 +120,9 @@ def test_mlflow_killed_in_epoch_one_neither_stalls_training_nor_splits_the_pipel
         proc.wait(timeout=HANG_GUARD_S)
         finished_training = time.monotonic()
         err = "".join(lines)
-        print(f"outage: the step ended {finished_training - stopped:.1f} s after the server was killed "
-              f"(retry budget 5 s)")
+        print(
+            f"outage: the step ended {finished_training - stopped:.1f} s after the server was killed (retry budget 5 s)"
+        )
         failed = _one_line_error(subprocess.CompletedProcess(proc.args, proc.returncode, "", err))
         print(failed)
         assert "distill[srd] epoch 2/2" in err, "training went on to its last epoch without MLflow"
@@ -135,8 +145,10 @@ def test_mlflow_killed_in_epoch_one_neither_stalls_training_nor_splits_the_pipel
 
         client = mlflow.MlflowClient(uri)
         experiment = client.get_experiment_by_name(params.tracking.experiment)
-        runs = client.search_runs([experiment.experiment_id], f"tags.`{tags.PIPELINE_RUN_ID}` = '{pipeline_run_id}' "
-                                  f"and tags.`{tags.STEP}` = 'distill'")
+        runs = client.search_runs(
+            [experiment.experiment_id],
+            f"tags.`{tags.PIPELINE_RUN_ID}` = '{pipeline_run_id}' and tags.`{tags.STEP}` = 'distill'",
+        )
         by_status = {r.info.status: r for r in runs}
         assert sorted(by_status) == ["FAILED", "FINISHED"] and len(runs) == 2
         assert by_status["FAILED"].data.tags[tags.ERROR].startswith("abandoned: MLflow became unreachable")
@@ -157,6 +169,7 @@ def test_mlflow_killed_in_epoch_one_neither_stalls_training_nor_splits_the_pipel
 
 # 2. One teacher truth
 
+
 def test_distill_refuses_a_teacher_source_other_than_the_stored_teacher(
     make_params: Callable[..., Params], tmp_path: Path
 ) -> None:
@@ -170,8 +183,13 @@ def test_distill_refuses_a_teacher_source_other_than_the_stored_teacher(
     steps.evaluate_teacher(params)  # the demo teacher, trained: source 'train'
     other = tmp_path / "other-teacher.pt"
     torch.manual_seed(7)
-    save_model(other, create_model("cnn16", 10, 1), "cnn16", list(json.loads(
-        (Path(params.paths.prepared) / "manifest.json").read_text())["classes"]), 1)
+    save_model(
+        other,
+        create_model("cnn16", 10, 1),
+        "cnn16",
+        list(json.loads((Path(params.paths.prepared) / "manifest.json").read_text())["classes"]),
+        1,
+    )
     params_file = _write_params(params, tmp_path / "params.yaml")
 
     refused = _kdpipe("distill", "-c", str(params_file), "-p", f"teacher.source={other}")
@@ -197,11 +215,14 @@ def test_a_later_step_refuses_data_params_other_than_those_the_data_was_prepared
     steps.prepare_data(params)
     params_file = _write_params(params, tmp_path / "params.yaml")
     line = _one_line_error(_kdpipe("distill", "-c", str(params_file), "-p", "data.val_size=100"))
-    assert line == (f"kdpipe: error: data.val_size is 100, but {params.paths.prepared} was prepared with 500; run "
-                    "`kdpipe prepare` with these params first, so the step uses the data its params name")
+    assert line == (
+        f"kdpipe: error: data.val_size is 100, but {params.paths.prepared} was prepared with 500; run "
+        "`kdpipe prepare` with these params first, so the step uses the data its params name"
+    )
 
 
 # 3. A full or read-only disk
+
 
 def test_a_tmpfs_too_small_for_the_checkpoint_is_refused_before_the_first_epoch(
     make_params: Callable[..., Params], tmp_path: Path
@@ -231,8 +252,9 @@ def test_a_read_only_output_directory_is_refused_before_any_work(
     out = Path(getattr(params.paths, key))
     with _tmpfs(out, "1m", read_only=True):
         refused = _kdpipe(command, "-c", str(params_file))
-    assert _one_line_error(refused) == (f"kdpipe: error: {out}: cannot write (read-only file system); checked before "
-                                        "any work, nothing was changed")
+    assert _one_line_error(refused) == (
+        f"kdpipe: error: {out}: cannot write (read-only file system); checked before any work, nothing was changed"
+    )
     assert "epoch 1/" not in refused.stderr
 
 
@@ -248,6 +270,7 @@ def test_a_full_disk_during_a_write_names_the_file_and_keeps_the_previous_one(tm
 
 
 # 4. Files that are not kdpipe's
+
 
 class _RunsCode:
     """Unpickling this runs a shell command: the marker file proves whether it ran."""
@@ -278,8 +301,10 @@ def test_a_pickle_that_would_run_code_is_refused_naming_the_file(
     params_file = _write_params(params, tmp_path / "params.yaml")
 
     line = _one_line_error(_kdpipe(*args, "-c", str(params_file)))
-    assert line == (f"kdpipe: error: {target}: not a kdpipe file, or it holds code; kdpipe loads only tensors and "
-                    "plain values and will not load it")
+    assert line == (
+        f"kdpipe: error: {target}: not a kdpipe file, or it holds code; kdpipe loads only tensors and "
+        "plain values and will not load it"
+    )
     assert "weights_only" not in line
     assert not marker.exists(), "no code from the file ran"
 
@@ -295,6 +320,7 @@ def test_an_empty_model_file_says_it_is_empty(make_params: Callable[..., Params]
 
 
 # 5. One pipeline per directory
+
 
 def _wait_for_lock(directory: Path, pid: int, proc: subprocess.Popen[str]) -> None:
     path = lock_path(directory)

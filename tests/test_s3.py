@@ -39,13 +39,22 @@ def dvc_repo_with_outputs(make_params: Callable[..., Params], tmp_path: Path, st
     params = make_params(tracking__enabled=False)
     steps.prepare_data(params)
     data = load_prepared(params.paths.prepared)
-    save_model(Path(params.paths.student) / MODEL_FILE, create_model("cnn8", data.num_classes, data.in_channels),
-               "cnn8", data.classes, data.in_channels, data_sha256=data.sha256)
+    save_model(
+        Path(params.paths.student) / MODEL_FILE,
+        create_model("cnn8", data.num_classes, data.in_channels),
+        "cnn8",
+        data.classes,
+        data.in_channels,
+        data_sha256=data.sha256,
+    )
     prefix = f"kdpipe-{uuid.uuid4().hex[:8]}"
     env = {**os.environ, "DVC_NO_ANALYTICS": "1"}
-    for args in (("init", "--no-scm", "-q"), ("remote", "add", "-d", "storage", f"s3://dvc/{prefix}"),
-                 ("remote", "modify", "storage", "endpointurl", store.endpoint),
-                 ("add", "-q", "prepared", f"student/{MODEL_FILE}")):
+    for args in (
+        ("init", "--no-scm", "-q"),
+        ("remote", "add", "-d", "storage", f"s3://dvc/{prefix}"),
+        ("remote", "modify", "storage", "endpointurl", store.endpoint),
+        ("add", "-q", "prepared", f"student/{MODEL_FILE}"),
+    ):
         done = dvc(tmp_path, *args, env=env)
         assert done.returncode == 0, done.stderr
     return tmp_path, prefix
@@ -83,8 +92,12 @@ def test_dvc_with_wrong_credentials_is_a_clear_error(
 
 
 def test_mlflow_artifacts_live_on_seaweedfs_and_no_secret_is_logged(
-    make_params: Callable[..., Params], mlflow_server: str, seaweedfs: S3Store, monkeypatch: pytest.MonkeyPatch,
-    capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture,
+    make_params: Callable[..., Params],
+    mlflow_server: str,
+    seaweedfs: S3Store,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     """The whole pipeline against the tracking server; the client's environment holds the S3 secret
     (as a pod's would), and afterwards every param, tag and artifact is searched for it."""
@@ -93,15 +106,24 @@ def test_mlflow_artifacts_live_on_seaweedfs_and_no_secret_is_logged(
     for key, value in seaweedfs.env().items():
         monkeypatch.setenv(key, value)
     experiment = f"s3-{uuid.uuid4().hex[:8]}"
-    params = make_params(tracking__uri=mlflow_server, tracking__experiment=experiment,
-                         tracking__registered_model=f"{experiment}-student")
+    params = make_params(
+        tracking__uri=mlflow_server, tracking__experiment=experiment, tracking__registered_model=f"{experiment}-student"
+    )
     result = steps.run_pipeline(params)
     assert result["promotion"]["promoted"]
 
     objects = seaweedfs.objects("mlflow", "artifacts/")
     names = {key.rsplit("/", 1)[-1] for key in objects}
-    assert {"params.yaml", "manifest.json", "learning_curves.png", "confusion_matrix.png", "report.md",
-            "MLmodel", "model.pt2", MODEL_FILE} <= names
+    assert {
+        "params.yaml",
+        "manifest.json",
+        "learning_curves.png",
+        "confusion_matrix.png",
+        "report.md",
+        "MLmodel",
+        "model.pt2",
+        MODEL_FILE,
+    } <= names
 
     name = params.tracking.registered_model
     mlflow.set_tracking_uri(mlflow_server)
@@ -137,16 +159,18 @@ def test_wrong_s3_credentials_for_mlflow_artifacts_are_a_clear_error(
 
     params = make_params()
     prefix = f"direct-{uuid.uuid4().hex[:8]}"
-    mlflow.MlflowClient(params.tracking.uri).create_experiment(params.tracking.experiment,
-                                                               artifact_location=f"s3://mlflow/{prefix}")
+    mlflow.MlflowClient(params.tracking.uri).create_experiment(
+        params.tracking.experiment, artifact_location=f"s3://mlflow/{prefix}"
+    )
     params_file = tmp_path / "params.yaml"
     params_file.write_text(yaml.safe_dump(params.to_dict()))
     wrong = f"wrong-{uuid.uuid4().hex}"
 
     def kdpipe_prepare(secret: str) -> subprocess.CompletedProcess[str]:
         env = {**os.environ, **seaweedfs.env(), "AWS_SECRET_ACCESS_KEY": secret}
-        return subprocess.run([KDPIPE, "-q", "prepare", "-c", str(params_file)], env=env, capture_output=True,
-                              text=True, timeout=300)
+        return subprocess.run(
+            [KDPIPE, "-q", "prepare", "-c", str(params_file)], env=env, capture_output=True, text=True, timeout=300
+        )
 
     failed = kdpipe_prepare(wrong)
     assert failed.returncode == 2

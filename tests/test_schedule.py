@@ -138,7 +138,11 @@ def test_schedule_creates_the_nightly_run_then_updates_it_in_place(
     host, state = kfp_api
     params = _params_file(tmp_path)
     state.experiments["e0"] = {"experiment_id": "e0", "display_name": "kdpipe"}
-    state.recurring_runs["other"] = {"recurring_run_id": "other", "display_name": "weekly-report", "experiment_id": "e0"}
+    state.recurring_runs["other"] = {
+        "recurring_run_id": "other",
+        "display_name": "weekly-report",
+        "experiment_id": "e0",
+    }
 
     assert main(["pipeline", "schedule", "--host", host, "--cron", "0 2 * * *", "-c", str(params)]) == 0
     assert "created recurring run 'kdpipe-nightly'" in capsys.readouterr().out
@@ -151,8 +155,25 @@ def test_schedule_creates_the_nightly_run_then_updates_it_in_place(
     assert platform["exec-distill"]["tolerations"]  # the GPU placement travels with the schedule
     assert yaml.safe_load(_parameters(first)["params_yaml"]) == yaml.safe_load(params.read_text())
 
-    assert main(["pipeline", "schedule", "--host", host, "--cron", "30 3 * * *", "-c", str(params),
-                 "-p", "train.epochs=3", "--accelerator-count", "4"]) == 0
+    assert (
+        main(
+            [
+                "pipeline",
+                "schedule",
+                "--host",
+                host,
+                "--cron",
+                "30 3 * * *",
+                "-c",
+                str(params),
+                "-p",
+                "train.epochs=3",
+                "--accelerator-count",
+                "4",
+            ]
+        )
+        == 0
+    )
     assert "updated recurring run 'kdpipe-nightly'" in capsys.readouterr().out
     (second,) = [r for r in state.recurring_runs.values() if r["display_name"] == "kdpipe-nightly"]
     assert second["recurring_run_id"] != first["recurring_run_id"]
@@ -168,8 +189,20 @@ def test_submit_starts_one_run_of_the_compiled_pipeline(
     kfp_api: tuple[str, FakeKfp], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     host, state = kfp_api
-    args = ["pipeline", "submit", "--host", host, "--experiment", "nightly", "-c", str(_params_file(tmp_path)),
-            "--data-ref", "s3://bucket/fashion", "--run-name", "manual"]
+    args = [
+        "pipeline",
+        "submit",
+        "--host",
+        host,
+        "--experiment",
+        "nightly",
+        "-c",
+        str(_params_file(tmp_path)),
+        "--data-ref",
+        "s3://bucket/fashion",
+        "--run-name",
+        "manual",
+    ]
     assert main(args) == 0
     (run,) = state.runs.values()
     assert f"started run {run['run_id']}" in capsys.readouterr().out
@@ -183,9 +216,32 @@ def test_study_submit_starts_one_run_of_the_study_fan_out(
     kfp_api: tuple[str, FakeKfp], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     host, state = kfp_api
-    args = ["study", "--kubeflow", "submit", "--host", host, "--experiment", "studies", "--run-name", "study-1",
-            "-c", str(_params_file(tmp_path)), "-p", "train.epochs=3", "--cells", "scratch", "srd", "--seeds", "0", "1",
-            "--no-gap", "--parallelism", "2", "--accelerator-type", "amd.com/gpu"]
+    args = [
+        "study",
+        "--kubeflow",
+        "submit",
+        "--host",
+        host,
+        "--experiment",
+        "studies",
+        "--run-name",
+        "study-1",
+        "-c",
+        str(_params_file(tmp_path)),
+        "-p",
+        "train.epochs=3",
+        "--cells",
+        "scratch",
+        "srd",
+        "--seeds",
+        "0",
+        "1",
+        "--no-gap",
+        "--parallelism",
+        "2",
+        "--accelerator-type",
+        "amd.com/gpu",
+    ]
     assert main(args) == 0
     (run,) = state.runs.values()
     assert f"started study run {run['run_id']} in experiment 'studies'" in capsys.readouterr().out
@@ -194,7 +250,8 @@ def test_study_submit_starts_one_run_of_the_study_fan_out(
     tasks = run["pipeline_spec"]["pipeline_spec"]["root"]["dag"]["tasks"]
     (loop,) = [t for t in tasks.values() if "parameterIterator" in t]
     assert json.loads(loop["parameterIterator"]["items"]["raw"]) == [
-        {"cell": c, "seed": s} for s in (0, 1) for c in ("scratch", "srd")]
+        {"cell": c, "seed": s} for s in (0, 1) for c in ("scratch", "srd")
+    ]
     assert loop["iteratorPolicy"]["parallelismLimit"] == 2
     executors = run["pipeline_spec"]["platform_spec"]["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
     assert executors["exec-study-run"]["nodeSelector"]

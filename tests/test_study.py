@@ -54,7 +54,9 @@ def test_study_writes_report_and_logs_a_study_computed_without_tracking_once(
     teacher = json.loads((study / "teachers/main.json").read_text())
     assert 0 <= srd0["test_corrupted_top1"] <= 1 and len(srd0["test_corruptions"]) == 15
     assert srd0["test_corrupted_top1"] == pytest.approx(sum(srd0["test_corruptions"].values()) / 15)
-    expected = (srd0["test_corrupted_top1"] / srd0["test_top1"]) / (teacher["test_corrupted_top1"] / teacher["test_top1"])
+    expected = (srd0["test_corrupted_top1"] / srd0["test_top1"]) / (
+        teacher["test_corrupted_top1"] / teacher["test_top1"]
+    )
     assert robustness_comparison.retention(srd0, teacher) == pytest.approx(expected)
     assert "Robustness (corruption suite on the test split" in report
     # The last compression step: each student's ONNX static int8 test top-1 beside its fp32 one.
@@ -66,7 +68,9 @@ def test_study_writes_report_and_logs_a_study_computed_without_tracking_once(
     assert [(r["cell"], r["seed"]) for r in rows] == [("scratch", "0"), ("srd", "0"), ("scratch", "1"), ("srd", "1")]
     assert all(0 <= float(r["test_top1"]) <= 1 and float(r["images_per_s"]) > 0 for r in rows)
     cells = {c["cell"]: c for c in json.loads((study / "results.json").read_text())["cells"]}
-    assert cells["srd"]["delta_vs_scratch"] == pytest.approx(cells["srd"]["test_top1_mean"] - cells["scratch"]["test_top1_mean"])
+    assert cells["srd"]["delta_vs_scratch"] == pytest.approx(
+        cells["srd"]["test_top1_mean"] - cells["scratch"]["test_top1_mean"]
+    )
     before = _mtimes(study)
     assert len(before) == 4
 
@@ -87,10 +91,16 @@ def test_study_writes_report_and_logs_a_study_computed_without_tracking_once(
     seeds = [r for r in runs if r.data.tags.get(PARENT_TAG) in child_ids]
     assert len(seeds) == 4 and len(runs) == 7
     srd_seed = next(r for r in seeds if r.info.run_name == "srd-seed0")
-    assert srd_seed.data.metrics["test_top1"] == pytest.approx(json.loads((study / "runs/srd/seed0/result.json").read_text())["test_top1"])
+    assert srd_seed.data.metrics["test_top1"] == pytest.approx(
+        json.loads((study / "runs/srd/seed0/result.json").read_text())["test_top1"]
+    )
     assert "loss_feat" in srd_seed.data.metrics
     assert {a.path for a in mlflow.MlflowClient(online.tracking.uri).list_artifacts(parent_id)} == {
-        "report.md", "study.png", "stability.png", "results.json", "results.csv"
+        "report.md",
+        "study.png",
+        "stability.png",
+        "results.json",
+        "results.csv",
     }  # fmt: skip  (stability.png: srd's learning curves and projector rank)
 
 
@@ -135,8 +145,13 @@ def test_capacity_gap_trains_each_teacher_once_and_reuses_the_study_teacher(
 
     assert sorted(summary["ran"]) == ["gap_small_kd/seed0", "kd/seed0"]
     small = json.loads((study / "teachers/small.json").read_text())
-    assert small["arch"] == "cnn16" and small["parameters"] > json.loads((study / "teachers/main.json").read_text())["parameters"]
-    assert json.loads((study / "runs/gap_small_kd/seed0/result.json").read_text())["params"]["teacher"]["arch"] == "cnn16"
+    assert (
+        small["arch"] == "cnn16"
+        and small["parameters"] > json.loads((study / "teachers/main.json").read_text())["parameters"]
+    )
+    assert (
+        json.loads((study / "runs/gap_small_kd/seed0/result.json").read_text())["params"]["teacher"]["arch"] == "cnn16"
+    )
     report = (study / "report.md").read_text()
     assert "| small: cnn16 |" in report and "| main = large: cnn8 |" in report and "| large:" not in report
 
@@ -172,7 +187,9 @@ def test_cli_study_keeps_a_finished_run_when_only_another_methods_settings_chang
     assert main(args) == 0
     first = _mtimes(study)
     assert sorted(first) == ["runs/kd/seed0/result.json", "runs/scratch/seed0/result.json"]
-    assert main([*args, "-p", "method.srd.alpha=2", "-p", "method.fitnet.feat_weight=3", "-p", "method.kd.cache=off"]) == 0
+    assert (
+        main([*args, "-p", "method.srd.alpha=2", "-p", "method.fitnet.feat_weight=3", "-p", "method.kd.cache=off"]) == 0
+    )
     assert _mtimes(study) == first
     assert main([*args, "-p", "method.kd.temperature=2"]) == 0
     second = _mtimes(study)
@@ -202,7 +219,9 @@ def test_cli_study_measures_finished_runs_again_without_retraining_when_the_meas
     after = results()
     for cell in ("kd", "srd"):
         assert 0 <= after[cell]["test_corrupted_top1"] <= 1
-        assert after[cell]["history"] == before[cell]["history"]  # resumed after its last epoch: measured, not retrained
+        assert (
+            after[cell]["history"] == before[cell]["history"]
+        )  # resumed after its last epoch: measured, not retrained
         assert after[cell]["test_top1"] == before[cell]["test_top1"]
     assert "test_corrupted_top1" in json.loads((study / "teachers/main.json").read_text())
     assert "Robustness (corruption suite" in (study / "report.md").read_text()
@@ -253,12 +272,18 @@ def test_the_paired_interval_is_the_student_t_interval_of_the_differences() -> N
 def test_a_robustness_difference_whose_interval_contains_zero_is_not_claimed() -> None:
     teacher = {"arch": "t", "test_top1": 0.9, "test_corrupted_top1": 0.6}
     run = lambda seed, clean, corrupted: {"seed": seed, "test_top1": clean, "test_corrupted_top1": corrupted}  # noqa: E731
-    cells = {"srd": [run(0, 0.88, 0.60), run(1, 0.88, 0.58), run(2, 0.88, 0.62)],
-             "kd": [run(0, 0.88, 0.59), run(1, 0.88, 0.60), run(2, 0.88, 0.60)],
-             "scratch": [run(0, 0.86, 0.50), run(1, 0.86, 0.51), run(2, 0.86, 0.52)]}
+    cells = {
+        "srd": [run(0, 0.88, 0.60), run(1, 0.88, 0.58), run(2, 0.88, 0.62)],
+        "kd": [run(0, 0.88, 0.59), run(1, 0.88, 0.60), run(2, 0.88, 0.60)],
+        "scratch": [run(0, 0.86, 0.50), run(1, 0.86, 0.51), run(2, 0.86, 0.52)],
+    }
     text = "\n".join(robustness_comparison.section(cells, teacher))
     assert "- srd - kd, mean corrupted top-1: +0.33 [" in text
     assert "over 3 pairs: no difference shown (the interval contains 0)" in text
     assert "- srd - scratch, mean corrupted top-1: +9.00 [" in text and "srd higher than scratch" in text
-    assert robustness_comparison.section({k: [{**r, "test_corrupted_top1": None} for r in v] for k, v in cells.items()},
-                                         {"test_top1": 0.9}) == []
+    assert (
+        robustness_comparison.section(
+            {k: [{**r, "test_corrupted_top1": None} for r in v] for k, v in cells.items()}, {"test_top1": 0.9}
+        )
+        == []
+    )

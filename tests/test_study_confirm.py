@@ -29,12 +29,30 @@ def test_confirm_runs_every_cell_on_fresh_transfer_sets_and_reports_paired_inter
     params_file = write_params(params, tmp_path / "params.yaml")
     study = tmp_path / "confirm"
 
-    assert main(["study", "-c", str(params_file), "--dir", str(study), "--confirm", "--no-gap", "--seeds", "0", "1",
-                 "--jobs", "2"]) == 0
+    assert (
+        main(
+            [
+                "study",
+                "-c",
+                str(params_file),
+                "--dir",
+                str(study),
+                "--confirm",
+                "--no-gap",
+                "--seeds",
+                "0",
+                "1",
+                "--jobs",
+                "2",
+            ]
+        )
+        == 0
+    )
 
     results = [json.loads(p.read_text()) for p in sorted(study.glob("runs/*/*/result.json"))]
     assert sorted({(r["cell"], r["data_seed"], r["seed"]) for r in results}) == sorted(
-        (c, d, s) for c in CONFIRM_CELLS for d in (1, 2) for s in (0, 1))
+        (c, d, s) for c in CONFIRM_CELLS for d in (1, 2) for s in (0, 1)
+    )
     assert all(f"train.subset_seed={r['data_seed']}" in r["overrides"] for r in results)
     # Each transfer set is its own sample: the teacher's outputs were recorded once per (data seed, seed).
     keys = [json.loads(p.read_text()) for p in Path(params.paths.teacher_cache).glob("*/key.json")]
@@ -48,7 +66,9 @@ def test_confirm_runs_every_cell_on_fresh_transfer_sets_and_reports_paired_inter
         diffs = [top1[("srd", *p)] - top1[(baseline, *p)] for p in pairs]
         low, high = stats.ttest_1samp(diffs, 0.0).confidence_interval(0.95)
         line = next(x for x in report.splitlines() if x.startswith(f"- srd - {baseline}"))  # the paired section's
-        assert f"{100 * statistics.fmean(diffs):+.2f} points, 95 % CI [{100 * low:+.2f}, {100 * high:+.2f}], n=4" in line
+        assert (
+            f"{100 * statistics.fmean(diffs):+.2f} points, 95 % CI [{100 * low:+.2f}, {100 * high:+.2f}], n=4" in line
+        )
         assert ("no difference shown" in line) == (low <= 0 <= high)
     val = {c: statistics.fmean(r["val_top1"] for r in results if r["cell"] == c) for c in ("kd", "fitnet", "scratch")}
     assert f"- srd - {max(val, key=val.get)} (the best baseline on val): " in report

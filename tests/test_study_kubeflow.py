@@ -55,14 +55,30 @@ def _results(study_dir: Path) -> dict[tuple[str, int], dict[str, float]]:
 
 
 def test_the_study_pipeline_fans_out_under_kfp_local_and_reports_as_the_local_study(
-    make_params: Callable[..., Params], tmp_path: Path, capfd: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+    make_params: Callable[..., Params],
+    tmp_path: Path,
+    capfd: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.chdir(tmp_path)
     params = make_params(**TWO_EPOCHS)
     params_file = tmp_path / "params.yaml"
     params_file.write_text(dump_params(params))
-    assert main(["study", "--kubeflow", "run-local", "-c", str(params_file), *PLAN,
-                 "--pipeline-root", str(tmp_path / "kfp")]) == 0
+    assert (
+        main(
+            [
+                "study",
+                "--kubeflow",
+                "run-local",
+                "-c",
+                str(params_file),
+                *PLAN,
+                "--pipeline-root",
+                str(tmp_path / "kfp"),
+            ]
+        )
+        == 0
+    )
     out = capfd.readouterr().out
     found = re.search(r"^the study's report, plot and results: (.+)$", out, re.MULTILINE)
     assert found, "run-local did not say where the study's report is"
@@ -72,8 +88,10 @@ def test_the_study_pipeline_fans_out_under_kfp_local_and_reports_as_the_local_st
     # One task per (cell, seed), each with its own student; the teacher outputs recorded once per seed and role.
     students = sorted(run_dir.glob("for-loop-*/**/student/model.pt"))
     assert len(students) == 6, students
-    outputs = [json.loads((d / "executor_output.json").read_text())["artifacts"]["outputs"]["artifacts"][0]["metadata"]
-               for d in sorted(run_dir.glob("study-teacher-outputs*"))]
+    outputs = [
+        json.loads((d / "executor_output.json").read_text())["artifacts"]["outputs"]["artifacts"][0]["metadata"]
+        for d in sorted(run_dir.glob("study-teacher-outputs*"))
+    ]
     assert sorted(o["role"] for o in outputs) == ["main", "small"]
     assert all(o["recorded"] == 2 * 2 for o in outputs)  # 2 seeds x 2 epochs, for each teacher
     assert len(re.findall(r"teacher cache \S+: 2 of 2 epoch\(s\) cached\n", out)) == 4
@@ -102,8 +120,29 @@ def test_the_study_pipeline_fans_out_under_kfp_local_and_reports_as_the_local_st
 
 def test_the_compiled_study_has_a_bounded_fan_out_of_gpu_runs_that_retry(tmp_path: Path) -> None:
     out = tmp_path / "study.yaml"
-    assert main(["study", "--kubeflow", "compile", "-o", str(out), "--cells", "scratch", "kd", "srd", "gap_small_kd",
-                 "--seeds", "0", "1", "2", "--parallelism", "3"]) == 0
+    assert (
+        main(
+            [
+                "study",
+                "--kubeflow",
+                "compile",
+                "-o",
+                str(out),
+                "--cells",
+                "scratch",
+                "kd",
+                "srd",
+                "gap_small_kd",
+                "--seeds",
+                "0",
+                "1",
+                "2",
+                "--parallelism",
+                "3",
+            ]
+        )
+        == 0
+    )
     spec, platform = yaml.safe_load_all(out.read_text())
     tasks = spec["root"]["dag"]["tasks"]
     loops = {name: t for name, t in tasks.items() if "parameterIterator" in t}
@@ -155,6 +194,7 @@ def test_the_kubeflow_teacher_outputs_task_fills_each_size_of_the_budget_phase_o
 
     keys = [json.loads(p.read_text()) for p in Path(base.paths.teacher_cache).glob("*/key.json")]
     assert sorted((k["subset"] or 0, k["view_seed"], k["sample_seed"]) for k in keys) == sorted(
-        (n or 0, s, 1) for n in budget.SIZES for s in (0, 1))
+        (n or 0, s, 1) for n in budget.SIZES for s in (0, 1)
+    )
     assert len(outputs["fills"]) == len(keys)
     assert outputs["recorded"] == 2 * sum(budget.epochs(n) for n in budget.SIZES)

@@ -63,8 +63,10 @@ def test_tune_refuses_a_cell_list(tmp_path: Path, capsys: pytest.CaptureFixture[
 
 
 def _run(seed: int, val: list[float], rank: list[float] | None = None) -> dict[str, object]:
-    history = [{"epoch": e + 1, "val_acc": v, **({"projector_effective_rank": rank[e]} if rank else {})}
-               for e, v in enumerate(val)]
+    history = [
+        {"epoch": e + 1, "val_acc": v, **({"projector_effective_rank": rank[e]} if rank else {})}
+        for e, v in enumerate(val)
+    ]
     return {"seed": seed, "history": history}
 
 

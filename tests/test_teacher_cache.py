@@ -24,9 +24,20 @@ from kdpipe.training.runtime import student_views
 @pytest.fixture
 def base(make_params: Callable[..., Params]) -> Callable[..., Params]:
     """A small real set-up with its teacher trained: 2 epochs of srd on 600 images."""
+
     def factory(**overrides: object) -> Params:
-        return make_params(**{"data__train_subset": 800, "data__val_size": 200, "data__test_subset": 200,
-                              "train__epochs": 2, "train__batch_size": 64, "tracking__enabled": False, **overrides})
+        return make_params(
+            **{
+                "data__train_subset": 800,
+                "data__val_size": 200,
+                "data__test_subset": 200,
+                "train__epochs": 2,
+                "train__batch_size": 64,
+                "tracking__enabled": False,
+                **overrides,
+            }
+        )
+
     params = factory()
     steps.prepare_data(params)
     steps.evaluate_teacher(params)
@@ -86,8 +97,9 @@ def test_every_key_change_is_a_miss(base: Callable[..., Params]) -> None:
         assert changed != key, what
         assert TeacherCache(Path(params.paths.teacher_cache), changed).directory != directory, what
     assert len({TeacherCache(Path("x"), k).directory for k in changes.values()}) == len(changes)
-    assert cache_key(base(train__seed=5, train__view_seed=0), data, "teacher-a", 1, cpu) == key, \
+    assert cache_key(base(train__seed=5, train__view_seed=0), data, "teacher-a", 1, cpu) == key, (
         "the student's init seed is not part of the views"
+    )
 
 
 def test_a_replay_whose_views_moved_is_an_error_not_another_images_teacher(base: Callable[..., Params]) -> None:
@@ -106,8 +118,9 @@ def test_a_replay_whose_views_moved_is_an_error_not_another_images_teacher(base:
         steps.distill(params)
 
 
-def test_the_fill_step_then_require_and_a_miss_after_a_change(base: Callable[..., Params],
-                                                              capsys: pytest.CaptureFixture[str]) -> None:
+def test_the_fill_step_then_require_and_a_miss_after_a_change(
+    base: Callable[..., Params], capsys: pytest.CaptureFixture[str]
+) -> None:
     from kdpipe.cli import main
     from kdpipe.kubeflow.params import dump_params
 
@@ -130,7 +143,8 @@ def test_the_fill_step_then_require_and_a_miss_after_a_change(base: Callable[...
 
 
 def test_a_float16_cache_holds_the_teacher_to_half_precision_and_trains_a_comparable_student(
-        base: Callable[..., Params]) -> None:
+    base: Callable[..., Params],
+) -> None:
     """float16 is not exact: its rows match float32's to half precision, and the student it trains stays
     close in accuracy (the README reports the difference on the default budget)."""
     full, half = base(method__srd__cache="require"), base(cache__dtype="float16", method__srd__cache="require")

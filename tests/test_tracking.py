@@ -56,8 +56,11 @@ def runs_by_step(params: Params) -> dict[str, list[Any]]:
 def download(params: Params, run_id: str, path: str, dst: Path) -> Path:
     import mlflow
 
-    return Path(mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=path, dst_path=str(dst),
-                                                    tracking_uri=params.tracking.uri))
+    return Path(
+        mlflow.artifacts.download_artifacts(
+            run_id=run_id, artifact_path=path, dst_path=str(dst), tracking_uri=params.tracking.uri
+        )
+    )
 
 
 def test_pipeline_run_is_tracked_and_the_champion_serves_the_trained_student(
@@ -74,7 +77,9 @@ def test_pipeline_run_is_tracked_and_the_champion_serves_the_trained_student(
     assert set(runs) == {"prepare_data", "evaluate_teacher", "distill", "validate_student", "promote"}
     data = load_prepared(params.paths.prepared)
     commit = runs["distill"][0].data.tags["kdpipe.git_commit"]
-    is_ancestor = subprocess.run(["git", "merge-base", "--is-ancestor", commit, "HEAD"], cwd=Path(steps.__file__).parent)
+    is_ancestor = subprocess.run(
+        ["git", "merge-base", "--is-ancestor", commit, "HEAD"], cwd=Path(steps.__file__).parent
+    )
     assert is_ancestor.returncode == 0, f"kdpipe.git_commit {commit} is not a commit of this repository"
     for step, (run,) in runs.items():
         tags = run.data.tags
@@ -84,7 +89,9 @@ def test_pipeline_run_is_tracked_and_the_champion_serves_the_trained_student(
         assert tags["kdpipe.git_commit"] == commit and tags["kdpipe.version"] == __version__
         assert tags["kdpipe.teacher_source"] == "train"
         assert run.data.params["train.epochs"] == "1" and run.data.params["method.srd.alpha"] == "4.0"
-        assert "params.yaml" in {a.path for a in mlflow.MlflowClient(params.tracking.uri).list_artifacts(run.info.run_id)}
+        assert "params.yaml" in {
+            a.path for a in mlflow.MlflowClient(params.tracking.uri).list_artifacts(run.info.run_id)
+        }
     for step in ("evaluate_teacher", "distill", "validate_student"):
         assert runs[step][0].data.tags["kdpipe.device"] == "cpu"
         assert runs[step][0].data.tags["kdpipe.teacher_version"].startswith("train:")
@@ -148,7 +155,9 @@ def test_running_again_on_the_same_data_keeps_the_champion_unless_beaten(
     champion = client.get_model_version_by_alias(name, "champion")
     challenger = client.get_model_version_by_alias(name, "challenger")
     assert first["version"] == "1" and record["version"] == "2" and str(challenger.version) == "2"
-    test_top1_first = float(client.get_model_version(name, "1").tags["kdpipe.top1"])  # the version records the test figure
+    test_top1_first = float(
+        client.get_model_version(name, "1").tags["kdpipe.top1"]
+    )  # the version records the test figure
     assert test_top1_first == pytest.approx(first_run["validation"]["student"]["top1"])
     delta = second["validation"]["gate"]["student"]["top1"] - val_first  # the gate decides on gate.split (val)
     if delta >= 0.02:
@@ -167,7 +176,9 @@ def test_failed_step_ends_its_run_failed_with_the_reason(make_params: Callable[.
 
     params = make_params(teacher__source="models:/no-such-teacher@prod")
     steps.prepare_data(params)
-    with pytest.raises(KdpipeError, match="models:/no-such-teacher@prod: the registered model 'no-such-teacher' has no alias 'prod'"):
+    with pytest.raises(
+        KdpipeError, match="models:/no-such-teacher@prod: the registered model 'no-such-teacher' has no alias 'prod'"
+    ):
         steps.evaluate_teacher(params)
     (run,) = runs_by_step(params)["evaluate_teacher"]
     assert run.info.status == "FAILED"
@@ -176,8 +187,9 @@ def test_failed_step_ends_its_run_failed_with_the_reason(make_params: Callable[.
     with pytest.raises(ValueError, match="boom"), step_run(params, "custom"):
         raise ValueError("boom")
     client = mlflow.MlflowClient(params.tracking.uri)
-    (custom,) = client.search_runs([client.get_experiment_by_name(params.tracking.experiment).experiment_id],
-                                   "tags.`kdpipe.step` = 'custom'")
+    (custom,) = client.search_runs(
+        [client.get_experiment_by_name(params.tracking.experiment).experiment_id], "tags.`kdpipe.step` = 'custom'"
+    )
     assert custom.info.status == "FAILED" and custom.data.tags["kdpipe.error"] == "ValueError: boom"
 
 

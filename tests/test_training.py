@@ -53,8 +53,13 @@ def small(make_params: Callable[..., Params], prepared_dir: Path, tmp_path: Path
 
     def factory(**overrides: object) -> Params:
         overrides = {"teacher__source": str(tmp_path / "installed-teacher.pt"), **overrides}
-        return make_params(**SMALL_DATA, paths__prepared=str(prepared_dir), tracking__enabled=False,
-                           train__batch_size=BATCH, **overrides)
+        return make_params(
+            **SMALL_DATA,
+            paths__prepared=str(prepared_dir),
+            tracking__enabled=False,
+            train__batch_size=BATCH,
+            **overrides,
+        )
 
     return factory
 
@@ -66,8 +71,15 @@ def _install_teacher(params: Params, data: PreparedData, num_classes: int | None
     model, source = create_model("cnn16", k, in_channels), Path(params.teacher.source)
     save_model(source, model, "cnn16", data.classes[:k], in_channels)
     path = Path(params.paths.teacher) / "model.pt"
-    save_model(path, model, "cnn16", data.classes[:k], in_channels, source=str(source),
-               version=f"sha256:{file_sha256(source)[:16]}")
+    save_model(
+        path,
+        model,
+        "cnn16",
+        data.classes[:k],
+        in_channels,
+        source=str(source),
+        version=f"sha256:{file_sha256(source)[:16]}",
+    )
     return path
 
 
@@ -115,8 +127,13 @@ def test_teacher_weights_and_bn_buffers_are_bit_identical_after_an_epoch(small: 
 
 def test_a_last_batch_of_one_image_does_not_crash(make_params: Callable[..., Params]) -> None:
     """801 training images at batch 100: eight full batches, the single leftover image is skipped."""
-    params = make_params(data__train_subset=1001, data__val_size=200, data__test_subset=100,
-                         train__batch_size=BATCH, tracking__enabled=False)
+    params = make_params(
+        data__train_subset=1001,
+        data__val_size=200,
+        data__test_subset=100,
+        train__batch_size=BATCH,
+        tracking__enabled=False,
+    )
     steps.prepare_data(params)
     data = load_prepared(params.paths.prepared)
     assert len(data.split("train")[1]) == 8 * BATCH + 1
@@ -131,8 +148,13 @@ def test_a_last_batch_of_one_image_does_not_crash(make_params: Callable[..., Par
 
 def _interrupt_after_first_epoch(params_file: Path, checkpoint: Path, cwd: Path) -> None:
     """Run `kdpipe distill` in its own process and kill it, as a preempted pod, once epoch 1 is saved."""
-    proc = subprocess.Popen([str(Path(sys.executable).with_name("kdpipe")), "distill", "-c", str(params_file)],
-                            cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [str(Path(sys.executable).with_name("kdpipe")), "distill", "-c", str(params_file)],
+        cwd=cwd,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         deadline = time.monotonic() + 300
         while proc.poll() is None and not checkpoint.exists() and time.monotonic() < deadline:
@@ -146,8 +168,9 @@ def _interrupt_after_first_epoch(params_file: Path, checkpoint: Path, cwd: Path)
 def test_resume_ends_with_the_weights_of_an_uninterrupted_run(
     small: Callable[..., Params], tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    straight = small(train__epochs=2, paths__student=str(tmp_path / "straight"),
-                     paths__checkpoints=str(tmp_path / "straight-ckpt"))
+    straight = small(
+        train__epochs=2, paths__student=str(tmp_path / "straight"), paths__checkpoints=str(tmp_path / "straight-ckpt")
+    )
     interrupted = small(train__epochs=2)
     data = load_prepared(straight.paths.prepared)
     _install_teacher(straight, data)
@@ -181,8 +204,9 @@ def test_resume_after_a_change_of_crop_padding_trains_anew_instead_of_reusing_th
     """`kdpipe distill --resume` (the DVC stage's command) must not hand back a student trained on
     other crops: crop_padding is part of the checkpoint's fingerprint. With the same padding it resumes."""
     padded, unpadded = small(data__crop_padding=2), small(data__crop_padding=0)
-    fresh = small(data__crop_padding=0, paths__student=str(tmp_path / "fresh"),
-                  paths__checkpoints=str(tmp_path / "fresh-ckpt"))
+    fresh = small(
+        data__crop_padding=0, paths__student=str(tmp_path / "fresh"), paths__checkpoints=str(tmp_path / "fresh-ckpt")
+    )
     data = load_prepared(padded.paths.prepared)
     for params in (padded, fresh):
         _install_teacher(params, data)

@@ -38,8 +38,15 @@ ARTIFACTS_PROGRESS_BAR_ENV = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
 
 def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("-c", "--params", default=str(DEFAULT_PARAMS), help="params file (default: params.yaml)")
-    p.add_argument("-p", "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a param, e.g. -p train.epochs=2 (repeatable)")
+    p.add_argument(
+        "-p",
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a param, e.g. -p train.epochs=2 (repeatable)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -69,12 +76,19 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("registry", help="the model registry's MLflow server: webhooks")
     registry_sub = p.add_subparsers(dest="registry_command", required=True)
     webhook_sub = registry_sub.add_parser("webhook", help="calls from MLflow to a URL").add_subparsers(
-        dest="webhook_command", required=True)
-    p = webhook_sub.add_parser("add", help="POST to URL, HMAC-signed, whenever a version gets an alias (a new champion)")
+        dest="webhook_command", required=True
+    )
+    p = webhook_sub.add_parser(
+        "add", help="POST to URL, HMAC-signed, whenever a version gets an alias (a new champion)"
+    )
     _add_common(p)
     p.add_argument("url", help="the receiver, e.g. https://deploy.example/hooks/mlflow")
-    p.add_argument("--secret-env", required=True, metavar="VAR",
-                   help="environment variable holding the signing secret (never put the secret on the command line)")
+    p.add_argument(
+        "--secret-env",
+        required=True,
+        metavar="VAR",
+        help="environment variable holding the signing secret (never put the secret on the command line)",
+    )
     from kdpipe.study import add_arguments as add_study_arguments
 
     p = sub.add_parser("study", help="the accuracy study: baselines, the recipe, its ablations, the capacity gap")
@@ -100,8 +114,19 @@ def _columns(rows: list[Any]) -> list[str]:
 def _summary_table(result: dict[str, Any], params: Params) -> str:
     v = result["validation"]
     split, sets = v["gate"]["split"], v.get("operational") or {}
-    rows = [("", "test top-1", f"{split} top-1", f"{split} corrupted top-1", "rel. mCE", "retention",
-             *(f"{name} top-1" for name in sets), "parameters", "latency (ms, batch 1)")]
+    rows = [
+        (
+            "",
+            "test top-1",
+            f"{split} top-1",
+            f"{split} corrupted top-1",
+            "rel. mCE",
+            "retention",
+            *(f"{name} top-1" for name in sets),
+            "parameters",
+            "latency (ms, batch 1)",
+        )
+    ]
 
     def fmt(m: dict[str, Any], key: str, spec: str) -> str:
         return "-" if m.get(key) is None else format(m[key], spec)
@@ -112,21 +137,35 @@ def _summary_table(result: dict[str, Any], params: Params) -> str:
             continue
         name = m.get("arch", params.teacher.arch if who == "teacher" else params.student.arch)
         g = v["gate"].get(who) or {}
-        rows.append((f"{who} ({name})", fmt(m, "top1", ".2%"), fmt(g, "top1", ".2%"), fmt(g, "corrupted_top1", ".2%"),
-                     fmt(g, "relative_mce", ".3f"), fmt(g, "robustness_retention", ".3f"),
-                     *(fmt(f.get(who) or {}, "top1", ".2%") for f in sets.values()), fmt(m, "parameters", ","),
-                     fmt(m, "latency_ms_batch1", ".2f")))
+        rows.append(
+            (
+                f"{who} ({name})",
+                fmt(m, "top1", ".2%"),
+                fmt(g, "top1", ".2%"),
+                fmt(g, "corrupted_top1", ".2%"),
+                fmt(g, "relative_mce", ".3f"),
+                fmt(g, "robustness_retention", ".3f"),
+                *(fmt(f.get(who) or {}, "top1", ".2%") for f in sets.values()),
+                fmt(m, "parameters", ","),
+                fmt(m, "latency_ms_batch1", ".2f"),
+            )
+        )
     lines = _columns(rows)
     lines.append(f"corruptions: {v['corruptions']}")
     deployed = v.get("deployment")
     if deployed:
-        lines += [f"inference cost at {deployed['threads']} thread(s), each in a fresh process; the gate reads "
-                  f"{deployed['deploy_format']}:", *_columns(report.cost_rows(deployed))]
+        lines += [
+            f"inference cost at {deployed['threads']} thread(s), each in a fresh process; the gate reads "
+            f"{deployed['deploy_format']}:",
+            *_columns(report.cost_rows(deployed)),
+        ]
         if not deployed["int8"]["offered"]:
             lines.append(f"int8 is not offered for deployment: {deployed['int8']['reason']}")
-    lines += [f"operational set {name}: {f['num_samples']:,} images from {f['source']}; teacher-student disagreement "
-              f"{f['shift']['disagreement']:.2%}, input mean shift {f['shift']['input_mean_shift']:+.3f}"
-              for name, f in sets.items()]
+    lines += [
+        f"operational set {name}: {f['num_samples']:,} images from {f['source']}; teacher-student disagreement "
+        f"{f['shift']['disagreement']:.2%}, input mean shift {f['shift']['input_mean_shift']:+.3f}"
+        for name, f in sets.items()
+    ]
     ratio = v["teacher"]["parameters"] / max(1, v["student"]["parameters"])
     lines.append(f"student/teacher parameters: 1/{ratio:.1f}; {result['promotion']['message']}")
     if params.tracking.enabled:
@@ -158,7 +197,9 @@ def _study(params: Params, args: argparse.Namespace, argv: list[str] | None) -> 
 def _secret(variable: str) -> str:
     value = os.environ.get(variable)
     if not value:
-        raise KdpipeError(f"--secret-env: {variable} is not set in the environment (it holds the webhook's signing secret)")
+        raise KdpipeError(
+            f"--secret-env: {variable} is not set in the environment (it holds the webhook's signing secret)"
+        )
     return value
 
 
@@ -167,8 +208,9 @@ def main(argv: list[str] | None = None) -> int:
     # kdpipe prints its own progress; MLflow's download bars would break its log lines (an explicit
     # MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR in the environment still wins).
     os.environ.setdefault(ARTIFACTS_PROGRESS_BAR_ENV, "false")
-    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(asctime)s %(message)s",
-                        datefmt="%H:%M:%S")
+    logging.basicConfig(
+        level=logging.WARNING if args.quiet else logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S"
+    )
     for chatty in EXPORTER_LOGGERS:
         logging.getLogger(chatty).setLevel(logging.WARNING)
     try:
@@ -190,8 +232,10 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "run":
             print(_summary_table(result, params))
         elif args.command == "teacher-cache":
-            print(f"teacher cache {result['directory']}: recorded {result['recorded']} epoch file(s), "
-                  f"{result['bytes'] / 1e6:,.1f} MB, for {result['epochs']} epoch(s) x {result['world_size']} rank(s)")
+            print(
+                f"teacher cache {result['directory']}: recorded {result['recorded']} epoch file(s), "
+                f"{result['bytes'] / 1e6:,.1f} MB, for {result['epochs']} epoch(s) x {result['world_size']} rank(s)"
+            )
         elif args.command == "export":
             print("\n".join(_columns(report.cost_rows(result))))
         elif args.command in ("promote", "rollback", "registry"):

@@ -41,7 +41,9 @@ class DataConfig(_Section):
 class TrainConfig(_Section):
     epochs: int = Field(8, ge=1)
     subset: int | None = Field(
-        None, ge=2, description="train on a fixed sample of this many train-split images (data.seed picks it); null: all"
+        None,
+        ge=2,
+        description="train on a fixed sample of this many train-split images (data.seed picks it); null: all",
     )
     batch_size: int = 256
     optimizer: Literal["sgd", "adamw"] = "sgd"
@@ -76,19 +78,23 @@ class TrainConfig(_Section):
         return self
 
 
-
 class StudentTrainConfig(TrainConfig):
     view_seed: int | None = Field(
-        None, description="seed of the training views (order, crops, flips); null: seed. Study seeds and sweep "
-        "cells that share it share the views, and so a teacher cache")
+        None,
+        description="seed of the training views (order, crops, flips); null: seed. Study seeds and sweep "
+        "cells that share it share the views, and so a teacher cache",
+    )
     subset_seed: int | None = Field(
-        None, description="seed that draws the transfer set (subset) from the train split; null: data.seed, which "
-        "also splits val off. A fresh transfer set for confirmation without moving the val split or the teacher")
+        None,
+        description="seed that draws the transfer set (subset) from the train split; null: data.seed, which "
+        "also splits val off. A fresh transfer set for confirmation without moving the val split or the teacher",
+    )
 
     def identity(self) -> dict[str, Any]:
         """What decides training, for fingerprints. A ``subset_seed`` left null (``data.seed``, as before the key
         existed) is left out, so checkpoints and study results from before it stay valid."""
         return self.model_dump(mode="json", exclude={"subset_seed"} if self.subset_seed is None else None)
+
 
 class TeacherConfig(_Section):
     source: str = Field("train", description="'train', a checkpoint path, or a models:/ URI")
@@ -106,8 +112,11 @@ def _yaml_off(value: Any) -> Any:
 
 
 CacheMode = Annotated[Literal["auto", "off", "require"], BeforeValidator(_yaml_off)]
-CACHE_FIELD = Field("auto", description="the teacher-output cache: auto (replay what is cached, record the rest), "
-                  "require (fail unless every epoch is cached), off")
+CACHE_FIELD = Field(
+    "auto",
+    description="the teacher-output cache: auto (replay what is cached, record the rest), "
+    "require (fail unless every epoch is cached), off",
+)
 
 
 class SRDConfig(_Section):
@@ -178,16 +187,22 @@ class RuntimeConfig(_Section):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     num_threads: int | None = Field(None, ge=1, description="torch CPU threads; null uses every core")
     amp: bool = Field(True, description="bf16 autocast, CUDA only")
-    channels_last: bool = Field(True, description="channels_last memory format for images and convolutions (CUDA and CPU)")
+    channels_last: bool = Field(
+        True, description="channels_last memory format for images and convolutions (CUDA and CPU)"
+    )
     eval_batch_size: int = Field(256, ge=1, description="images per evaluation batch")
     progress: Annotated[Literal["auto", "bar", "log", "off"], BeforeValidator(_yaml_off)] = "auto"
     """YAML 1.1 reads a bare ``off`` (in params.yaml or ``-p``) as false; it means "off" here."""
 
 
 class OperationalSetConfig(_Section):
-    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]{0,39}$", description="names its metrics: letters, digits, _ and -")
-    source: str = Field(min_length=1, description="an ImageFolder or prepared data directory, s3://bucket/prefix or "
-                        "dvc+<repo>@<rev>#<path>")
+    name: str = Field(
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]{0,39}$", description="names its metrics: letters, digits, _ and -"
+    )
+    source: str = Field(
+        min_length=1,
+        description="an ImageFolder or prepared data directory, s3://bucket/prefix or dvc+<repo>@<rev>#<path>",
+    )
     split: Literal["train", "val", "test"] = Field("test", description="the split read from a prepared data directory")
 
 
@@ -196,23 +211,31 @@ class ValidateConfig(_Section):
     max_teacher_gap: float | None = Field(0.06, ge=0, le=1, description="teacher top-1 minus student top-1")
     max_latency_ms: float | None = Field(50.0, gt=0, description="per image at batch 1")
     corruptions: Literal["none", "fast", "full"] = Field(
-        "fast", description="the corruption suite on the gate split (gate.split): none; fast, every corruption at severity 3; "
-        "full, at severities 1-5"
+        "fast",
+        description="the corruption suite on the gate split (gate.split): none; fast, every corruption at severity 3; "
+        "full, at severities 1-5",
     )
     corruption_seed: int = Field(0, description="the suite's noise, offsets and angles; fixed so runs compare")
     max_corruption_gap: float | None = Field(
         None, ge=0, le=1, description="teacher mean corrupted top-1 minus the student's; null: not checked"
     )
     deploy_format: Literal["pytorch", "onnx", "onnx_int8"] = Field(
-        "onnx", description="the artifact that is deployed: its measured latency and memory are what "
-        "max_latency_ms and max_memory_mb read")
+        "onnx",
+        description="the artifact that is deployed: its measured latency and memory are what "
+        "max_latency_ms and max_memory_mb read",
+    )
     max_memory_mb: float | None = Field(
-        None, gt=0, description="memory a fresh process needs to load the deploy format and run one batch; null: "
-        "reported, not checked")
+        None,
+        gt=0,
+        description="memory a fresh process needs to load the deploy format and run one batch; null: "
+        "reported, not checked",
+    )
     operational: tuple[OperationalSetConfig, ...] = Field(
-        (), description="named extra evaluation sets (field data), each measured beside the test split")
+        (), description="named extra evaluation sets (field data), each measured beside the test split"
+    )
     operational_min_top1: dict[str, float] = Field(
-        {}, description="per named operational set, the student's lowest acceptable top-1 there")
+        {}, description="per named operational set, the student's lowest acceptable top-1 there"
+    )
 
     @field_validator("operational", mode="before")
     @classmethod
@@ -226,8 +249,10 @@ class ValidateConfig(_Section):
             raise ValueError(f"operational: set names must be unique, got {names}")
         unknown = sorted(set(self.operational_min_top1) - set(names))
         if unknown:
-            raise ValueError(f"operational_min_top1: {', '.join(unknown)} names no set in validate.operational "
-                             f"({', '.join(names) or 'none'})")
+            raise ValueError(
+                f"operational_min_top1: {', '.join(unknown)} names no set in validate.operational "
+                f"({', '.join(names) or 'none'})"
+            )
         bad = {k: v for k, v in self.operational_min_top1.items() if not 0 <= v <= 1}
         if bad:
             raise ValueError(f"operational_min_top1: top-1 thresholds lie in [0, 1], got {bad}")
@@ -236,15 +261,22 @@ class ValidateConfig(_Section):
 
 class GateConfig(_Section):
     split: Literal["val", "test"] = Field(
-        "val", description="where the thresholds, challenger and champion are decided: val (held out from training, "
-        "never used to pick a model); the test split is measured and reported, and decides only if set here")
+        "val",
+        description="where the thresholds, challenger and champion are decided: val (held out from training, "
+        "never used to pick a model); the test split is measured and reported, and decides only if set here",
+    )
     min_improvement: float = Field(0.0, ge=0, le=1, description="top-1 points over the champion, as a fraction")
     significance: float | None = Field(None, gt=0, lt=1, description="McNemar p-value threshold, null to skip")
     max_robustness_drop: float | None = Field(
-        None, ge=0, le=1, description="how much of the champion's mean corrupted top-1 a challenger may lose, even "
-        "when it wins on clean data; null: not checked")
+        None,
+        ge=0,
+        le=1,
+        description="how much of the champion's mean corrupted top-1 a challenger may lose, even "
+        "when it wins on clean data; null: not checked",
+    )
     max_class_drop: float | None = Field(
-        None, ge=0, le=1, description="how far any class's recall may fall below the champion's; null: not checked")
+        None, ge=0, le=1, description="how far any class's recall may fall below the champion's; null: not checked"
+    )
 
 
 class TrackingConfig(_Section):
@@ -253,24 +285,33 @@ class TrackingConfig(_Section):
     experiment: str = Field("kdpipe", min_length=1)
     registered_model: str = Field("kdpipe-student", min_length=1)
     pipeline_run_id: str | None = Field(
-        None, min_length=1, description="groups the steps of one pipeline run in MLflow; null: "
-        "$KDPIPE_PIPELINE_RUN_ID, else a fresh id per command"
+        None,
+        min_length=1,
+        description="groups the steps of one pipeline run in MLflow; null: "
+        "$KDPIPE_PIPELINE_RUN_ID, else a fresh id per command",
     )
     kubeflow_run_id: str | None = Field(
-        None, description="set by the Kubeflow components: the KFP run, tagged on every step run (kdpipe.kubeflow_run_id)")
+        None,
+        description="set by the Kubeflow components: the KFP run, tagged on every step run (kdpipe.kubeflow_run_id)",
+    )
     kubeflow_ui_url: str | None = Field(
-        None, description="the Kubeflow Pipelines UI, e.g. https://kubeflow.example/pipeline; with it each step run "
-        "is tagged with a link to its KFP run (kdpipe.kubeflow_run_url)")
+        None,
+        description="the Kubeflow Pipelines UI, e.g. https://kubeflow.example/pipeline; with it each step run "
+        "is tagged with a link to its KFP run (kdpipe.kubeflow_run_url)",
+    )
     ui_url: str | None = Field(
-        None, description="the MLflow UI that links point at; null: the tracking server when tracking.uri is "
-        "http(s), else http://127.0.0.1:5000 (what `mlflow ui` serves)"
+        None,
+        description="the MLflow UI that links point at; null: the tracking server when tracking.uri is "
+        "http(s), else http://127.0.0.1:5000 (what `mlflow ui` serves)",
     )
     system_metrics_seconds: float | None = Field(
         10.0, gt=0, description="how often the distill run samples CPU, memory and GPU into system/* metrics; null: off"
     )
     retry_seconds: float = Field(
-        120.0, ge=0, description="how long a step, its work done, waits for an unreachable MLflow to come back "
-        "before it ends with a one-line error (its files are written either way)"
+        120.0,
+        ge=0,
+        description="how long a step, its work done, waits for an unreachable MLflow to come back "
+        "before it ends with a one-line error (its files are written either way)",
     )
 
     @field_validator("uri")
@@ -280,23 +321,34 @@ class TrackingConfig(_Section):
         from urllib.parse import urlsplit
 
         if urlsplit(value).password is not None:
-            raise ValueError("must not contain credentials; set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD "
-                             "in the environment instead")
+            raise ValueError(
+                "must not contain credentials; set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD "
+                "in the environment instead"
+            )
         return value
 
 
 class CacheConfig(_Section):
     dtype: Literal["float32", "float16"] = Field(
-        "float32", description="float32 replays bit-identically; float16 halves the storage")
+        "float32", description="float32 replays bit-identically; float16 halves the storage"
+    )
     max_gb: float = Field(8.0, gt=0, description="the most a distill run records into the teacher cache")
 
 
 class ExportConfig(_Section):
-    enabled: bool = Field(True, description="validate exports teacher and student to ONNX (student also int8) and "
-                          "measures every format's inference cost")
+    enabled: bool = Field(
+        True,
+        description="validate exports teacher and student to ONNX (student also int8) and "
+        "measures every format's inference cost",
+    )
     calibration_size: int = Field(512, ge=1, description="transfer-set images that calibrate the int8 activations")
-    max_int8_drop: float = Field(0.01, ge=0, le=1, description="int8 top-1 may trail fp32 by this much on the gate "
-                                 "split; beyond it int8 is not offered for deployment")
+    max_int8_drop: float = Field(
+        0.01,
+        ge=0,
+        le=1,
+        description="int8 top-1 may trail fp32 by this much on the gate "
+        "split; beyond it int8 is not offered for deployment",
+    )
     threads: int = Field(1, ge=1, description="CPU threads of every cost probe (1: the common edge case)")
     batch_size: int = Field(64, ge=1, description="the batch of the throughput figure")
     repeats: int = Field(200, ge=20, description="timed batch-1 calls per probe (p95 is the 10th slowest of 200)")
@@ -337,8 +389,10 @@ class Params(_Section):
             if not is_known_model(arch):
                 raise _KeyedError(key, str(MODELS.unknown(arch)))
         if self.validate_.deploy_format != "pytorch" and not self.export.enabled:
-            raise _KeyedError("validate.deploy_format", f"'{self.validate_.deploy_format}' needs export.enabled: true "
-                              "(or deploy_format: pytorch)")
+            raise _KeyedError(
+                "validate.deploy_format",
+                f"'{self.validate_.deploy_format}' needs export.enabled: true (or deploy_format: pytorch)",
+            )
         if self.method.name == "srd" and self.method.srd.projector == "none":
             d_s, d_t = feature_dim(self.student.arch), feature_dim(self.teacher.arch)
             if d_s != d_t:

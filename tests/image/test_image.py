@@ -53,8 +53,9 @@ def _run(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 def _inspect(template: str) -> str:
-    done = subprocess.run([*_engine(), "image", "inspect", "--format", template, IMAGE], capture_output=True,
-                          text=True, check=False)
+    done = subprocess.run(
+        [*_engine(), "image", "inspect", "--format", template, IMAGE], capture_output=True, text=True, check=False
+    )
     assert done.returncode == 0, f"no image {IMAGE}: run `make image` first ({done.stderr.strip()})"
     return done.stdout.strip()
 
@@ -69,7 +70,9 @@ def test_the_image_runs_as_its_user_with_the_package_version_its_data_and_no_com
     assert found.stdout.split() == [], f"compilers in the image: {found.stdout.split()}"
     data = _run("--entrypoint", "ls", IMAGE, str(DEBIAN_FASHION_MNIST)).stdout.split()
     assert sorted(data) == sorted(f"{name}.gz" for name in MNIST_FILES)
-    writes = _run("--entrypoint", "sh", IMAGE, "-c", "touch $HOME/probe && mkdir -p /tmp/outputs && touch /tmp/outputs/x")
+    writes = _run(
+        "--entrypoint", "sh", IMAGE, "-c", "touch $HOME/probe && mkdir -p /tmp/outputs && touch /tmp/outputs/x"
+    )
     assert writes.returncode == 0, writes.stderr
 
 
@@ -97,7 +100,10 @@ def test_every_component_starts_in_the_image_with_its_pipeline_command_line(tmp_
 
 
 def test_the_pipeline_runs_every_component_inside_the_image(
-    make_params: Callable[..., Params], tmp_path: Path, capsys: pytest.CaptureFixture[str], reshot: Path,
+    make_params: Callable[..., Params],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    reshot: Path,
     mlflow_server: str,
 ) -> None:
     assert os.environ.get("DOCKER_HOST") or _engine()[0].endswith("docker"), "run through scripts/image-check.sh"
@@ -105,19 +111,30 @@ def test_the_pipeline_runs_every_component_inside_the_image(
     shared = root / "operational" / "reshot"  # the containers see the pipeline root only
     shutil.copytree(reshot, shared)
     subprocess.run(["chmod", "-R", "a+rX", str(root)], check=True)  # the image's user reads it
-    params = make_params(data__root="data/raw", data__train_subset=1000, data__test_subset=500, data__val_size=200,
-                         train__epochs=2, train__batch_size=64, tracking__uri=mlflow_server,
-                         validate__operational=[{"name": "reshot", "source": str(shared)}], **EXPORT_ON)
+    params = make_params(
+        data__root="data/raw",
+        data__train_subset=1000,
+        data__test_subset=500,
+        data__val_size=200,
+        train__epochs=2,
+        train__batch_size=64,
+        tracking__uri=mlflow_server,
+        validate__operational=[{"name": "reshot", "source": str(shared)}],
+        **EXPORT_ON,
+    )
     params_file = tmp_path / "params.yaml"
     params_file.write_text(dump_params(params))
-    assert main(["pipeline", "run-local", "--runner", "docker", "-c", str(params_file), "--pipeline-root", str(root)]) == 0
+    assert (
+        main(["pipeline", "run-local", "--runner", "docker", "-c", str(params_file), "--pipeline-root", str(root)]) == 0
+    )
     out = capsys.readouterr().out
     found = re.search(r"^artifacts of the run: (.+)$", out, re.MULTILINE)
     assert found, "run-local did not say where the run's artifacts are"
     run = Path(found.group(1))
     tasks = sorted(p.name for p in run.iterdir() if (p / "executor_output.json").exists())
-    assert tasks == ["distill", "evaluate-teacher", "prepare-data", "promote", "teacher-outputs",
-                     "validate-student"], out[-4000:]  # kfp's DockerRunner can call a failed container a success
+    assert tasks == ["distill", "evaluate-teacher", "prepare-data", "promote", "teacher-outputs", "validate-student"], (
+        out[-4000:]
+    )  # kfp's DockerRunner can call a failed container a success
     owners = {p.stat().st_uid for p in run.rglob("executor_output.json")}
     assert owners == {int(USER_ID)}, f"the tasks wrote as uid {owners}, not the image's user"
     check_run(run, params, mlflow_server, RESHOT_COUNT)

@@ -59,7 +59,9 @@ def _label_map(spec: OperationalSetConfig, found: list[str], classes: list[str],
     expected = {folder_name(c) if by == "folder" else c: i for i, c in enumerate(classes)}
     missing, extra = sorted(set(expected) - set(found)), sorted(set(found) - set(expected))
     if missing or extra:
-        raise _error(spec, f"its classes are not the training data's: missing {missing or 'none'}, extra {extra or 'none'}")
+        raise _error(
+            spec, f"its classes are not the training data's: missing {missing or 'none'}, extra {extra or 'none'}"
+        )
     return expected
 
 
@@ -80,8 +82,9 @@ def conform(images: torch.Tensor, shape: tuple[int, int, int]) -> torch.Tensor:
     return images.contiguous()
 
 
-def _read_imagefolder(spec: OperationalSetConfig, root: Path, classes: list[str],
-                      shape: tuple[int, int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+def _read_imagefolder(
+    spec: OperationalSetConfig, root: Path, classes: list[str], shape: tuple[int, int, int]
+) -> tuple[torch.Tensor, torch.Tensor]:
     from PIL import Image, UnidentifiedImageError
     from torchvision.transforms.v2 import functional as TF
 
@@ -103,8 +106,9 @@ def _read_imagefolder(spec: OperationalSetConfig, root: Path, classes: list[str]
     return torch.stack(images), torch.tensor(labels, dtype=torch.long)
 
 
-def _read_prepared(spec: OperationalSetConfig, root: Path, classes: list[str],
-                   shape: tuple[int, int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+def _read_prepared(
+    spec: OperationalSetConfig, root: Path, classes: list[str], shape: tuple[int, int, int]
+) -> tuple[torch.Tensor, torch.Tensor]:
     try:
         data = load_prepared(root, verify=True)
     except KdpipeError as exc:

@@ -26,7 +26,14 @@ from kdpipe.infra.files import atomic_torch_save, atomic_write_text, load_tensor
 TENSORS_FILE = "splits.pt"
 MANIFEST_FILE = "manifest.json"
 SPLITS = ("train", "val", "test")
-RECIPE_KEYS = ("source", "image_size", "val_size", "train_subset", "test_subset", "seed")  # data params that make the data
+RECIPE_KEYS = (
+    "source",
+    "image_size",
+    "val_size",
+    "train_subset",
+    "test_subset",
+    "seed",
+)  # data params that make the data
 
 
 @dataclass(frozen=True)
@@ -153,8 +160,10 @@ def check_recipe(manifest: Mapping[str, Any], data: Mapping[str, Any], where: Pa
     recorded = manifest.get("recipe", {})
     for key in RECIPE_KEYS:
         if key in recorded and recorded[key] != data.get(key):
-            raise DataError(f"data.{key} is {data.get(key)!r}, but {where} was prepared with {recorded[key]!r}; "
-                            "run `kdpipe prepare` with these params first, so the step uses the data its params name")
+            raise DataError(
+                f"data.{key} is {data.get(key)!r}, but {where} was prepared with {recorded[key]!r}; "
+                "run `kdpipe prepare` with these params first, so the step uses the data its params name"
+            )
 
 
 def load_prepared(out_dir: str | Path, verify: bool = True, expect: Mapping[str, Any] | None = None) -> PreparedData:

@@ -92,11 +92,15 @@ def fetch(ref: DataRef, into: Path, names: tuple[str, ...] | None = None, what: 
         bucket, prefix = split_s3(ref.location)
         client = s3_client()
         try:
-            keys = [f"{prefix}/{n}" if prefix else n for n in names] if names is not None else _s3_keys(client, bucket, prefix)
+            keys = (
+                [f"{prefix}/{n}" if prefix else n for n in names]
+                if names is not None
+                else _s3_keys(client, bucket, prefix)
+            )
             if not keys:
                 raise DataError(f"{what} {ref.uri}: nothing is stored under this prefix")
             for key in keys:
-                target = into / key[len(prefix):].lstrip("/")
+                target = into / key[len(prefix) :].lstrip("/")
                 target.parent.mkdir(parents=True, exist_ok=True)
                 client.download_file(bucket, key, str(target))
         except DataError:

@@ -92,7 +92,9 @@ def _check_idx_file(path: Path, ndim: int, origins: dict[str, Path]) -> int:
         )
     expected = header_len + math.prod(dims)
     if size != expected:
-        raise DataError(f"{_describe(path, origins)}: header says shape {dims} ({expected} bytes) but the file has {size} bytes")
+        raise DataError(
+            f"{_describe(path, origins)}: header says shape {dims} ({expected} bytes) but the file has {size} bytes"
+        )
     return dims[0]
 
 

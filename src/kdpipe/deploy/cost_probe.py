@@ -28,20 +28,42 @@ THREAD_ENVS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 THROUGHPUT_REPEATS = 10
 
 
-def measure(path: Path, fmt: str, shape: tuple[int, int, int], *, threads: int, batch_size: int, repeats: int,
-            warmup: int, mean: list[float] | None = None, std: list[float] | None = None) -> dict[str, float]:
+def measure(
+    path: Path,
+    fmt: str,
+    shape: tuple[int, int, int],
+    *,
+    threads: int,
+    batch_size: int,
+    repeats: int,
+    warmup: int,
+    mean: list[float] | None = None,
+    std: list[float] | None = None,
+) -> dict[str, float]:
     """The cost of the model file ``path`` in format ``fmt``, from a fresh probe process; ``mean``/``std``
     (the manifest's) wrap an eager model like the exported ones."""
     from kdpipe.infra.errors import KdpipeError
 
-    args = {"path": str(path), "format": fmt, "shape": list(shape), "threads": threads, "batch_size": batch_size,
-            "repeats": repeats, "warmup": warmup, "mean": mean, "std": std}
+    args = {
+        "path": str(path),
+        "format": fmt,
+        "shape": list(shape),
+        "threads": threads,
+        "batch_size": batch_size,
+        "repeats": repeats,
+        "warmup": warmup,
+        "mean": mean,
+        "std": std,
+    }
     env = {**os.environ, **dict.fromkeys(THREAD_ENVS, str(threads))}
-    result = subprocess.run([sys.executable, "-m", __name__, json.dumps(args)], capture_output=True,
-                            text=True, env=env, check=False)
+    result = subprocess.run(
+        [sys.executable, "-m", __name__, json.dumps(args)], capture_output=True, text=True, env=env, check=False
+    )
     lines = result.stdout.strip().splitlines()
     if result.returncode != 0 or not lines:
-        raise KdpipeError(f"{path}: the {fmt} cost probe failed ({(result.stderr.strip().splitlines() or ['no output'])[-1]})")
+        raise KdpipeError(
+            f"{path}: the {fmt} cost probe failed ({(result.stderr.strip().splitlines() or ['no output'])[-1]})"
+        )
     figures: dict[str, float] = json.loads(lines[-1])
     return {**figures, "size_kb": path.stat().st_size / 1024}
 

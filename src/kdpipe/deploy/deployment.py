@@ -47,10 +47,16 @@ class Deployment:
 
     def as_dict(self) -> dict[str, Any]:
         """Plain JSON: what metrics.json, details.json and the Kubeflow Metrics artifact hold."""
-        return {"deploy_format": self.deploy_format, "threads": self.threads, "batch_size": self.batch_size,
-                "parity": self.parity, "int8": self.int8, "cost": self.cost,
-                "files": {name: path.name for name, path in self.files.items()},
-                "sha256": {path.name: file_sha256(path) for path in self.files.values()}}
+        return {
+            "deploy_format": self.deploy_format,
+            "threads": self.threads,
+            "batch_size": self.batch_size,
+            "parity": self.parity,
+            "int8": self.int8,
+            "cost": self.cost,
+            "files": {name: path.name for name, path in self.files.items()},
+            "sha256": {path.name: file_sha256(path) for path in self.files.values()},
+        }
 
     def gate_figures(self) -> dict[str, float]:
         """The student's latency and memory in the deploy format: what the thresholds read."""
@@ -64,13 +70,17 @@ def registry_files(validation_dir: Path) -> dict[str, Path]:
     deployed = read_json(validation_dir / METRICS_FILE).get("deployment")
     if not deployed:
         return {}
-    names = {tags.ONNX_MODEL_URI: "student_onnx", **({tags.ONNX_INT8_MODEL_URI: "student_int8_onnx"}
-                                                     if deployed["int8"]["offered"] else {})}
+    names = {
+        tags.ONNX_MODEL_URI: "student_onnx",
+        **({tags.ONNX_INT8_MODEL_URI: "student_int8_onnx"} if deployed["int8"]["offered"] else {}),
+    }
     found = {tag: validation_dir / deployed["files"][name] for tag, name in names.items()}
     for path in found.values():
         if not path.exists() or file_sha256(path) != deployed["sha256"][path.name]:
-            raise KdpipeError(f"{path}: missing or changed since validate measured it (a `kdpipe export` since?); "
-                              "rerun `kdpipe validate` before promoting")
+            raise KdpipeError(
+                f"{path}: missing or changed since validate measured it (a `kdpipe export` since?); "
+                "rerun `kdpipe validate` before promoting"
+            )
     return found
 
 
@@ -90,8 +100,16 @@ def _top1(logits: torch.Tensor, labels: torch.Tensor) -> float:
     return float((logits.argmax(1) == labels).float().mean())
 
 
-def _fp32(who: str, net: torch.nn.Module, m: dict[str, Any], path: Path, images: torch.Tensor, labels: torch.Tensor,
-          split: str, threads: int) -> tuple[dict[str, float], dict[str, float]]:
+def _fp32(
+    who: str,
+    net: torch.nn.Module,
+    m: dict[str, Any],
+    path: Path,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    split: str,
+    threads: int,
+) -> tuple[dict[str, float], dict[str, float]]:
     """Export ``net`` (a copy, on the CPU) and check it against eager on ``images``: (parity, top-1 by format)."""
     net = copy.deepcopy(net).cpu().eval()
     export.to_onnx(net, m["mean"], m["std"], input_shape(m), path, who)
@@ -101,8 +119,11 @@ def _fp32(who: str, net: torch.nn.Module, m: dict[str, Any], path: Path, images:
     if who == "student":  # what is deployed must match what was validated
         export.check_parity(parity, f"{who} on the {split} split")
     elif not export.parity_holds(parity):  # the teacher's export only feeds the cost table
-        log.warning("export: the teacher's ONNX fp32 differs from eager on the %s split (%s); its cost figures stand",
-                    split, parity)
+        log.warning(
+            "export: the teacher's ONNX fp32 differs from eager on the %s split (%s); its cost figures stand",
+            split,
+            parity,
+        )
     return parity, {"pytorch": _top1(eager, labels), "onnx": _top1(onnx, labels)}
 
 
@@ -115,14 +136,28 @@ def _int8(params: Params, data: PreparedData, fp32: Path, path: Path, fp32_top1:
     top1 = _top1(export.onnx_logits(export.session(path, cfg.threads), images), labels)
     drop = fp32_top1 - top1
     offered = drop <= cfg.max_int8_drop
-    reason = "" if offered else (f"int8 top-1 {top1:.4f} trails fp32 {fp32_top1:.4f} by {drop:.4f} on the {split} split, "
-                                 f"over export.max_int8_drop {cfg.max_int8_drop:.4f}")
-    return {"split": split, "fp32_top1": fp32_top1, "int8_top1": top1, "drop": drop, "offered": offered,
-            "calibration_images": len(calibration), "reason": reason}
+    reason = (
+        ""
+        if offered
+        else (
+            f"int8 top-1 {top1:.4f} trails fp32 {fp32_top1:.4f} by {drop:.4f} on the {split} split, "
+            f"over export.max_int8_drop {cfg.max_int8_drop:.4f}"
+        )
+    )
+    return {
+        "split": split,
+        "fp32_top1": fp32_top1,
+        "int8_top1": top1,
+        "drop": drop,
+        "offered": offered,
+        "calibration_images": len(calibration),
+        "reason": reason,
+    }
 
 
-def export_and_measure(params: Params, data: PreparedData, student: torch.nn.Module,
-                       teacher: torch.nn.Module) -> Deployment:
+def export_and_measure(
+    params: Params, data: PreparedData, student: torch.nn.Module, teacher: torch.nn.Module
+) -> Deployment:
     """Export into ``paths.validation`` (``student.onnx``, ``student_int8.onnx``, ``teacher.onnx``), check
     parity on the gate split, quantise, probe the cost."""
     cfg, m, out, split = params.export, data.manifest, Path(params.paths.validation), params.gate.split
@@ -133,14 +168,40 @@ def export_and_measure(params: Params, data: PreparedData, student: torch.nn.Mod
         parity[who], accuracy[who] = _fp32(who, net, m, files[f"{who}_onnx"], images, labels, split, cfg.threads)
     int8 = _int8(params, data, files["student_onnx"], files["student_int8_onnx"], accuracy["student"]["onnx"])
     accuracy["student"]["onnx_int8"] = int8["int8_top1"]
-    sources = {"student": {"pytorch": Path(params.paths.student) / MODEL_FILE, "onnx": files["student_onnx"],
-                           "onnx_int8": files["student_int8_onnx"]},
-               "teacher": {"pytorch": Path(params.paths.teacher) / MODEL_FILE, "onnx": files["teacher_onnx"]}}
-    cost = {who: {fmt: {**cost_probe.measure(path, fmt, input_shape(m), threads=cfg.threads, batch_size=cfg.batch_size,
-                                             repeats=cfg.repeats, warmup=cfg.warmup, mean=m["mean"], std=m["std"]),
-                        "top1": accuracy[who][fmt]}
-                  for fmt, path in by_format.items()} for who, by_format in sources.items()}
-    log.info("export: student fp32 parity %.2f%% (max |dlogit| %.1e), int8 top-1 %.4f (drop %.4f)%s",
-             100 * parity["student"]["top1_agreement"], parity["student"]["max_abs_logit_diff"], int8["int8_top1"],
-             int8["drop"], "" if int8["offered"] else "; int8 not offered")
+    sources = {
+        "student": {
+            "pytorch": Path(params.paths.student) / MODEL_FILE,
+            "onnx": files["student_onnx"],
+            "onnx_int8": files["student_int8_onnx"],
+        },
+        "teacher": {"pytorch": Path(params.paths.teacher) / MODEL_FILE, "onnx": files["teacher_onnx"]},
+    }
+    cost = {
+        who: {
+            fmt: {
+                **cost_probe.measure(
+                    path,
+                    fmt,
+                    input_shape(m),
+                    threads=cfg.threads,
+                    batch_size=cfg.batch_size,
+                    repeats=cfg.repeats,
+                    warmup=cfg.warmup,
+                    mean=m["mean"],
+                    std=m["std"],
+                ),
+                "top1": accuracy[who][fmt],
+            }
+            for fmt, path in by_format.items()
+        }
+        for who, by_format in sources.items()
+    }
+    log.info(
+        "export: student fp32 parity %.2f%% (max |dlogit| %.1e), int8 top-1 %.4f (drop %.4f)%s",
+        100 * parity["student"]["top1_agreement"],
+        parity["student"]["max_abs_logit_diff"],
+        int8["int8_top1"],
+        int8["drop"],
+        "" if int8["offered"] else "; int8 not offered",
+    )
     return Deployment(files, parity, int8, cost, params.validate_.deploy_format, cfg.threads, cfg.batch_size)

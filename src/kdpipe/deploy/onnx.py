@@ -33,15 +33,22 @@ class ExportError(KdpipeError):
     """A model could not be exported, quantised or run under ONNX Runtime, or its export disagrees with eager."""
 
 
-def to_onnx(net: nn.Module, mean: list[float], std: list[float], in_shape: tuple[int, int, int], path: Path,
-            what: str) -> Path:
+def to_onnx(
+    net: nn.Module, mean: list[float], std: list[float], in_shape: tuple[int, int, int], path: Path, what: str
+) -> Path:
     """Export ``net`` with the normalisation baked in and a dynamic batch axis; an unsupported op is named."""
     model = ServingClassifier(net, mean, std).eval()
     example = torch.rand(2, *in_shape)
     try:
-        program = torch.onnx.export(model, (example,), input_names=[INPUT], output_names=[OUTPUT],
-                                    dynamic_shapes=({0: torch.export.Dim("batch")},), dynamo=True,
-                                    verbose=False)  # verbose=False: no stage-by-stage narration on stdout
+        program = torch.onnx.export(
+            model,
+            (example,),
+            input_names=[INPUT],
+            output_names=[OUTPUT],
+            dynamic_shapes=({0: torch.export.Dim("batch")},),
+            dynamo=True,
+            verbose=False,
+        )  # verbose=False: no stage-by-stage narration on stdout
     except Exception as exc:  # torch.export and onnxscript raise many types; the op is what a user needs
         found = _OP.search(str(exc))
         op = f"unsupported op {found.group(1)}" if found else f"{type(exc).__name__}: {str(exc).splitlines()[0][:300]}"
@@ -68,15 +75,19 @@ def session(path: Path, threads: int) -> Any:
 
 def onnx_logits(sess: Any, images: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
     """Logits of an ONNX session for uint8 images, as float32 in [0, 1] (the model's input contract)."""
-    outs = [sess.run([OUTPUT], {INPUT: images[i: i + batch_size].float().div_(255).numpy()})[0]
-            for i in range(0, len(images), batch_size)]
+    outs = [
+        sess.run([OUTPUT], {INPUT: images[i : i + batch_size].float().div_(255).numpy()})[0]
+        for i in range(0, len(images), batch_size)
+    ]
     return torch.from_numpy(np.concatenate(outs)).float()
 
 
 def parity(eager: torch.Tensor, exported: torch.Tensor) -> dict[str, float]:
     """Top-1 agreement and the largest |logit difference| between eager and exported logits."""
-    return {"top1_agreement": float((eager.argmax(1) == exported.argmax(1)).float().mean()),
-            "max_abs_logit_diff": float((eager - exported).abs().max())}
+    return {
+        "top1_agreement": float((eager.argmax(1) == exported.argmax(1)).float().mean()),
+        "max_abs_logit_diff": float((eager - exported).abs().max()),
+    }
 
 
 def parity_holds(figures: dict[str, float]) -> bool:
@@ -89,7 +100,9 @@ def check_parity(figures: dict[str, float], what: str) -> None:
     if not parity_holds(figures):
         raise ExportError(
             f"{what}: the ONNX fp32 export disagrees with eager PyTorch (top-1 agreement "
-            f"{figures['top1_agreement']:.4%}, max |Δlogit| {figures['max_abs_logit_diff']:.2e} > {MAX_ABS_LOGIT_DIFF:g})")
+            f"{figures['top1_agreement']:.4%}, max |Δlogit| {figures['max_abs_logit_diff']:.2e} "
+            f"> {MAX_ABS_LOGIT_DIFF:g})"
+        )
 
 
 def quantize_int8(fp32: Path, calibration: torch.Tensor, path: Path, what: str, batch_size: int = 64) -> Path:
@@ -104,8 +117,10 @@ def quantize_int8(fp32: Path, calibration: torch.Tensor, path: Path, what: str, 
 
     class Batches(CalibrationDataReader):
         def __init__(self) -> None:
-            self.batches = iter(calibration[i: i + batch_size].float().div_(255).numpy()
-                                for i in range(0, len(calibration), batch_size))
+            self.batches = iter(
+                calibration[i : i + batch_size].float().div_(255).numpy()
+                for i in range(0, len(calibration), batch_size)
+            )
 
         def get_next(self) -> dict[str, np.ndarray] | None:
             batch = next(self.batches, None)
@@ -114,11 +129,20 @@ def quantize_int8(fp32: Path, calibration: torch.Tensor, path: Path, what: str, 
     prepared, partial = path.with_name(f".{path.stem}.pre.onnx"), path.with_name(f".{path.name}.partial")
     try:
         quant_pre_process(str(fp32), str(prepared), skip_symbolic_shape=True)
-        quantize_static(str(prepared), str(partial), Batches(), quant_format=QuantFormat.QDQ, per_channel=True,
-                        activation_type=QuantType.QInt8, weight_type=QuantType.QInt8)
+        quantize_static(
+            str(prepared),
+            str(partial),
+            Batches(),
+            quant_format=QuantFormat.QDQ,
+            per_channel=True,
+            activation_type=QuantType.QInt8,
+            weight_type=QuantType.QInt8,
+        )
         os.replace(partial, path)
     except Exception as exc:  # onnxruntime.quantization raises many types
-        raise ExportError(f"{what}: int8 quantisation failed ({type(exc).__name__}: {str(exc).splitlines()[0][:300]})") from None
+        raise ExportError(
+            f"{what}: int8 quantisation failed ({type(exc).__name__}: {str(exc).splitlines()[0][:300]})"
+        ) from None
     finally:
         prepared.unlink(missing_ok=True)
         partial.unlink(missing_ok=True)

@@ -17,7 +17,10 @@ def _linear(d_student: int, d_teacher: int) -> nn.Module:
 @PROJECTORS.register("mlp")
 def _mlp(d_student: int, d_teacher: int) -> nn.Module:
     return nn.Sequential(
-        nn.Linear(d_student, d_teacher), nn.BatchNorm1d(d_teacher), nn.ReLU(inplace=True), nn.Linear(d_teacher, d_teacher)
+        nn.Linear(d_student, d_teacher),
+        nn.BatchNorm1d(d_teacher),
+        nn.ReLU(inplace=True),
+        nn.Linear(d_teacher, d_teacher),
     )
 
 

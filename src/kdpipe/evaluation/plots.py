@@ -70,16 +70,26 @@ def confusion_matrix(matrix: list[list[int]], classes: list[str], path: Path, ti
         top = max((max(row) for row in matrix), default=0)
         for r, row in enumerate(matrix):
             for c, count in enumerate(row):
-                ax.text(c, r, str(count), ha="center", va="center", fontsize=6,
-                        color="white" if count > top / 2 else "black")
+                ax.text(
+                    c,
+                    r,
+                    str(count),
+                    ha="center",
+                    va="center",
+                    fontsize=6,
+                    color="white" if count > top / 2 else "black",
+                )
     if title:
         ax.set_title(title)
     return save_png(fig, path)
 
 
-def corruption_heatmap(student: dict[str, dict[int, float]], teacher: dict[str, dict[int, float]], path: Path,
-                       title: str = "") -> Path:
-    """Student minus teacher top-1 per corruption (rows) and severity (columns), in points; red: the student loses more."""
+def corruption_heatmap(
+    student: dict[str, dict[int, float]], teacher: dict[str, dict[int, float]], path: Path, title: str = ""
+) -> Path:
+    """Student minus teacher top-1 per corruption (rows) and severity (columns), in points.
+
+    Red: the student loses more."""
     names = sorted(student)
     severities = sorted({s for by_s in student.values() for s in by_s})
     diff = [[100 * (student[n][s] - teacher[n][s]) for s in severities] for n in names]

@@ -35,12 +35,17 @@ def _operational(sets: dict[str, dict[str, Any]]) -> list[str]:
     """One row per operational set: each model's top-1 there and how far the set moved from the training data."""
     if not sets:
         return []
-    lines = ["", "## Operational data", "",
-             "Input shift: the set's pixel mean / std minus the training split's. Confidence shift: mean max-softmax "
-             "on the set minus on held-out data of the training distribution (the gate split).", "",
-             "| set | images | teacher top-1 | student top-1 | champion top-1 | student ECE | teacher-student "
-             "disagreement | input mean / std shift | confidence shift, teacher / student |",
-             "|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "",
+        "## Operational data",
+        "",
+        "Input shift: the set's pixel mean / std minus the training split's. Confidence shift: mean max-softmax "
+        "on the set minus on held-out data of the training distribution (the gate split).",
+        "",
+        "| set | images | teacher top-1 | student top-1 | champion top-1 | student ECE | teacher-student "
+        "disagreement | input mean / std shift | confidence shift, teacher / student |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
     for name, f in sets.items():
         s = f["shift"]
         lines.append(
@@ -48,7 +53,8 @@ def _operational(sets: dict[str, dict[str, Any]]) -> list[str]:
             f"{_cell(f['student'], 'top1', '{:.2%}')} | {_cell(f.get('champion'), 'top1', '{:.2%}')} | "
             f"{_cell(f['student'], 'ece', '{:.4f}')} | {s['disagreement']:.2%} | "
             f"{s['input_mean_shift']:+.3f} / {s['input_std_shift']:+.3f} | "
-            f"{s['teacher_confidence_shift']:+.3f} / {s['student_confidence_shift']:+.3f} |")
+            f"{s['teacher_confidence_shift']:+.3f} / {s['student_confidence_shift']:+.3f} |"
+        )
     lines += ["", *(f"- {name}: {f['kind']} `{f['source']}`, sha256 {f['sha256'][:12]}" for name, f in sets.items())]
     return lines
 
@@ -58,11 +64,32 @@ FORMAT_LABELS = {"pytorch": "eager PyTorch", "onnx": "ONNX fp32", "onnx_int8": "
 
 def cost_rows(deployment: dict[str, Any]) -> list[list[str]]:
     """The cost table's rows (header first): one per model and format, as the report and `kdpipe run` print it."""
-    rows = [["model", "format", "p50 ms", "p95 ms", f"images/s at batch {deployment['batch_size']}", "memory MB", "size KB",
-             f"{deployment['int8']['split']} top-1"]]
+    rows = [
+        [
+            "model",
+            "format",
+            "p50 ms",
+            "p95 ms",
+            f"images/s at batch {deployment['batch_size']}",
+            "memory MB",
+            "size KB",
+            f"{deployment['int8']['split']} top-1",
+        ]
+    ]
     for who, by_format in deployment["cost"].items():
-        rows += [[who, FORMAT_LABELS[fmt], f"{f['p50_ms']:.3f}", f"{f['p95_ms']:.3f}", f"{f['throughput']:,.0f}",
-                  f"{f['memory_mb']:.1f}", f"{f['size_kb']:,.0f}", f"{f['top1']:.2%}"] for fmt, f in by_format.items()]
+        rows += [
+            [
+                who,
+                FORMAT_LABELS[fmt],
+                f"{f['p50_ms']:.3f}",
+                f"{f['p95_ms']:.3f}",
+                f"{f['throughput']:,.0f}",
+                f"{f['memory_mb']:.1f}",
+                f"{f['size_kb']:,.0f}",
+                f"{f['top1']:.2%}",
+            ]
+            for fmt, f in by_format.items()
+        ]
     return rows
 
 
@@ -72,16 +99,24 @@ def _deployment(d: dict[str, Any] | None) -> list[str]:
     head, *rows = cost_rows(d)
     int8, parity = d["int8"], d["parity"]["student"]
     offered = "offered for deployment" if int8["offered"] else f"**not offered for deployment**: {int8['reason']}"
-    return ["", "## Inference cost", "",
-            f"Each model and format in a fresh process at {d['threads']} thread(s): batch-1 latency, throughput at "
-            "a batch, memory (the RSS high-water mark of loading the model and running one batch, minus the RSS "
-            f"before loading) and file size. The thresholds read the student in **{FORMAT_LABELS[d['deploy_format']]}** "
-            "(`validate.deploy_format`).", "",
-            "| " + " | ".join(head) + " |", "|" + "---|" * len(head), *("| " + " | ".join(r) + " |" for r in rows), "",
-            f"- ONNX fp32 parity with eager on the {int8['split']} split: {parity['top1_agreement']:.2%} top-1 agreement, "
-            f"max |Δlogit| {parity['max_abs_logit_diff']:.1e}",
-            f"- int8 (calibrated on {int8['calibration_images']:,} transfer-set images): top-1 {int8['int8_top1']:.2%} "
-            f"against fp32 {int8['fp32_top1']:.2%} (drop {int8['drop']:+.4f}); {offered}"]
+    return [
+        "",
+        "## Inference cost",
+        "",
+        f"Each model and format in a fresh process at {d['threads']} thread(s): batch-1 latency, throughput at "
+        "a batch, memory (the RSS high-water mark of loading the model and running one batch, minus the RSS "
+        f"before loading) and file size. The thresholds read the student in **{FORMAT_LABELS[d['deploy_format']]}** "
+        "(`validate.deploy_format`).",
+        "",
+        "| " + " | ".join(head) + " |",
+        "|" + "---|" * len(head),
+        *("| " + " | ".join(r) + " |" for r in rows),
+        "",
+        f"- ONNX fp32 parity with eager on the {int8['split']} split: {parity['top1_agreement']:.2%} top-1 agreement, "
+        f"max |Δlogit| {parity['max_abs_logit_diff']:.1e}",
+        f"- int8 (calibrated on {int8['calibration_images']:,} transfer-set images): top-1 {int8['int8_top1']:.2%} "
+        f"against fp32 {int8['fp32_top1']:.2%} (drop {int8['drop']:+.4f}); {offered}",
+    ]
 
 
 def render(
@@ -100,8 +135,11 @@ def render(
     ``gate`` the figures on ``gate.split`` that every decision reads; ``corruption_note`` how the
     corrupted ones were measured; ``operational`` each operational set's figures and shift; ``deployment``
     the exported formats' parity and inference cost."""
-    heads = [f"teacher ({teacher.get('arch', '?')})", f"student ({student.get('arch', '?')})",
-             f"champion ({champion['label']})" if champion else "champion"]
+    heads = [
+        f"teacher ({teacher.get('arch', '?')})",
+        f"student ({student.get('arch', '?')})",
+        f"champion ({champion['label']})" if champion else "champion",
+    ]
     lines = ["# kdpipe validation report", "", f"| | {' | '.join(heads)} |", "|---|---|---|---|"]
     for label, key, fmt in _ROWS:
         cells = [_cell(m, key, fmt) for m in (teacher, student, champion)]
@@ -109,14 +147,27 @@ def render(
     verdict = "passed" if decision["passed"] else "failed"
     lines += ["", f"Champion: {champion_note}"]
     if gate:
-        lines += ["", f"## Decided on the {gate['split']} split", "",
-                  "The thresholds and the promotion gate read these figures; the test split above is reported only.",
-                  "", f"| | {' | '.join(heads)} |", "|---|---|---|---|"]
-        lines += [f"| {label} | {' | '.join(_cell(gate.get(who), key, fmt) for who in ('teacher', 'student', 'champion'))} |"
-                  for label, key, fmt in _GATE_ROWS]
-    lines += [*(["", f"Corruptions: {corruption_note}"] if corruption_note else []), *_operational(operational or {}),
-              *_deployment(deployment),
-              "", f"## Validation thresholds: {verdict}", ""]
+        lines += [
+            "",
+            f"## Decided on the {gate['split']} split",
+            "",
+            "The thresholds and the promotion gate read these figures; the test split above is reported only.",
+            "",
+            f"| | {' | '.join(heads)} |",
+            "|---|---|---|---|",
+        ]
+        lines += [
+            f"| {label} | {' | '.join(_cell(gate.get(who), key, fmt) for who in ('teacher', 'student', 'champion'))} |"
+            for label, key, fmt in _GATE_ROWS
+        ]
+    lines += [
+        *(["", f"Corruptions: {corruption_note}"] if corruption_note else []),
+        *_operational(operational or {}),
+        *_deployment(deployment),
+        "",
+        f"## Validation thresholds: {verdict}",
+        "",
+    ]
     lines += [f"- {reason}" for reason in decision["reasons"]] or ["- every threshold in `validate.*` holds"]
     lines += ["", "## Lineage", "", "| tag | value |", "|---|---|"]
     lines += [f"| {k} | `{v}` |" for k, v in sorted(lineage.items())]

@@ -46,8 +46,9 @@ class Robustness:
         return sum(values) / len(values)
 
 
-def measure(predictors: dict[str, Predict], images: torch.Tensor, labels: torch.Tensor, mode: str,
-            seed: int) -> tuple[dict[str, Robustness], float]:
+def measure(
+    predictors: dict[str, Predict], images: torch.Tensor, labels: torch.Tensor, mode: str, seed: int
+) -> tuple[dict[str, Robustness], float]:
     """Every model on every corrupted copy of ``images``; returns the results and the seconds it took."""
     start = time.perf_counter()
     cells: dict[str, dict[str, dict[int, float]]] = {who: {} for who in predictors}
@@ -86,8 +87,13 @@ def _confidence(logits: torch.Tensor) -> float:
     return float(logits.softmax(1).max(1).values.mean())
 
 
-def shift(images: torch.Tensor, train_mean: list[float], train_std: list[float], logits: dict[str, torch.Tensor],
-          reference: dict[str, torch.Tensor]) -> dict[str, float]:
+def shift(
+    images: torch.Tensor,
+    train_mean: list[float],
+    train_std: list[float],
+    logits: dict[str, torch.Tensor],
+    reference: dict[str, torch.Tensor],
+) -> dict[str, float]:
     """How far an operational set has moved from the training data.
 
     - ``input_mean_shift`` / ``input_std_shift``: the set's pixel mean and std (in [0, 1], averaged
@@ -97,8 +103,10 @@ def shift(images: torch.Tensor, train_mean: list[float], train_std: list[float],
     - ``disagreement``: the share of the set where teacher and student predict different classes.
     """
     mean, std = channel_stats(images)
-    out = {"input_mean_shift": sum(mean) / len(mean) - sum(train_mean) / len(train_mean),
-           "input_std_shift": sum(std) / len(std) - sum(train_std) / len(train_std)}
+    out = {
+        "input_mean_shift": sum(mean) / len(mean) - sum(train_mean) / len(train_mean),
+        "input_std_shift": sum(std) / len(std) - sum(train_std) / len(train_std),
+    }
     out.update({f"{who}_confidence_shift": _confidence(logits[who]) - _confidence(reference[who]) for who in logits})
     out["disagreement"] = float((logits["teacher"].argmax(1) != logits["student"].argmax(1)).float().mean())
     return out

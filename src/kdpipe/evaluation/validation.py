@@ -69,19 +69,38 @@ def _top1(logits: torch.Tensor, labels: torch.Tensor) -> float:
     return float((logits.argmax(1) == labels).float().mean())
 
 
-def _operational(field: OperationalSet, predictors: dict[str, robustness.Predict], reference: dict[str, torch.Tensor],
-                 manifest: dict[str, Any]) -> dict[str, Any]:
+def _operational(
+    field: OperationalSet,
+    predictors: dict[str, robustness.Predict],
+    reference: dict[str, torch.Tensor],
+    manifest: dict[str, Any],
+) -> dict[str, Any]:
     """One operational set measured like the test split, plus its shift from the training data."""
     logits = {who: predict(field.images) for who, predict in predictors.items()}
     labels, t_logits = field.labels, logits["teacher"]
-    figures = {who: classification_metrics(out, labels, None if who == "teacher" else t_logits)
-               for who, out in logits.items()}
-    return {"source": field.source, "kind": field.kind, "num_samples": len(labels), "sha256": field.digest, **figures,
-            "shift": robustness.shift(field.images, manifest["mean"], manifest["std"], logits, reference)}
+    figures = {
+        who: classification_metrics(out, labels, None if who == "teacher" else t_logits) for who, out in logits.items()
+    }
+    return {
+        "source": field.source,
+        "kind": field.kind,
+        "num_samples": len(labels),
+        "sha256": field.digest,
+        **figures,
+        "shift": robustness.shift(field.images, manifest["mean"], manifest["std"], logits, reference),
+    }
 
 
-def measure(params: Params, data: PreparedData, runtime: Runtime, student: torch.nn.Module, teacher: torch.nn.Module,
-            champ: ChampionScore, fields: list[OperationalSet], deployment: Deployment | None) -> Measured:
+def measure(
+    params: Params,
+    data: PreparedData,
+    runtime: Runtime,
+    student: torch.nn.Module,
+    teacher: torch.nn.Module,
+    champ: ChampionScore,
+    fields: list[OperationalSet],
+    deployment: Deployment | None,
+) -> Measured:
     """Every figure the validation reports (test split, operational sets) and decides on (``gate.split``),
     the corruption suite included."""
     labels, split = data.split("test")[1], params.gate.split
@@ -89,41 +108,81 @@ def measure(params: Params, data: PreparedData, runtime: Runtime, student: torch
     t_logits, s_logits = predict_logits(teacher, loader), predict_logits(student, loader)
     predictors: dict[str, robustness.Predict] = {
         who: (lambda imgs, model=model: predict_logits(model, images_loader(imgs, data, params, runtime)))
-        for who, model in (("teacher", teacher), ("student", student))}
+        for who, model in (("teacher", teacher), ("student", student))
+    }
     if champ.module is not None and champ.logits is not None:
         predictors["champion"] = lambda imgs: predict_unit_images(champ.module, imgs, params.runtime.eval_batch_size)
     g_images, g_labels = data.split(split)
     g_logits = {who: predict(g_images) for who, predict in predictors.items()}
     cfg = params.validate_
-    robust, seconds = robustness.measure(predictors, g_images, g_labels, cfg.corruptions, cfg.corruption_seed) \
-        if cfg.corruptions != "none" else ({}, 0.0)
-    note = "not measured (validate.corruptions: none)" if not robust else (
-        f"{cfg.corruptions}: {len(robust['student'].cells)} corruptions at severities "
-        f"{', '.join(map(str, robustness.MODES[cfg.corruptions]))} on the {len(g_labels):,} {split} images, seed "
-        f"{cfg.corruption_seed}; {seconds:.1f} s")
+    robust, seconds = (
+        robustness.measure(predictors, g_images, g_labels, cfg.corruptions, cfg.corruption_seed)
+        if cfg.corruptions != "none"
+        else ({}, 0.0)
+    )
+    note = (
+        "not measured (validate.corruptions: none)"
+        if not robust
+        else (
+            f"{cfg.corruptions}: {len(robust['student'].cells)} corruptions at severities "
+            f"{', '.join(map(str, robustness.MODES[cfg.corruptions]))} on the {len(g_labels):,} {split} images, seed "
+            f"{cfg.corruption_seed}; {seconds:.1f} s"
+        )
+    )
     gate: dict[str, Any] = {"split": split, "champion": None}
     for who, logits in g_logits.items():
-        gate[who] = {"top1": _top1(logits, g_labels),
-                     **(robustness.metrics(robust[who], robust["teacher"]) if who in robust else {})}
+        gate[who] = {
+            "top1": _top1(logits, g_labels),
+            **(robustness.metrics(robust[who], robust["teacher"]) if who in robust else {}),
+        }
     student_m = {**classification_metrics(s_logits, labels, t_logits), **inference_cost(student, shape, runtime.device)}
     teacher_m = {**classification_metrics(t_logits, labels), **inference_cost(teacher, shape, runtime.device)}
-    champion_m = None if champ.logits is None else {**classification_metrics(champ.logits, labels, t_logits),
-                                                    "label": f"v{champ.version}", **champ.recorded()}
+    champion_m = (
+        None
+        if champ.logits is None
+        else {
+            **classification_metrics(champ.logits, labels, t_logits),
+            "label": f"v{champ.version}",
+            **champ.recorded(),
+        }
+    )
     predictions = {**{who: logits.argmax(1) for who, logits in g_logits.items()}, "labels": g_labels, "split": split}
     operational = {field.name: _operational(field, predictors, g_logits, data.manifest) for field in fields}
-    return Measured(student_m, teacher_m, champion_m, labels, data.classes, champ, robust, note, gate, predictions,
-                    operational, deployment)
+    return Measured(
+        student_m,
+        teacher_m,
+        champion_m,
+        labels,
+        data.classes,
+        champ,
+        robust,
+        note,
+        gate,
+        predictions,
+        operational,
+        deployment,
+    )
 
 
 def decide(m: Measured, cfg: ValidateConfig) -> dict[str, Any]:
     """The validate.* thresholds on the gate split's figures; latency and memory are the deploy format's as
     probed (without an export, the eager latency measured in this process, and no memory)."""
     d = m.deployment
-    cost = ({**d.gate_figures(), "deploy_format": d.deploy_format,
-             "deploy_refused": "" if d.deploy_format != "onnx_int8" or d.int8["offered"] else d.int8["reason"]}
-            if d else {"latency_ms_batch1": m.student["latency_ms_batch1"], "deploy_format": "pytorch"})
-    decision = decide_thresholds({**m.gate["student"], **cost}, m.gate["teacher"], cfg,
-                                 {name: figures["student"]["top1"] for name, figures in m.operational.items()})
+    cost = (
+        {
+            **d.gate_figures(),
+            "deploy_format": d.deploy_format,
+            "deploy_refused": "" if d.deploy_format != "onnx_int8" or d.int8["offered"] else d.int8["reason"],
+        }
+        if d
+        else {"latency_ms_batch1": m.student["latency_ms_batch1"], "deploy_format": "pytorch"}
+    )
+    decision = decide_thresholds(
+        {**m.gate["student"], **cost},
+        m.gate["teacher"],
+        cfg,
+        {name: figures["student"]["top1"] for name, figures in m.operational.items()},
+    )
     return {**decision, "split": m.gate["split"]}
 
 
@@ -131,66 +190,131 @@ def logged_metrics(m: Measured, manifest: dict[str, Any]) -> list[tuple[str, dic
     """(model, metrics, dataset) for MLflow: ``<model>_test_*``, ``<model>_<gate split>_*``,
     ``<model>_operational_<set>_*`` and each set's shift as ``operational_<set>_*`` (model ``"set"``);
     the dataset (name, digest) is the one the figures were measured on."""
+
     def prefixed(figures: dict[str, Any], prefix: str) -> dict[str, Any]:
         return {f"{prefix}{k}": v for k, v in figures.items()}
 
     out = []
-    for split, by_model in (("test", {"student": m.student, "teacher": m.teacher, "champion": m.champion}),
-                            (m.gate["split"], m.gate)):
+    for split, by_model in (
+        ("test", {"student": m.student, "teacher": m.teacher, "champion": m.champion}),
+        (m.gate["split"], m.gate),
+    ):
         dataset = (datasets.name(manifest, split), datasets.digest(manifest))
-        out += [(who, prefixed(by_model[who], tags.split_prefix(who, split)), dataset) for who in MODELS if by_model.get(who)]
+        out += [
+            (who, prefixed(by_model[who], tags.split_prefix(who, split)), dataset)
+            for who in MODELS
+            if by_model.get(who)
+        ]
     for name, f in m.operational.items():
-        split, dataset = tags.operational_split(name), (datasets.operational_name(name), f["sha256"][: datasets.DIGEST_CHARS])
+        split, dataset = (
+            tags.operational_split(name),
+            (datasets.operational_name(name), f["sha256"][: datasets.DIGEST_CHARS]),
+        )
         out += [(who, prefixed(f[who], tags.split_prefix(who, split)), dataset) for who in MODELS if f.get(who)]
         out.append(("set", prefixed(f["shift"], f"{split}_"), dataset))
     if m.deployment:
         d, gate = m.deployment, (datasets.name(manifest, m.gate["split"]), datasets.digest(manifest))
-        out += [(who, prefixed(figures, tags.cost_prefix(who, fmt)), gate)
-                for who, by_format in d.cost.items() for fmt, figures in by_format.items()]
+        out += [
+            (who, prefixed(figures, tags.cost_prefix(who, fmt)), gate)
+            for who, by_format in d.cost.items()
+            for fmt, figures in by_format.items()
+        ]
         out += [(who, prefixed(figures, tags.cost_prefix(who, "onnx")), gate) for who, figures in d.parity.items()]
         out.append(("student", {f"{tags.cost_prefix('student', 'onnx_int8')}top1_drop": d.int8["drop"]}, gate))
     return out
 
 
-def write(out: Path, m: Measured, decision: dict[str, Any], *, data_sha256: str,
-          model_sha256: str, lineage: dict[str, str], student_arch: str) -> list[Path]:
+def write(
+    out: Path,
+    m: Measured,
+    decision: dict[str, Any],
+    *,
+    data_sha256: str,
+    model_sha256: str,
+    lineage: dict[str, str],
+    student_arch: str,
+) -> list[Path]:
     """Write every file of the validation into ``out``; returns those to log as run artifacts."""
     champ = m.champ
     write_json(out / METRICS_FILE, summary(m, decision))
-    write_json(out / DETAILS_FILE, {"student": m.student, "teacher": m.teacher, "champion": m.champion,
-                                    "gate": m.gate, "operational": m.operational, "classes": m.classes,
-                                    "deployment": m.deployment.as_dict() if m.deployment else None})
-    write_json(out / DECISION_FILE, {**decision, "data_sha256": data_sha256, "model_sha256": model_sha256,
-                                     "split": m.gate["split"], "corrupted_top1": m.gate["student"].get("corrupted_top1"),
-                                     "champion": {"version": champ.version, "note": champ.note,
-                                                  "top1": (m.gate["champion"] or {}).get("top1")}})
+    write_json(
+        out / DETAILS_FILE,
+        {
+            "student": m.student,
+            "teacher": m.teacher,
+            "champion": m.champion,
+            "gate": m.gate,
+            "operational": m.operational,
+            "classes": m.classes,
+            "deployment": m.deployment.as_dict() if m.deployment else None,
+        },
+    )
+    write_json(
+        out / DECISION_FILE,
+        {
+            **decision,
+            "data_sha256": data_sha256,
+            "model_sha256": model_sha256,
+            "split": m.gate["split"],
+            "corrupted_top1": m.gate["student"].get("corrupted_top1"),
+            "champion": {"version": champ.version, "note": champ.note, "top1": (m.gate["champion"] or {}).get("top1")},
+        },
+    )
     predictions = dict(m.gate_predictions)
     if "champion" in predictions:
-        predictions.update(champion_version=champ.version,
-                           champion_corrupted_top1=m.gate["champion"].get("corrupted_top1"))
+        predictions.update(
+            champion_version=champ.version, champion_corrupted_top1=m.gate["champion"].get("corrupted_top1")
+        )
     atomic_torch_save(predictions, out / PREDICTIONS_FILE)
-    atomic_write_text(out / REPORT_FILE, report.render(
-        {**m.teacher, "arch": lineage.get(tags.TEACHER_ARCH, "?")}, {**m.student, "arch": student_arch},
-        m.champion, decision, lineage, champ.note, m.corruption_note, m.gate, m.operational,
-        m.deployment.as_dict() if m.deployment else None))
-    plots.confusion_matrix(m.student["confusion_matrix"], m.classes, out / CONFUSION_FILE,
-                           f"student {student_arch}, test top-1 {m.student['top1']:.2%}")
+    atomic_write_text(
+        out / REPORT_FILE,
+        report.render(
+            {**m.teacher, "arch": lineage.get(tags.TEACHER_ARCH, "?")},
+            {**m.student, "arch": student_arch},
+            m.champion,
+            decision,
+            lineage,
+            champ.note,
+            m.corruption_note,
+            m.gate,
+            m.operational,
+            m.deployment.as_dict() if m.deployment else None,
+        ),
+    )
+    plots.confusion_matrix(
+        m.student["confusion_matrix"],
+        m.classes,
+        out / CONFUSION_FILE,
+        f"student {student_arch}, test top-1 {m.student['top1']:.2%}",
+    )
     written = [out / name for name in (METRICS_FILE, DECISION_FILE, DETAILS_FILE, REPORT_FILE, CONFUSION_FILE)]
     written += list(m.deployment.files.values()) if m.deployment else []
     (out / CORRUPTION_HEATMAP_FILE).unlink(missing_ok=True)
     if m.robust:
-        written.append(plots.corruption_heatmap(m.robust["student"].cells, m.robust["teacher"].cells,
-                                                out / CORRUPTION_HEATMAP_FILE,
-                                                f"student {student_arch} - teacher, {m.gate['split']} split"))
+        written.append(
+            plots.corruption_heatmap(
+                m.robust["student"].cells,
+                m.robust["teacher"].cells,
+                out / CORRUPTION_HEATMAP_FILE,
+                f"student {student_arch} - teacher, {m.gate['split']} split",
+            )
+        )
     return written
 
 
 def summary(m: Measured, decision: dict[str, Any]) -> dict[str, Any]:
     """The step's result: each model's test scalars, the gate split's figures, and whether the thresholds passed."""
+
     def by_model(figures: dict[str, Any]) -> dict[str, Any]:
         return {key: (scalars(value) if isinstance(value, dict) else value) for key, value in figures.items()}
 
-    return {"student": scalars(m.student), "teacher": scalars(m.teacher), "passed": decision["passed"],
-            "champion": scalars(m.champion) if m.champion else None, "gate": by_model(m.gate),
-            "corruptions": m.corruption_note, "operational": {name: by_model(f) for name, f in m.operational.items()},
-            "deployment": m.deployment.as_dict() if m.deployment else None}
+    return {
+        "student": scalars(m.student),
+        "teacher": scalars(m.teacher),
+        "passed": decision["passed"],
+        "champion": scalars(m.champion) if m.champion else None,
+        "gate": by_model(m.gate),
+        "corruptions": m.corruption_note,
+        "operational": {name: by_model(f) for name, f in m.operational.items()},
+        "deployment": m.deployment.as_dict() if m.deployment else None,
+    }

@@ -99,8 +99,10 @@ def load_tensors(path: Path) -> Any:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError:
-        raise ForeignFileError(f"{path}: not a kdpipe file, or it holds code; kdpipe loads only tensors and plain "
-                               "values and will not load it") from None
+        raise ForeignFileError(
+            f"{path}: not a kdpipe file, or it holds code; kdpipe loads only tensors and plain "
+            "values and will not load it"
+        ) from None
     except (EOFError, RuntimeError, ValueError, OSError) as exc:
         size = Path(path).stat().st_size if Path(path).exists() else 0
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0].split(". ")[0].rstrip(".")

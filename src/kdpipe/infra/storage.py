@@ -14,8 +14,15 @@ import re
 ENDPOINT_ENV = "MLFLOW_S3_ENDPOINT_URL"
 CREDENTIAL_ENVS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
 
-_AUTH_CODES = ("InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied", "Forbidden", "403", "NoCredentialsError",
-               "Unable to locate credentials")
+_AUTH_CODES = (
+    "InvalidAccessKeyId",
+    "SignatureDoesNotMatch",
+    "AccessDenied",
+    "Forbidden",
+    "403",
+    "NoCredentialsError",
+    "Unable to locate credentials",
+)
 _CODE = re.compile(r"\(([A-Za-z0-9]+)\) when calling")
 
 

@@ -51,33 +51,50 @@ def describe_model(model: ArtifactLike, **extra: Any) -> None:
     whose value is None are left out (Kubeflow's metadata takes no nulls)."""
     _, record = load_model(Path(model.path) / MODEL_FILE)
     meta = record.get("meta", {})
-    model.metadata.update({
-        "framework": "pytorch",
-        "file": MODEL_FILE,
-        "arch": record["arch"],
-        "classes": list(record["classes"]),
-        "in_channels": int(record["in_channels"]),
-        **{k: v for k, v in meta.items() if isinstance(v, (str, int, float, bool))},
-        **{k: v for k, v in extra.items() if v is not None},
-    })
+    model.metadata.update(
+        {
+            "framework": "pytorch",
+            "file": MODEL_FILE,
+            "arch": record["arch"],
+            "classes": list(record["classes"]),
+            "in_channels": int(record["in_channels"]),
+            **{k: v for k, v in meta.items() if isinstance(v, (str, int, float, bool))},
+            **{k: v for k, v in extra.items() if v is not None},
+        }
+    )
 
 
 def record_exports(validation_dir: Path, onnx_model: ArtifactLike, onnx_int8_model: ArtifactLike) -> None:
     """The student's ONNX fp32 and int8 files as Model artifacts, with their parity, cost and (int8) whether
     it is offered; with the export off, both say so in their metadata and hold no file."""
     deployed = read_json(validation_dir / METRICS_FILE).get("deployment")
-    for artifact, fmt, name in ((onnx_model, "onnx", "student_onnx"), (onnx_int8_model, "onnx_int8", "student_int8_onnx")):
+    for artifact, fmt, name in (
+        (onnx_model, "onnx", "student_onnx"),
+        (onnx_int8_model, "onnx_int8", "student_int8_onnx"),
+    ):
         if not deployed:
             artifact.metadata.update({"exported": False, "why": "export.enabled is false"})
             continue
         Path(artifact.path).parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(validation_dir / deployed["files"][name], artifact.path)
-        artifact.metadata.update({"exported": True, "framework": "onnx", "format": fmt, "input": "float32 NCHW in [0, 1]",
-                                  **{f"cost_{k}": v for k, v in deployed["cost"]["student"][fmt].items()}})
+        artifact.metadata.update(
+            {
+                "exported": True,
+                "framework": "onnx",
+                "format": fmt,
+                "input": "float32 NCHW in [0, 1]",
+                **{f"cost_{k}": v for k, v in deployed["cost"]["student"][fmt].items()},
+            }
+        )
     if deployed:
         onnx_model.metadata.update({f"parity_{k}": v for k, v in deployed["parity"]["student"].items()})
-        onnx_int8_model.metadata.update({"offered": deployed["int8"]["offered"], "int8_top1_drop": deployed["int8"]["drop"],
-                                         "why_not_offered": deployed["int8"]["reason"]})
+        onnx_int8_model.metadata.update(
+            {
+                "offered": deployed["int8"]["offered"],
+                "int8_top1_drop": deployed["int8"]["drop"],
+                "why_not_offered": deployed["int8"]["reason"],
+            }
+        )
 
 
 def log_confusion(confusion: ConfusionLike, details_path: Path) -> None:
@@ -90,13 +107,21 @@ def _fmt(value: Any, spec: str) -> str:
     return format(value, spec) if _number(value) else "n/a"
 
 
-def run_report(manifest: dict[str, Any], distilled: dict[str, Any], validation: dict[str, Any],
-               decision: dict[str, Any], mlflow_links: Sequence[str] = ()) -> str:
+def run_report(
+    manifest: dict[str, Any],
+    distilled: dict[str, Any],
+    validation: dict[str, Any],
+    decision: dict[str, Any],
+    mlflow_links: Sequence[str] = (),
+) -> str:
     """The Markdown summary of one pipeline run: data, teacher and student, the verdict, links to MLflow."""
     teacher, student = validation["teacher"], validation["student"]
     rows = [
-        ("test top-1", "top1", ".2%"), ("test top-5", "top5", ".2%"), ("calibration error (ECE)", "ece", ".4f"),
-        ("agreement with the teacher", "teacher_agreement", ".2%"), ("parameters", "parameters", ","),
+        ("test top-1", "top1", ".2%"),
+        ("test top-5", "top5", ".2%"),
+        ("calibration error (ECE)", "ece", ".4f"),
+        ("agreement with the teacher", "teacher_agreement", ".2%"),
+        ("parameters", "parameters", ","),
         ("latency per image, batch 1 (ms)", "latency_ms_batch1", ".2f"),
     ]
     lines = [
@@ -110,11 +135,19 @@ def run_report(manifest: dict[str, Any], distilled: dict[str, Any], validation: 
         "",
         "| | teacher | student |",
         "|---|---|---|",
-        *(f"| {label} | {_fmt(teacher.get(key), spec)} | {_fmt(student.get(key), spec)} |" for label, key, spec in rows),
-        *(f"| top-1 on operational set {name} ({f['num_samples']:,} images) | {_fmt(f['teacher'].get('top1'), '.2%')} | "
-          f"{_fmt(f['student'].get('top1'), '.2%')} |" for name, f in (validation.get("operational") or {}).items()),
+        *(
+            f"| {label} | {_fmt(teacher.get(key), spec)} | {_fmt(student.get(key), spec)} |"
+            for label, key, spec in rows
+        ),
+        *(
+            f"| top-1 on operational set {name} ({f['num_samples']:,} images) | "
+            f"{_fmt(f['teacher'].get('top1'), '.2%')} | "
+            f"{_fmt(f['student'].get('top1'), '.2%')} |"
+            for name, f in (validation.get("operational") or {}).items()
+        ),
         "",
-        "**Validation passed**: the student goes on to promotion." if decision["passed"]
+        "**Validation passed**: the student goes on to promotion."
+        if decision["passed"]
         else "**Validation failed**, the student is not promoted:",
         *(f"- {reason}" for reason in decision.get("reasons", [])),
         "",
@@ -128,13 +161,16 @@ def _mlflow_links(params: Params) -> list[str]:
     if not params.tracking.enabled:
         return []
     experiment_id = str(check_tracking(params))
-    return [f"MLflow: [the experiment's training runs]({ui_links.experiment(params, experiment_id)}) (this pipeline run: "
-            f"search `tags.{tags.PIPELINE_RUN_ID} = '{params.tracking.pipeline_run_id}'`), "
-            f"[the registered student]({ui_links.registered_model(params, params.tracking.registered_model)})"]
+    return [
+        f"MLflow: [the experiment's training runs]({ui_links.experiment(params, experiment_id)}) (this pipeline run: "
+        f"search `tags.{tags.PIPELINE_RUN_ID} = '{params.tracking.pipeline_run_id}'`), "
+        f"[the registered student]({ui_links.registered_model(params, params.tracking.registered_model)})"
+    ]
 
 
-def write_run_report(path: Path, dataset_dir: Path, student_dir: Path, validation_dir: Path,
-                     mlflow_links: Sequence[str] = ()) -> None:
+def write_run_report(
+    path: Path, dataset_dir: Path, student_dir: Path, validation_dir: Path, mlflow_links: Sequence[str] = ()
+) -> None:
     """The run report from the files the steps wrote (every Dataset artifact holds the manifest)."""
     text = run_report(
         read_json(dataset_dir / MANIFEST_FILE),
@@ -146,15 +182,24 @@ def write_run_report(path: Path, dataset_dir: Path, student_dir: Path, validatio
     atomic_write_text(path, text)
 
 
-def record_validation(result: dict[str, Any], params: Params, metrics: MetricsLike, confusion: ConfusionLike,
-                      report: ArtifactLike, validation: ArtifactLike, dataset: ArtifactLike, student: ArtifactLike,
-                      exports: tuple[ArtifactLike, ArtifactLike]) -> bool:
+def record_validation(
+    result: dict[str, Any],
+    params: Params,
+    metrics: MetricsLike,
+    confusion: ConfusionLike,
+    report: ArtifactLike,
+    validation: ArtifactLike,
+    dataset: ArtifactLike,
+    student: ArtifactLike,
+    exports: tuple[ArtifactLike, ArtifactLike],
+) -> bool:
     """The validation as the Kubeflow UI shows it: scalars, confusion matrix, run report with MLflow links, the
     ONNX fp32 and int8 Model artifacts (``exports``), verdict."""
     record_exports(Path(validation.path), *exports)
     log_scalars(metrics, result)
     log_confusion(confusion, Path(validation.path) / DETAILS_FILE)
-    write_run_report(Path(report.path), Path(dataset.path), Path(student.path), Path(validation.path),
-                     _mlflow_links(params))
+    write_run_report(
+        Path(report.path), Path(dataset.path), Path(student.path), Path(validation.path), _mlflow_links(params)
+    )
     validation.metadata["passed"] = bool(result["passed"])
     return bool(result["passed"])

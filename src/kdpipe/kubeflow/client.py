@@ -24,7 +24,9 @@ def kfp_cron(expression: str) -> str:
         return " ".join(["0", *fields])
     if len(fields) == 6:
         return " ".join(fields)
-    raise KdpipeError(f"--cron {expression!r}: expected 5 fields (minute hour day month weekday) or 6 with seconds first")
+    raise KdpipeError(
+        f"--cron {expression!r}: expected 5 fields (minute hour day month weekday) or 6 with seconds first"
+    )
 
 
 def connect(host: str) -> Any:
@@ -60,18 +62,27 @@ def _recurring_runs_named(client: Any, experiment_id: str, name: str) -> list[An
             return found
 
 
-def schedule(host: str, package: Path, cron: str, name: str, experiment: str,
-             arguments: dict[str, Any]) -> dict[str, Any]:
+def schedule(
+    host: str, package: Path, cron: str, name: str, experiment: str, arguments: dict[str, Any]
+) -> dict[str, Any]:
     """Create the recurring run ``name``, replacing any existing one of that name in ``experiment``."""
     cron = kfp_cron(cron)
     client = connect(host)
     experiment_id = client.create_experiment(name=experiment).experiment_id
     previous = _recurring_runs_named(client, experiment_id, name)
     created = client.create_recurring_run(
-        experiment_id=experiment_id, job_name=name, cron_expression=cron,
-        pipeline_package_path=_package(package), params=arguments, max_concurrency=1, no_catchup=True,
+        experiment_id=experiment_id,
+        job_name=name,
+        cron_expression=cron,
+        pipeline_package_path=_package(package),
+        params=arguments,
+        max_concurrency=1,
+        no_catchup=True,
     )
     for old in previous:
         client.delete_recurring_run(old.recurring_run_id)
-    return {"recurring_run_id": created.recurring_run_id, "action": "updated" if previous else "created",
-            "replaced": [old.recurring_run_id for old in previous]}
+    return {
+        "recurring_run_id": created.recurring_run_id,
+        "action": "updated" if previous else "created",
+        "replaced": [old.recurring_run_id for old in previous],
+    }

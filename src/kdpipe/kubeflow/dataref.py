@@ -64,13 +64,15 @@ def record(ref: DataRef, manifest: dict[str, Any], dataset: ArtifactLike) -> Non
     if ref.kind != "artifact":
         atomic_write_text(out / MANIFEST_FILE, json.dumps(manifest, indent=2) + "\n")
         atomic_write_text(out / REFERENCE_FILE, json.dumps({**asdict(ref), "uri": ref.uri}, indent=2) + "\n")
-    dataset.metadata.update({
-        "sha256": manifest["sha256"],
-        "source": manifest["source"],
-        "classes": list(manifest["classes"]),
-        "splits": dict(manifest["splits"]),
-        "reference": ref.uri,
-    })
+    dataset.metadata.update(
+        {
+            "sha256": manifest["sha256"],
+            "source": manifest["source"],
+            "classes": list(manifest["classes"]),
+            "splits": dict(manifest["splits"]),
+            "reference": ref.uri,
+        }
+    )
 
 
 def materialize(ref: DataRef, cache_dir: str, expected_sha256: str | None = None) -> Path:

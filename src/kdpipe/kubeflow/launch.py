@@ -64,6 +64,8 @@ def distill(params: Params, num_processes: int, in_process: DistillStep, *, resu
     atomic_write_text(params_file, dump_params(params))
     done = subprocess.run(torchrun_command(str(params_file), num_processes, resume=resume), check=False)
     if done.returncode != 0:
-        raise KdpipeError(f"distill: torchrun with {num_processes} processes exited with {done.returncode}; "
-                          "the ranks' logs above say why")
+        raise KdpipeError(
+            f"distill: torchrun with {num_processes} processes exited with {done.returncode}; "
+            "the ranks' logs above say why"
+        )
     return read_json(Path(params.paths.student) / METRICS_FILE)

@@ -58,5 +58,6 @@ def one_line(params_yaml: str) -> str:
     kfp writes each input's default into a comment header of the compiled file; a multi-line
     default would break that header out of the comment and make the file invalid YAML.
     """
-    return yaml.safe_dump(yaml.safe_load(params_yaml) or {}, default_flow_style=True, sort_keys=False,
-                          width=1_000_000).strip()
+    return yaml.safe_dump(
+        yaml.safe_load(params_yaml) or {}, default_flow_style=True, sort_keys=False, width=1_000_000
+    ).strip()

@@ -36,8 +36,14 @@ def stage(params: Params, work_dir: Path) -> Params:
 
 
 def manifest(
-    name: str, work_dir: Path, *, nodes: int, gpus_per_node: int, accelerator_type: str = cluster.GPU_RESOURCE,
-    pvc_name: str = cluster.CACHE_VOLUME, secret_name: str = cluster.CREDENTIALS_SECRET,
+    name: str,
+    work_dir: Path,
+    *,
+    nodes: int,
+    gpus_per_node: int,
+    accelerator_type: str = cluster.GPU_RESOURCE,
+    pvc_name: str = cluster.CACHE_VOLUME,
+    secret_name: str = cluster.CREDENTIALS_SECRET,
 ) -> dict[str, Any]:
     """A PyTorchJob: one Master and ``nodes - 1`` Workers, each a pod with ``gpus_per_node`` GPUs."""
     if nodes < 1 or gpus_per_node < 1:
@@ -47,18 +53,24 @@ def manifest(
         "image": IMAGE,
         "command": torchrun_command(str(work_dir / PARAMS_FILE)),
         "resources": {"limits": {accelerator_type: gpus_per_node}},
-        "env": [{"name": key, "valueFrom": {"secretKeyRef": {"name": secret_name, "key": key, "optional": True}}}
-                for key in cluster.SECRET_ENV],
-        "volumeMounts": [{"name": cluster.CACHE_VOLUME, "mountPath": cluster.CACHE_PATH},
-                         {"name": cluster.SHM_VOLUME, "mountPath": cluster.SHM_PATH}],
+        "env": [
+            {"name": key, "valueFrom": {"secretKeyRef": {"name": secret_name, "key": key, "optional": True}}}
+            for key in cluster.SECRET_ENV
+        ],
+        "volumeMounts": [
+            {"name": cluster.CACHE_VOLUME, "mountPath": cluster.CACHE_PATH},
+            {"name": cluster.SHM_VOLUME, "mountPath": cluster.SHM_PATH},
+        ],
     }
     pod = {
         "spec": {
             "containers": [container],
             "tolerations": [dict(t) for t in cluster.GPU_TOLERATIONS],
             "nodeSelector": dict(cluster.GPU_NODE_SELECTOR),
-            "volumes": [{"name": cluster.CACHE_VOLUME, "persistentVolumeClaim": {"claimName": pvc_name}},
-                        {"name": cluster.SHM_VOLUME, "emptyDir": {"medium": cluster.SHM_MEDIUM}}],
+            "volumes": [
+                {"name": cluster.CACHE_VOLUME, "persistentVolumeClaim": {"claimName": pvc_name}},
+                {"name": cluster.SHM_VOLUME, "emptyDir": {"medium": cluster.SHM_MEDIUM}},
+            ],
         }
     }
     replicas = {"Master": {"replicas": 1, "restartPolicy": "OnFailure", "template": pod}}
@@ -96,15 +108,36 @@ def run(job: dict[str, Any], poll_seconds: float = 30.0) -> None:
     while (state := job_state(api.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name))) is None:
         time.sleep(poll_seconds)
     if state == "Failed":
-        raise KdpipeError(f"PyTorchJob {namespace}/{name} failed; see `kubectl logs -l training.kubeflow.org/job-name={name}`")
+        raise KdpipeError(
+            f"PyTorchJob {namespace}/{name} failed; see `kubectl logs -l training.kubeflow.org/job-name={name}`"
+        )
 
 
-def distill(params: Params, work_dir: str, job_name: str, student_dir: str, *, nodes: int, gpus_per_node: int,
-            accelerator_type: str, pvc_name: str, secret_name: str) -> dict[str, Any]:
+def distill(
+    params: Params,
+    work_dir: str,
+    job_name: str,
+    student_dir: str,
+    *,
+    nodes: int,
+    gpus_per_node: int,
+    accelerator_type: str,
+    pvc_name: str,
+    secret_name: str,
+) -> dict[str, Any]:
     """Stage the inputs under ``work_dir`` (on the shared PVC), run the PyTorchJob to completion, and
     copy the student into ``student_dir``; returns the distill step's summary."""
     staged = stage(params, Path(work_dir))
-    run(manifest(job_name[:63], Path(work_dir), nodes=nodes, gpus_per_node=gpus_per_node, accelerator_type=accelerator_type,
-                 pvc_name=pvc_name, secret_name=secret_name))
+    run(
+        manifest(
+            job_name[:63],
+            Path(work_dir),
+            nodes=nodes,
+            gpus_per_node=gpus_per_node,
+            accelerator_type=accelerator_type,
+            pvc_name=pvc_name,
+            secret_name=secret_name,
+        )
+    )
     shutil.copytree(staged.paths.student, student_dir, dirs_exist_ok=True)
     return read_json(Path(student_dir) / METRICS_FILE)

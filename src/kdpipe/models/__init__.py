@@ -14,6 +14,7 @@ from kdpipe.models.wrn import WideResNet
 
 Builder = Callable[[int, int], FeatureClassifier]
 
+
 def _cnn(width: int, hidden: int = 0) -> Builder:
     return lambda k, c: SimpleCNN(width, k, c, hidden=hidden)
 

@@ -15,7 +15,9 @@ from kdpipe.models import FeatureClassifier, create_model
 MODEL_FILE = "model.pt"
 
 
-def save_model(path: Path, model: FeatureClassifier, arch: str, classes: list[str], in_channels: int, **meta: Any) -> None:
+def save_model(
+    path: Path, model: FeatureClassifier, arch: str, classes: list[str], in_channels: int, **meta: Any
+) -> None:
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     atomic_torch_save(
         {"arch": arch, "classes": list(classes), "in_channels": in_channels, "state_dict": state, "meta": meta}, path
@@ -40,7 +42,8 @@ def load_model(path: Path, trained_on: str | None = None) -> tuple[FeatureClassi
         raise ForeignFileError(f"{path}: not a kdpipe model file or corrupt ({reason})") from None
     recorded = blob.get("meta", {}).get("data_sha256")
     if trained_on is not None and recorded != trained_on:
-        raise KdpipeError(f"{path}: trained on data {str(recorded)[:12]}, but the prepared data is {trained_on[:12]}; "
-                          "rerun distill")
+        raise KdpipeError(
+            f"{path}: trained on data {str(recorded)[:12]}, but the prepared data is {trained_on[:12]}; rerun distill"
+        )
     model.eval()
     return model, {k: v for k, v in blob.items() if k != "state_dict"}

@@ -20,8 +20,10 @@ log = logging.getLogger("kdpipe")
 
 
 def _channels_last(model: nn.Module) -> bool:
-    return any(p.dim() == 4 and p.is_contiguous(memory_format=torch.channels_last)
-               and not p.is_contiguous() for p in model.parameters())
+    return any(
+        p.dim() == 4 and p.is_contiguous(memory_format=torch.channels_last) and not p.is_contiguous()
+        for p in model.parameters()
+    )
 
 
 def inference_copy(model: nn.Module) -> nn.Module:

@@ -42,7 +42,9 @@ class MobileNetV2(FeatureClassifier):
     def __init__(self, num_classes: int, in_channels: int, width: float = 1.0) -> None:
         super().__init__()
         stem = _scaled(32, width)
-        self.stem = nn.Sequential(nn.Conv2d(in_channels, stem, 3, 1, 1, bias=False), nn.BatchNorm2d(stem), nn.ReLU6(inplace=True))
+        self.stem = nn.Sequential(
+            nn.Conv2d(in_channels, stem, 3, 1, 1, bias=False), nn.BatchNorm2d(stem), nn.ReLU6(inplace=True)
+        )
         layers: list[nn.Module] = []
         in_planes = stem
         for t, c, n, s in SETTINGS:
@@ -52,7 +54,9 @@ class MobileNetV2(FeatureClassifier):
                 in_planes = planes
         self.layers = nn.Sequential(*layers)
         last = _scaled(1280, max(1.0, width))
-        self.head_conv = nn.Sequential(nn.Conv2d(in_planes, last, 1, bias=False), nn.BatchNorm2d(last), nn.ReLU6(inplace=True))
+        self.head_conv = nn.Sequential(
+            nn.Conv2d(in_planes, last, 1, bias=False), nn.BatchNorm2d(last), nn.ReLU6(inplace=True)
+        )
         self.feature_dim = last
         self.classifier = nn.Linear(last, num_classes)
 

@@ -68,12 +68,18 @@ def measure(params: Params, data: PreparedData) -> ChampionScore:
         return ChampionScore(None, None, None, {}, f"{name} has no champion yet")
     sha = mv.tags.get(tags.DATA_SHA256)
     if sha != data.sha256:
-        return ChampionScore(str(mv.version), sha, None, dict(mv.tags),
-                             f"v{mv.version} was evaluated on other data ({str(sha)[:12]}); not comparable")
+        return ChampionScore(
+            str(mv.version),
+            sha,
+            None,
+            dict(mv.tags),
+            f"v{mv.version} was evaluated on other data ({str(sha)[:12]}); not comparable",
+        )
     module = serving_module(params, mlflow_client, str(mv.version))
     logits = predict_unit_images(module, data.split("test")[0], params.runtime.eval_batch_size)
-    return ChampionScore(str(mv.version), sha, logits, dict(mv.tags), f"v{mv.version} measured on this test split",
-                         module)
+    return ChampionScore(
+        str(mv.version), sha, logits, dict(mv.tags), f"v{mv.version} measured on this test split", module
+    )
 
 
 def evaluator(params: Params, validated: dict[str, Any], data_sha256: str) -> ChampionEvaluator:
@@ -84,11 +90,14 @@ def evaluator(params: Params, validated: dict[str, Any], data_sha256: str) -> Ch
     def evaluate(mv: Any) -> Scores:
         labels = validated["labels"]
         if validated.get("split") != params.gate.split:
-            raise KdpipeError(f"gate.split is {params.gate.split!r}, but the validation decided on "
-                              f"{validated.get('split')!r}; rerun validate")
+            raise KdpipeError(
+                f"gate.split is {params.gate.split!r}, but the validation decided on "
+                f"{validated.get('split')!r}; rerun validate"
+            )
         if validated.get("champion_version") == str(mv.version) and "champion" in validated:
-            return Scores.from_predictions(validated["champion"], labels, data_sha256,
-                                           validated.get("champion_corrupted_top1"))
+            return Scores.from_predictions(
+                validated["champion"], labels, data_sha256, validated.get("champion_corrupted_top1")
+            )
         data = load_prepared(params.paths.prepared)
         if data.sha256 != data_sha256:
             raise KdpipeError(

@@ -15,8 +15,8 @@ A validated student may serve only when every check holds:
 
 Every figure is measured on ``gate.split`` (default val: held out from training, never used to pick a
 model), never on the test split, which is only reported: picking the best of many nightly candidates
-on one fixed test split would be selection on it. With no champion yet, passing the thresholds is enough. :mod:`kdpipe.promotion.moves` applies the decision
-to the registry.
+on one fixed test split would be selection on it. With no champion yet, passing the thresholds is
+enough. :mod:`kdpipe.promotion.moves` applies the decision to the registry.
 """
 
 from __future__ import annotations
@@ -29,8 +29,12 @@ import torch
 from kdpipe.config import GateConfig, ValidateConfig
 
 
-def decide_thresholds(student: dict[str, Any], teacher: dict[str, Any], cfg: ValidateConfig,
-                      operational_top1: dict[str, float] | None = None) -> dict[str, Any]:
+def decide_thresholds(
+    student: dict[str, Any],
+    teacher: dict[str, Any],
+    cfg: ValidateConfig,
+    operational_top1: dict[str, float] | None = None,
+) -> dict[str, Any]:
     """Pass only when every threshold in ``validate`` holds; each failure gives its reason.
 
     ``operational_top1``: the student's top-1 on each operational set measured, by set name.
@@ -46,17 +50,27 @@ def decide_thresholds(student: dict[str, Any], teacher: dict[str, Any], cfg: Val
     elif cfg.max_corruption_gap is not None:
         corrupted_gap = teacher["corrupted_top1"] - student["corrupted_top1"]
         if corrupted_gap > cfg.max_corruption_gap:
-            reasons.append(f"mean corrupted top-1 {student['corrupted_top1']:.4f} trails the teacher's "
-                           f"{teacher['corrupted_top1']:.4f} by {corrupted_gap:.4f}, over validate.max_corruption_gap "
-                           f"{cfg.max_corruption_gap:.4f}")
+            reasons.append(
+                f"mean corrupted top-1 {student['corrupted_top1']:.4f} trails the teacher's "
+                f"{teacher['corrupted_top1']:.4f} by {corrupted_gap:.4f}, over validate.max_corruption_gap "
+                f"{cfg.max_corruption_gap:.4f}"
+            )
     for name, limit in cfg.operational_min_top1.items():
         top1 = (operational_top1 or {}).get(name)
         if top1 is None:
-            reasons.append(f"validate.operational_min_top1.{name} is set, but operational set '{name}' was not measured")
+            reasons.append(
+                f"validate.operational_min_top1.{name} is set, but operational set '{name}' was not measured"
+            )
         elif top1 < limit:
-            reasons.append(f"top-1 {top1:.4f} on operational set '{name}' is below validate.operational_min_top1.{name} "
-                           f"{limit:.4f}")
-    latency, memory, fmt = student["latency_ms_batch1"], student.get("memory_mb"), student.get("deploy_format", "pytorch")
+            reasons.append(
+                f"top-1 {top1:.4f} on operational set '{name}' is below validate.operational_min_top1.{name} "
+                f"{limit:.4f}"
+            )
+    latency, memory, fmt = (
+        student["latency_ms_batch1"],
+        student.get("memory_mb"),
+        student.get("deploy_format", "pytorch"),
+    )
     if cfg.max_latency_ms is not None and latency > cfg.max_latency_ms:
         reasons.append(f"latency {latency:.2f} ms ({fmt}) exceeds validate.max_latency_ms {cfg.max_latency_ms:.2f}")
     if cfg.max_memory_mb is not None and memory is None:
@@ -65,8 +79,15 @@ def decide_thresholds(student: dict[str, Any], teacher: dict[str, Any], cfg: Val
         reasons.append(f"memory {memory:.1f} MB ({fmt}) exceeds validate.max_memory_mb {cfg.max_memory_mb:.1f}")
     if student.get("deploy_refused"):
         reasons.append(f"validate.deploy_format {fmt} is not offered: {student['deploy_refused']}")
-    return {"passed": not reasons, "reasons": reasons, "top1": student["top1"], "teacher_gap": gap, "latency_ms": latency,
-            "memory_mb": memory, "deploy_format": fmt}
+    return {
+        "passed": not reasons,
+        "reasons": reasons,
+        "top1": student["top1"],
+        "teacher_gap": gap,
+        "latency_ms": latency,
+        "memory_mb": memory,
+        "deploy_format": fmt,
+    }
 
 
 @dataclass(frozen=True)
@@ -80,8 +101,9 @@ class Scores:
     corrupted_top1: float | None = None  # mean top-1 on the corruption suite, when validate measured it
 
     @classmethod
-    def from_predictions(cls, predictions: torch.Tensor, labels: torch.Tensor, data_sha256: str,
-                         corrupted_top1: float | None = None) -> Scores:
+    def from_predictions(
+        cls, predictions: torch.Tensor, labels: torch.Tensor, data_sha256: str, corrupted_top1: float | None = None
+    ) -> Scores:
         correct = predictions.cpu() == labels.cpu()
         return cls(float(correct.float().mean()), correct, data_sha256, labels.cpu(), corrupted_top1)
 
@@ -118,26 +140,36 @@ class GateResult:
         return not self.failed
 
 
-def _robustness_and_classes(result: GateResult, student: Scores, champion: Scores, version: str, gate: GateConfig) -> None:
-    """gate.max_robustness_drop and gate.max_class_drop: a clean-data win must not hide a loss under shift or in a class."""
+def _robustness_and_classes(
+    result: GateResult, student: Scores, champion: Scores, version: str, gate: GateConfig
+) -> None:
+    """gate.max_robustness_drop and gate.max_class_drop: a clean win must not hide a loss under shift or in a class."""
     if gate.max_robustness_drop is not None:
         if student.corrupted_top1 is None or champion.corrupted_top1 is None:
-            result.check(False, f"gate.max_robustness_drop is set, but the corrupted top-1 of the student or of champion "
-                                f"v{version} was not measured (validate.corruptions: none, or the champion moved): rerun "
-                                "validate")
+            result.check(
+                False,
+                f"gate.max_robustness_drop is set, but the corrupted top-1 of the student or of champion "
+                f"v{version} was not measured (validate.corruptions: none, or the champion moved): rerun "
+                "validate",
+            )
         else:
             drop = champion.corrupted_top1 - student.corrupted_top1
-            result.check(drop <= gate.max_robustness_drop,
-                         f"mean corrupted top-1 {student.corrupted_top1:.4f} against the champion's "
-                         f"{champion.corrupted_top1:.4f}: a drop of {drop:+.4f}, limit gate.max_robustness_drop "
-                         f"{gate.max_robustness_drop:.4f}")
+            result.check(
+                drop <= gate.max_robustness_drop,
+                f"mean corrupted top-1 {student.corrupted_top1:.4f} against the champion's "
+                f"{champion.corrupted_top1:.4f}: a drop of {drop:+.4f}, limit gate.max_robustness_drop "
+                f"{gate.max_robustness_drop:.4f}",
+            )
     if gate.max_class_drop is not None:
         ours, theirs = student.recall(), champion.recall()
         k = max(theirs, key=lambda c: theirs[c] - ours.get(c, 0.0))
         drop = theirs[k] - ours.get(k, 0.0)
-        result.check(drop <= gate.max_class_drop, f"largest per-class recall drop against the champion: class {k}, "
-                                                  f"{theirs[k]:.4f} -> {ours.get(k, 0.0):.4f} ({drop:+.4f}), limit "
-                                                  f"gate.max_class_drop {gate.max_class_drop:.4f}")
+        result.check(
+            drop <= gate.max_class_drop,
+            f"largest per-class recall drop against the champion: class {k}, "
+            f"{theirs[k]:.4f} -> {ours.get(k, 0.0):.4f} ({drop:+.4f}), limit "
+            f"gate.max_class_drop {gate.max_class_drop:.4f}",
+        )
 
 
 def decide_gate(
@@ -155,8 +187,11 @@ def decide_gate(
         result.checks.append("no champion yet: nothing to beat")
         return result
     if champion_sha != student.data_sha256:
-        result.check(False, f"evaluated on data {student.data_sha256[:12]}, the champion v{champion_version} on "
-                            f"{str(champion_sha)[:12]}: not comparable")
+        result.check(
+            False,
+            f"evaluated on data {student.data_sha256[:12]}, the champion v{champion_version} on "
+            f"{str(champion_sha)[:12]}: not comparable",
+        )
         return result
     result.check(True, f"evaluated on the champion's data {student.data_sha256[:12]}")
     if champion is None:
@@ -167,12 +202,18 @@ def decide_gate(
         result.check(False, f"{ours} does not beat the {theirs}: {delta:+.4f}")
     else:
         enough = delta >= gate.min_improvement
-        result.check(enough, f"{ours} beats the {theirs} by {delta:.4f}, {'at least' if enough else 'less than'} "
-                             f"gate.min_improvement {gate.min_improvement:.4f}")
+        result.check(
+            enough,
+            f"{ours} beats the {theirs} by {delta:.4f}, {'at least' if enough else 'less than'} "
+            f"gate.min_improvement {gate.min_improvement:.4f}",
+        )
     _robustness_and_classes(result, student, champion, champion_version, gate)
     if gate.significance is not None:
         b, c, p = mcnemar(student.correct, champion.correct)
         ok = b > c and p < gate.significance
-        result.check(ok, f"McNemar: {b} images only the student gets right, {c} only the champion; "
-                         f"p = {p:.3g} {'<' if p < gate.significance else '>='} gate.significance {gate.significance}")
+        result.check(
+            ok,
+            f"McNemar: {b} images only the student gets right, {c} only the champion; "
+            f"p = {p:.3g} {'<' if p < gate.significance else '>='} gate.significance {gate.significance}",
+        )
     return result

@@ -41,7 +41,9 @@ def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
 
-def _judge(mlflow_client: Any, name: str, cand: Candidate, gate: GateConfig, evaluate: ChampionEvaluator) -> tuple[Any, GateResult]:
+def _judge(
+    mlflow_client: Any, name: str, cand: Candidate, gate: GateConfig, evaluate: ChampionEvaluator
+) -> tuple[Any, GateResult]:
     champion = registry.version_by_alias(mlflow_client, name, registry.CHAMPION)
     if champion is None:
         return None, decide_gate(cand.thresholds, cand.result, gate)
@@ -72,9 +74,16 @@ def promote_candidate(
         champion, verdict = _judge(mlflow_client, name, cand, gate, evaluate_champion)
         current = f"v{champion.version}" if champion else "none"
         outcome = "would become champion" if verdict.promote else f"would stay challenger (champion stays {current})"
-        return _record(cand, verdict, None, champion, promoted=False, dry_run=True,
-                       message=f"dry run: nothing changed; the student would be registered as a new version of "
-                               f"{name} and {outcome}: " + "; ".join(verdict.checks))
+        return _record(
+            cand,
+            verdict,
+            None,
+            champion,
+            promoted=False,
+            dry_run=True,
+            message=f"dry run: nothing changed; the student would be registered as a new version of "
+            f"{name} and {outcome}: " + "; ".join(verdict.checks),
+        )
     with registry.promotion_lock(mlflow_client, name, **(lock_options or {})):
         mv = registry.find_version_by_tag(mlflow_client, name, tags.MODEL_SHA256, cand.tags[tags.MODEL_SHA256])
         if mv is None:
@@ -82,17 +91,28 @@ def promote_candidate(
         version = str(mv.version)
         champion = registry.version_by_alias(mlflow_client, name, registry.CHAMPION)
         if champion is not None and str(champion.version) == version:
-            return _record(cand, GateResult(checks=[f"v{version} is already the champion"]), version, champion,
-                           promoted=False, dry_run=False, message=f"{name} v{version} is already the champion; nothing to do")
+            return _record(
+                cand,
+                GateResult(checks=[f"v{version} is already the champion"]),
+                version,
+                champion,
+                promoted=False,
+                dry_run=False,
+                message=f"{name} v{version} is already the champion; nothing to do",
+            )
         champion, verdict = _judge(mlflow_client, name, cand, gate, evaluate_champion)
         mlflow_client.set_registered_model_alias(name, registry.CHALLENGER, version)
         now = _now()
         if verdict.promote:
             # The back pointer is written before the alias moves, so a champion always has it.
-            mlflow_client.set_model_version_tag(name, version, tags.PREVIOUS_CHAMPION, str(champion.version) if champion else "")
+            mlflow_client.set_model_version_tag(
+                name, version, tags.PREVIOUS_CHAMPION, str(champion.version) if champion else ""
+            )
             mlflow_client.set_registered_model_alias(name, registry.CHAMPION, version)
             mlflow_client.set_model_version_tag(name, version, tags.CHAMPION_SINCE, now)
-            _append_history(mlflow_client, name, f"champion v{champion.version if champion else '-'} -> v{version} (promoted)")
+            _append_history(
+                mlflow_client, name, f"champion v{champion.version if champion else '-'} -> v{version} (promoted)"
+            )
         decision_tags = {
             tags.PROMOTION_DECISION: "champion" if verdict.promote else "challenger",
             tags.PROMOTION_REASONS: "; ".join(verdict.checks)[:TAG_CHARS],
@@ -101,8 +121,16 @@ def promote_candidate(
         }
         for key, value in decision_tags.items():
             mlflow_client.set_model_version_tag(name, version, key, value)
-        mlflow_client.update_model_version(name, version, description=run_notes.version(
-            cand.tags, decision_tags[tags.PROMOTION_DECISION], verdict.checks, decision_tags[tags.PROMOTION_COMPARED_WITH]))
+        mlflow_client.update_model_version(
+            name,
+            version,
+            description=run_notes.version(
+                cand.tags,
+                decision_tags[tags.PROMOTION_DECISION],
+                verdict.checks,
+                decision_tags[tags.PROMOTION_COMPARED_WITH],
+            ),
+        )
     current = f"v{champion.version}" if champion else "none"
     message = (
         f"{name} v{version} is the new champion (previous: {current}): " + "; ".join(verdict.checks)
@@ -112,8 +140,16 @@ def promote_candidate(
     return _record(cand, verdict, version, champion, promoted=verdict.promote, dry_run=False, message=message)
 
 
-def _record(cand: Candidate, verdict: GateResult, version: str | None, champion: Any, *, promoted: bool, dry_run: bool,
-            message: str) -> dict[str, Any]:
+def _record(
+    cand: Candidate,
+    verdict: GateResult,
+    version: str | None,
+    champion: Any,
+    *,
+    promoted: bool,
+    dry_run: bool,
+    message: str,
+) -> dict[str, Any]:
     return {
         "promoted": promoted,
         "would_promote": verdict.promote,
@@ -129,15 +165,20 @@ def _record(cand: Candidate, verdict: GateResult, version: str | None, champion:
     }
 
 
-def rollback(mlflow_client: Any, name: str, *, dry_run: bool = False, lock_options: dict[str, float] | None = None) -> dict[str, Any]:
+def rollback(
+    mlflow_client: Any, name: str, *, dry_run: bool = False, lock_options: dict[str, float] | None = None
+) -> dict[str, Any]:
     """Move ``champion`` back to the version it replaced (the chain lives in version tags)."""
+
     def plan() -> tuple[Any, Any]:
         champion = registry.version_by_alias(mlflow_client, name, registry.CHAMPION)
         if champion is None:
             raise KdpipeError(f"registry: {name} has no champion to roll back")
         previous = champion.tags.get(tags.PREVIOUS_CHAMPION)
         if not previous:
-            raise KdpipeError(f"registry: champion v{champion.version} of {name} has no previous champion to roll back to")
+            raise KdpipeError(
+                f"registry: champion v{champion.version} of {name} has no previous champion to roll back to"
+            )
         target = registry.get_version(mlflow_client, name, previous)
         if target is None:
             raise KdpipeError(f"registry: the previous champion v{previous} of {name} no longer exists")
@@ -145,8 +186,14 @@ def rollback(mlflow_client: Any, name: str, *, dry_run: bool = False, lock_optio
 
     if dry_run:
         champion, target = plan()
-        return {"rolled_back": False, "dry_run": True, "from": str(champion.version), "to": str(target.version),
-                "message": f"dry run: nothing changed; champion of {name} would move from v{champion.version} back to v{target.version}"}
+        return {
+            "rolled_back": False,
+            "dry_run": True,
+            "from": str(champion.version),
+            "to": str(target.version),
+            "message": f"dry run: nothing changed; champion of {name} would move from v{champion.version} "
+            f"back to v{target.version}",
+        }
     with registry.promotion_lock(mlflow_client, name, **(lock_options or {})):
         champion, target = plan()
         now = _now()
@@ -155,23 +202,47 @@ def rollback(mlflow_client: Any, name: str, *, dry_run: bool = False, lock_optio
         mlflow_client.set_registered_model_alias(name, registry.CHAMPION, target.version)
         mlflow_client.set_model_version_tag(name, target.version, tags.CHAMPION_SINCE, now)
         _append_history(mlflow_client, name, f"champion v{champion.version} -> v{target.version} (rollback)")
-    return {"rolled_back": True, "dry_run": False, "from": str(champion.version), "to": str(target.version),
-            "message": f"champion of {name} moved from v{champion.version} back to v{target.version}"}
+    return {
+        "rolled_back": True,
+        "dry_run": False,
+        "from": str(champion.version),
+        "to": str(target.version),
+        "message": f"champion of {name} moved from v{champion.version} back to v{target.version}",
+    }
 
 
 def without_registry(decision: dict[str, Any], model_sha256: str, *, dry_run: bool) -> dict[str, Any]:
     """The promotion record when tracking is off: nothing registered, the validation's verdict said."""
     verdict = "passed" if decision["passed"] else "failed: " + "; ".join(decision["reasons"])
-    return {"promoted": False, "would_promote": decision["passed"], "dry_run": dry_run, "version": None,
-            "message": f"tracking.enabled is false: no registry, nothing promoted; validation {verdict}",
-            "reasons": decision["reasons"], "data_sha256": decision["data_sha256"], "model_sha256": model_sha256}
+    return {
+        "promoted": False,
+        "would_promote": decision["passed"],
+        "dry_run": dry_run,
+        "version": None,
+        "message": f"tracking.enabled is false: no registry, nothing promoted; validation {verdict}",
+        "reasons": decision["reasons"],
+        "data_sha256": decision["data_sha256"],
+        "model_sha256": model_sha256,
+    }
 
 
-def candidate_tags(lineage: dict[str, str], student: dict[str, Any], *, data_sha256: str, model_sha256: str,
-                   student_arch: str, method: str, passed: bool) -> dict[str, str]:
+def candidate_tags(
+    lineage: dict[str, str],
+    student: dict[str, Any],
+    *,
+    data_sha256: str,
+    model_sha256: str,
+    student_arch: str,
+    method: str,
+    passed: bool,
+) -> dict[str, str]:
     """The version tags of a validated student: its lineage, hashes and validated figures."""
     return {
-        **lineage, tags.DATA_SHA256: data_sha256, tags.MODEL_SHA256: model_sha256, tags.STUDENT_ARCH: student_arch,
-        tags.METHOD: method, tags.VALIDATION_PASSED: str(passed),
+        **lineage,
+        tags.DATA_SHA256: data_sha256,
+        tags.MODEL_SHA256: model_sha256,
+        tags.STUDENT_ARCH: student_arch,
+        tags.METHOD: method,
+        tags.VALIDATION_PASSED: str(passed),
         **{tags.recorded_metric(k): str(student[k]) for k in tags.RECORDED_METRICS if k in student},
     }

@@ -82,8 +82,10 @@ def _holder(path: Path) -> str:
     try:
         info = json.loads(path.read_text())
         started = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(info["started"]))
-        return (f"pid {info['pid']} on {info['host']} ({info['step']}, pipeline run {info['pipeline_run_id']}, "
-                f"started {started})")
+        return (
+            f"pid {info['pid']} on {info['host']} ({info['step']}, pipeline run {info['pipeline_run_id']}, "
+            f"started {started})"
+        )
     except (OSError, ValueError, KeyError):
         return "another process"
 
@@ -98,8 +100,9 @@ def _acquire(directory: Path, exclusive: bool, record: Mapping[str, object]) -> 
                 try:
                     fcntl.flock(held.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 except BlockingIOError:
-                    raise WorkdirBusyError(f"{directory}: in use by {_holder(path)}; wait for it or point paths.* "
-                                           "elsewhere") from None
+                    raise WorkdirBusyError(
+                        f"{directory}: in use by {_holder(path)}; wait for it or point paths.* elsewhere"
+                    ) from None
                 held.exclusive = True
             held.count += 1
             return path
@@ -109,14 +112,16 @@ def _acquire(directory: Path, exclusive: bool, record: Mapping[str, object]) -> 
         except OSError as exc:
             if not exclusive:
                 return None  # nobody can write a read-only input either
-            raise WriteError(f"{directory}: cannot write ({write_cause(exc)}); checked before any work, "
-                             "nothing was changed") from None
+            raise WriteError(
+                f"{directory}: cannot write ({write_cause(exc)}); checked before any work, nothing was changed"
+            ) from None
         try:
             fcntl.flock(fd, (fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH) | fcntl.LOCK_NB)
         except BlockingIOError:
             os.close(fd)
-            raise WorkdirBusyError(f"{directory}: in use by {_holder(path)}; wait for it to finish or point "
-                                   "paths.* elsewhere") from None
+            raise WorkdirBusyError(
+                f"{directory}: in use by {_holder(path)}; wait for it to finish or point paths.* elsewhere"
+            ) from None
         if exclusive:
             os.ftruncate(fd, 0)
             os.pwrite(fd, json.dumps(dict(record)).encode(), 0)
@@ -148,8 +153,9 @@ def _check_writable(directory: Path) -> None:
         os.close(fd)
         os.unlink(probe)
     except OSError as exc:
-        raise WriteError(f"{directory}: cannot write ({write_cause(exc)}); checked before any work, "
-                         "nothing was changed") from None
+        raise WriteError(
+            f"{directory}: cannot write ({write_cause(exc)}); checked before any work, nothing was changed"
+        ) from None
 
 
 @contextlib.contextmanager
@@ -159,8 +165,13 @@ def claim(params: Params, step: str, *, main: bool = True) -> Iterator[None]:
         yield
         return
     writes, reads = STEP_PATHS[step]
-    record = {"pid": os.getpid(), "host": socket.gethostname(), "step": step, "started": time.time(),
-              "pipeline_run_id": params.tracking.pipeline_run_id}
+    record = {
+        "pid": os.getpid(),
+        "host": socket.gethostname(),
+        "step": step,
+        "started": time.time(),
+        "pipeline_run_id": params.tracking.pipeline_run_id,
+    }
     wanted = {Path(getattr(params.paths, key)): False for key in reads}
     wanted.update({Path(getattr(params.paths, key)): True for key in writes})
     taken: list[Path] = []
@@ -179,13 +190,16 @@ def claim(params: Params, step: str, *, main: bool = True) -> Iterator[None]:
 
 def claims(step: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Decorate a step: it runs under its pipeline run id, holding its directories (rank 0 only, see ``rank=``)."""
+
     def wrap(fn: Callable[..., Any]) -> Callable[..., Any]:
         @functools.wraps(fn)
         def run(params: Params, *args: Any, **kwargs: Any) -> Any:
             params = with_pipeline_run_id(params)
             with claim(params, step, main=kwargs.get("rank", 0) == 0):
                 return fn(params, *args, **kwargs)
+
         return run
+
     return wrap
 
 
@@ -199,8 +213,10 @@ def need_space(needs: Mapping[Path, int], what: str) -> None:
     for directory, total in per_device.values():
         free = shutil.disk_usage(_existing(directory)).free
         if free < total:
-            raise WriteError(f"{directory}: {free / 1e6:.2f} MB free, but the {what} need about {total / 1e6:.2f} MB; "
-                             "free space or point paths.* elsewhere (checked before any work, nothing was changed)")
+            raise WriteError(
+                f"{directory}: {free / 1e6:.2f} MB free, but the {what} need about {total / 1e6:.2f} MB; "
+                "free space or point paths.* elsewhere (checked before any work, nothing was changed)"
+            )
 
 
 def training_space(distiller: Distiller, checkpoints: Path, outputs: Path) -> dict[Path, int]:

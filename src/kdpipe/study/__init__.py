@@ -29,19 +29,37 @@ from kdpipe.tracking.runs import check_tracking
 
 log = logging.getLogger("kdpipe")
 
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--dir", help=f"study directory (default: {MAIN.directory}; with --tune {TUNE.directory}, with "
-                   f"--confirm {CONFIRM.directory}, --gap {GAP.directory}, --budget {BUDGET.directory})")
-    p.add_argument("--seeds", type=int, nargs="+", help="training seeds (default: 0 1 2; with --tune 0; with --confirm "
-                   "3-7; with --gap and --budget 3 4 5)")
-    p.add_argument("--data-seeds", type=int, nargs="+", metavar="SEED", help="run every seed on each transfer set "
-                   "these draw (train.subset_seed; default: the one data.seed draws; with --confirm 1 2, with --gap "
-                   "and --budget 1)")
+    p.add_argument(
+        "--dir",
+        help=f"study directory (default: {MAIN.directory}; with --tune {TUNE.directory}, with "
+        f"--confirm {CONFIRM.directory}, --gap {GAP.directory}, --budget {BUDGET.directory})",
+    )
+    p.add_argument(
+        "--seeds",
+        type=int,
+        nargs="+",
+        help="training seeds (default: 0 1 2; with --tune 0; with --confirm 3-7; with --gap and --budget 3 4 5)",
+    )
+    p.add_argument(
+        "--data-seeds",
+        type=int,
+        nargs="+",
+        metavar="SEED",
+        help="run every seed on each transfer set "
+        "these draw (train.subset_seed; default: the one data.seed draws; with --confirm 1 2, with --gap "
+        "and --budget 1)",
+    )
     p.add_argument("--cells", nargs="+", metavar="CELL", help="only these cells (default: all)")
     p.add_argument("--jobs", type=int, default=1, help="runs in parallel worker processes (default: 1)")
-    p.add_argument("--small-teacher", default=SMALL_TEACHER, help=f"capacity gap: small teacher (default: {SMALL_TEACHER})")
-    p.add_argument("--large-teacher", help="capacity gap: large teacher (default: the study's own teacher, teacher.arch; "
-                   "with --gap cnn64_fc1024)")
+    p.add_argument(
+        "--small-teacher", default=SMALL_TEACHER, help=f"capacity gap: small teacher (default: {SMALL_TEACHER})"
+    )
+    p.add_argument(
+        "--large-teacher",
+        help="capacity gap: large teacher (default: the study's own teacher, teacher.arch; with --gap cnn64_fc1024)",
+    )
     p.add_argument("--no-gap", action="store_true", help="leave out the capacity-gap sweep")
     p.add_argument("--no-plot", action="store_true", help="write no plot")
     phases.add_arguments(p)
@@ -54,9 +72,19 @@ def run_from_args(params: Params, args: argparse.Namespace, command: str | None 
     if join is not None:
         phases.check_tuned(params, join)
     return run_study(
-        params, study_dir, seeds=seeds, cells=cells, jobs=args.jobs, small_teacher=args.small_teacher,
-        large_teacher=phases.large_teacher(args), gap=gap, plot=not args.no_plot, command=command, data_seeds=data_seeds,
-        join=join, phase=phases.phase_of(args).name,
+        params,
+        study_dir,
+        seeds=seeds,
+        cells=cells,
+        jobs=args.jobs,
+        small_teacher=args.small_teacher,
+        large_teacher=phases.large_teacher(args),
+        gap=gap,
+        plot=not args.no_plot,
+        command=command,
+        data_seeds=data_seeds,
+        join=join,
+        phase=phases.phase_of(args).name,
     )
 
 
@@ -68,15 +96,18 @@ def _study_id(study_dir: Path, join: Path | None = None) -> str:
     if path.exists():
         own = str(json.loads(path.read_text())["study_id"])
         if joined and own != joined:
-            log.warning("study: %s began as study %s before it joined %s; it keeps its own MLflow parent", study_dir,
-                        own, join)
+            log.warning(
+                "study: %s began as study %s before it joined %s; it keeps its own MLflow parent", study_dir, own, join
+            )
         return own
     study_id = joined or uuid.uuid4().hex[:12]
     write_json(path, {"study_id": study_id})
     return study_id
 
 
-def _teacher_tasks(base: Params, study_dir: Path, roles: set[str], archs: dict[str, str], jobs: int) -> tuple[list[dict[str, Any]], int]:
+def _teacher_tasks(
+    base: Params, study_dir: Path, roles: set[str], archs: dict[str, str], jobs: int
+) -> tuple[list[dict[str, Any]], int]:
     """The teachers to train or measure, and the threads each gets: the cores shared by those at once, so a
     lone teacher (the large one takes longest) does not train on one core of several."""
     todo = []
@@ -88,9 +119,15 @@ def _teacher_tasks(base: Params, study_dir: Path, roles: set[str], archs: dict[s
         if not (same and known.get("measured") == runner.measured(base)):
             todo.append((role, record))
     threads = max(1, (base.runtime.num_threads or runner.cores()) // max(1, min(jobs, len(todo))))
-    tasks = [{"id": f"teacher {role} ({archs[role]})", "role": role, "record": str(record),
-              "params": runner.teacher_params(base, study_dir, role, archs[role], threads).to_dict()}
-             for role, record in todo]
+    tasks = [
+        {
+            "id": f"teacher {role} ({archs[role]})",
+            "role": role,
+            "record": str(record),
+            "params": runner.teacher_params(base, study_dir, role, archs[role], threads).to_dict(),
+        }
+        for role, record in todo
+    ]
     return tasks, threads
 
 
@@ -100,28 +137,58 @@ def _teachers(study_dir: Path) -> dict[str, dict[str, Any]]:
 
 
 def run_study(
-    base: Params, study_dir: Path, *, seeds: list[int] | tuple[int, ...] = MAIN.seeds, cells: list[str] | None = None,
-    jobs: int = 1, small_teacher: str = SMALL_TEACHER, large_teacher: str | None = None, gap: bool = True,
-    plot: bool = True, command: str | None = None, data_seeds: list[int] | None = None, join: Path | None = None,
+    base: Params,
+    study_dir: Path,
+    *,
+    seeds: list[int] | tuple[int, ...] = MAIN.seeds,
+    cells: list[str] | None = None,
+    jobs: int = 1,
+    small_teacher: str = SMALL_TEACHER,
+    large_teacher: str | None = None,
+    gap: bool = True,
+    plot: bool = True,
+    command: str | None = None,
+    data_seeds: list[int] | None = None,
+    join: Path | None = None,
     phase: str = MAIN.name,
 ) -> dict[str, Any]:
     """Run what is not finished, then report; returns which runs ran, which were kept, and the files. With
     ``join`` (a study directory) the study takes that study's id: one MLflow parent run holds both."""
     seeds = list(seeds)
-    plan = make_plan(base, cells, seeds, gap=gap, small_teacher=small_teacher, large_teacher=large_teacher,
-                     data_seeds=data_seeds, phase=phase)
+    plan = make_plan(
+        base,
+        cells,
+        seeds,
+        gap=gap,
+        small_teacher=small_teacher,
+        large_teacher=large_teacher,
+        data_seeds=data_seeds,
+        phase=phase,
+    )
     if jobs < 1:
         raise ConfigError(f"--jobs: must be at least 1, got {jobs}")
     check_tracking(base)
     chosen, archs = list(plan.cells), plan.archs
     study_id = _study_id(study_dir, join)
     threads = max(1, (base.runtime.num_threads or runner.cores()) // jobs)
-    runs = [runner.make_run(base, study_dir, c, s, archs, threads, d) for d in plan.data_seeds for s in seeds for c in chosen]
+    runs = [
+        runner.make_run(base, study_dir, c, s, archs, threads, d)
+        for d in plan.data_seeds
+        for s in seeds
+        for c in chosen
+    ]
     results = {r.id: runner.read_result(r) for r in runs}
     pending = [r for r in runs if results[r.id] is None]
     kept = [r.id for r in runs if results[r.id] is not None]
-    log.info("study %s in %s: %d run(s) to do, %d finished already; %d job(s) x %d thread(s)", study_id, study_dir,
-             len(pending), len(kept), jobs, threads)
+    log.info(
+        "study %s in %s: %d run(s) to do, %d finished already; %d job(s) x %d thread(s)",
+        study_id,
+        study_dir,
+        len(pending),
+        len(kept),
+        jobs,
+        threads,
+    )
     failures: dict[str, str] = {}
     if pending:
         runner.ensure_prepared(base)
@@ -146,8 +213,15 @@ def run_study(
         def run_done(task: dict[str, Any], result: dict[str, Any]) -> None:
             results[task["id"]] = result
             finished = sum(v is not None for v in results.values())
-            log.info("study: %d/%d finished: %s test top-1 %.4f, val %.4f (%.1f s training)", finished, len(runs),
-                     task["id"], result["test_top1"], result["val_top1"], result["train_seconds"])
+            log.info(
+                "study: %d/%d finished: %s test top-1 %.4f, val %.4f (%.1f s training)",
+                finished,
+                len(runs),
+                task["id"],
+                result["test_top1"],
+                result["val_top1"],
+                result["train_seconds"],
+            )
 
         failures |= runner.execute(runner.execute_run, tasks, jobs, threads, run_done)
     if failures:
@@ -156,7 +230,8 @@ def run_study(
             "rerun the same command to retry them (finished runs are kept)"
         )
     finished = [res for r in runs if (res := results[r.id]) is not None]
-    published = fanout.publish(base, plan, study_id, finished, list(_teachers(study_dir).values()), study_dir, command,
-                               plot)
+    published = fanout.publish(
+        base, plan, study_id, finished, list(_teachers(study_dir).values()), study_dir, command, plot
+    )
     log.info("study: report in %s", published["files"]["report"])
     return {**published, "ran": [r.id for r in pending], "kept": kept}

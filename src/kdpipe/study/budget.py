@@ -43,10 +43,13 @@ def _label(size: int | None) -> str:
 def budget_cells() -> tuple[Cell, ...]:
     """Each method at each size, smallest transfer set first."""
     return tuple(
-        Cell(f"{PREFIX}{_label(n)}_{m}",
-             (f"method.name={m}", f"train.subset={'null' if n is None else n}", f"train.epochs={epochs(n)}"),
-             f"{m} on {'the whole train split' if n is None else f'{n:,} images'}, {epochs(n)} epochs")
-        for n in SIZES for m in METHODS
+        Cell(
+            f"{PREFIX}{_label(n)}_{m}",
+            (f"method.name={m}", f"train.subset={'null' if n is None else n}", f"train.epochs={epochs(n)}"),
+            f"{m} on {'the whole train split' if n is None else f'{n:,} images'}, {epochs(n)} epochs",
+        )
+        for n in SIZES
+        for m in METHODS
     )
 
 
@@ -57,8 +60,10 @@ def is_budget(summary: Summary) -> bool:
 def _grid(summaries: list[Summary]) -> dict[int | None, dict[str, Summary]]:
     """The summaries by size then method, for the sizes that have a scratch cell and at least one other."""
     by_name = {s.cell.name: s for s in summaries}
-    grid = {n: {m: by_name[f"{PREFIX}{_label(n)}_{m}"] for m in METHODS if f"{PREFIX}{_label(n)}_{m}" in by_name}
-            for n in SIZES}
+    grid = {
+        n: {m: by_name[f"{PREFIX}{_label(n)}_{m}"] for m in METHODS if f"{PREFIX}{_label(n)}_{m}" in by_name}
+        for n in SIZES
+    }
     return {n: row for n, row in grid.items() if "scratch" in row and len(row) > 1}
 
 
@@ -75,7 +80,9 @@ def gains(summaries: list[Summary]) -> dict[int | None, dict[str, PairedDifferen
     out = {}
     for n, row in _grid(summaries).items():
         pairs = {"kd": ("kd", "scratch"), "srd": ("srd", "scratch"), "srd - kd": ("srd", "kd")}
-        out[n] = {k: paired_difference(row[a], row[b]) if a in row and b in row else None for k, (a, b) in pairs.items()}
+        out[n] = {
+            k: paired_difference(row[a], row[b]) if a in row and b in row else None for k, (a, b) in pairs.items()
+        }
     return out
 
 
@@ -86,11 +93,22 @@ def section(summaries: list[Summary]) -> list[str]:
         return []
     rows = [["transfer set", "images", "epochs", *METHODS, "kd - scratch", "srd - scratch", "srd - kd"]]
     for n, row in grid.items():
-        cells = [f"{pct(row[m].mean('test_top1'))} ± {pct(row[m].std('test_top1'))}" if m in row else "-" for m in METHODS]
-        rows.append([_label(n), f"{_images(row):,.0f}", str(epochs(n)), *cells,
-                     *(_interval(gain[n][k]) for k in ("kd", "srd", "srd - kd"))])
-    head = (f"Data budget (equal steps: about {STEP_IMAGES:,} training images per run; test top-1 %, mean ± std; "
-            "differences in points, paired over (data seed, seed), [95 % t-interval]):")
+        cells = [
+            f"{pct(row[m].mean('test_top1'))} ± {pct(row[m].std('test_top1'))}" if m in row else "-" for m in METHODS
+        ]
+        rows.append(
+            [
+                _label(n),
+                f"{_images(row):,.0f}",
+                str(epochs(n)),
+                *cells,
+                *(_interval(gain[n][k]) for k in ("kd", "srd", "srd - kd")),
+            ]
+        )
+    head = (
+        f"Data budget (equal steps: about {STEP_IMAGES:,} training images per run; test top-1 %, mean ± std; "
+        "differences in points, paired over (data seed, seed), [95 % t-interval]):"
+    )
     return ["", head, "", *table(rows)]
 
 
@@ -114,8 +132,10 @@ def plot(path: Path, summaries: list[Summary]) -> bool:
     ax.axhline(0.0, color="tab:gray", linestyle="--", linewidth=1)
     ax.set_xscale("log")
     ax.minorticks_off()
-    ax.set_xticks([_images(row) for row in grid.values()],
-                  [f"{_images(row) / 1000:g}k" + (" (all)" if n is None else "") for n, row in grid.items()])
+    ax.set_xticks(
+        [_images(row) for row in grid.values()],
+        [f"{_images(row) / 1000:g}k" + (" (all)" if n is None else "") for n, row in grid.items()],
+    )
     ax.set_xlabel("transfer-set size (images; equal steps)")
     ax.set_ylabel("test top-1 gain over scratch (points, 95 % CI)")
     ax.set_title("With how much data does distillation pay?", fontsize=10)

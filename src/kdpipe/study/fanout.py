@@ -42,8 +42,9 @@ def _run(base: Params, plan: Plan, cell: str, seed: int, work: Path, data_seed: 
     """The study's run of ``cell`` under ``seed`` (on ``data_seed``'s transfer set), taught by the teacher at
     ``paths.teacher``, its files under ``work``."""
     run = runner.make_run(base, work, plan.cell(cell), seed, plan.archs, _threads(base), data_seed)
-    return dataclasses.replace(run, params=with_paths(run.params, teacher=base.paths.teacher,
-                                                      student=base.paths.student))
+    return dataclasses.replace(
+        run, params=with_paths(run.params, teacher=base.paths.teacher, student=base.paths.student)
+    )
 
 
 def teacher(base: Params, plan: Plan, role: str, work: Path) -> dict[str, Any]:
@@ -61,25 +62,41 @@ def teacher_outputs(base: Params, plan: Plan, role: str, work: Path) -> dict[str
     """
     runs = [_run(base, plan, r["cell"], r["seed"], work, r.get("data_seed")) for r in plan.runs(role)]
     fills = [{"id": task["id"], **runner.execute_fill(task)} for task in runner.fill_tasks(runs, _threads(base))]
-    return {"role": role, "fills": fills, "recorded": sum(f["recorded"] for f in fills),
-            "bytes": sum(f["bytes"] for f in fills)}
+    return {
+        "role": role,
+        "fills": fills,
+        "recorded": sum(f["recorded"] for f in fills),
+        "bytes": sum(f["bytes"] for f in fills),
+    }
 
 
 def one_run(base: Params, plan: Plan, item: dict[str, Any], work: Path) -> dict[str, Any]:
     """Train the run ``item`` names (one of :meth:`Plan.runs`: cell, seed, data seed) into ``paths.student``,
     resuming from ``work``, and measure it; its result."""
-    data_seed = None if item.get("data_seed") is None else int(item["data_seed"])  # loop items' numbers arrive as floats
+    data_seed = (
+        None if item.get("data_seed") is None else int(item["data_seed"])
+    )  # loop items' numbers arrive as floats
     run = _run(base, plan, str(item["cell"]), int(item["seed"]), work, data_seed)
     return runner.execute_run(runner.run_task(run))
 
 
-def publish(base: Params, plan: Plan, study_id: str, results: list[dict[str, Any]], teachers: list[dict[str, Any]],
-            study_dir: Path, command: str | None, plot: bool = True) -> dict[str, Any]:
+def publish(
+    base: Params,
+    plan: Plan,
+    study_id: str,
+    results: list[dict[str, Any]],
+    teachers: list[dict[str, Any]],
+    study_dir: Path,
+    command: str | None,
+    plot: bool = True,
+) -> dict[str, Any]:
     """The report, plot, results and, with tracking on, the MLflow parent, cell and seed runs; from the runs'
     results and the teachers' records alone, wherever they were computed."""
     order = {c.name: i for i, c in enumerate(plan.cells)}
-    results = sorted(results, key=lambda r: (plan.data_seeds.index(r.get("data_seed")), plan.seeds.index(r["seed"]),
-                                             order[r["cell"]]))
+    results = sorted(
+        results,
+        key=lambda r: (plan.data_seeds.index(r.get("data_seed")), plan.seeds.index(r["seed"]), order[r["cell"]]),
+    )
     write_json(study_dir / STUDY_FILE, {"study_id": study_id})
     by_role = {t["role"]: t for t in teachers}
     files = write_report(study_dir, study_id, base, plan, results, by_role, command, plot)
@@ -87,6 +104,7 @@ def publish(base: Params, plan: Plan, study_id: str, results: list[dict[str, Any
     if base.tracking.enabled:
         from kdpipe.study.mlflow_log import log_study
 
-        summary["mlflow"] = log_study(base, study_id, summarise(list(plan.cells), results, plan.archs), files, plan.phase)
+        summary["mlflow"] = log_study(
+            base, study_id, summarise(list(plan.cells), results, plan.archs), files, plan.phase
+        )
     return summary
-

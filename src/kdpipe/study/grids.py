@@ -27,28 +27,39 @@ def _label(value: float) -> str:
 
 def _kd() -> list[Cell]:
     return [
-        Cell(f"{PREFIX}kd_t{_label(t)}_ce{_label(ce)}_kl{_label(kl)}",
-             ("method.name=kd", f"method.kd.temperature={t}", f"method.kd.ce_weight={ce}", f"method.kd.kl_weight={kl}"),
-             f"kd at T={t:g}, CE x {ce:g}, KL x {kl:g}")
+        Cell(
+            f"{PREFIX}kd_t{_label(t)}_ce{_label(ce)}_kl{_label(kl)}",
+            ("method.name=kd", f"method.kd.temperature={t}", f"method.kd.ce_weight={ce}", f"method.kd.kl_weight={kl}"),
+            f"kd at T={t:g}, CE x {ce:g}, KL x {kl:g}",
+        )
         for t, (ce, kl) in itertools.product((1.0, 2.0, 4.0, 8.0), ((1.0, 1.0), (0.5, 0.5), (0.1, 0.9)))
     ]
 
 
 def _fitnet() -> list[Cell]:
     return [
-        Cell(f"{PREFIX}fitnet_feat{_label(w)}_ce{_label(ce)}",
-             ("method.name=fitnet", f"method.fitnet.feat_weight={w}", f"method.fitnet.ce_weight={ce}"),
-             f"fitnet, feature x {w:g}, CE x {ce:g}")
+        Cell(
+            f"{PREFIX}fitnet_feat{_label(w)}_ce{_label(ce)}",
+            ("method.name=fitnet", f"method.fitnet.feat_weight={w}", f"method.fitnet.ce_weight={ce}"),
+            f"fitnet, feature x {w:g}, CE x {ce:g}",
+        )
         for w, ce in itertools.product((0.1, 0.3, 1.0, 3.0, 10.0, 30.0), (1.0, 0.5))
     ]
 
 
 def _srd() -> list[Cell]:
     return [
-        Cell(f"{PREFIX}srd_a{_label(a)}_feat{_label(w)}_ce{_label(ce)}_kl{_label(kl)}",
-             ("method.name=srd", f"method.srd.alpha={a}", f"method.srd.feat_weight={w}", f"method.srd.ce_weight={ce}",
-              f"method.srd.kl_weight={kl}"),
-             f"srd, alpha={a:g}, feature x {w:g}, CE x {ce:g}, KL x {kl:g}")
+        Cell(
+            f"{PREFIX}srd_a{_label(a)}_feat{_label(w)}_ce{_label(ce)}_kl{_label(kl)}",
+            (
+                "method.name=srd",
+                f"method.srd.alpha={a}",
+                f"method.srd.feat_weight={w}",
+                f"method.srd.ce_weight={ce}",
+                f"method.srd.kl_weight={kl}",
+            ),
+            f"srd, alpha={a:g}, feature x {w:g}, CE x {ce:g}, KL x {kl:g}",
+        )
         for a, w, (ce, kl) in itertools.product((2.0, 4.0), (1.0, 2.0, 4.0), ((1.0, 1.0), (0.1, 0.9)))
     ]
 

@@ -67,8 +67,13 @@ class _Logger:
             all_tags[PARENT_TAG] = parent
         return self.client.create_run(self.experiment_id, run_name=name, tags=all_tags).info.run_id
 
-    def log(self, run_id: str, metrics: dict[str, float | None], params: dict[str, Any] | None = None,
-            history: list[dict[str, float]] | None = None) -> None:
+    def log(
+        self,
+        run_id: str,
+        metrics: dict[str, float | None],
+        params: dict[str, Any] | None = None,
+        history: list[dict[str, float]] | None = None,
+    ) -> None:
         from mlflow.entities import Metric, Param
 
         now = int(time.time() * 1000)
@@ -100,8 +105,9 @@ def _run_params(result: dict[str, Any]) -> dict[str, Any]:
     return {"overrides": " ".join(result["overrides"]), **flatten(tree)}
 
 
-def log_study(params: Params, study_id: str, summaries: list[Summary], files: dict[str, Path], phase: str = MAIN_PHASE
-              ) -> dict[str, Any]:
+def log_study(
+    params: Params, study_id: str, summaries: list[Summary], files: dict[str, Path], phase: str = MAIN_PHASE
+) -> dict[str, Any]:
     """Log what is not logged yet; return the parent run id and how many cells were logged now.
 
     The phases of one study (tune, then confirm, gap and budget, which join it) share the parent run: each
@@ -116,18 +122,31 @@ def log_study(params: Params, study_id: str, summaries: list[Summary], files: di
     logged = skipped = 0
     for s in summaries:
         labels = [replicate(r["seed"], r.get("data_seed")) for r in s.runs]
-        seeds = ",".join(str(r["seed"]) if r.get("data_seed") is None else label for r, label in zip(s.runs, labels, strict=True))
+        seeds = ",".join(
+            str(r["seed"]) if r.get("data_seed") is None else label for r, label in zip(s.runs, labels, strict=True)
+        )
         key = f"{study_id}/{s.cell.name}/seeds={seeds}"
         results = fingerprint([(r["fingerprint"], r.get("finished_at")) for r in s.runs])[:16]
         if mlf.complete(key) and mlf.runs[key].data.tags.get(tags.STUDY_RESULTS) == results:
             skipped += 1
             continue
-        cell_tags = {tags.STEP: "study_cell", tags.STUDY_CELL: s.cell.name, tags.METHOD: s.cell.method,
-                     tags.STUDY_SEEDS: seeds, tags.STUDY_PHASE: phase, tags.STUDY_RESULTS: results}
+        cell_tags = {
+            tags.STEP: "study_cell",
+            tags.STUDY_CELL: s.cell.name,
+            tags.METHOD: s.cell.method,
+            tags.STUDY_SEEDS: seeds,
+            tags.STUDY_PHASE: phase,
+            tags.STUDY_RESULTS: results,
+        }
         child = mlf.replace(key, s.cell.name, parent, cell_tags)
         mlf.log(child, _cell_metrics(s, scratch), {"cell": s.cell.name, "what": s.cell.what, **_run_params(s.runs[0])})
         for r, label in zip(s.runs, labels, strict=True):
-            run_tags = {**cell_tags, tags.STEP: "study_run", tags.DEVICE: r["device"], tags.DATA_SHA256: r["data_sha256"]}
+            run_tags = {
+                **cell_tags,
+                tags.STEP: "study_run",
+                tags.DEVICE: r["device"],
+                tags.DATA_SHA256: r["data_sha256"],
+            }
             grandchild = mlf.replace(f"{key}/{label}", f"{s.cell.name}-{label}", child, run_tags)
             final = {k: r[k] for k in ("test_top1", "val_top1", "train_seconds", "images_per_s", "wall_seconds")}
             seeds_of = {"seed": r["seed"], **({} if r.get("data_seed") is None else {"data_seed": r["data_seed"]})}

@@ -44,7 +44,9 @@ class PairedDifference:
 
     def verdict(self) -> str:
         """What the interval supports, in top-1 points; no more."""
-        span = f"{100 * self.mean:+.2f} points, 95 % CI [{100 * self.low:+.2f}, {100 * self.high:+.2f}], n={self.n} pairs"
+        span = (
+            f"{100 * self.mean:+.2f} points, 95 % CI [{100 * self.low:+.2f}, {100 * self.high:+.2f}], n={self.n} pairs"
+        )
         if self.low > 0:
             return f"{self.a} above {self.b}: {span}"
         if self.high < 0:
@@ -75,6 +77,8 @@ def section(summaries: list[Summary]) -> list[str]:
     for other in baselines:
         label = " (the best baseline on val)" if other is best else ""
         found = paired_difference(srd, other)
-        lines.append(f"- srd - {other.cell.name}{label}: " + (found.verdict() if found else "fewer than two paired runs"))
+        lines.append(
+            f"- srd - {other.cell.name}{label}: " + (found.verdict() if found else "fewer than two paired runs")
+        )
     head = "Test top-1, srd minus each baseline, paired over (data seed, seed) runs, 95 % paired t-interval:"
     return ["", head, *lines]

@@ -63,27 +63,56 @@ class Phase:
 
 MAIN = Phase(MAIN_PHASE, "artifacts/study", (0, 1, 2), None, None, gap=True)
 TUNE = Phase("tune", "artifacts/study-tune", (0,), None, tuple(c.name for c in tuning_cells()), gap=False)
-CONFIRM = Phase("confirm", "artifacts/study-confirm", (3, 4, 5, 6, 7), (1, 2), CONFIRM_CELLS, gap=False,
-                joins_tuning=True)
-GAP = Phase("gap", "artifacts/study-gap", (3, 4, 5), (1,), GAP_CELLS, gap=True, joins_tuning=True,
-            large_teacher=LARGE_TEACHER)
-BUDGET = Phase("budget", "artifacts/study-budget", (3, 4, 5), (1,), tuple(c.name for c in budget_cells()), gap=False,
-               joins_tuning=True)
+CONFIRM = Phase(
+    "confirm", "artifacts/study-confirm", (3, 4, 5, 6, 7), (1, 2), CONFIRM_CELLS, gap=False, joins_tuning=True
+)
+GAP = Phase(
+    "gap", "artifacts/study-gap", (3, 4, 5), (1,), GAP_CELLS, gap=True, joins_tuning=True, large_teacher=LARGE_TEACHER
+)
+BUDGET = Phase(
+    "budget",
+    "artifacts/study-budget",
+    (3, 4, 5),
+    (1,),
+    tuple(c.name for c in budget_cells()),
+    gap=False,
+    joins_tuning=True,
+)
 FLAGS = {"tune": TUNE, "confirm": CONFIRM, "gap": GAP, "budget": BUDGET}
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--tune", action="store_true", help="train each method's tuning grid (12 settings of kd, fitnet and "
-                   "srd each) at seed 0 and choose every method's setting on val top-1; writes tuning.json")
-    p.add_argument("--confirm", action="store_true", help="confirm on data used for no choice: scratch, kd, fitnet "
-                   "and srd on fresh transfer sets (data seeds 1 2) x seeds 3-7, paired intervals")
-    p.add_argument("--gap", action="store_true", help=f"the capacity gap: kd and srd from the small, the study's and "
-                   f"the large teacher (default {LARGE_TEACHER}), data seed 1 x seeds 3-5")
-    p.add_argument("--budget", action="store_true", help="the data-budget curve: scratch, kd and srd on transfer sets "
-                   "of 2k, 5k, 10k, 20k and all 55k images at equal steps, data seed 1 x seeds 3-5")
-    p.add_argument("--join", metavar="DIR", help="log into the MLflow parent run of the study in DIR and check the "
-                   "method settings against its tuning.json (default with --confirm, --gap and --budget: the study-tune "
-                   "directory beside --dir, when it holds a study)")
+    p.add_argument(
+        "--tune",
+        action="store_true",
+        help="train each method's tuning grid (12 settings of kd, fitnet and "
+        "srd each) at seed 0 and choose every method's setting on val top-1; writes tuning.json",
+    )
+    p.add_argument(
+        "--confirm",
+        action="store_true",
+        help="confirm on data used for no choice: scratch, kd, fitnet "
+        "and srd on fresh transfer sets (data seeds 1 2) x seeds 3-7, paired intervals",
+    )
+    p.add_argument(
+        "--gap",
+        action="store_true",
+        help=f"the capacity gap: kd and srd from the small, the study's and "
+        f"the large teacher (default {LARGE_TEACHER}), data seed 1 x seeds 3-5",
+    )
+    p.add_argument(
+        "--budget",
+        action="store_true",
+        help="the data-budget curve: scratch, kd and srd on transfer sets "
+        "of 2k, 5k, 10k, 20k and all 55k images at equal steps, data seed 1 x seeds 3-5",
+    )
+    p.add_argument(
+        "--join",
+        metavar="DIR",
+        help="log into the MLflow parent run of the study in DIR and check the "
+        "method settings against its tuning.json (default with --confirm, --gap and --budget: the study-tune "
+        "directory beside --dir, when it holds a study)",
+    )
 
 
 def phase_of(args: argparse.Namespace) -> Phase:
@@ -124,8 +153,11 @@ def joined(args: argparse.Namespace) -> Path | None:
     if default is None:
         return None
     if not (default / STUDY_FILE).exists():
-        log.info("study: no tuning study at %s; this study is its own MLflow parent and its method settings are "
-                 "params.yaml's as they stand", default)
+        log.info(
+            "study: no tuning study at %s; this study is its own MLflow parent and its method settings are "
+            "params.yaml's as they stand",
+            default,
+        )
         return None
     return default
 
@@ -151,5 +183,7 @@ def check_tuned(params: Params, tuning_dir: Path) -> None:
             if have != tuned:
                 wrong.append(f"{key} is {have!r}, tuned {tuned!r} ({method})")
     if wrong:
-        raise ConfigError(f"the method settings are not those the tuning study in {tuning_dir} chose on val: "
-                          f"{'; '.join(wrong)}; set them in params.yaml (its choices are in {path})")
+        raise ConfigError(
+            f"the method settings are not those the tuning study in {tuning_dir} chose on val: "
+            f"{'; '.join(wrong)}; set them in params.yaml (its choices are in {path})"
+        )

@@ -45,24 +45,39 @@ class Plan:
 
     def runs(self, role: str) -> list[dict[str, Any]]:
         """The (cell, data seed, seed) runs taught by ``role``'s teacher, transfer set by transfer set, seed by seed."""
-        return [{"cell": c.name, "seed": s, **({} if d is None else {"data_seed": d})} for d in self.data_seeds
-                for s in self.seeds for c in self.cells if (c.gap_role or MAIN) == role]  # kfp takes no nulls
+        return [
+            {"cell": c.name, "seed": s, **({} if d is None else {"data_seed": d})}
+            for d in self.data_seeds
+            for s in self.seeds
+            for c in self.cells
+            if (c.gap_role or MAIN) == role
+        ]  # kfp takes no nulls
 
     def cell(self, name: str) -> Cell:
         return next(c for c in self.cells if c.name == name)
 
     def as_dict(self) -> dict[str, Any]:
         fresh = {"data_seeds": list(self.data_seeds)} if self.data_seeds != (None,) else {}  # kfp takes no nulls
-        return {"cells": [c.name for c in self.cells], "seeds": list(self.seeds), "archs": dict(self.archs),
-                "phase": self.phase, **fresh}
+        return {
+            "cells": [c.name for c in self.cells],
+            "seeds": list(self.seeds),
+            "archs": dict(self.archs),
+            "phase": self.phase,
+            **fresh,
+        }
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> Plan:
         """The plan a pipeline was compiled with (already checked then)."""
         cells = select_cells(list(raw["cells"]), by_name_only=phase_cells())
         data_seeds = tuple(int(d) for d in raw["data_seeds"]) if "data_seeds" in raw else (None,)
-        return cls(tuple(cells), tuple(int(s) for s in raw["seeds"]), dict(raw["archs"]), data_seeds,
-                   str(raw.get("phase", MAIN_PHASE)))
+        return cls(
+            tuple(cells),
+            tuple(int(s) for s in raw["seeds"]),
+            dict(raw["archs"]),
+            data_seeds,
+            str(raw.get("phase", MAIN_PHASE)),
+        )
 
 
 def phase_cells() -> tuple[Cell, ...]:
@@ -75,16 +90,28 @@ def _drop_duplicate_gap(cells: list[Cell], archs: dict[str, str]) -> list[Cell]:
     kept = []
     for c in cells:
         if c.gap_role and archs[c.gap_role] == archs[MAIN]:
-            log.info("study: %s skipped: the %s teacher %s is the study's teacher (see kd, srd)", c.name, c.gap_role,
-                     archs[MAIN])
+            log.info(
+                "study: %s skipped: the %s teacher %s is the study's teacher (see kd, srd)",
+                c.name,
+                c.gap_role,
+                archs[MAIN],
+            )
             continue
         kept.append(c)
     return kept
 
 
-def make_plan(base: Params, cells: list[str] | None, seeds: list[int], *, gap: bool = True,
-              small_teacher: str = SMALL_TEACHER, large_teacher: str | None = None,
-              data_seeds: list[int] | None = None, phase: str = MAIN_PHASE) -> Plan:
+def make_plan(
+    base: Params,
+    cells: list[str] | None,
+    seeds: list[int],
+    *,
+    gap: bool = True,
+    small_teacher: str = SMALL_TEACHER,
+    large_teacher: str | None = None,
+    data_seeds: list[int] | None = None,
+    phase: str = MAIN_PHASE,
+) -> Plan:
     """The named cells (default: all) under ``seeds`` on each of ``data_seeds``' transfer sets (default: the one
     ``data.seed`` draws); a bad seed list or teacher is a one-line error."""
     if not seeds or len(set(seeds)) != len(seeds):

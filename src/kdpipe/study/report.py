@@ -26,16 +26,31 @@ PLOT_FILE = "study.png"
 RESULTS_JSON = "results.json"
 RESULTS_CSV = "results.csv"
 CSV_FIELDS = (
-    "cell", "seed", "data_seed", "method", "teacher_arch", "test_top1", "val_top1", "test_corrupted_top1", "test_int8_top1", "epochs",
-    "transfer_images", "train_seconds", "images_per_s",
-    "wall_seconds", "device", "threads",
+    "cell",
+    "seed",
+    "data_seed",
+    "method",
+    "teacher_arch",
+    "test_top1",
+    "val_top1",
+    "test_corrupted_top1",
+    "test_int8_top1",
+    "epochs",
+    "transfer_images",
+    "train_seconds",
+    "images_per_s",
+    "wall_seconds",
+    "device",
+    "threads",
 )
 TARGETS = {"scratch": 1.0, "kd": 0.3}
 """The margins, in top-1 points, by which srd must beat each baseline: 'met' when the paired 95 % interval of the
 difference lies above the margin, 'NOT met' when it lies below, 'not shown' when it contains the margin."""
 
 
-def _gap_rows(summaries: list[Summary], teachers: dict[str, dict[str, Any]], teacher_archs: dict[str, str]) -> list[list[str]]:
+def _gap_rows(
+    summaries: list[Summary], teachers: dict[str, dict[str, Any]], teacher_archs: dict[str, str]
+) -> list[list[str]]:
     """kd and srd per teacher, small to large; none when the study ran no gap cell (its kd and srd are in the table)."""
     if not any(s.cell.gap_role for s in summaries):
         return []
@@ -52,7 +67,11 @@ def _gap_rows(summaries: list[Summary], teachers: dict[str, dict[str, Any]], tea
         diff = "-"
         if kd and srd:
             found = paired.paired_difference(srd, kd)
-            diff = found.verdict() if found else f"{100 * (srd.mean('test_top1') - kd.mean('test_top1')):+.2f} (no interval)"
+            diff = (
+                found.verdict()
+                if found
+                else f"{100 * (srd.mean('test_top1') - kd.mean('test_top1')):+.2f} (no interval)"
+            )
         params = f"{t['parameters']:,}" if "parameters" in t else "?"
         top1 = pct(t["test_top1"]) if "test_top1" in t else "?"
         label = "main = large" if role == "main" and teacher_archs["large"] == teacher_archs["main"] else role
@@ -73,9 +92,13 @@ def _acceptance(summaries: list[Summary]) -> list[str]:
             lines.append(f"- srd - {baseline}: fewer than two paired runs, nothing shown (target ≥ +{target:.1f})")
             continue
         low, high = 100 * found.low, 100 * found.high
-        verdict = "met" if low >= target else "NOT met" if high < target else "not shown (the interval contains the target)"
-        lines.append(f"- srd - {baseline}: {100 * found.mean:+.2f} points, 95 % CI [{low:+.2f}, {high:+.2f}] "
-                     f"(target ≥ +{target:.1f}): {verdict}")
+        verdict = (
+            "met" if low >= target else "NOT met" if high < target else "not shown (the interval contains the target)"
+        )
+        lines.append(
+            f"- srd - {baseline}: {100 * found.mean:+.2f} points, 95 % CI [{low:+.2f}, {high:+.2f}] "
+            f"(target ≥ +{target:.1f}): {verdict}"
+        )
     return lines
 
 
@@ -91,8 +114,13 @@ def _replicates(plan: Plan) -> str:
 
 
 def markdown(
-    study_id: str, base: Params, plan: Plan, summaries: list[Summary], teachers: dict[str, dict[str, Any]],
-    runs: list[dict[str, Any]], command: str | None,
+    study_id: str,
+    base: Params,
+    plan: Plan,
+    summaries: list[Summary],
+    teachers: dict[str, dict[str, Any]],
+    runs: list[dict[str, Any]],
+    command: str | None,
 ) -> str:
     t, teacher_archs = base.train, plan.archs
     main_t = teachers.get("main", {})
@@ -103,7 +131,8 @@ def markdown(
         "",
         f"- data: {base.data.source} (sha256 {', '.join(shas)}), student {base.student.arch}, teacher "
         f"{main_t.get('arch', base.teacher.arch)} (test top-1 {pct(main_t['test_top1']) if main_t else '?'} %)",
-        f"- budget: {t.epochs} epochs over {_images(t.subset)}, batch {t.batch_size}, {t.optimizer} lr {t.lr} {t.schedule}; "
+        f"- budget: {t.epochs} epochs over {_images(t.subset)}, batch {t.batch_size}, "
+        f"{t.optimizer} lr {t.lr} {t.schedule}; "
         f"{_replicates(plan)}; device {', '.join(devices)}",
         "- top-1 in %, mean ± sample std over seeds on the test split; val is the held-out validation split; "
         "train s and images/s are the training loop alone, per run",
@@ -111,26 +140,55 @@ def markdown(
     if command:
         lines.append(f"- reproduce: `{command}`")
     int8 = all("test_int8_top1" in r for s in summaries for r in s.runs)  # studies from before the export have none
-    rows = [["cell", "what it changes", "test top-1", "Δ vs scratch", *(["ONNX int8 test top-1"] if int8 else []),
-             "val top-1", "train s", "images/s", "n"]]
+    rows = [
+        [
+            "cell",
+            "what it changes",
+            "test top-1",
+            "Δ vs scratch",
+            *(["ONNX int8 test top-1"] if int8 else []),
+            "val top-1",
+            "train s",
+            "images/s",
+            "n",
+        ]
+    ]
     scratch = next((s for s in summaries if s.cell.name == "scratch"), None)
     for s in _main(summaries):
-        delta = "-" if scratch is None or s is scratch else f"{100 * (s.mean('test_top1') - scratch.mean('test_top1')):+.2f}"
-        rows.append([
-            s.cell.name, s.cell.what, f"{pct(s.mean('test_top1'))} ± {pct(s.std('test_top1'))}", delta,
-            *([f"{pct(s.mean('test_int8_top1'))} ± {pct(s.std('test_int8_top1'))}"] if int8 else []),
-            f"{pct(s.mean('val_top1'))} ± {pct(s.std('val_top1'))}", f"{s.mean('train_seconds'):.1f}",
-            f"{s.mean('images_per_s'):,.0f}", str(len(s.runs)),
-        ])
+        delta = (
+            "-"
+            if scratch is None or s is scratch
+            else f"{100 * (s.mean('test_top1') - scratch.mean('test_top1')):+.2f}"
+        )
+        rows.append(
+            [
+                s.cell.name,
+                s.cell.what,
+                f"{pct(s.mean('test_top1'))} ± {pct(s.std('test_top1'))}",
+                delta,
+                *([f"{pct(s.mean('test_int8_top1'))} ± {pct(s.std('test_int8_top1'))}"] if int8 else []),
+                f"{pct(s.mean('val_top1'))} ± {pct(s.std('val_top1'))}",
+                f"{s.mean('train_seconds'):.1f}",
+                f"{s.mean('images_per_s'):,.0f}",
+                str(len(s.runs)),
+            ]
+        )
     lines += ["", *table(rows)] if len(rows) > 1 else []
     lines += paired.section([s for s in summaries if not s.cell.gap_role])
     lines += tuning.section(tuning.choose(summaries))
     lines += budget.section(summaries)
-    lines += robustness_comparison.section({s.cell.name: s.runs for s in summaries if not s.cell.gap_role}, teachers.get("main", {}))
+    lines += robustness_comparison.section(
+        {s.cell.name: s.runs for s in summaries if not s.cell.gap_role}, teachers.get("main", {})
+    )
     gap = _gap_rows(summaries, teachers, teacher_archs)
     if gap:
         head = ["teacher", "parameters", "teacher top-1", "kd", "srd", "srd - kd (paired, 95 % t-interval)"]
-        lines += ["", f"Capacity gap (student {base.student.arch}, test top-1 %, mean ± std):", "", *table([head, *gap])]
+        lines += [
+            "",
+            f"Capacity gap (student {base.student.arch}, test top-1 %, mean ± std):",
+            "",
+            *table([head, *gap]),
+        ]
     acceptance = _acceptance(summaries)
     if acceptance:
         lines += ["", "Targets (srd over each baseline, judged on the paired 95 % interval):", *acceptance]
@@ -155,7 +213,9 @@ def _bars(ax: Any, group: list[Summary], labels: list[str], title: str, scratch:
     means = [100 * s.mean("test_top1") for s in group]
     stds = [100 * s.std("test_top1") for s in group]
     colors = {"scratch": "tab:gray", "srd": "tab:blue"}
-    ax.bar(range(len(group)), means, yerr=stds, capsize=4, color=[colors.get(s.cell.method, "tab:orange") for s in group])
+    ax.bar(
+        range(len(group)), means, yerr=stds, capsize=4, color=[colors.get(s.cell.method, "tab:orange") for s in group]
+    )
     ax.set_xticks(range(len(group)), labels, rotation=45, ha="right", fontsize=8)
     low = min(m - s for m, s in zip(means, stds, strict=True))
     high = max(m + s for m, s in zip(means, stds, strict=True))
@@ -192,8 +252,14 @@ def results_csv(runs: list[dict[str, Any]]) -> bytes:
 
 
 def write_report(
-    study_dir: Path, study_id: str, base: Params, plan: Plan, runs: list[dict[str, Any]],
-    teachers: dict[str, dict[str, Any]], command: str | None, with_plot: bool = True,
+    study_dir: Path,
+    study_id: str,
+    base: Params,
+    plan: Plan,
+    runs: list[dict[str, Any]],
+    teachers: dict[str, dict[str, Any]],
+    command: str | None,
+    with_plot: bool = True,
 ) -> dict[str, Path]:
     """Write the table, the plot and the results; return their paths."""
     summaries = summarise(list(plan.cells), runs, plan.archs)
@@ -201,11 +267,19 @@ def write_report(
     files = {"report": study_dir / REPORT_FILE, "json": study_dir / RESULTS_JSON, "csv": study_dir / RESULTS_CSV}
     text = markdown(study_id, base, plan, summaries, teachers, runs, command)
     atomic_write_bytes(files["report"], text.encode())
-    write_json(files["json"], {
-        "study_id": study_id, "command": command, "seeds": list(plan.seeds), "data_seeds": list(plan.data_seeds),
-        "teachers": teachers, "teacher_archs": plan.archs,
-        "cells": [s.as_dict(scratch) for s in summaries], "runs": runs,
-    })
+    write_json(
+        files["json"],
+        {
+            "study_id": study_id,
+            "command": command,
+            "seeds": list(plan.seeds),
+            "data_seeds": list(plan.data_seeds),
+            "teachers": teachers,
+            "teacher_archs": plan.archs,
+            "cells": [s.as_dict(scratch) for s in summaries],
+            "runs": runs,
+        },
+    )
     atomic_write_bytes(files["csv"], results_csv(runs))
     choices = tuning.choose(summaries)
     if choices:

@@ -28,8 +28,14 @@ def retention(run: dict[str, Any], teacher: dict[str, Any]) -> float:
 
 
 def _by_seed(runs: list[dict[str, Any]], teacher: dict[str, Any]) -> dict[tuple[int, int], dict[str, float]]:
-    return {pair(r): {"test_top1": r["test_top1"], "test_corrupted_top1": r["test_corrupted_top1"],
-                        "retention": retention(r, teacher)} for r in runs}
+    return {
+        pair(r): {
+            "test_top1": r["test_top1"],
+            "test_corrupted_top1": r["test_corrupted_top1"],
+            "retention": retention(r, teacher),
+        }
+        for r in runs
+    }
 
 
 def _verdict(name: str, lo: float, hi: float) -> str:
@@ -44,21 +50,31 @@ def section(cells: dict[str, list[dict[str, Any]]], teacher: dict[str, Any]) -> 
     """Markdown lines: each method's figures (mean ± std over seeds) and srd's paired differences to each
     baseline; empty when the runs or the teacher carry no corruption figures (a study from before, or
     ``validate.corruptions: none``)."""
-    measured = {name: runs for name, runs in cells.items()
-                if runs and all("test_corrupted_top1" in r for r in runs) and name in ("srd", *BASELINES)}
+    measured = {
+        name: runs
+        for name, runs in cells.items()
+        if runs and all("test_corrupted_top1" in r for r in runs) and name in ("srd", *BASELINES)
+    }
     if "srd" not in measured or "test_corrupted_top1" not in teacher:
         return []
     figures = {name: _by_seed(runs, teacher) for name, runs in measured.items()}
-    lines = ["", "Robustness (corruption suite on the test split; retention: teacher = 1; mean ± std over seeds):", "",
-             "| cell | test top-1 | mean corrupted top-1 | retention | n |", "|---|---|---|---|---|",
-             f"| teacher ({teacher.get('arch', '?')}) | {100 * teacher['test_top1']:.2f} | "
-             f"{100 * teacher['test_corrupted_top1']:.2f} | 1.000 | 1 |"]
+    lines = [
+        "",
+        "Robustness (corruption suite on the test split; retention: teacher = 1; mean ± std over seeds):",
+        "",
+        "| cell | test top-1 | mean corrupted top-1 | retention | n |",
+        "|---|---|---|---|---|",
+        f"| teacher ({teacher.get('arch', '?')}) | {100 * teacher['test_top1']:.2f} | "
+        f"{100 * teacher['test_corrupted_top1']:.2f} | 1.000 | 1 |",
+    ]
     for name, by_seed in figures.items():
         cols = [[v[key] for v in by_seed.values()] for key in ("test_top1", "test_corrupted_top1", "retention")]
         std = [statistics.stdev(c) if len(c) > 1 else 0.0 for c in cols]
-        lines.append(f"| {name} | {100 * statistics.fmean(cols[0]):.2f} ± {100 * std[0]:.2f} | "
-                     f"{100 * statistics.fmean(cols[1]):.2f} ± {100 * std[1]:.2f} | "
-                     f"{statistics.fmean(cols[2]):.3f} ± {std[2]:.3f} | {len(by_seed)} |")
+        lines.append(
+            f"| {name} | {100 * statistics.fmean(cols[0]):.2f} ± {100 * std[0]:.2f} | "
+            f"{100 * statistics.fmean(cols[1]):.2f} ± {100 * std[1]:.2f} | "
+            f"{statistics.fmean(cols[2]):.3f} ± {std[2]:.3f} | {len(by_seed)} |"
+        )
     lines += ["", f"Paired over (data seed, seed) runs, srd minus each baseline, {LEVEL:.0%} t-interval:", ""]
     for baseline in (b for b in BASELINES if b in figures):
         seeds = sorted(set(figures["srd"]) & set(figures[baseline]))
@@ -66,9 +82,12 @@ def section(cells: dict[str, list[dict[str, Any]]], teacher: dict[str, Any]) -> 
             lines.append(f"- srd - {baseline}: fewer than two paired runs, no interval")
             continue
         for key, label, scale, unit in KEYS:
-            mean, lo, hi = paired_interval([figures["srd"][s][key] for s in seeds],
-                                           [figures[baseline][s][key] for s in seeds])
+            mean, lo, hi = paired_interval(
+                [figures["srd"][s][key] for s in seeds], [figures[baseline][s][key] for s in seeds]
+            )
             spec = ".2f" if scale == 100.0 else ".3f"
-            lines.append(f"- srd - {baseline}, {label}: {scale * mean:+{spec}} [{scale * lo:+{spec}}, {scale * hi:+{spec}}]"
-                         f"{' ' + unit if unit else ''} over {len(seeds)} pairs: {_verdict(baseline, lo, hi)}")
+            lines.append(
+                f"- srd - {baseline}, {label}: {scale * mean:+{spec}} [{scale * lo:+{spec}}, {scale * hi:+{spec}}]"
+                f"{' ' + unit if unit else ''} over {len(seeds)} pairs: {_verdict(baseline, lo, hi)}"
+            )
     return lines

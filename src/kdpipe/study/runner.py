@@ -93,8 +93,11 @@ def measured(params: Params) -> dict[str, Any]:
     finished run or teacher measured with other settings is measured again; a run resumes after its last epoch, so
     nothing retrains."""
     v = params.validate_
-    return {"corruptions": v.corruptions, "corruption_seed": v.corruption_seed,
-            "int8_calibration": params.export.calibration_size if params.export.enabled else None}
+    return {
+        "corruptions": v.corruptions,
+        "corruption_seed": v.corruption_seed,
+        "int8_calibration": params.export.calibration_size if params.export.enabled else None,
+    }
 
 
 def teacher_dir(base: Params, study_dir: Path, role: str) -> Path:
@@ -106,11 +109,22 @@ def _quoted(path: Path) -> str:
     return json.dumps(str(path))
 
 
-def make_run(base: Params, study_dir: Path, cell: Cell, seed: int, teacher_archs: dict[str, str], threads: int,
-             data_seed: int | None = None) -> Run:
+def make_run(
+    base: Params,
+    study_dir: Path,
+    cell: Cell,
+    seed: int,
+    teacher_archs: dict[str, str],
+    threads: int,
+    data_seed: int | None = None,
+) -> Run:
     """The cell's overrides, then the seeds and its teacher, then the run's own paths, validated as one."""
     directory = study_dir / RUNS_DIR / cell.name / replicate(seed, data_seed)
-    overrides = [*cell.overrides, f"train.seed={seed}", *([f"train.subset_seed={data_seed}"] if data_seed is not None else [])]
+    overrides = [
+        *cell.overrides,
+        f"train.seed={seed}",
+        *([f"train.subset_seed={data_seed}"] if data_seed is not None else []),
+    ]
     if cell.gap_role:
         overrides += [f"teacher.arch={teacher_archs[cell.gap_role]}", "teacher.source=train"]
     where = [
@@ -168,11 +182,17 @@ def corrupted_top1(model: torch.nn.Module, data: PreparedData, params: Params, r
     images, labels = data.split("test")
     model = place_model(model, params, runtime)
     robust, _ = robustness.measure(
-        {"model": lambda imgs: predict_logits(model, images_loader(imgs, data, params, runtime))}, images, labels,
-        cfg.corruptions, cfg.corruption_seed)
+        {"model": lambda imgs: predict_logits(model, images_loader(imgs, data, params, runtime))},
+        images,
+        labels,
+        cfg.corruptions,
+        cfg.corruption_seed,
+    )
     cells = robust["model"].cells
-    return {"test_corrupted_top1": robust["model"].corrupted,
-            "test_corruptions": {f"{name}_s{s}": acc for name, by_s in cells.items() for s, acc in by_s.items()}}
+    return {
+        "test_corrupted_top1": robust["model"].corrupted,
+        "test_corruptions": {f"{name}_s{s}": acc for name, by_s in cells.items() for s, acc in by_s.items()},
+    }
 
 
 def int8_top1(model: torch.nn.Module, data: PreparedData, params: Params, directory: Path) -> dict[str, Any]:
@@ -181,7 +201,9 @@ def int8_top1(model: torch.nn.Module, data: PreparedData, params: Params, direct
     if not params.export.enabled:
         return {}
     m, images = data.manifest, data.split("test")[0]
-    fp32 = export.to_onnx(model.cpu().eval(), m["mean"], m["std"], input_shape(m), directory / "student.onnx", "student")
+    fp32 = export.to_onnx(
+        model.cpu().eval(), m["mean"], m["std"], input_shape(m), directory / "student.onnx", "student"
+    )
     int8 = export.quantize_int8(fp32, calibration_images(params, data), directory / "student_int8.onnx", "student")
     logits = export.onnx_logits(export.session(int8, params.export.threads), images)
     return {"test_int8_top1": float((logits.argmax(1) == data.split("test")[1]).float().mean())}
@@ -194,14 +216,20 @@ def _device_name(runtime: Runtime) -> str:
 def run_task(run: Run) -> Task:
     """What a worker needs for one run, as plain data (workers are spawned, not forked)."""
     return {
-        "id": run.id, "cell": run.cell.name, "seed": run.seed, "data_seed": run.data_seed, "overrides": list(run.overrides),
-        "fingerprint": training_fingerprint(run.params), "teacher_role": run.teacher_role,
-        "directory": str(run.directory), "params": run.params.to_dict(),
+        "id": run.id,
+        "cell": run.cell.name,
+        "seed": run.seed,
+        "data_seed": run.data_seed,
+        "overrides": list(run.overrides),
+        "fingerprint": training_fingerprint(run.params),
+        "teacher_role": run.teacher_role,
+        "directory": str(run.directory),
+        "params": run.params.to_dict(),
     }
 
 
 def execute_run(task: dict[str, Any]) -> dict[str, Any]:
-    """Worker side of one run: distil (resuming), measure val and test top-1 and the corruption suite, write the result."""
+    """Worker side of one run: distil (resuming), measure val and test top-1 and the corruptions, write the result."""
     params = params_from_dict(task["params"], origin=f"study run {task['id']}")
     start = time.perf_counter()
     history = steps.distill(params, resume=True)["history"]

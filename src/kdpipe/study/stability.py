@@ -49,8 +49,10 @@ def curve(runs: list[dict[str, Any]], key: str) -> tuple[list[int], list[float],
 
 def plot(path: Path, cells: dict[str, list[dict[str, Any]]]) -> bool:
     """Write the curves of the cells present; False (and no file) when none of them ran."""
-    panels = [(key, title, [(name, c) for name in names if name in cells and (c := curve(cells[name], key))])
-              for key, title, names in PANELS]
+    panels = [
+        (key, title, [(name, c) for name in names if name in cells and (c := curve(cells[name], key))])
+        for key, title, names in PANELS
+    ]
     panels = [p for p in panels if p[2]]
     if not panels:
         return False
@@ -59,8 +61,12 @@ def plot(path: Path, cells: dict[str, list[dict[str, Any]]]) -> bool:
     for ax, (_key, title, lines) in zip(fig.subplots(1, len(panels), squeeze=False)[0], panels, strict=True):
         for name, (epochs, mean, std) in lines:
             ax.plot(epochs, mean, label=name, linewidth=1.5)
-            ax.fill_between(epochs, [m - s for m, s in zip(mean, std, strict=True)],
-                            [m + s for m, s in zip(mean, std, strict=True)], alpha=0.2)
+            ax.fill_between(
+                epochs,
+                [m - s for m, s in zip(mean, std, strict=True)],
+                [m + s for m, s in zip(mean, std, strict=True)],
+                alpha=0.2,
+            )
         ax.set_title(title, fontsize=10)
         ax.set_xlabel("epoch")
         ax.legend(fontsize=7)

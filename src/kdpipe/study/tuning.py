@@ -26,9 +26,14 @@ class Choice:
     grid: list[Summary]
 
     def as_dict(self) -> dict[str, Any]:
-        return {"cell": self.chosen.cell.name, "overrides": knobs(self.chosen.cell), "grid_size": len(self.grid),
-                SELECTED_ON: self.chosen.mean(SELECTED_ON), "test_top1": self.chosen.mean("test_top1"),
-                "seeds": [r["seed"] for r in self.chosen.runs]}
+        return {
+            "cell": self.chosen.cell.name,
+            "overrides": knobs(self.chosen.cell),
+            "grid_size": len(self.grid),
+            SELECTED_ON: self.chosen.mean(SELECTED_ON),
+            "test_top1": self.chosen.mean("test_top1"),
+            "seeds": [r["seed"] for r in self.chosen.runs],
+        }
 
 
 def is_tuning(summary: Summary) -> bool:
@@ -55,10 +60,21 @@ def section(choices: list[Choice]) -> list[str]:
         rows = [["setting", "val top-1", "test top-1", "n", "chosen"]]
         for s in sorted(c.grid, key=lambda s: -s.mean(SELECTED_ON)):
             spread = f" ± {pct(s.std(SELECTED_ON))}" if len(s.runs) > 1 else ""
-            rows.append([s.cell.what, f"{pct(s.mean(SELECTED_ON))}{spread}",
-                         f"{pct(s.mean('test_top1'))}", str(len(s.runs)), "**yes**" if s is c.chosen else ""])
-        lines += ["", f"{c.method} ({len(c.grid)} settings): `{' '.join('-p ' + k for k in knobs(c.chosen.cell))}`",
-                  "", *table(rows)]
+            rows.append(
+                [
+                    s.cell.what,
+                    f"{pct(s.mean(SELECTED_ON))}{spread}",
+                    f"{pct(s.mean('test_top1'))}",
+                    str(len(s.runs)),
+                    "**yes**" if s is c.chosen else "",
+                ]
+            )
+        lines += [
+            "",
+            f"{c.method} ({len(c.grid)} settings): `{' '.join('-p ' + k for k in knobs(c.chosen.cell))}`",
+            "",
+            *table(rows),
+        ]
     return lines
 
 

@@ -63,16 +63,28 @@ def method_identity(params: Params) -> dict[str, Any]:
     return {"name": name, name: section.model_dump(mode="json", exclude={"cache"}), "cache_dtype": params.cache.dtype}
 
 
-def cache_key(params: Params, data: PreparedData, teacher_sha256: str, world_size: int, runtime: Runtime) -> dict[str, Any]:
+def cache_key(
+    params: Params, data: PreparedData, teacher_sha256: str, world_size: int, runtime: Runtime
+) -> dict[str, Any]:
     """Everything that decides the cached tensors; its sha256 names the cache directory. The device type is
     in it because the crops and flips are drawn by a generator on the loader's device (CPU and CUDA draw
     differently from one seed), and the precision and memory format because they change the teacher's output."""
-    return {"teacher_sha256": teacher_sha256, "data_sha256": data.sha256, "view_seed": view_seed(params.train),
-            "epochs": params.train.epochs, "batch_size": params.train.batch_size, "subset": params.train.subset,
-            "sample_seed": transfer_seed(params), "crop_padding": params.data.crop_padding,
-            "hflip": bool(data.manifest["hflip"]), "world_size": world_size, "device": runtime.device.type,
-            "amp": runtime.amp, "channels_last": params.runtime.channels_last,
-            "dtype": params.cache.dtype}
+    return {
+        "teacher_sha256": teacher_sha256,
+        "data_sha256": data.sha256,
+        "view_seed": view_seed(params.train),
+        "epochs": params.train.epochs,
+        "batch_size": params.train.batch_size,
+        "subset": params.train.subset,
+        "sample_seed": transfer_seed(params),
+        "crop_padding": params.data.crop_padding,
+        "hflip": bool(data.manifest["hflip"]),
+        "world_size": world_size,
+        "device": runtime.device.type,
+        "amp": runtime.amp,
+        "channels_last": params.runtime.channels_last,
+        "dtype": params.cache.dtype,
+    }
 
 
 def epoch_bytes(samples: int, feature_dim: int, num_classes: int, dtype: str) -> int:
@@ -109,8 +121,9 @@ class TeacherCache:
         if not (self.directory / KEY_FILE).exists():
             files.atomic_write_text(self.directory / KEY_FILE, json.dumps(self.key, indent=2) + "\n")
         dtype = DTYPES[self.key["dtype"]]
-        files.atomic_torch_save({"features": features.to(dtype), "logits": logits.to(dtype), "labels": labels},
-                                self.path(epoch))
+        files.atomic_torch_save(
+            {"features": features.to(dtype), "logits": logits.to(dtype), "labels": labels}, self.path(epoch)
+        )
 
 
 def _size(directory: Path) -> int:
@@ -130,13 +143,20 @@ def _make_room(root: Path, needed: int, budget_gb: float, keep: Path) -> bool:
         return True
     if _size(keep) + needed > budget:
         return False
-    dirs = sorted((d for d in root.iterdir() if d.is_dir() and d != keep), key=lambda d: d.stat().st_mtime) \
-        if root.exists() else []
+    dirs = (
+        sorted((d for d in root.iterdir() if d.is_dir() and d != keep), key=lambda d: d.stat().st_mtime)
+        if root.exists()
+        else []
+    )
     sizes = {d: _size(d) for d in [*dirs, keep]}
     while sum(sizes.values()) + needed > budget and dirs:
         oldest = dirs.pop(0)
-        log.info("teacher cache: evicting %s (%.1f MB, least recently written) for cache.max_gb %g", oldest,
-                 sizes.pop(oldest) / 1e6, budget_gb)
+        log.info(
+            "teacher cache: evicting %s (%.1f MB, least recently written) for cache.max_gb %g",
+            oldest,
+            sizes.pop(oldest) / 1e6,
+            budget_gb,
+        )
         shutil.rmtree(oldest, ignore_errors=True)
     return sum(sizes.values()) + needed <= budget
 
@@ -157,7 +177,9 @@ class TeacherOutputs(nn.Module):
         self._epoch, self._offset, self._recorded, self._labels = epoch, 0, [], []
         self._cached = self.cache.load(epoch) if self.cache.has(epoch) else None
         if self._cached is None and self.live is None:
-            raise KdpipeError(f"teacher cache {self.cache.directory}: epoch {epoch + 1} is missing and no live teacher is loaded")
+            raise KdpipeError(
+                f"teacher cache {self.cache.directory}: epoch {epoch + 1} is missing and no live teacher is loaded"
+            )
 
     def expect(self, labels: torch.Tensor) -> None:
         """The next batch's labels: a replay checks them against the recorded ones (a view that moved is an
@@ -165,17 +187,21 @@ class TeacherOutputs(nn.Module):
         if self._cached is None:
             self._labels.append(labels.detach().cpu())
             return
-        recorded = self._cached[2][self._offset: self._offset + len(labels)]
+        recorded = self._cached[2][self._offset : self._offset + len(labels)]
         if len(recorded) < len(labels):
             raise KdpipeError(f"teacher cache {self.cache.path(self._epoch)}: holds fewer views than the loader yields")
         if not torch.equal(recorded, labels.detach().cpu()):
-            raise KdpipeError(f"teacher cache {self.cache.path(self._epoch)}: the loader's views differ from the recorded "
-                              f"ones at view {self._offset} (labels disagree); delete the file or set the cache off")
+            raise KdpipeError(
+                f"teacher cache {self.cache.path(self._epoch)}: the loader's views differ from the recorded "
+                f"ones at view {self._offset} (labels disagree); delete the file or set the cache off"
+            )
 
     def end_epoch(self) -> None:
         if self._cached is not None and self._offset != len(self._cached[0]):
-            raise KdpipeError(f"teacher cache {self.cache.path(self._epoch)}: holds {len(self._cached[0])} views, the "
-                              f"loader yielded {self._offset}")
+            raise KdpipeError(
+                f"teacher cache {self.cache.path(self._epoch)}: holds {len(self._cached[0])} views, the "
+                f"loader yielded {self._offset}"
+            )
         if self._cached is None and self.record and self._recorded:
             features, logits = (torch.cat([r[i] for r in self._recorded]) for i in (0, 1))
             self.cache.save(self._epoch, features, logits, torch.cat(self._labels))
@@ -185,7 +211,7 @@ class TeacherOutputs(nn.Module):
         if self._cached is not None:
             n, start = len(x), self._offset
             self._offset += n
-            features, logits = (t[start: start + n].to(x.device) for t in self._cached[:2])
+            features, logits = (t[start : start + n].to(x.device) for t in self._cached[:2])
             return features, logits
         assert self.live is not None
         features, logits = self.live.forward_with_features(x)
@@ -218,8 +244,17 @@ class CachedViews:
         self.outputs.end_epoch()
 
 
-def attach(params: Params, data: PreparedData, live: FeatureClassifier | None, teacher_sha256: str, samples: int,
-           *, rank: int, world_size: int, runtime: Runtime) -> TeacherOutputs | None:
+def attach(
+    params: Params,
+    data: PreparedData,
+    live: FeatureClassifier | None,
+    teacher_sha256: str,
+    samples: int,
+    *,
+    rank: int,
+    world_size: int,
+    runtime: Runtime,
+) -> TeacherOutputs | None:
     """The teacher's stand-in for this distill run, or None when the method uses no cache.
 
     ``samples``: the views per epoch on this rank (what one epoch file holds). ``auto`` records the
@@ -229,20 +264,30 @@ def attach(params: Params, data: PreparedData, live: FeatureClassifier | None, t
     how = mode(params)
     if how == "off" or live is None:
         return None
-    cache = TeacherCache(Path(params.paths.teacher_cache), cache_key(params, data, teacher_sha256, world_size, runtime),
-                         rank)
+    cache = TeacherCache(
+        Path(params.paths.teacher_cache), cache_key(params, data, teacher_sha256, world_size, runtime), rank
+    )
     if how == "require" and not cache.complete():
         missing = [e + 1 for e in range(params.train.epochs) if not cache.has(e)]
-        raise KdpipeError(f"method.{params.method.name}.cache is require, but {cache.directory} lacks epoch(s) "
-                          f"{missing[:5]}{'...' if len(missing) > 5 else ''}; fill it with `kdpipe teacher-cache`")
+        raise KdpipeError(
+            f"method.{params.method.name}.cache is require, but {cache.directory} lacks epoch(s) "
+            f"{missing[:5]}{'...' if len(missing) > 5 else ''}; fill it with `kdpipe teacher-cache`"
+        )
     todo = sum(not cache.has(e) for e in range(params.train.epochs))
     size = todo * epoch_bytes(samples, live.feature_dim, data.num_classes, params.cache.dtype) * world_size
     record = todo > 0
-    room = (_make_room(Path(params.paths.teacher_cache), size, params.cache.max_gb, cache.directory) if rank == 0
-            else _size(cache.directory) + size <= params.cache.max_gb * 1e9)  # only rank 0 evicts
+    room = (
+        _make_room(Path(params.paths.teacher_cache), size, params.cache.max_gb, cache.directory)
+        if rank == 0
+        else _size(cache.directory) + size <= params.cache.max_gb * 1e9
+    )  # only rank 0 evicts
     if record and not room:
-        log.info("teacher cache: %d epoch(s) would need %.2f GB, over cache.max_gb %g; training with the live teacher",
-                 todo, size / 1e9, params.cache.max_gb)
+        log.info(
+            "teacher cache: %d epoch(s) would need %.2f GB, over cache.max_gb %g; training with the live teacher",
+            todo,
+            size / 1e9,
+            params.cache.max_gb,
+        )
         record = False
     elif record:
         try:
@@ -251,29 +296,46 @@ def attach(params: Params, data: PreparedData, live: FeatureClassifier | None, t
             log.info("teacher cache: not recorded (%s); training with the live teacher", exc)
             record = False
     hits = params.train.epochs - todo
-    log.info("teacher cache %s: %d of %d epoch(s) cached%s", cache.directory, hits, params.train.epochs,
-             "; recording the others" if record else "")
+    log.info(
+        "teacher cache %s: %d of %d epoch(s) cached%s",
+        cache.directory,
+        hits,
+        params.train.epochs,
+        "; recording the others" if record else "",
+    )
     return TeacherOutputs(None if how == "require" else live, cache, record, live.feature_dim)
 
 
 @torch.no_grad()
-def fill(params: Params, data: PreparedData, live: FeatureClassifier, teacher_sha256: str,
-         views: Callable[[int], InMemoryLoader], world_size: int, runtime: Runtime) -> dict[str, Any]:
+def fill(
+    params: Params,
+    data: PreparedData,
+    live: FeatureClassifier,
+    teacher_sha256: str,
+    views: Callable[[int], InMemoryLoader],
+    world_size: int,
+    runtime: Runtime,
+) -> dict[str, Any]:
     """Record every epoch of every rank's views that the cache lacks: the teacher
     alone, no student, under the training step's precision. ``views(rank)`` builds a rank's loader (one at a
     time: each holds the transfer set on the device). Refuses, before any work, what would not fit."""
     if mode(params) == "off":  # scratch, or a method with its cache turned off: distill will not read one
         return {"directory": "", "recorded": 0, "bytes": 0, "epochs": params.train.epochs, "world_size": world_size}
-    caches = [TeacherCache(Path(params.paths.teacher_cache),
-                           cache_key(params, data, teacher_sha256, world_size, runtime), rank)
-              for rank in range(world_size)]
+    caches = [
+        TeacherCache(
+            Path(params.paths.teacher_cache), cache_key(params, data, teacher_sha256, world_size, runtime), rank
+        )
+        for rank in range(world_size)
+    ]
     todo = {rank: [e for e in range(params.train.epochs) if not cache.has(e)] for rank, cache in enumerate(caches)}
     files_todo = sum(len(epochs) for epochs in todo.values())
     samples = views(0).num_samples  # every rank's shard of the transfer set is the same size
     size = files_todo * epoch_bytes(samples, live.feature_dim, data.num_classes, params.cache.dtype)
     if not _make_room(Path(params.paths.teacher_cache), size, params.cache.max_gb, caches[0].directory):
-        raise KdpipeError(f"teacher cache: {files_todo} epoch file(s) need {size / 1e9:.2f} GB, over cache.max_gb "
-                          f"{params.cache.max_gb:g}; raise it, or use cache.dtype: float16 ({size / 2e9:.2f} GB)")
+        raise KdpipeError(
+            f"teacher cache: {files_todo} epoch file(s) need {size / 1e9:.2f} GB, over cache.max_gb "
+            f"{params.cache.max_gb:g}; raise it, or use cache.dtype: float16 ({size / 2e9:.2f} GB)"
+        )
     need_space({Path(params.paths.teacher_cache): size}, "teacher cache")
     live.eval()
     for rank, epochs in todo.items():
@@ -287,5 +349,10 @@ def fill(params: Params, data: PreparedData, live: FeatureClassifier, teacher_sh
                 with runtime.autocast:
                     outputs.forward_with_features(x)
             log.info("teacher cache: epoch %d/%d rank %d recorded", epoch + 1, params.train.epochs, rank)
-    return {"directory": str(caches[0].directory), "recorded": files_todo, "bytes": size,
-            "epochs": params.train.epochs, "world_size": world_size}
+    return {
+        "directory": str(caches[0].directory),
+        "recorded": files_todo,
+        "bytes": size,
+        "epochs": params.train.epochs,
+        "world_size": world_size,
+    }

@@ -58,8 +58,9 @@ def _train(params: Params, data: PreparedData, runtime: Runtime, on_epoch: Epoch
     teacher = place_model(create_model(params.teacher.arch, data.num_classes, data.in_channels), params, runtime)
     distiller = create_distiller(params.method.model_copy(update={"name": "scratch"}), teacher, None)
     checkpoints = Path(params.paths.checkpoints) / TEACHER_CHECKPOINTS
-    workdir.need_space(workdir.training_space(distiller, checkpoints, Path(params.paths.teacher)),
-                       "teacher's checkpoint and model")
+    workdir.need_space(
+        workdir.training_space(distiller, checkpoints, Path(params.paths.teacher)), "teacher's checkpoint and model"
+    )
     train(
         distiller,
         make_loader(data, "train", cfg.batch_size, params, runtime, train=True, seed=cfg.seed, subset=cfg.subset),
@@ -78,15 +79,18 @@ def _train(params: Params, data: PreparedData, runtime: Runtime, on_epoch: Epoch
 def _from_registry(params: Params, source: str) -> tuple[FeatureClassifier, dict[str, Any], str]:
     """A teacher from the MLflow registry: the kdpipe checkpoint logged with that model version."""
     if not params.tracking.enabled:
-        raise KdpipeError(f"teacher.source {source}: a registry teacher needs tracking.enabled (the registry at tracking.uri)")
+        raise KdpipeError(
+            f"teacher.source {source}: a registry teacher needs tracking.enabled (the registry at tracking.uri)"
+        )
     with tracking_errors(params, f"fetching the teacher {source}"), tempfile.TemporaryDirectory() as tmp:
         path, mv = registry.fetch_checkpoint(registry.client(params.tracking.uri), source, Path(tmp))
         teacher, meta = load_model(path)
     return teacher, meta, f"{mv.name}/{mv.version}"
 
 
-def resolve(params: Params, data: PreparedData, runtime: Runtime,
-            on_epoch: EpochCallback) -> tuple[FeatureClassifier, str, str]:
+def resolve(
+    params: Params, data: PreparedData, runtime: Runtime, on_epoch: EpochCallback
+) -> tuple[FeatureClassifier, str, str]:
     """The teacher named by ``teacher.source``, stored at ``paths.teacher``; returns (model, arch, version).
 
     ``train`` reuses the stored teacher while its params and data are unchanged, else trains one
@@ -103,8 +107,17 @@ def resolve(params: Params, data: PreparedData, runtime: Runtime,
                 log.info("evaluate_teacher: reusing the teacher in %s (same params and data)", stored)
                 return teacher, meta["arch"], version
         teacher = _train(params, data, runtime, on_epoch)
-        save_model(stored, teacher, params.teacher.arch, data.classes, data.in_channels,
-                   fingerprint=wanted, data_sha256=data.sha256, source=TRAIN, version=version)
+        save_model(
+            stored,
+            teacher,
+            params.teacher.arch,
+            data.classes,
+            data.in_channels,
+            fingerprint=wanted,
+            data_sha256=data.sha256,
+            source=TRAIN,
+            version=version,
+        )
         return teacher, params.teacher.arch, version
     if source.startswith("models:/"):
         teacher, meta, version = _from_registry(params, source)
@@ -112,8 +125,17 @@ def resolve(params: Params, data: PreparedData, runtime: Runtime,
         teacher, meta = load_model(Path(source))
         version = f"sha256:{file_sha256(Path(source))[:16]}"
     check_classes(meta, data, source)
-    save_model(stored, teacher, meta["arch"], meta["classes"], meta["in_channels"],
-               fingerprint=wanted, data_sha256=data.sha256, source=source, version=version)
+    save_model(
+        stored,
+        teacher,
+        meta["arch"],
+        meta["classes"],
+        meta["in_channels"],
+        fingerprint=wanted,
+        data_sha256=data.sha256,
+        source=source,
+        version=version,
+    )
     return teacher, meta["arch"], version
 
 
@@ -141,7 +163,8 @@ def load(params: Params, data: PreparedData) -> FeatureClassifier:
         raise TeacherMismatchError(
             f"teacher.source is {source!r}, but {path} holds the teacher resolved from {recorded.get('source')!r} "
             f"({recorded.get('version', 'no version')}); run `kdpipe teacher` with these params first, so the step "
-            "uses the teacher its params name")
+            "uses the teacher its params name"
+        )
     check_classes(meta, data, source)
     return teacher
 
@@ -157,6 +180,8 @@ def lineage(params: Params) -> dict[str, str]:
     path = Path(params.paths.teacher) / MODEL_FILE
     blob = load_model(path)[1] if path.exists() else {"meta": {}}
     meta = blob["meta"]
-    return {tags.TEACHER_SOURCE: str(meta.get("source", params.teacher.source)),
-            tags.TEACHER_VERSION: str(meta.get("version", "unknown")),
-            tags.TEACHER_ARCH: str(blob.get("arch", params.teacher.arch))}
+    return {
+        tags.TEACHER_SOURCE: str(meta.get("source", params.teacher.source)),
+        tags.TEACHER_VERSION: str(meta.get("version", "unknown")),
+        tags.TEACHER_ARCH: str(blob.get("arch", params.teacher.arch)),
+    }

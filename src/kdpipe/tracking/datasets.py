@@ -29,15 +29,25 @@ def split_input(manifest: dict[str, Any], split: str, directory: Path, context: 
     from mlflow.entities import Dataset, DatasetInput, InputTag
 
     shape = [-1, *(int(s) for s in manifest["shape"])]
-    schema = {"mlflow_tensorspec": {
-        "features": json.dumps([{"type": "tensor", "tensor-spec": {"dtype": "uint8", "shape": shape}}]),
-        "targets": json.dumps([{"type": "tensor", "tensor-spec": {"dtype": "int64", "shape": [-1]}}]),
-    }}
-    profile = {"num_rows": int(manifest["splits"][split]), "num_classes": len(manifest["classes"]),
-               "sha256": manifest["sha256"]}
-    dataset = Dataset(name=name(manifest, split), digest=digest(manifest), source_type="local",
-                      source=json.dumps({"uri": Path(directory).resolve().as_uri()}), schema=json.dumps(schema),
-                      profile=json.dumps(profile))
+    schema = {
+        "mlflow_tensorspec": {
+            "features": json.dumps([{"type": "tensor", "tensor-spec": {"dtype": "uint8", "shape": shape}}]),
+            "targets": json.dumps([{"type": "tensor", "tensor-spec": {"dtype": "int64", "shape": [-1]}}]),
+        }
+    }
+    profile = {
+        "num_rows": int(manifest["splits"][split]),
+        "num_classes": len(manifest["classes"]),
+        "sha256": manifest["sha256"],
+    }
+    dataset = Dataset(
+        name=name(manifest, split),
+        digest=digest(manifest),
+        source_type="local",
+        source=json.dumps({"uri": Path(directory).resolve().as_uri()}),
+        schema=json.dumps(schema),
+        profile=json.dumps(profile),
+    )
     return DatasetInput(dataset=dataset, tags=[InputTag(key=CONTEXT_TAG, value=context)])
 
 
@@ -55,8 +65,17 @@ def operational_input(name: str, figures: dict[str, Any], manifest: dict[str, An
     source = str(figures["source"])
     kind = "dvc" if source.startswith("dvc+") else source.split("://", 1)[0] if "://" in source else "local"
     uri = Path(source.removeprefix("pvc:")).resolve().as_uri() if kind == "local" else source
-    profile = {"num_rows": int(figures["num_samples"]), "num_classes": len(manifest["classes"]),
-               "sha256": figures["sha256"], "kind": figures["kind"]}
-    dataset = Dataset(name=operational_name(name), digest=str(figures["sha256"])[:DIGEST_CHARS], source_type=kind,
-                      source=json.dumps({"uri": uri}), profile=json.dumps(profile))
+    profile = {
+        "num_rows": int(figures["num_samples"]),
+        "num_classes": len(manifest["classes"]),
+        "sha256": figures["sha256"],
+        "kind": figures["kind"],
+    }
+    dataset = Dataset(
+        name=operational_name(name),
+        digest=str(figures["sha256"])[:DIGEST_CHARS],
+        source_type=kind,
+        source=json.dumps({"uri": uri}),
+        profile=json.dumps(profile),
+    )
     return DatasetInput(dataset=dataset, tags=[InputTag(key=CONTEXT_TAG, value="operational")])

@@ -92,12 +92,16 @@ def find_version_by_tag(mlflow_client: Any, name: str, key: str, value: str) -> 
     return None
 
 
-def register_version(mlflow_client: Any, name: str, model_uri: str, run_id: str | None, version_tags: dict[str, str]) -> Any:
+def register_version(
+    mlflow_client: Any, name: str, model_uri: str, run_id: str | None, version_tags: dict[str, str]
+) -> Any:
     """A new version of ``name`` (created on first use) from a logged model."""
     from mlflow.exceptions import MlflowException
 
     try:
-        mlflow_client.create_registered_model(name, description="students distilled by kdpipe; aliases champion/challenger")
+        mlflow_client.create_registered_model(
+            name, description="students distilled by kdpipe; aliases champion/challenger"
+        )
     except MlflowException as exc:
         if _error_code(exc) != "RESOURCE_ALREADY_EXISTS":
             raise
@@ -105,10 +109,13 @@ def register_version(mlflow_client: Any, name: str, model_uri: str, run_id: str 
     # A local (SQLite) registry looks the logged model up through MLflow's process-wide URI.
     with fluent_uri(mlflow_client.tracking_uri):
         mv = mlflow_client.create_model_version(name, model_uri, run_id=run_id, tags=version_tags, model_id=model_id)
-    if model_id is not None:  # the logged model's page lists its versions from this tag, as mlflow.register_model writes it
+    if (
+        model_id is not None
+    ):  # the logged model's page lists its versions from this tag, as mlflow.register_model writes it
         listed = json.loads(mlflow_client.get_logged_model(model_id).tags.get(tags.LOGGED_MODEL_VERSIONS, "[]"))
-        mlflow_client.set_logged_model_tags(model_id, {tags.LOGGED_MODEL_VERSIONS: json.dumps(
-            [*listed, {"name": mv.name, "version": str(mv.version)}])})
+        mlflow_client.set_logged_model_tags(
+            model_id, {tags.LOGGED_MODEL_VERSIONS: json.dumps([*listed, {"name": mv.name, "version": str(mv.version)}])}
+        )
     return mv
 
 
@@ -120,7 +127,12 @@ class LockHandle:
 
 @contextlib.contextmanager
 def promotion_lock(
-    mlflow_client: Any, name: str, *, stale_after_s: float = STALE_AFTER_S, wait_s: float = WAIT_S, poll_s: float = POLL_S
+    mlflow_client: Any,
+    name: str,
+    *,
+    stale_after_s: float = STALE_AFTER_S,
+    wait_s: float = WAIT_S,
+    poll_s: float = POLL_S,
 ) -> Iterator[LockHandle]:
     """Hold the registry-wide promotion mutex for ``name`` while the body runs."""
     from mlflow.exceptions import MlflowException
@@ -132,8 +144,11 @@ def promotion_lock(
     polls = 0
     while True:
         try:
-            mlflow_client.create_registered_model(lock, tags={tags.LOCK_OWNER: owner},
-                                                  description=f"held by a kdpipe promotion of {name}; deleted on release")
+            mlflow_client.create_registered_model(
+                lock,
+                tags={tags.LOCK_OWNER: owner},
+                description=f"held by a kdpipe promotion of {name}; deleted on release",
+            )
             break
         except MlflowException as exc:
             if _error_code(exc) != "RESOURCE_ALREADY_EXISTS":
@@ -207,9 +222,11 @@ def _download(mlflow_client: Any, name: str, version: str, path: str, dst: Path)
 
     root = mlflow_client.get_model_version_download_uri(name, version).rstrip("/")
     dst.mkdir(parents=True, exist_ok=True)
-    local = mlflow.artifacts.download_artifacts(artifact_uri=f"{root}/{path}" if path else root,
-                                                dst_path=tempfile.mkdtemp(dir=dst),
-                                                tracking_uri=mlflow_client.tracking_uri)
+    local = mlflow.artifacts.download_artifacts(
+        artifact_uri=f"{root}/{path}" if path else root,
+        dst_path=tempfile.mkdtemp(dir=dst),
+        tracking_uri=mlflow_client.tracking_uri,
+    )
     return Path(local)
 
 
@@ -245,5 +262,9 @@ def add_alias_webhook(mlflow_client: Any, name: str, url: str, secret: str) -> A
     from mlflow.entities.webhook import WebhookEvent
 
     return mlflow_client.create_webhook(
-        name=f"{name}-aliases", url=url, events=[WebhookEvent("model_version_alias", "created")], secret=secret,
-        description=f"kdpipe: a version of {name} got an alias (act on alias 'champion')")
+        name=f"{name}-aliases",
+        url=url,
+        events=[WebhookEvent("model_version_alias", "created")],
+        secret=secret,
+        description=f"kdpipe: a version of {name} got an alias (act on alias 'champion')",
+    )

@@ -25,23 +25,31 @@ def teacher(arch: str, version: str, top1: float) -> str:
 
 
 def distill(summary: dict[str, Any], run_tags: dict[str, Any], student_arch: str, pipeline_run_id: str) -> str:
-    return (f"**{summary['method']}**: a `{student_arch}` student from the `{run_tags[tags.TEACHER_ARCH]}` teacher "
-            f"(`{run_tags[tags.TEACHER_VERSION]}`), {summary['epochs']} epochs, final val top-1 "
-            f"**{_pct(summary['final_val_acc'])}**. Pipeline run `{pipeline_run_id}`.")
+    return (
+        f"**{summary['method']}**: a `{student_arch}` student from the `{run_tags[tags.TEACHER_ARCH]}` teacher "
+        f"(`{run_tags[tags.TEACHER_VERSION]}`), {summary['epochs']} epochs, final val top-1 "
+        f"**{_pct(summary['final_val_acc'])}**. Pipeline run `{pipeline_run_id}`."
+    )
 
 
-def validate(student: dict[str, Any], teacher: dict[str, Any], champion: dict[str, Any] | None,
-             decision: dict[str, Any]) -> str:
+def validate(
+    student: dict[str, Any], teacher: dict[str, Any], champion: dict[str, Any] | None, decision: dict[str, Any]
+) -> str:
     against = f"champion {champion['label']} {_pct(champion['top1'])}" if champion else "no champion yet"
     verdict = "**passed**" if decision["passed"] else "**failed**: " + "; ".join(decision["reasons"])
-    return (f"Test top-1 (reported): student **{_pct(student['top1'])}**, teacher {_pct(teacher['top1'])}, {against}. "
-            f"Thresholds on the {decision.get('split', 'gate')} split: {verdict}.")
+    return (
+        f"Test top-1 (reported): student **{_pct(student['top1'])}**, teacher {_pct(teacher['top1'])}, {against}. "
+        f"Thresholds on the {decision.get('split', 'gate')} split: {verdict}."
+    )
 
 
 def version(version_tags: dict[str, str], decision: str, reasons: list[str], compared_with: str) -> str:
     """A registered version: what it is, how good, and why it is or is not the champion."""
     top1 = version_tags.get(tags.recorded_metric("top1"))
-    return (f"`{version_tags.get(tags.STUDENT_ARCH)}` student, **{version_tags.get(tags.METHOD)}** from teacher "
-            f"`{version_tags.get(tags.TEACHER_VERSION)}`; test top-1 **{_pct(top1)}**.\n\n"
-            f"**{decision}** (compared with {compared_with}): " + "; ".join(reasons) +
-            f"\n\nPipeline run `{version_tags.get(tags.PIPELINE_RUN_ID)}`.")
+    return (
+        f"`{version_tags.get(tags.STUDENT_ARCH)}` student, **{version_tags.get(tags.METHOD)}** from teacher "
+        f"`{version_tags.get(tags.TEACHER_VERSION)}`; test top-1 **{_pct(top1)}**.\n\n"
+        f"**{decision}** (compared with {compared_with}): "
+        + "; ".join(reasons)
+        + f"\n\nPipeline run `{version_tags.get(tags.PIPELINE_RUN_ID)}`."
+    )

@@ -62,8 +62,14 @@ def git_commit() -> str:
     if os.environ.get(GIT_COMMIT_ENV):
         return os.environ[GIT_COMMIT_ENV]
     try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True,
-                             text=True, timeout=10, check=True)
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            cwd=Path(__file__).parent,
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        )
     except (OSError, subprocess.SubprocessError):
         return "unknown"
     return out.stdout.strip() or "unknown"
@@ -112,15 +118,29 @@ class StepRun:
     the step ends with :class:`TrackingOutageError`, its files already written.
     """
 
-    def __init__(self, client: Any = None, run_id: str = "", uri: str = "", sender: AsyncRunLogger | None = None,
-                 retry_seconds: float = 0.0, step: str = "", pipeline_run_id: str = "") -> None:
+    def __init__(
+        self,
+        client: Any = None,
+        run_id: str = "",
+        uri: str = "",
+        sender: AsyncRunLogger | None = None,
+        retry_seconds: float = 0.0,
+        step: str = "",
+        pipeline_run_id: str = "",
+    ) -> None:
         self.active = client is not None
         self.client, self.run_id, self.uri, self.sender = client, run_id, uri, sender
         self.retry_seconds, self.step, self.pipeline_run_id = retry_seconds, step, pipeline_run_id
         self.logged_steps: set[int] = set()
 
-    def log_metrics(self, metrics: dict[str, Any], step: int | None = None, *, model_id: str | None = None,
-                    dataset: tuple[str, str] | None = None) -> None:
+    def log_metrics(
+        self,
+        metrics: dict[str, Any],
+        step: int | None = None,
+        *,
+        model_id: str | None = None,
+        dataset: tuple[str, str] | None = None,
+    ) -> None:
         """Numbers only; ``model_id`` and ``dataset`` (name, digest) link them to a LoggedModel's page."""
         if self.sender is None:
             return
@@ -128,14 +148,27 @@ class StepRun:
 
         now = int(time.time() * 1000)
         dataset_name, dataset_digest = dataset or (None, None)
-        self.sender.put(metrics=[Metric(k, float(v), now, step or 0, model_id=model_id, dataset_name=dataset_name,
-                                        dataset_digest=dataset_digest, run_id=self.run_id)
-                                 for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)])
+        self.sender.put(
+            metrics=[
+                Metric(
+                    k,
+                    float(v),
+                    now,
+                    step or 0,
+                    model_id=model_id,
+                    dataset_name=dataset_name,
+                    dataset_digest=dataset_digest,
+                    run_id=self.run_id,
+                )
+                for k, v in metrics.items()
+                if isinstance(v, (int, float)) and not isinstance(v, bool)
+            ]
+        )
         if step is not None:
             self.logged_steps.add(step)
 
     def log_epochs(self, history: list[dict[str, Any]]) -> None:
-        """Each epoch's record at its step, unless this run logged that epoch already (a resumed run's earlier epochs)."""
+        """Each epoch's record at its step, unless this run logged it already (a resumed run's earlier epochs)."""
         for record in history:
             if record["epoch"] not in self.logged_steps:
                 self.log_metrics({k: v for k, v in record.items() if k != "epoch"}, record["epoch"])
@@ -156,8 +189,9 @@ class StepRun:
             self.wait_online()
             self.client.log_text(self.run_id, text, artifact_file)
 
-    def log_classifier(self, model: torch.nn.Module, checkpoint: Path, manifest: dict[str, Any],
-                       name: str = "student") -> dict[str, str] | None:
+    def log_classifier(
+        self, model: torch.nn.Module, checkpoint: Path, manifest: dict[str, Any], name: str = "student"
+    ) -> dict[str, str] | None:
         """Log ``model`` as an MLflow model (see :func:`log_classifier`); None when tracking is off."""
         if not self.active:
             return None
@@ -170,8 +204,10 @@ class StepRun:
         if not self.active:
             return {}
         self.wait_online()
-        return {tag: log_onnx_model(path, manifest, path.stem, tracking_uri=self.uri, run_id=self.run_id)
-                for tag, path in exported.items()}
+        return {
+            tag: log_onnx_model(path, manifest, path.stem, tracking_uri=self.uri, run_id=self.run_id)
+            for tag, path in exported.items()
+        }
 
     def log_student(self, model: torch.nn.Module, model_path: Path, manifest: dict[str, Any]) -> None:
         """Log the student as the MLflow model ``student`` and note where beside its file, for the steps
@@ -183,14 +219,20 @@ class StepRun:
         else:
             note.unlink(missing_ok=True)
 
-    def log_datasets(self, manifest: dict[str, Any], directory: Path, contexts: dict[str, str],
-                     extra: tuple[Any, ...] = ()) -> None:
+    def log_datasets(
+        self, manifest: dict[str, Any], directory: Path, contexts: dict[str, str], extra: tuple[Any, ...] = ()
+    ) -> None:
         """The splits this step read, as MLflow dataset inputs (``contexts``: split -> what it was used for),
         and ``extra`` inputs (other data sets it read)."""
         if self.active:
             self.wait_online()
-            self.client.log_inputs(self.run_id, datasets=[datasets.split_input(manifest, split, directory, context)
-                                                          for split, context in contexts.items()] + list(extra))
+            self.client.log_inputs(
+                self.run_id,
+                datasets=[
+                    datasets.split_input(manifest, split, directory, context) for split, context in contexts.items()
+                ]
+                + list(extra),
+            )
 
     def describe(self, markdown: str) -> None:
         """The run page's description."""
@@ -202,10 +244,12 @@ class StepRun:
             return
         down = time.monotonic() - (self.sender.down_since or time.monotonic())
         raise TrackingOutageError(
-            f"tracking: MLflow at {self.uri} has not answered for {down:.0f} s ({self.sender.last_error}); gave up after "
+            f"tracking: MLflow at {self.uri} has not answered for {down:.0f} s ({self.sender.last_error}); "
+            "gave up after "
             f"tracking.retry_seconds={self.retry_seconds:g} with {self.sender.unsent} update(s) unsent. The files this "
             f"step wrote are complete on disk: once MLflow is back, `{RERUN[self.step]}` logs them under pipeline run "
-            f"id {self.pipeline_run_id} and closes the run left open ({self.run_id})")
+            f"id {self.pipeline_run_id} and closes the run left open ({self.run_id})"
+        )
 
 
 def logged_student(params: Params, model_path: Path) -> dict[str, str] | None:
@@ -215,13 +259,21 @@ def logged_student(params: Params, model_path: Path) -> dict[str, str] | None:
     if not note.exists() or not model_path.exists():
         return None
     logged = files.read_json(note)
-    same = logged.get("model_sha256") == files.file_sha256(model_path) and logged.get("tracking_uri") == params.tracking.uri
+    same = (
+        logged.get("model_sha256") == files.file_sha256(model_path)
+        and logged.get("tracking_uri") == params.tracking.uri
+    )
     return logged if same else None
 
 
 # What finishes a step's tracking after an outage, from the files it wrote.
-RERUN = {"prepare_data": "kdpipe prepare", "evaluate_teacher": "kdpipe teacher", "distill": "kdpipe distill --resume",
-         "validate_student": "kdpipe validate", "promote": "kdpipe promote"}
+RERUN = {
+    "prepare_data": "kdpipe prepare",
+    "evaluate_teacher": "kdpipe teacher",
+    "distill": "kdpipe distill --resume",
+    "validate_student": "kdpipe validate",
+    "promote": "kdpipe promote",
+}
 
 
 def _probe_server(uri: str) -> None:
@@ -312,13 +364,19 @@ def _close_abandoned(client: Any, experiment_id: str, step: str, owner: str) -> 
 
     The caller holds the lock on ``owner``'s directory, so no live process can still own them.
     """
-    running = client.search_runs([experiment_id], filter_string=f"tags.`{tags.STEP}` = '{step}' and "
-                                 "attributes.status = 'RUNNING'", max_results=1000)
+    running = client.search_runs(
+        [experiment_id],
+        filter_string=f"tags.`{tags.STEP}` = '{step}' and attributes.status = 'RUNNING'",
+        max_results=1000,
+    )
     for stale in running:
         if stale.data.tags.get(tags.WORKDIR) != owner:
             continue
-        client.set_tag(stale.info.run_id, tags.ERROR, f"abandoned: MLflow became unreachable during this {step} "
-                       f"step; closed when the step ran again in {owner}")
+        client.set_tag(
+            stale.info.run_id,
+            tags.ERROR,
+            f"abandoned: MLflow became unreachable during this {step} step; closed when the step ran again in {owner}",
+        )
         client.set_terminated(stale.info.run_id, "FAILED")
         log.warning("%s: closed run %s (left RUNNING when MLflow went away) as FAILED", step, stale.info.run_id)
 
@@ -329,8 +387,11 @@ def _create_run(client: Any, experiment_id: str, params: Params, step: str, run_
     if owner is not None:
         _close_abandoned(client, experiment_id, step, owner)
     all_tags = {tags.STEP: step, **({tags.WORKDIR: owner} if owner else {}), **lineage_tags(params), **run_tags}
-    run = client.create_run(experiment_id, run_name=f"{step}-{params.tracking.pipeline_run_id}",
-                            tags={k: str(v) for k, v in all_tags.items()})
+    run = client.create_run(
+        experiment_id,
+        run_name=f"{step}-{params.tracking.pipeline_run_id}",
+        tags={k: str(v) for k, v in all_tags.items()},
+    )
     return str(run.info.run_id)
 
 
@@ -348,15 +409,22 @@ def _system_monitor(params: Params, run_id: str) -> Any:
         return None
     from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
 
-    monitor = SystemMetricsMonitor(run_id, sampling_interval=params.tracking.system_metrics_seconds,
-                                   tracking_uri=params.tracking.uri)
+    monitor = SystemMetricsMonitor(
+        run_id, sampling_interval=params.tracking.system_metrics_seconds, tracking_uri=params.tracking.uri
+    )
     monitor.start()
     return monitor
 
 
 @contextlib.contextmanager
-def step_run(params: Params, step: str, run_tags: dict[str, Any] | None = None, *, main: bool = True,
-             system_metrics: bool = False) -> Iterator[StepRun]:
+def step_run(
+    params: Params,
+    step: str,
+    run_tags: dict[str, Any] | None = None,
+    *,
+    main: bool = True,
+    system_metrics: bool = False,
+) -> Iterator[StepRun]:
     """Open an MLflow run for one step; end it FINISHED, or FAILED with the reason in a tag.
 
     ``system_metrics``: sample CPU, memory, disk, network and (with NVML) GPU every
@@ -379,7 +447,9 @@ def step_run(params: Params, step: str, run_tags: dict[str, Any] | None = None, 
     with tracking_errors(params, f"the {step} run"):
         run_id = _create_run(client, str(experiment_id), params, step, run_tags or {})
     sender = AsyncRunLogger(client, run_id, reachable=functools.partial(_reachable, uri))
-    run = StepRun(client, run_id, uri, sender, params.tracking.retry_seconds, step, str(params.tracking.pipeline_run_id))
+    run = StepRun(
+        client, run_id, uri, sender, params.tracking.retry_seconds, step, str(params.tracking.pipeline_run_id)
+    )
     monitor = _system_monitor(params, run_id) if system_metrics else None
     try:
         with tracking_errors(params, f"the {step} run"):
@@ -412,8 +482,11 @@ def _logged_model_id(tracking_uri: str, run_id: str | None, name: str) -> str | 
 
     mlflow_client = mlflow.MlflowClient(tracking_uri)
     run = mlflow_client.get_run(run_id)
-    return str(mlflow_client.create_logged_model(run.info.experiment_id, name=name, source_run_id=run_id,
-                                                 params=run.data.params).model_id)
+    return str(
+        mlflow_client.create_logged_model(
+            run.info.experiment_id, name=name, source_run_id=run_id, params=run.data.params
+        ).model_id
+    )
 
 
 def _tensor_signature(shape: tuple[int, ...], classes: int) -> Any:
@@ -421,8 +494,10 @@ def _tensor_signature(shape: tuple[int, ...], classes: int) -> Any:
     from mlflow.models import ModelSignature
     from mlflow.types import Schema, TensorSpec
 
-    return ModelSignature(inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, *shape))]),
-                          outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, classes))]))
+    return ModelSignature(
+        inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, *shape))]),
+        outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, classes))]),
+    )
 
 
 def log_onnx_model(path: Path, manifest: dict[str, Any], name: str, *, tracking_uri: str, run_id: str) -> str:
@@ -436,19 +511,40 @@ def log_onnx_model(path: Path, manifest: dict[str, Any], name: str, *, tracking_
     example = np.random.default_rng(0).random((2, *shape), dtype=np.float32)
     with fluent_uri(tracking_uri):
         info = mlflow.onnx.log_model(
-            onnx.load(str(path)), name=name, run_id=run_id, model_id=_logged_model_id(tracking_uri, run_id, name),
-            signature=_tensor_signature(shape, len(manifest["classes"])), input_example=example,
-            onnx_execution_providers=["CPUExecutionProvider"], save_as_external_data=False,
-            pip_requirements=[f"onnx=={onnx.__version__}", f"onnxruntime=={_version('onnxruntime')}",
-                              f"mlflow=={mlflow.__version__}"],
-            metadata={"classes": list(manifest["classes"]), "data_sha256": manifest["sha256"],
-                      "input": "float32 images N x C x H x W with values in [0, 1]; normalisation is inside the model"})
+            onnx.load(str(path)),
+            name=name,
+            run_id=run_id,
+            model_id=_logged_model_id(tracking_uri, run_id, name),
+            signature=_tensor_signature(shape, len(manifest["classes"])),
+            input_example=example,
+            onnx_execution_providers=["CPUExecutionProvider"],
+            save_as_external_data=False,
+            pip_requirements=[
+                f"onnx=={onnx.__version__}",
+                f"onnxruntime=={_version('onnxruntime')}",
+                f"mlflow=={mlflow.__version__}",
+            ],
+            metadata={
+                "classes": list(manifest["classes"]),
+                "data_sha256": manifest["sha256"],
+                "input": "float32 images N x C x H x W with values in [0, 1]; normalisation is inside the model",
+            },
+        )
     return str(info.model_uri)
 
 
-def log_classifier(model: torch.nn.Module, checkpoint: Path, manifest: dict[str, Any], name: str = "student", *,
-                   tracking_uri: str, run_id: str | None = None) -> dict[str, str]:
-    """Log ``model`` into run ``run_id`` (default: the active run) on ``tracking_uri``, in MLflow 3's form: pt2 export, tensor signature, input example, no projector.
+def log_classifier(
+    model: torch.nn.Module,
+    checkpoint: Path,
+    manifest: dict[str, Any],
+    name: str = "student",
+    *,
+    tracking_uri: str,
+    run_id: str | None = None,
+) -> dict[str, str]:
+    """Log ``model`` into run ``run_id`` (default: the active run) on ``tracking_uri``, in MLflow 3's form.
+
+    The form: pt2 export, tensor signature, input example, no projector.
 
     The exported module is :class:`ServingClassifier` (float images in [0, 1], normalisation inside).
     The kdpipe checkpoint (architecture, classes, weights) rides along in ``extra_files`` so that a
@@ -481,5 +577,4 @@ def log_classifier(model: torch.nn.Module, checkpoint: Path, manifest: dict[str,
                 "data_sha256": manifest["sha256"],
             },
         )
-    return {"model_uri": info.model_uri, "model_id": info.model_id, "run_id": info.run_id,
-            "tracking_uri": tracking_uri}
+    return {"model_uri": info.model_uri, "model_id": info.model_id, "run_id": info.run_id, "tracking_uri": tracking_uri}

@@ -42,8 +42,10 @@ def kubeflow_run(params: Params) -> dict[str, str]:
     run_id, ui = params.tracking.kubeflow_run_id, params.tracking.kubeflow_ui_url
     if not run_id:
         return {}
-    return {tags.KUBEFLOW_RUN_ID: run_id, **({tags.KUBEFLOW_RUN_URL: f"{ui.rstrip('/')}/#/runs/details/{run_id}"}
-                                                if ui else {})}
+    return {
+        tags.KUBEFLOW_RUN_ID: run_id,
+        **({tags.KUBEFLOW_RUN_URL: f"{ui.rstrip('/')}/#/runs/details/{run_id}"} if ui else {}),
+    }
 
 
 def model_version(params: Params, name: str, version: str) -> str:

@@ -43,8 +43,10 @@ def per_rank_batch(global_batch: int, world_size: int) -> int:
     if world_size < 1:
         raise ConfigError(f"world size must be at least 1, got {world_size}")
     if global_batch % world_size:
-        raise ConfigError(f"train.batch_size: {global_batch} does not divide across {world_size} ranks; "
-                          f"use a multiple of {world_size}")
+        raise ConfigError(
+            f"train.batch_size: {global_batch} does not divide across {world_size} ranks; "
+            f"use a multiple of {world_size}"
+        )
     return global_batch // world_size
 
 

@@ -37,7 +37,13 @@ EpochCallback = Callable[[dict[str, Any]], None]
 
 def build_optimizer(params: list[nn.Parameter], cfg: TrainConfig) -> torch.optim.Optimizer:
     if cfg.optimizer == "sgd":
-        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov and cfg.momentum > 0, weight_decay=cfg.weight_decay)
+        return torch.optim.SGD(
+            params,
+            lr=cfg.lr,
+            momentum=cfg.momentum,
+            nesterov=cfg.nesterov and cfg.momentum > 0,
+            weight_decay=cfg.weight_decay,
+        )
     return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
 
 
@@ -70,7 +76,7 @@ class Runtime:
 
 @torch.no_grad()
 def accuracy(model: nn.Module, loader: InMemoryLoader, runtime: Runtime) -> float:
-    """Top-1 of ``model`` on ``loader``, evaluated as :func:`kdpipe.evaluation.metrics.predict_logits` does (BatchNorms folded)."""
+    """Top-1 of ``model`` on ``loader``, as :func:`kdpipe.evaluation.metrics.predict_logits` evaluates (BNs folded)."""
     folded = inference_copy(model)
     correct = torch.zeros((), device=runtime.device, dtype=torch.long)
     for x, y in loader:
@@ -160,7 +166,9 @@ def train(
         sums: dict[str, torch.Tensor] = {}
         correct = torch.zeros((), device=runtime.device, dtype=torch.long)
         seen = 0
-        progress = _Progress(runtime.progress, steps_per_epoch, f"{label} epoch {epoch + 1}/{cfg.epochs}", runtime.is_main)
+        progress = _Progress(
+            runtime.progress, steps_per_epoch, f"{label} epoch {epoch + 1}/{cfg.epochs}", runtime.is_main
+        )
         start = time.perf_counter()
         for step, (x, y) in enumerate(train_loader):
             with runtime.autocast:
@@ -191,7 +199,9 @@ def train(
         seen = int(seen_t.item())
         means = {k: (v / seen).item() for k, v in sums.items()}
         if not all(math.isfinite(v) for v in means.values()):
-            raise NonFiniteLossError(f"{label}: non-finite loss in epoch {epoch + 1} ({means}); last good checkpoint left intact")
+            raise NonFiniteLossError(
+                f"{label}: non-finite loss in epoch {epoch + 1} ({means}); last good checkpoint left intact"
+            )
         record: dict[str, Any] = {
             "epoch": epoch + 1,
             "lr": optimizer.param_groups[0]["lr"],
@@ -222,6 +232,13 @@ def train(
             val = f", val_acc {record['val_acc']:.4f}" if "val_acc" in record else ""
             log.info(
                 "%s epoch %d/%d: loss %.4f, train_acc %.4f%s, %.0f images/s, %.1fs",
-                label, epoch + 1, cfg.epochs, record["loss"], record["train_acc"], val, record["images_per_s"], seconds,
+                label,
+                epoch + 1,
+                cfg.epochs,
+                record["loss"],
+                record["train_acc"],
+                val,
+                record["images_per_s"],
+                seconds,
             )
     return history

@@ -33,17 +33,37 @@ def make_runtime(params: Params, rank: int = 0) -> Runtime:
 
 
 def make_loader(
-    data: PreparedData, split: str, batch_size: int, params: Params, runtime: Runtime, *, train: bool = False,
-    seed: int = 0, rank: int = 0, world_size: int = 1, subset: int | None = None, sample_seed: int | None = None,
+    data: PreparedData,
+    split: str,
+    batch_size: int,
+    params: Params,
+    runtime: Runtime,
+    *,
+    train: bool = False,
+    seed: int = 0,
+    rank: int = 0,
+    world_size: int = 1,
+    subset: int | None = None,
+    sample_seed: int | None = None,
 ) -> InMemoryLoader:
     """Batches of one split on the runtime's device; ``subset`` draws a fixed sample by ``sample_seed``
     (default ``data.seed``)."""
     x, y = sample(*data.split(split), subset, params.data.seed if sample_seed is None else sample_seed)
     m = data.manifest
     return InMemoryLoader(
-        x, y, batch_size, m["mean"], m["std"], train=train, crop_padding=params.data.crop_padding,
-        hflip=bool(m["hflip"]), seed=seed, device=runtime.device, channels_last=params.runtime.channels_last,
-        rank=rank, world_size=world_size,
+        x,
+        y,
+        batch_size,
+        m["mean"],
+        m["std"],
+        train=train,
+        crop_padding=params.data.crop_padding,
+        hflip=bool(m["hflip"]),
+        seed=seed,
+        device=runtime.device,
+        channels_last=params.runtime.channels_last,
+        rank=rank,
+        world_size=world_size,
     )
 
 
@@ -57,26 +77,48 @@ def transfer_seed(params: Params) -> int:
     return params.data.seed if params.train.subset_seed is None else params.train.subset_seed
 
 
-def student_views(data: PreparedData, params: Params, runtime: Runtime, rank: int = 0, world_size: int = 1) -> InMemoryLoader:
+def student_views(
+    data: PreparedData, params: Params, runtime: Runtime, rank: int = 0, world_size: int = 1
+) -> InMemoryLoader:
     """What the student trains on, on this rank: the transfer set (``train.subset``), augmented from
     :func:`view_seed`, in this rank's share of the global ``train.batch_size``."""
-    return make_loader(data, "train", per_rank_batch(params.train.batch_size, world_size), params, runtime, train=True,
-                       seed=view_seed(params.train), rank=rank, world_size=world_size, subset=params.train.subset,
-                       sample_seed=transfer_seed(params))
+    return make_loader(
+        data,
+        "train",
+        per_rank_batch(params.train.batch_size, world_size),
+        params,
+        runtime,
+        train=True,
+        seed=view_seed(params.train),
+        rank=rank,
+        world_size=world_size,
+        subset=params.train.subset,
+        sample_seed=transfer_seed(params),
+    )
 
 
 def training_views(params: Params, data: PreparedData) -> dict[str, Any]:
     """What decides the augmented images a model trains on beyond the data's sha256: the crop
     padding, the flips and the seed that samples a transfer set. A resume fingerprint needs it."""
-    return {"crop_padding": params.data.crop_padding, "hflip": bool(data.manifest["hflip"]),
-            "sample_seed": params.data.seed}
+    return {
+        "crop_padding": params.data.crop_padding,
+        "hflip": bool(data.manifest["hflip"]),
+        "sample_seed": params.data.seed,
+    }
 
 
 def images_loader(images: torch.Tensor, data: PreparedData, params: Params, runtime: Runtime) -> InMemoryLoader:
     """Other uint8 images (a corrupted copy of a split) in order, normalised as ``data``'s, unaugmented."""
     m = data.manifest
-    return InMemoryLoader(images, torch.zeros(len(images), dtype=torch.long), params.runtime.eval_batch_size, m["mean"],
-                          m["std"], device=runtime.device, channels_last=params.runtime.channels_last)
+    return InMemoryLoader(
+        images,
+        torch.zeros(len(images), dtype=torch.long),
+        params.runtime.eval_batch_size,
+        m["mean"],
+        m["std"],
+        device=runtime.device,
+        channels_last=params.runtime.channels_last,
+    )
 
 
 def eval_loader(data: PreparedData, split: str, params: Params, runtime: Runtime) -> InMemoryLoader:
