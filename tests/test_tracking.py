@@ -184,7 +184,7 @@ def test_failed_step_ends_its_run_failed_with_the_reason(make_params: Callable[.
     assert run.info.status == "FAILED"
     assert "no-such-teacher" in run.data.tags["kdpipe.error"]
 
-    with pytest.raises(ValueError, match="boom"), step_run(params, "custom"):
+    with pytest.raises(ValueError, match="boom"), step_run(with_pipeline_run_id(params), "custom"):
         raise ValueError("boom")
     client = mlflow.MlflowClient(params.tracking.uri)
     (custom,) = client.search_runs(

@@ -25,6 +25,17 @@ from kdpipe.deploy.onnx import EXPORTER_LOGGERS
 from kdpipe.evaluation import report
 from kdpipe.infra.errors import KdpipeError
 from kdpipe.steps.pipeline_run import with_pipeline_run_id
+from kdpipe.steps.spec import (
+    DISTILL,
+    EVALUATE_TEACHER,
+    EXPORT,
+    PREPARE_DATA,
+    PROMOTE,
+    ROLLBACK,
+    RUN_PIPELINE,
+    TEACHER_CACHE,
+    VALIDATE_STUDENT,
+)
 from kdpipe.tracking import ui_links
 from kdpipe.tracking.runs import check_tracking
 from kdpipe.training import distributed
@@ -34,6 +45,18 @@ log = logging.getLogger("kdpipe")
 COMMANDS_GROUP = "kdpipe_commands"
 STUDY_COMMANDS_GROUP = "kdpipe_study_commands"
 ARTIFACTS_PROGRESS_BAR_ENV = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
+# The steps with a command of their own, in the order `kdpipe --help` lists them.
+COMMAND_STEPS = (
+    PREPARE_DATA,
+    EVALUATE_TEACHER,
+    TEACHER_CACHE,
+    DISTILL,
+    VALIDATE_STUDENT,
+    EXPORT,
+    PROMOTE,
+    ROLLBACK,
+    RUN_PIPELINE,
+)
 
 
 def _add_common(p: argparse.ArgumentParser) -> None:
@@ -54,24 +77,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"kdpipe {__version__}")
     parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
     sub = parser.add_subparsers(dest="command", required=True)
-    for name, help_text in (
-        ("prepare", "materialise the data set with its manifest"),
-        ("teacher", "load or train the teacher and measure it"),
-        ("teacher-cache", "record the teacher's outputs for every view distill will train on"),
-        ("distill", "train the student"),
-        ("validate", "measure the student and decide pass/fail"),
-        ("export", "the student and teacher as ONNX fp32 (student also int8): parity and the inference-cost table"),
-        ("promote", "register the validated student as challenger; move champion to it when it wins"),
-        ("rollback", "move the champion alias back to the previous champion"),
-        ("run", "all five steps in order"),
-    ):
-        p = sub.add_parser(name, help=help_text)
+    for step in COMMAND_STEPS:
+        p = sub.add_parser(step.verb, help=step.help)
         _add_common(p)
-        if name in ("distill", "run"):
+        if step in (DISTILL, RUN_PIPELINE):
             p.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
-        if name in ("promote", "rollback"):
+        if step in (PROMOTE, ROLLBACK):
             p.add_argument("--dry-run", action="store_true", help="explain the decision without changing anything")
-        if name == "teacher-cache":
+        if step is TEACHER_CACHE:
             p.add_argument("--world-size", type=int, default=1, help="fill the shards of an N-rank distill (default 1)")
     p = sub.add_parser("registry", help="the model registry's MLflow server: webhooks")
     registry_sub = p.add_subparsers(dest="registry_command", required=True)
@@ -216,29 +229,29 @@ def main(argv: list[str] | None = None) -> int:
     try:
         params = with_pipeline_run_id(load_params(args.params, args.overrides), resume=getattr(args, "resume", False))
         actions: dict[str, Callable[[], Any]] = {
-            "prepare": lambda: steps.prepare_data(params),
-            "teacher": lambda: steps.evaluate_teacher(params),
-            "distill": lambda: _distill(params, args.resume),
-            "teacher-cache": lambda: steps.fill_teacher_cache(params, args.world_size),
-            "validate": lambda: steps.validate_student(params),
-            "export": lambda: steps.export_models(params),
-            "promote": lambda: steps.promote(params, dry_run=args.dry_run),
-            "rollback": lambda: steps.rollback(params, dry_run=args.dry_run),
-            "run": lambda: steps.run_pipeline(params, resume=args.resume),
+            PREPARE_DATA.verb: lambda: steps.prepare_data(params),
+            EVALUATE_TEACHER.verb: lambda: steps.evaluate_teacher(params),
+            DISTILL.verb: lambda: _distill(params, args.resume),
+            TEACHER_CACHE.verb: lambda: steps.fill_teacher_cache(params, args.world_size),
+            VALIDATE_STUDENT.verb: lambda: steps.validate_student(params),
+            EXPORT.verb: lambda: steps.export_models(params),
+            PROMOTE.verb: lambda: steps.promote(params, dry_run=args.dry_run),
+            ROLLBACK.verb: lambda: steps.rollback(params, dry_run=args.dry_run),
+            RUN_PIPELINE.verb: lambda: steps.run_pipeline(params, resume=args.resume),
             "study": lambda: _study(params, args, argv),
             "registry": lambda: steps.add_webhook(params, args.url, _secret(args.secret_env)),
         }
         result = args.plugin.run(args) if hasattr(args, "plugin") else actions[args.command]()
-        if args.command == "run":
+        if args.command == RUN_PIPELINE.verb:
             print(_summary_table(result, params))
-        elif args.command == "teacher-cache":
+        elif args.command == TEACHER_CACHE.verb:
             print(
                 f"teacher cache {result['directory']}: recorded {result['recorded']} epoch file(s), "
                 f"{result['bytes'] / 1e6:,.1f} MB, for {result['epochs']} epoch(s) x {result['world_size']} rank(s)"
             )
-        elif args.command == "export":
+        elif args.command == EXPORT.verb:
             print("\n".join(_columns(report.cost_rows(result))))
-        elif args.command in ("promote", "rollback", "registry"):
+        elif args.command in (PROMOTE.verb, ROLLBACK.verb, "registry"):
             print(result["message"])
     except KdpipeError as exc:
         print(f"kdpipe: error: {exc}", file=sys.stderr)

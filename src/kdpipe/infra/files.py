@@ -16,7 +16,9 @@ import io
 import json
 import os
 import pickle
+import shutil
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +38,7 @@ LEARNING_CURVES_FILE = "learning_curves.png"
 CONFUSION_FILE = "confusion_matrix.png"
 CORRUPTION_HEATMAP_FILE = "corruption_heatmap.png"
 PARAMS_FILE = "params.yaml"
+FILE_OVERHEAD = 64 * 1024  # a saved file's pickle records, history and metadata, beyond its tensors
 ONNX_FILES = {"student_onnx": "student.onnx", "student_int8_onnx": "student_int8.onnx", "teacher_onnx": "teacher.onnx"}
 
 _WRITE_CAUSES = {
@@ -147,3 +150,27 @@ def file_sha256(path: Path) -> str:
 def fingerprint(*parts: Any) -> str:
     """A short digest of JSON-able values: what a checkpoint or a cached result was made from."""
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def existing_ancestor(path: Path) -> Path:
+    """``path`` or its nearest existing ancestor: where a directory not made yet would be made."""
+    path = Path(path).absolute()
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path
+
+
+def need_space(needs: Mapping[Path, int], what: str) -> None:
+    """Refuse, before the work, when a file system has less room than ``needs`` (bytes per directory) adds up to."""
+    per_device: dict[int, tuple[Path, int]] = {}
+    for directory, nbytes in needs.items():
+        device = os.stat(existing_ancestor(directory)).st_dev
+        first, total = per_device.get(device, (directory, 0))
+        per_device[device] = (first, total + nbytes)
+    for directory, total in per_device.values():
+        free = shutil.disk_usage(existing_ancestor(directory)).free
+        if free < total:
+            raise WriteError(
+                f"{directory}: {free / 1e6:.2f} MB free, but the {what} need about {total / 1e6:.2f} MB; "
+                "free space or point paths.* elsewhere (checked before any work, nothing was changed)"
+            )

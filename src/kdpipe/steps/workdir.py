@@ -1,8 +1,9 @@
 """One pipeline per working directory: advisory locks on the ``paths.*`` directories, and pre-flight checks.
 
 A step holds an exclusive ``flock`` on every directory it writes and a shared one on every directory
-it reads, for its whole run (:data:`STEP_PATHS`). The lock file sits beside the directory
-(``artifacts/.student.kdpipe-lock``), outside what DVC tracks, and names its holder. So a second
+it reads, for its whole run (``writes`` and ``reads`` of its :class:`~kdpipe.steps.spec.Step`). The
+lock file sits beside the directory (``artifacts/.student.kdpipe-lock``), outside what DVC tracks,
+and names its holder. So a second
 ``kdpipe run``, or a ``kdpipe prepare`` that would replace the data a running step reads, is refused
 at once with the holder's pid and start time, while study workers that only read the shared data and
 teacher run side by side. The kernel drops the locks of a killed process: a stale lock needs no
@@ -11,7 +12,8 @@ again). Under DDP only rank 0 takes them.
 
 Before any work a step also checks that each directory it writes can be written (:func:`claim`) and,
 once it knows the model's size, that the file system has room for what it will write
-(:func:`need_space`). A read-only or full disk is then a one-line error before the first epoch.
+(:func:`kdpipe.infra.files.need_space`). A read-only or full disk is then a one-line error before the
+first epoch.
 """
 
 from __future__ import annotations
@@ -21,7 +23,6 @@ import fcntl
 import functools
 import json
 import os
-import shutil
 import socket
 import tempfile
 import threading
@@ -32,25 +33,12 @@ from pathlib import Path
 from typing import Any
 
 from kdpipe.config import Params
-from kdpipe.distill.base import Distiller
 from kdpipe.infra.errors import WorkdirBusyError, WriteError
-from kdpipe.infra.files import write_cause
+from kdpipe.infra.files import existing_ancestor, write_cause
 from kdpipe.steps.pipeline_run import with_pipeline_run_id
+from kdpipe.steps.spec import Step
 
 LOCK_SUFFIX = ".kdpipe-lock"
-FILE_OVERHEAD = 64 * 1024  # a saved file's pickle records, history and metadata, beyond its tensors
-
-# step -> (paths.* keys it writes, paths.* keys it reads)
-STEP_PATHS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
-    "prepare_data": (("prepared",), ()),
-    "evaluate_teacher": (("teacher", "checkpoints"), ("prepared",)),
-    "distill": (("student", "checkpoints"), ("prepared", "teacher")),
-    "validate_student": (("validation",), ("prepared", "teacher", "student")),
-    "export": (("validation",), ("prepared", "teacher", "student")),
-    "teacher_cache": (("teacher_cache",), ("prepared", "teacher")),
-    "promote": (("promotion",), ("prepared", "teacher", "student", "validation")),
-    "run_pipeline": (("prepared", "teacher", "student", "checkpoints", "validation", "promotion"), ()),
-}
 
 
 @dataclass
@@ -69,13 +57,13 @@ def lock_path(directory: Path) -> Path:
     return directory.parent / f".{directory.name}{LOCK_SUFFIX}"
 
 
-def owner(params: Params, step: str) -> str | None:
+def owner(params: Params, step: Step) -> str | None:
     """Host and directory of the step's first output: a run tagged with it belongs to whoever holds its lock.
 
-    None for a step that takes no lock (not in :data:`STEP_PATHS`)."""
-    if step not in STEP_PATHS:
+    None for a step that writes no directory (and so takes no lock)."""
+    if not step.writes:
         return None
-    return f"{socket.gethostname()}:{Path(getattr(params.paths, STEP_PATHS[step][0][0])).resolve()}"
+    return f"{socket.gethostname()}:{Path(getattr(params.paths, step.writes[0])).resolve()}"
 
 
 def _holder(path: Path) -> str:
@@ -138,18 +126,10 @@ def _release(path: Path) -> None:
             os.close(held.fd)  # closing drops the flock
 
 
-def _existing(path: Path) -> Path:
-    """``path`` or its nearest existing ancestor: where a directory not made yet would be made."""
-    path = Path(path).absolute()
-    while not path.exists() and path != path.parent:
-        path = path.parent
-    return path
-
-
 def _check_writable(directory: Path) -> None:
     """Create and remove a file where the step will write, creating nothing that stays."""
     try:
-        fd, probe = tempfile.mkstemp(prefix=".kdpipe-write-check.", dir=_existing(directory))
+        fd, probe = tempfile.mkstemp(prefix=".kdpipe-write-check.", dir=existing_ancestor(directory))
         os.close(fd)
         os.unlink(probe)
     except OSError as exc:
@@ -159,16 +139,16 @@ def _check_writable(directory: Path) -> None:
 
 
 @contextlib.contextmanager
-def claim(params: Params, step: str, *, main: bool = True) -> Iterator[None]:
+def claim(params: Params, step: Step, *, main: bool = True) -> Iterator[None]:
     """Hold the step's directories for the body, after checking that the ones it writes can be written."""
     if not main:
         yield
         return
-    writes, reads = STEP_PATHS[step]
+    writes, reads = step.writes, step.reads
     record = {
         "pid": os.getpid(),
         "host": socket.gethostname(),
-        "step": step,
+        "step": step.name,
         "started": time.time(),
         "pipeline_run_id": params.tracking.pipeline_run_id,
     }
@@ -188,7 +168,7 @@ def claim(params: Params, step: str, *, main: bool = True) -> Iterator[None]:
             _release(path)
 
 
-def claims(step: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+def claims(step: Step) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Decorate a step: it runs under its pipeline run id, holding its directories (rank 0 only, see ``rank=``)."""
 
     def wrap(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -201,27 +181,3 @@ def claims(step: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
         return run
 
     return wrap
-
-
-def need_space(needs: Mapping[Path, int], what: str) -> None:
-    """Refuse, before the work, when a file system has less room than ``needs`` (bytes per directory) adds up to."""
-    per_device: dict[int, tuple[Path, int]] = {}
-    for directory, nbytes in needs.items():
-        device = os.stat(_existing(directory)).st_dev
-        first, total = per_device.get(device, (directory, 0))
-        per_device[device] = (first, total + nbytes)
-    for directory, total in per_device.values():
-        free = shutil.disk_usage(_existing(directory)).free
-        if free < total:
-            raise WriteError(
-                f"{directory}: {free / 1e6:.2f} MB free, but the {what} need about {total / 1e6:.2f} MB; "
-                "free space or point paths.* elsewhere (checked before any work, nothing was changed)"
-            )
-
-
-def training_space(distiller: Distiller, checkpoints: Path, outputs: Path) -> dict[Path, int]:
-    """Bytes a training step writes at its peak: the checkpoint (weights and up to two optimiser buffers
-    per trainable parameter) beside the old one while the atomic writer swaps them, and the model."""
-    trainable = sum(p.numel() * p.element_size() for p in distiller.trainable_parameters())
-    model = sum(t.numel() * t.element_size() for t in distiller.student.state_dict().values())
-    return {checkpoints: 3 * trainable + model + FILE_OVERHEAD, outputs: model + FILE_OVERHEAD}

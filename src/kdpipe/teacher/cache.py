@@ -36,8 +36,8 @@ from kdpipe.data.loader import InMemoryLoader
 from kdpipe.data.prepared import PreparedData
 from kdpipe.infra import files
 from kdpipe.infra.errors import KdpipeError, WriteError
+from kdpipe.infra.files import FILE_OVERHEAD, need_space
 from kdpipe.models import FeatureClassifier
-from kdpipe.steps.workdir import FILE_OVERHEAD, need_space
 from kdpipe.training.loop import Runtime
 from kdpipe.training.runtime import transfer_seed, view_seed
 

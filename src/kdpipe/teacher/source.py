@@ -18,13 +18,12 @@ from kdpipe.config import Params
 from kdpipe.data.prepared import PreparedData
 from kdpipe.distill import create_distiller
 from kdpipe.infra.errors import KdpipeError, TeacherMismatchError
-from kdpipe.infra.files import file_sha256, fingerprint
+from kdpipe.infra.files import file_sha256, fingerprint, need_space
 from kdpipe.models import FeatureClassifier, create_model
 from kdpipe.models.file import MODEL_FILE, load_model, save_model
-from kdpipe.steps import workdir
 from kdpipe.tracking import registry, tags
 from kdpipe.tracking.runs import tracking_errors
-from kdpipe.training.loop import TEACHER_CHECKPOINTS, EpochCallback, Runtime, train
+from kdpipe.training.loop import TEACHER_CHECKPOINTS, EpochCallback, Runtime, train, training_space
 from kdpipe.training.runtime import eval_loader, make_loader, place_model, training_views
 
 log = logging.getLogger("kdpipe")
@@ -58,9 +57,7 @@ def _train(params: Params, data: PreparedData, runtime: Runtime, on_epoch: Epoch
     teacher = place_model(create_model(params.teacher.arch, data.num_classes, data.in_channels), params, runtime)
     distiller = create_distiller(params.method.model_copy(update={"name": "scratch"}), teacher, None)
     checkpoints = Path(params.paths.checkpoints) / TEACHER_CHECKPOINTS
-    workdir.need_space(
-        workdir.training_space(distiller, checkpoints, Path(params.paths.teacher)), "teacher's checkpoint and model"
-    )
+    need_space(training_space(distiller, checkpoints, Path(params.paths.teacher)), "teacher's checkpoint and model")
     train(
         distiller,
         make_loader(data, "train", cfg.batch_size, params, runtime, train=True, seed=cfg.seed, subset=cfg.subset),

@@ -42,8 +42,6 @@ from kdpipe.infra import files
 from kdpipe.infra.errors import KdpipeError, TrackingError, TrackingOutageError
 from kdpipe.infra.storage import explain_storage_error
 from kdpipe.models.serving import ServingClassifier
-from kdpipe.steps import workdir
-from kdpipe.steps.pipeline_run import with_pipeline_run_id
 from kdpipe.tracking import datasets, tags, ui_links
 from kdpipe.tracking.async_logging import AsyncRunLogger
 
@@ -127,10 +125,12 @@ class StepRun:
         retry_seconds: float = 0.0,
         step: str = "",
         pipeline_run_id: str = "",
+        rerun: str | None = None,
     ) -> None:
         self.active = client is not None
         self.client, self.run_id, self.uri, self.sender = client, run_id, uri, sender
         self.retry_seconds, self.step, self.pipeline_run_id = retry_seconds, step, pipeline_run_id
+        self.rerun = rerun
         self.logged_steps: set[int] = set()
 
     def log_metrics(
@@ -247,8 +247,15 @@ class StepRun:
             f"tracking: MLflow at {self.uri} has not answered for {down:.0f} s ({self.sender.last_error}); "
             "gave up after "
             f"tracking.retry_seconds={self.retry_seconds:g} with {self.sender.unsent} update(s) unsent. The files this "
-            f"step wrote are complete on disk: once MLflow is back, `{RERUN[self.step]}` logs them under pipeline run "
-            f"id {self.pipeline_run_id} and closes the run left open ({self.run_id})"
+            f"step wrote are complete on disk: once MLflow is back, {self._rerun_hint()}"
+        )
+
+    def _rerun_hint(self) -> str:
+        if self.rerun is None:
+            return f"run the {self.step} step again; it closes the run left open ({self.run_id})"
+        return (
+            f"`{self.rerun}` logs them under pipeline run id {self.pipeline_run_id} and closes the run left open "
+            f"({self.run_id})"
         )
 
 
@@ -264,16 +271,6 @@ def logged_student(params: Params, model_path: Path) -> dict[str, str] | None:
         and logged.get("tracking_uri") == params.tracking.uri
     )
     return logged if same else None
-
-
-# What finishes a step's tracking after an outage, from the files it wrote.
-RERUN = {
-    "prepare_data": "kdpipe prepare",
-    "evaluate_teacher": "kdpipe teacher",
-    "distill": "kdpipe distill --resume",
-    "validate_student": "kdpipe validate",
-    "promote": "kdpipe promote",
-}
 
 
 def _probe_server(uri: str) -> None:
@@ -381,9 +378,10 @@ def _close_abandoned(client: Any, experiment_id: str, step: str, owner: str) -> 
         log.warning("%s: closed run %s (left RUNNING when MLflow went away) as FAILED", step, stale.info.run_id)
 
 
-def _create_run(client: Any, experiment_id: str, params: Params, step: str, run_tags: dict[str, Any]) -> str:
+def _create_run(
+    client: Any, experiment_id: str, params: Params, step: str, run_tags: dict[str, Any], owner: str | None
+) -> str:
     """Create the step's run with its lineage tags, after closing the ones it abandoned; returns its id."""
-    owner = workdir.owner(params, step)
     if owner is not None:
         _close_abandoned(client, experiment_id, step, owner)
     all_tags = {tags.STEP: step, **({tags.WORKDIR: owner} if owner else {}), **lineage_tags(params), **run_tags}
@@ -422,6 +420,8 @@ def step_run(
     step: str,
     run_tags: dict[str, Any] | None = None,
     *,
+    owner: str | None = None,
+    rerun: str | None = None,
     main: bool = True,
     system_metrics: bool = False,
 ) -> Iterator[StepRun]:
@@ -431,24 +431,26 @@ def step_run(
     ``tracking.system_metrics_seconds`` into the run's ``system/*`` metrics, from a thread of MLflow's.
 
     ``main`` is false on every DDP rank but 0: those ranks get an inactive handle and never touch
-    MLflow. Params without a pipeline run id (``step_run`` used on its own) get one here. A run
-    that cannot be ended because MLflow is gone stays RUNNING until the step runs again in the same
-    place (:func:`kdpipe.steps.workdir.owner`), which ends it FAILED.
+    MLflow. ``params.tracking.pipeline_run_id`` must be set: it groups the steps of one pipeline run.
+    ``owner`` is the place whose lock the caller holds (tagged on the run): a run that cannot be ended
+    because MLflow is gone stays RUNNING until a run of the same step is opened with the same owner,
+    which ends it FAILED. ``rerun`` is the command named when an outage ends the step.
     """
     if not params.tracking.enabled or not main:
         yield StepRun()
         return
+    if not params.tracking.pipeline_run_id:
+        raise ValueError(f"step_run({step!r}): params.tracking.pipeline_run_id is not set")
     from mlflow import MlflowClient
 
-    params = with_pipeline_run_id(params)
     uri = params.tracking.uri
     experiment_id = check_tracking(params)
     client = MlflowClient(tracking_uri=uri)
     with tracking_errors(params, f"the {step} run"):
-        run_id = _create_run(client, str(experiment_id), params, step, run_tags or {})
+        run_id = _create_run(client, str(experiment_id), params, step, run_tags or {}, owner)
     sender = AsyncRunLogger(client, run_id, reachable=functools.partial(_reachable, uri))
     run = StepRun(
-        client, run_id, uri, sender, params.tracking.retry_seconds, step, str(params.tracking.pipeline_run_id)
+        client, run_id, uri, sender, params.tracking.retry_seconds, step, str(params.tracking.pipeline_run_id), rerun
     )
     monitor = _system_monitor(params, run_id) if system_metrics else None
     try:

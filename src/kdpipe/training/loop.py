@@ -23,7 +23,7 @@ from kdpipe.config import TrainConfig
 from kdpipe.data.loader import InMemoryLoader
 from kdpipe.distill.base import Distiller
 from kdpipe.infra.errors import KdpipeError, NonFiniteLossError
-from kdpipe.infra.files import atomic_torch_save, load_checkpoint
+from kdpipe.infra.files import FILE_OVERHEAD, atomic_torch_save, load_checkpoint
 from kdpipe.models.folding import inference_copy
 from kdpipe.training.distributed import all_reduce_sum
 
@@ -242,3 +242,11 @@ def train(
                 seconds,
             )
     return history
+
+
+def training_space(distiller: Distiller, checkpoints: Path, outputs: Path) -> dict[Path, int]:
+    """Bytes a training step writes at its peak: the checkpoint (weights and up to two optimiser buffers
+    per trainable parameter) beside the old one while the atomic writer swaps them, and the model."""
+    trainable = sum(p.numel() * p.element_size() for p in distiller.trainable_parameters())
+    model = sum(t.numel() * t.element_size() for t in distiller.student.state_dict().values())
+    return {checkpoints: 3 * trainable + model + FILE_OVERHEAD, outputs: model + FILE_OVERHEAD}

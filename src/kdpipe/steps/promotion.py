@@ -1,0 +1,130 @@
+"""The promote step and the registry commands beside it (rollback, the alias webhook)."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+from kdpipe.config import Params
+from kdpipe.data.prepared import MANIFEST_FILE
+from kdpipe.deploy.deployment import registry_files
+from kdpipe.infra import files
+from kdpipe.infra.errors import KdpipeError
+from kdpipe.models.file import MODEL_FILE, load_model
+from kdpipe.promotion import champion
+from kdpipe.promotion import moves as registry_moves
+from kdpipe.promotion.gate import Scores
+from kdpipe.steps.spec import PROMOTE
+from kdpipe.steps.tracked import tracked_run
+from kdpipe.steps.workdir import claims
+from kdpipe.teacher import source as teacher
+from kdpipe.tracking import registry, tags
+from kdpipe.tracking.runs import check_tracking, lineage_tags, logged_student, tracking_errors
+from kdpipe.tracking.ui_links import model_version
+
+log = logging.getLogger("kdpipe")
+
+
+@claims(PROMOTE)
+def promote(params: Params, dry_run: bool = False) -> dict[str, Any]:
+    """Register the validated student as ``challenger``; move ``champion`` to it when the gate agrees.
+
+    The rule is :mod:`kdpipe.promotion.gate`'s, the registry moves :mod:`kdpipe.promotion.moves`'s; this step makes
+    sure the student on disk is the one validated and hands both to them. ``dry_run`` changes nothing.
+    """
+    val_dir, model_path = Path(params.paths.validation), Path(params.paths.student) / MODEL_FILE
+    decision_path = val_dir / files.DECISION_FILE
+    if not decision_path.exists():
+        raise KdpipeError(
+            f"{decision_path}: missing; run `kdpipe validate` first (an unvalidated student is never promoted)"
+        )
+    if not model_path.exists():
+        raise KdpipeError(f"{model_path}: missing; run `kdpipe distill` first")
+    decision, model_sha = files.read_json(decision_path), files.file_sha256(model_path)
+    if decision.get("model_sha256") != model_sha:
+        raise KdpipeError(
+            f"{model_path}: changed since {decision_path} was written; rerun `kdpipe validate` before promoting it"
+        )
+    if not params.tracking.enabled:
+        return _record_promotion(params, registry_moves.without_registry(decision, model_sha, dry_run=dry_run))
+    validated = files.load_checkpoint(val_dir / files.PREDICTIONS_FILE)
+    result = Scores.from_predictions(
+        validated["student"], validated["labels"], decision["data_sha256"], decision.get("corrupted_top1")
+    )
+    lineage = {**lineage_tags(params), **teacher.lineage(params)}
+    version_tags = registry_moves.candidate_tags(
+        lineage,
+        files.read_json(val_dir / files.METRICS_FILE)["student"],
+        data_sha256=decision["data_sha256"],
+        model_sha256=model_sha,
+        student_arch=load_model(model_path)[1]["arch"],
+        method=params.method.name,
+        passed=decision["passed"],
+    )
+    check_tracking(params)
+    mlflow_client, name = registry.client(params.tracking.uri), params.tracking.registered_model
+    evaluate = champion.evaluator(params, validated, decision["data_sha256"])
+    if dry_run:
+        with tracking_errors(params, "promote --dry-run"):
+            cand = registry_moves.Candidate("(logged when promoted)", None, result, decision, version_tags)
+            record = registry_moves.promote_candidate(mlflow_client, name, cand, params.gate, evaluate, dry_run=True)
+        return _record_promotion(params, record)
+    with tracked_run(params, PROMOTE, {tags.DATA_SHA256: decision["data_sha256"], tags.MODEL_SHA256: model_sha}) as run:
+        manifest = files.read_json(Path(params.paths.prepared) / MANIFEST_FILE)
+        logged = logged_student(params, model_path) or run.log_classifier(
+            load_model(model_path)[0], model_path, manifest
+        )
+        cand = registry_moves.Candidate(
+            logged["model_uri"],
+            logged["run_id"],
+            result,
+            decision,
+            {**version_tags, **run.log_onnx(registry_files(val_dir), manifest)},
+        )
+        record = registry_moves.promote_candidate(mlflow_client, name, cand, params.gate, evaluate)
+        run.set_tags(
+            {
+                tags.PROMOTION_DECISION: "champion" if record["promoted"] else "challenger",
+                tags.REGISTERED_VERSION: record["version"],
+            }
+        )
+        run.log_text(json.dumps(record, indent=2) + "\n", files.PROMOTION_FILE)
+        run.describe(record["message"])
+    return _record_promotion(params, record)
+
+
+def _record_promotion(params: Params, record: dict[str, Any]) -> dict[str, Any]:
+    """The decision next to the pipeline's outputs (DVC tracks it) and in the log; dry runs write nothing."""
+    if not record["dry_run"]:
+        files.atomic_write_text(
+            Path(params.paths.promotion) / files.PROMOTION_FILE, json.dumps(record, indent=2) + "\n"
+        )
+    log.info("promote: %s", record["message"])
+    if record.get("version") and params.tracking.enabled:
+        log.info("promote: %s", model_version(params, params.tracking.registered_model, record["version"]))
+    return record
+
+
+def rollback(params: Params, dry_run: bool = False) -> dict[str, Any]:
+    """Move ``champion`` back to the version it replaced, in the registry named by ``params.tracking``."""
+    with tracking_errors(params, "rollback"):
+        result = registry_moves.rollback(
+            registry.connect(params, "rollback"), params.tracking.registered_model, dry_run=dry_run
+        )
+    log.info("rollback: %s", result["message"])
+    return result
+
+
+def add_webhook(params: Params, url: str, secret: str) -> dict[str, Any]:
+    """Have the registry's MLflow server call ``url``, signed with ``secret``, when a version gets an alias."""
+    with tracking_errors(params, "adding the webhook"):
+        hook = registry.add_alias_webhook(
+            registry.connect(params, "a webhook"), params.tracking.registered_model, url, secret
+        )
+    return {
+        "webhook_id": hook.webhook_id,
+        "message": f"webhook {hook.webhook_id}: {params.tracking.uri} will POST to "
+        f"{url} when a version gets an alias (act on alias 'champion' of {params.tracking.registered_model})",
+    }
