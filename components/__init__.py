@@ -5,17 +5,17 @@ Every component runs in the project's image (:data:`kdpipe.kubeflow.image.IMAGE`
 holds kfp, so none installs anything at run time.
 """
 
-from components.distill import distill
-from components.distill_pytorchjob import distill_pytorchjob
-from components.evaluate_teacher import evaluate_teacher
-from components.prepare_data import prepare_data
-from components.promote import promote
-from components.study_report import study_report
-from components.study_run import study_run
-from components.study_teacher import study_teacher
-from components.study_teacher_outputs import study_teacher_outputs
-from components.teacher_outputs import teacher_outputs
-from components.validate_student import validate_student
+from kdpipe_components.distill import distill
+from kdpipe_components.distill_pytorchjob import distill_pytorchjob
+from kdpipe_components.evaluate_teacher import evaluate_teacher
+from kdpipe_components.prepare_data import prepare_data
+from kdpipe_components.promote import promote
+from kdpipe_components.study_report import study_report
+from kdpipe_components.study_run import study_run
+from kdpipe_components.study_teacher import study_teacher
+from kdpipe_components.study_teacher_outputs import study_teacher_outputs
+from kdpipe_components.teacher_outputs import teacher_outputs
+from kdpipe_components.validate_student import validate_student
 
 __all__ = [
     "distill",

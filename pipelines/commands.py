@@ -14,7 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from pipelines.local import RUNNERS
+from kdpipe_pipelines.local import RUNNERS
 
 HELP = "the Kubeflow pipeline: compile, submit, schedule, run-local, image"
 DEFAULT_PIPELINE_ROOT = Path("artifacts/kfp")
@@ -89,7 +89,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     if args.pipeline_command == "image":
         print(IMAGE)
         return {"image": IMAGE}
-    from pipelines.distill_pipeline import COMPILED, Options, build, compile_pipeline
+    from kdpipe_pipelines.distill_pipeline import COMPILED, Options, build, compile_pipeline
 
     params_text = Path(args.params).read_text()
     if args.pipeline_command == "compile":
@@ -99,7 +99,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         print(f"wrote {out}")
         return {"package": str(out)}
     if args.pipeline_command == "run-local":
-        from pipelines.local import run_local
+        from kdpipe_pipelines.local import run_local
 
         run_dir = run_local(build(params_text), args.pipeline_root, pipeline_arguments(args, params_text), args.runner)
         print(f"artifacts of the run: {run_dir}")

@@ -10,7 +10,10 @@ from pathlib import Path
 
 from kfp import compiler, dsl, kubernetes
 
-from components import (
+from kdpipe.infra.errors import KdpipeError
+from kdpipe.kubeflow import cluster
+from kdpipe.kubeflow.params import one_line
+from kdpipe_components import (
     distill,
     distill_pytorchjob,
     evaluate_teacher,
@@ -19,9 +22,6 @@ from components import (
     teacher_outputs,
     validate_student,
 )
-from kdpipe.infra.errors import KdpipeError
-from kdpipe.kubeflow import cluster
-from kdpipe.kubeflow.params import one_line
 
 PIPELINE_NAME = "kdpipe-distill"
 COMPILED = Path(__file__).with_name("distill_pipeline.yaml")

@@ -20,7 +20,7 @@ DEFAULT_PARALLELISM = 8
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    from pipelines.commands import DEFAULT_PIPELINE_ROOT  # not the pipeline: kfp would load with every command
+    from kdpipe_pipelines.commands import DEFAULT_PIPELINE_ROOT  # not the pipeline: kfp would load with every command
 
     g = p.add_argument_group("Kubeflow", "run the study as a Kubeflow pipeline instead of worker processes here")
     g.add_argument(
@@ -58,8 +58,8 @@ def _options(params: Params, args: argparse.Namespace, command: str, parallelism
     from kdpipe.infra.errors import ConfigError
     from kdpipe.study.phases import large_teacher, phase_of, selection
     from kdpipe.study.plan import make_plan
-    from pipelines.distill_pipeline import Options
-    from pipelines.study_pipeline import StudyOptions
+    from kdpipe_pipelines.distill_pipeline import Options
+    from kdpipe_pipelines.study_pipeline import StudyOptions
 
     if parallelism < 1:
         raise ConfigError(f"--parallelism: must be at least 1, got {parallelism}")
@@ -84,8 +84,8 @@ def run(params: Params, args: argparse.Namespace, command: str) -> dict[str, Any
     """Carry out ``kdpipe study --kubeflow ...`` (the CLI has validated ``-c`` and ``-p`` already)."""
     from kdpipe.infra.errors import ConfigError
     from kdpipe.study.runner import cores
-    from pipelines.commands import pipeline_arguments
-    from pipelines.study_pipeline import COMPILED, build, compile_study
+    from kdpipe_pipelines.commands import pipeline_arguments
+    from kdpipe_pipelines.study_pipeline import COMPILED, build, compile_study
 
     params_text = Path(args.params).read_text()
     local = args.kubeflow == "run-local"
@@ -101,7 +101,7 @@ def run(params: Params, args: argparse.Namespace, command: str) -> dict[str, Any
         )
         return {"package": str(out)}
     if local:
-        from pipelines.local import run_local
+        from kdpipe_pipelines.local import run_local
 
         if params.runtime.num_threads is None:  # share the cores between the runs at once, as --jobs does
             arguments["overrides"].append(f"runtime.num_threads={max(1, cores() // options.parallelism)}")

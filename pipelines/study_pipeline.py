@@ -19,12 +19,12 @@ from typing import Any
 
 from kfp import compiler, dsl
 
-from components import prepare_data, study_report, study_run, study_teacher, study_teacher_outputs
 from kdpipe.kubeflow import cluster
 from kdpipe.kubeflow.params import one_line
 from kdpipe.study.cells import GAP_ROLES
 from kdpipe.study.plan import MAIN, Plan
-from pipelines.distill_pipeline import RETRIES, Options, on_gpu_nodes, with_cluster_resources
+from kdpipe_components import prepare_data, study_report, study_run, study_teacher, study_teacher_outputs
+from kdpipe_pipelines.distill_pipeline import RETRIES, Options, on_gpu_nodes, with_cluster_resources
 
 PIPELINE_NAME = "kdpipe-study"
 COMPILED = Path("artifacts/study_pipeline.yaml")

@@ -14,7 +14,7 @@ import yaml
 
 from kdpipe import __version__
 from kdpipe.kubeflow.image import IMAGE
-from pipelines.distill_pipeline import COMPILED
+from kdpipe_pipelines.distill_pipeline import COMPILED
 
 REPO = Path(__file__).resolve().parents[1]
 BUILD_TOOLS = re.compile(r"\b(build-essential|gcc|g\+\+|make|clang|cmake|git)\b")

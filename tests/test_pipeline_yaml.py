@@ -18,7 +18,7 @@ from kdpipe.infra.errors import KdpipeError
 from kdpipe.kubeflow import cluster, pytorchjob
 from kdpipe.kubeflow.image import IMAGE
 from kdpipe.kubeflow.params import one_line, step_params
-from pipelines.distill_pipeline import COMPILED, RETRIES, Options, compile_pipeline
+from kdpipe_pipelines.distill_pipeline import COMPILED, RETRIES, Options, compile_pipeline
 
 REPO = Path(__file__).resolve().parents[1]
 PARAMS_TEXT = (REPO / "params.yaml").read_text()

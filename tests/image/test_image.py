@@ -31,8 +31,8 @@ from kdpipe.config import Params
 from kdpipe.data.sources import DEBIAN_FASHION_MNIST, MNIST_FILES
 from kdpipe.kubeflow.image import IMAGE
 from kdpipe.kubeflow.params import dump_params
+from kdpipe_pipelines.distill_pipeline import COMPILED
 from pipeline_artifacts import check_run, check_tracking
-from pipelines.distill_pipeline import COMPILED
 
 pytestmark = pytest.mark.image
 REPO = Path(__file__).resolve().parents[2]
