@@ -21,7 +21,7 @@ from kdpipe.infra.errors import KdpipeError
 from kdpipe.models import MODELS, create_model
 from kdpipe.models.file import MODEL_FILE, load_model
 from kdpipe.models.serving import ServingClassifier, predict_unit_images
-from kdpipe.tracking.runs import fluent_uri
+from kdpipe.tracking.server import fluent_uri
 
 
 @pytest.fixture(scope="module")

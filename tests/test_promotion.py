@@ -30,7 +30,7 @@ from kdpipe.models.file import MODEL_FILE, save_model
 from kdpipe.promotion.gate import Scores
 from kdpipe.promotion.moves import Candidate, promote_candidate, rollback
 from kdpipe.tracking import registry
-from kdpipe.tracking.runs import log_classifier
+from kdpipe.tracking.logged_models import log_classifier
 from kdpipe.tracking.tags import CHAMPION_HISTORY, DATA_SHA256, LOCK_OWNER, MODEL_SHA256, PREVIOUS_CHAMPION
 
 N_TEST = 400

@@ -19,7 +19,7 @@ from kdpipe.models import create_model
 from kdpipe.models.file import MODEL_FILE, load_model, save_model
 from kdpipe.teacher import source as teacher
 from kdpipe.tracking import registry
-from kdpipe.tracking.runs import log_classifier
+from kdpipe.tracking.logged_models import log_classifier
 
 
 def register_teacher(uri: str, name: str, classes: list[str], manifest: dict[str, Any], work: Path) -> str:

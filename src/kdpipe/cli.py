@@ -37,7 +37,7 @@ from kdpipe.steps.spec import (
     VALIDATE_STUDENT,
 )
 from kdpipe.tracking import ui_links
-from kdpipe.tracking.runs import check_tracking
+from kdpipe.tracking.server import check_tracking
 from kdpipe.training import distributed
 
 log = logging.getLogger("kdpipe")

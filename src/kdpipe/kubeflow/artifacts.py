@@ -17,7 +17,7 @@ from kdpipe.data.prepared import MANIFEST_FILE
 from kdpipe.infra.files import DECISION_FILE, DETAILS_FILE, METRICS_FILE, atomic_write_text, read_json
 from kdpipe.models.file import MODEL_FILE, load_model
 from kdpipe.tracking import tags, ui_links
-from kdpipe.tracking.runs import check_tracking
+from kdpipe.tracking.server import check_tracking
 
 
 class MetricsLike(Protocol):

@@ -13,7 +13,7 @@ from kdpipe.steps.spec import PREPARE_DATA
 from kdpipe.steps.tracked import tracked_run
 from kdpipe.steps.workdir import claims
 from kdpipe.tracking import run_notes, tags
-from kdpipe.tracking.runs import check_tracking
+from kdpipe.tracking.server import check_tracking
 
 log = logging.getLogger("kdpipe")
 

@@ -12,7 +12,7 @@ from kdpipe.steps.student import distill
 from kdpipe.steps.teacher import evaluate_teacher
 from kdpipe.steps.validation import validate_student
 from kdpipe.steps.workdir import claims
-from kdpipe.tracking.runs import check_tracking
+from kdpipe.tracking.server import check_tracking
 
 
 @claims(RUN_PIPELINE)

@@ -21,7 +21,9 @@ from kdpipe.steps.tracked import tracked_run
 from kdpipe.steps.workdir import claims
 from kdpipe.teacher import source as teacher
 from kdpipe.tracking import registry, tags
-from kdpipe.tracking.runs import check_tracking, lineage_tags, logged_student, tracking_errors
+from kdpipe.tracking.lineage import lineage_tags
+from kdpipe.tracking.logged_models import logged_student
+from kdpipe.tracking.server import check_tracking, tracking_errors
 from kdpipe.tracking.ui_links import model_version
 
 log = logging.getLogger("kdpipe")

@@ -9,7 +9,8 @@ from typing import Any
 from kdpipe.config import Params
 from kdpipe.steps.spec import Step
 from kdpipe.steps.workdir import owner
-from kdpipe.tracking.runs import StepRun, step_run
+from kdpipe.tracking.run_handle import StepRun
+from kdpipe.tracking.runs import step_run
 
 
 def tracked_run(

@@ -19,7 +19,8 @@ from kdpipe.steps.tracked import tracked_run
 from kdpipe.steps.workdir import claims
 from kdpipe.teacher import source as teacher
 from kdpipe.tracking import datasets, run_notes, tags
-from kdpipe.tracking.runs import lineage_tags, logged_student
+from kdpipe.tracking.lineage import lineage_tags
+from kdpipe.tracking.logged_models import logged_student
 from kdpipe.training.runtime import make_runtime, place_model
 
 log = logging.getLogger("kdpipe")

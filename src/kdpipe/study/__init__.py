@@ -25,7 +25,7 @@ from kdpipe.study import fanout, phases, runner
 from kdpipe.study.fanout import STUDY_FILE
 from kdpipe.study.phases import BUDGET, CONFIRM, GAP, MAIN, TUNE, selection
 from kdpipe.study.plan import SMALL_TEACHER, make_plan
-from kdpipe.tracking.runs import check_tracking
+from kdpipe.tracking.server import check_tracking
 
 log = logging.getLogger("kdpipe")
 

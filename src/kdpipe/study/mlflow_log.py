@@ -24,7 +24,8 @@ from kdpipe.study.plan import MAIN_PHASE
 from kdpipe.study.runner import replicate
 from kdpipe.study.summary import Summary
 from kdpipe.tracking import tags
-from kdpipe.tracking.runs import check_tracking, flatten
+from kdpipe.tracking.runs import flatten
+from kdpipe.tracking.server import check_tracking
 
 log = logging.getLogger("kdpipe")
 

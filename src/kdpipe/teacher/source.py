@@ -22,7 +22,7 @@ from kdpipe.infra.files import file_sha256, fingerprint, need_space
 from kdpipe.models import FeatureClassifier, create_model
 from kdpipe.models.file import MODEL_FILE, load_model, save_model
 from kdpipe.tracking import registry, tags
-from kdpipe.tracking.runs import tracking_errors
+from kdpipe.tracking.server import tracking_errors
 from kdpipe.training.loop import TEACHER_CHECKPOINTS, EpochCallback, Runtime, train, training_space
 from kdpipe.training.runtime import eval_loader, make_loader, place_model, training_views
 

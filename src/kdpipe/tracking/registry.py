@@ -28,7 +28,7 @@ from kdpipe.config import Params
 from kdpipe.infra.errors import KdpipeError, TrackingError
 from kdpipe.models.file import MODEL_FILE
 from kdpipe.tracking import tags
-from kdpipe.tracking.runs import check_tracking, fluent_uri
+from kdpipe.tracking.server import check_tracking, fluent_uri
 
 log = logging.getLogger("kdpipe")
 
