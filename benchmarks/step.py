@@ -42,7 +42,7 @@ from kdpipe.distill import create_distiller
 from kdpipe.infra.errors import KdpipeError
 from kdpipe.models import FeatureClassifier, create_model
 from kdpipe.teacher.cache import TeacherCache, TeacherOutputs
-from kdpipe.training.loop import Runtime, build_optimizer
+from kdpipe.training.runtime import Runtime, build_optimizer
 
 METHODS = ("scratch", "kd", "fitnet", "srd")
 CACHED = ("kd", "srd")  # replaying a teacher cache: measured against the student step alone

@@ -90,14 +90,14 @@ def test_the_teachers_accuracy_falls_with_severity_on_average(
     steps.prepare_data(params)
     steps.evaluate_teacher(params)
     data = load_prepared(params.paths.prepared)
-    runtime = make_runtime(params)
+    runtime = make_runtime(params.runtime)
     teacher = load_model(Path(params.paths.teacher) / MODEL_FILE)[0]
     images, labels = data.split("test")
 
     def predict(x: torch.Tensor) -> torch.Tensor:
         from kdpipe.evaluation.metrics import predict_logits
 
-        return predict_logits(teacher, images_loader(x, data, params, runtime))
+        return predict_logits(teacher, images_loader(x, data, runtime))
 
     results, _ = measure({"teacher": predict}, images, labels, "full", seed=0)
     robust = results["teacher"]

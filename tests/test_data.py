@@ -199,7 +199,7 @@ def test_train_subset_is_one_fixed_sample_of_the_train_split(
     """``train.subset`` trains on N train-split images that data.seed picks, never val or test ones."""
     _prepare(make_params, tmp_path / "prepared")
     data = load_prepared(tmp_path / "prepared")
-    runtime = make_runtime(make_params(tracking__enabled=False))
+    runtime = make_runtime(make_params(tracking__enabled=False).runtime)
     train_x, _ = data.split("train")
 
     def seen(train_seed: int, data_seed: int = 0) -> torch.Tensor:

@@ -17,8 +17,7 @@ from kdpipe.infra.errors import ConfigError, KdpipeError
 from kdpipe.models.file import MODEL_FILE, load_model
 from kdpipe.teacher.cache import TeacherCache, cache_key
 from kdpipe.training.distributed import per_rank_batch
-from kdpipe.training.loop import Runtime
-from kdpipe.training.runtime import student_views
+from kdpipe.training.runtime import Runtime, student_views
 
 
 @pytest.fixture

@@ -94,7 +94,7 @@ def _perturb_bn_buffers(model: torch.nn.Module) -> None:
 
 
 def _srd_setup(params: Params, data: PreparedData) -> tuple:
-    runtime = make_runtime(params)
+    runtime = make_runtime(params.runtime)
     torch.manual_seed(0)
     teacher = create_model("cnn16", data.num_classes, data.in_channels)
     student = create_model("cnn8", data.num_classes, data.in_channels)

@@ -37,8 +37,7 @@ from kdpipe.models.serving import predict_unit_images
 from kdpipe.promotion.champion import ChampionScore
 from kdpipe.promotion.gate import decide_thresholds
 from kdpipe.tracking import datasets, tags
-from kdpipe.training.loop import Runtime
-from kdpipe.training.runtime import eval_loader, images_loader
+from kdpipe.training.runtime import Runtime, eval_loader, images_loader
 
 MODELS = ("student", "teacher", "champion")
 
@@ -104,10 +103,10 @@ def measure(
     """Every figure the validation reports (test split, operational sets) and decides on (``gate.split``),
     the corruption suite included."""
     labels, split = data.split("test")[1], params.gate.split
-    shape, loader = tuple(data.manifest["shape"]), eval_loader(data, "test", params, runtime)
+    shape, loader = tuple(data.manifest["shape"]), eval_loader(data, "test", runtime)
     t_logits, s_logits = predict_logits(teacher, loader), predict_logits(student, loader)
     predictors: dict[str, robustness.Predict] = {
-        who: (lambda imgs, model=model: predict_logits(model, images_loader(imgs, data, params, runtime)))
+        who: (lambda imgs, model=model: predict_logits(model, images_loader(imgs, data, runtime)))
         for who, model in (("teacher", teacher), ("student", student))
     }
     if champ.module is not None and champ.logits is not None:

@@ -34,10 +34,10 @@ def distill(params: Params, resume: bool = False, *, rank: int = 0, world_size: 
 
     Returns the summary written to ``metrics.json`` plus the per-epoch ``history``.
     """
-    runtime = make_runtime(params, rank)
+    runtime = make_runtime(params.runtime, rank)
     data = load_prepared(params.paths.prepared, expect=params.data.model_dump())
     method, cfg, out = params.method.name, params.train, Path(params.paths.student)
-    teacher_model = None if method == "scratch" else place_model(teacher.load(params, data), params, runtime)
+    teacher_model = None if method == "scratch" else place_model(teacher.load(params, data), runtime)
     views = student_views(data, params, runtime, rank, world_size)
     outputs = cached_teacher.attach(
         params,
@@ -50,7 +50,7 @@ def distill(params: Params, resume: bool = False, *, rank: int = 0, world_size: 
         runtime=runtime,
     )
     torch.manual_seed(cfg.seed)
-    student = place_model(create_model(params.student.arch, data.num_classes, data.in_channels), params, runtime)
+    student = place_model(create_model(params.student.arch, data.num_classes, data.in_channels), runtime)
     distiller = create_distiller(params.method, student, outputs or teacher_model).to(runtime.device)
     checkpoints = Path(params.paths.checkpoints) / STUDENT_CHECKPOINTS
     need_space(training_space(distiller, checkpoints, out), "student's checkpoint and model")
@@ -76,7 +76,7 @@ def distill(params: Params, resume: bool = False, *, rank: int = 0, world_size: 
         history = train(
             distiller,
             cached_teacher.CachedViews(views, outputs) if outputs else views,
-            eval_loader(data, "val", params, runtime),
+            eval_loader(data, "val", runtime),
             cfg,
             runtime,
             checkpoints,

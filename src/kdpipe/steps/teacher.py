@@ -25,7 +25,7 @@ log = logging.getLogger("kdpipe")
 @claims(EVALUATE_TEACHER)
 def evaluate_teacher(params: Params) -> dict[str, Any]:
     """Load the teacher (or train one for the embedded demo), check its classes, measure it."""
-    runtime = make_runtime(params)
+    runtime = make_runtime(params.runtime)
     data = load_prepared(params.paths.prepared, expect=params.data.model_dump())
     out = Path(params.paths.teacher)
     lineage = {tags.DATA_SHA256: data.sha256, tags.TEACHER_SOURCE: params.teacher.source}
@@ -39,8 +39,8 @@ def evaluate_teacher(params: Params) -> dict[str, Any]:
             ),
         )
         run.set_tags({tags.TEACHER_VERSION: version, tags.DEVICE: str(runtime.device)})
-        model = place_model(model, params, runtime)
-        logits = predict_logits(model, eval_loader(data, "test", params, runtime))
+        model = place_model(model, runtime)
+        logits = predict_logits(model, eval_loader(data, "test", runtime))
         metrics = {
             **classification_metrics(logits, data.split("test")[1]),
             **inference_cost(model, tuple(data.manifest["shape"]), runtime.device),
@@ -58,12 +58,12 @@ def evaluate_teacher(params: Params) -> dict[str, Any]:
 def fill_teacher_cache(params: Params, world_size: int = 1) -> dict[str, Any]:
     """Record the teacher's outputs for every view the distill step will train on (each of ``world_size``
     ranks' shard), so that distill replays them; no MLflow run, the cache is a cache."""
-    runtime = make_runtime(params)
+    runtime = make_runtime(params.runtime)
     data = load_prepared(params.paths.prepared, expect=params.data.model_dump())
     return cached_teacher.fill(
         params,
         data,
-        place_model(teacher.load(params, data), params, runtime),
+        place_model(teacher.load(params, data), runtime),
         teacher.stored_sha256(params),
         lambda rank: student_views(data, params, runtime, rank, world_size),
         world_size,

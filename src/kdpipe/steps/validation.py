@@ -29,13 +29,13 @@ log = logging.getLogger("kdpipe")
 @claims(VALIDATE_STUDENT)
 def validate_student(params: Params) -> dict[str, Any]:
     """Measure the student beside its teacher and the champion; report the test split, decide on ``gate.split``."""
-    runtime = make_runtime(params)
+    runtime = make_runtime(params.runtime)
     data = load_prepared(params.paths.prepared, expect=params.data.model_dump())
     model_path = Path(params.paths.student) / MODEL_FILE
     student, _ = load_model(model_path, trained_on=data.sha256)
     fields = operational.load_all(params.validate_.operational, data.manifest)
-    teacher_model = place_model(teacher.load(params, data), params, runtime)
-    student = place_model(student, params, runtime)
+    teacher_model = place_model(teacher.load(params, data), runtime)
+    student = place_model(student, runtime)
     lineage = {tags.DATA_SHA256: data.sha256, tags.DEVICE: str(runtime.device), **teacher.lineage(params)}
     with tracked_run(params, VALIDATE_STUDENT, lineage) as run:
         exported = export_and_measure(params, data, student, teacher_model) if params.export.enabled else None

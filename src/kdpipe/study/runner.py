@@ -35,8 +35,15 @@ from kdpipe.models import count_parameters
 from kdpipe.models.file import MODEL_FILE, load_model
 from kdpipe.study.cells import Cell
 from kdpipe.teacher import cache as teacher_cache
-from kdpipe.training.loop import Runtime
-from kdpipe.training.runtime import eval_loader, images_loader, make_runtime, place_model, transfer_seed, view_seed
+from kdpipe.training.runtime import (
+    Runtime,
+    eval_loader,
+    images_loader,
+    make_runtime,
+    place_model,
+    transfer_seed,
+    view_seed,
+)
 
 log = logging.getLogger("kdpipe")
 
@@ -169,7 +176,7 @@ def read_result(run: Run) -> dict[str, Any] | None:
 
 
 def top1(model: torch.nn.Module, data: PreparedData, split: str, params: Params, runtime: Runtime) -> float:
-    logits = predict_logits(place_model(model, params, runtime), eval_loader(data, split, params, runtime))
+    logits = predict_logits(place_model(model, runtime), eval_loader(data, split, runtime))
     return float((logits.argmax(1) == data.split(split)[1]).float().mean())
 
 
@@ -180,9 +187,9 @@ def corrupted_top1(model: torch.nn.Module, data: PreparedData, params: Params, r
     if cfg.corruptions == "none":
         return {}
     images, labels = data.split("test")
-    model = place_model(model, params, runtime)
+    model = place_model(model, runtime)
     robust, _ = robustness.measure(
-        {"model": lambda imgs: predict_logits(model, images_loader(imgs, data, params, runtime))},
+        {"model": lambda imgs: predict_logits(model, images_loader(imgs, data, runtime))},
         images,
         labels,
         cfg.corruptions,
@@ -235,7 +242,7 @@ def execute_run(task: dict[str, Any]) -> dict[str, Any]:
     history = steps.distill(params, resume=True)["history"]
     wall = time.perf_counter() - start
     data = load_prepared(params.paths.prepared)
-    runtime = make_runtime(params)
+    runtime = make_runtime(params.runtime)
     student, _ = load_model(Path(params.paths.student) / MODEL_FILE)
     train_seconds = sum(h["epoch_seconds"] for h in history)
     split = len(data.split("train")[1])
@@ -278,7 +285,7 @@ def execute_teacher(task: dict[str, Any]) -> dict[str, Any]:
         steps.evaluate_teacher(params)
     model, meta = load_model(path)
     data = load_prepared(params.paths.prepared)
-    runtime = make_runtime(params)
+    runtime = make_runtime(params.runtime)
     info = {
         "role": task["role"],
         "arch": meta["arch"],

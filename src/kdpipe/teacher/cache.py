@@ -38,8 +38,7 @@ from kdpipe.infra import files
 from kdpipe.infra.errors import KdpipeError, WriteError
 from kdpipe.infra.files import FILE_OVERHEAD, need_space
 from kdpipe.models import FeatureClassifier
-from kdpipe.training.loop import Runtime
-from kdpipe.training.runtime import transfer_seed, view_seed
+from kdpipe.training.runtime import Runtime, transfer_seed, view_seed
 
 log = logging.getLogger("kdpipe")
 

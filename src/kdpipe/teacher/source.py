@@ -54,14 +54,14 @@ def _train(params: Params, data: PreparedData, runtime: Runtime, on_epoch: Epoch
     """Bootstrap the embedded demo's teacher: cross-entropy only, resumable from its checkpoint."""
     cfg = params.teacher.train
     torch.manual_seed(cfg.seed)
-    teacher = place_model(create_model(params.teacher.arch, data.num_classes, data.in_channels), params, runtime)
+    teacher = place_model(create_model(params.teacher.arch, data.num_classes, data.in_channels), runtime)
     distiller = create_distiller(params.method.model_copy(update={"name": "scratch"}), teacher, None)
     checkpoints = Path(params.paths.checkpoints) / TEACHER_CHECKPOINTS
     need_space(training_space(distiller, checkpoints, Path(params.paths.teacher)), "teacher's checkpoint and model")
     train(
         distiller,
         make_loader(data, "train", cfg.batch_size, params, runtime, train=True, seed=cfg.seed, subset=cfg.subset),
-        eval_loader(data, "val", params, runtime),
+        eval_loader(data, "val", runtime),
         cfg,
         runtime,
         checkpoints,

@@ -12,7 +12,6 @@ import math
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +25,7 @@ from kdpipe.infra.errors import KdpipeError, NonFiniteLossError
 from kdpipe.infra.files import FILE_OVERHEAD, atomic_torch_save, load_checkpoint
 from kdpipe.models.folding import inference_copy
 from kdpipe.training.distributed import all_reduce_sum
+from kdpipe.training.runtime import Runtime
 
 log = logging.getLogger("kdpipe")
 
@@ -60,18 +60,6 @@ def lr_factor(step: int, steps_per_epoch: int, cfg: TrainConfig) -> float:
         epoch = step // steps_per_epoch
         return cfg.gamma ** sum(epoch >= m for m in cfg.milestones)
     return 1.0
-
-
-@dataclass
-class Runtime:
-    device: torch.device
-    amp: bool = False
-    progress: str = "auto"
-    is_main: bool = True
-
-    @property
-    def autocast(self) -> torch.autocast:
-        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp and self.device.type == "cuda")
 
 
 @torch.no_grad()

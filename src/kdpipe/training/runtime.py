@@ -7,29 +7,54 @@ the student and every evaluation see the same normalisation, crops and memory fo
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 
-from kdpipe.config import Params, StudentTrainConfig
+from kdpipe.config import Params, RuntimeConfig, StudentTrainConfig
 from kdpipe.data.loader import InMemoryLoader
 from kdpipe.data.prepared import PreparedData, sample
 from kdpipe.infra.errors import KdpipeError
 from kdpipe.models import FeatureClassifier
 from kdpipe.training.diagnostics import RANK_BATCH
 from kdpipe.training.distributed import per_rank_batch
-from kdpipe.training.loop import Runtime
+
+_DEFAULTS = RuntimeConfig()
 
 
-def make_runtime(params: Params, rank: int = 0) -> Runtime:
+@dataclass
+class Runtime:
+    """``params.runtime`` resolved for this process: its device, precision, progress display, rank, and how
+    it evaluates (batch size) and lays out (memory format) images and models."""
+
+    device: torch.device
+    amp: bool = False
+    progress: str = _DEFAULTS.progress
+    is_main: bool = True
+    eval_batch_size: int = _DEFAULTS.eval_batch_size
+    channels_last: bool = _DEFAULTS.channels_last
+
+    @property
+    def autocast(self) -> torch.autocast:
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp and self.device.type == "cuda")
+
+
+def make_runtime(rt: RuntimeConfig, rank: int = 0) -> Runtime:
     """The device (``runtime.device``), CPU threads, autocast and progress of this process."""
-    rt = params.runtime
     torch.set_num_threads(rt.num_threads or os.cpu_count() or 1)
     if rt.device == "cuda" and not torch.cuda.is_available():
         raise KdpipeError("runtime.device: 'cuda' requested but no CUDA device is available")
     use_cuda = rt.device == "cuda" or (rt.device == "auto" and torch.cuda.is_available())
     device = torch.device(f"cuda:{torch.cuda.current_device()}" if use_cuda else "cpu")
-    return Runtime(device=device, amp=rt.amp and use_cuda, progress=rt.progress, is_main=rank == 0)
+    return Runtime(
+        device=device,
+        amp=rt.amp and use_cuda,
+        progress=rt.progress,
+        is_main=rank == 0,
+        eval_batch_size=rt.eval_batch_size,
+        channels_last=rt.channels_last,
+    )
 
 
 def make_loader(
@@ -61,7 +86,7 @@ def make_loader(
         hflip=bool(m["hflip"]),
         seed=seed,
         device=runtime.device,
-        channels_last=params.runtime.channels_last,
+        channels_last=runtime.channels_last,
         rank=rank,
         world_size=world_size,
     )
@@ -107,30 +132,34 @@ def training_views(params: Params, data: PreparedData) -> dict[str, Any]:
     }
 
 
-def images_loader(images: torch.Tensor, data: PreparedData, params: Params, runtime: Runtime) -> InMemoryLoader:
+def images_loader(images: torch.Tensor, data: PreparedData, runtime: Runtime) -> InMemoryLoader:
     """Other uint8 images (a corrupted copy of a split) in order, normalised as ``data``'s, unaugmented."""
     m = data.manifest
     return InMemoryLoader(
         images,
         torch.zeros(len(images), dtype=torch.long),
-        params.runtime.eval_batch_size,
+        runtime.eval_batch_size,
         m["mean"],
         m["std"],
         device=runtime.device,
-        channels_last=params.runtime.channels_last,
+        channels_last=runtime.channels_last,
     )
 
 
-def eval_loader(data: PreparedData, split: str, params: Params, runtime: Runtime) -> InMemoryLoader:
+def eval_loader(data: PreparedData, split: str, runtime: Runtime) -> InMemoryLoader:
     """The split in order, unaugmented, at ``runtime.eval_batch_size``."""
-    return make_loader(data, split, params.runtime.eval_batch_size, params, runtime)
+    m = data.manifest
+    x, y = data.split(split)
+    return InMemoryLoader(
+        x, y, runtime.eval_batch_size, m["mean"], m["std"], device=runtime.device, channels_last=runtime.channels_last
+    )
 
 
-def place_model(model: FeatureClassifier, params: Params, runtime: Runtime) -> FeatureClassifier:
+def place_model(model: FeatureClassifier, runtime: Runtime) -> FeatureClassifier:
     """The model on the runtime's device, in ``runtime.channels_last`` memory format (cuDNN and oneDNN
     convolutions both run faster on it: ``benchmarks/eval.py``)."""
     model = model.to(runtime.device)
-    if params.runtime.channels_last:
+    if runtime.channels_last:
         model = model.to(memory_format=torch.channels_last)
     return model
 
