@@ -1,33 +1,30 @@
-"""The params.yaml schema: every knob of kdpipe, validated on load with errors that name the key."""
+"""The params.yaml schema: every knob of kdpipe, validated on load with errors that name the key.
 
+One module per section (``config/data.py`` is ``data:``, ``config/methods.py`` is ``method:``, ...);
+:mod:`kdpipe.config.params` holds them together with loading and overrides. This face re-exports the
+public names, so ``from kdpipe.config import Params, load_params`` reads the same as before the split."""
+
+from kdpipe.config.cache import CacheConfig
+from kdpipe.config.data import DataConfig
+from kdpipe.config.export import ExportConfig
+from kdpipe.config.gate import GateConfig
+from kdpipe.config.methods import CACHE_FIELD, CacheMode, FitNetConfig, KDConfig, MethodConfig, SRDConfig
 from kdpipe.config.params import (
-    CACHE_FIELD,
     DEFAULT_PARAMS,
-    CacheConfig,
-    CacheMode,
-    DataConfig,
-    ExportConfig,
-    FitNetConfig,
-    GateConfig,
-    KDConfig,
-    MethodConfig,
-    OperationalSetConfig,
     Params,
-    PathsConfig,
-    RuntimeConfig,
-    SRDConfig,
-    StudentConfig,
-    StudentTrainConfig,
-    TeacherConfig,
-    TrackingConfig,
-    TrainConfig,
-    ValidateConfig,
     apply_overrides,
     feature_dim,
     load_params,
     params_from_dict,
     parse_override,
 )
+from kdpipe.config.paths import PathsConfig
+from kdpipe.config.runtime import RuntimeConfig
+from kdpipe.config.student import StudentConfig
+from kdpipe.config.teacher import TeacherConfig
+from kdpipe.config.tracking import TrackingConfig
+from kdpipe.config.train import StudentTrainConfig, TrainConfig
+from kdpipe.config.validate import OperationalSetConfig, ValidateConfig
 
 __all__ = [
     "CACHE_FIELD",

@@ -1,0 +1,27 @@
+"""``export:``: the ONNX exports validate makes and how their inference cost is probed."""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from kdpipe.config.section import Section
+
+
+class ExportConfig(Section):
+    enabled: bool = Field(
+        True,
+        description="validate exports teacher and student to ONNX (student also int8) and "
+        "measures every format's inference cost",
+    )
+    calibration_size: int = Field(512, ge=1, description="transfer-set images that calibrate the int8 activations")
+    max_int8_drop: float = Field(
+        0.01,
+        ge=0,
+        le=1,
+        description="int8 top-1 may trail fp32 by this much on the gate "
+        "split; beyond it int8 is not offered for deployment",
+    )
+    threads: int = Field(1, ge=1, description="CPU threads of every cost probe (1: the common edge case)")
+    batch_size: int = Field(64, ge=1, description="the batch of the throughput figure")
+    repeats: int = Field(200, ge=20, description="timed batch-1 calls per probe (p95 is the 10th slowest of 200)")
+    warmup: int = Field(20, ge=0, description="untimed batch-1 calls before timing")

@@ -1,0 +1,21 @@
+"""``runtime:``: where and how a step computes (device, threads, precision, progress); no result depends on it."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import BeforeValidator, Field
+
+from kdpipe.config.section import Section, yaml_off
+
+
+class RuntimeConfig(Section):
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    num_threads: int | None = Field(None, ge=1, description="torch CPU threads; null uses every core")
+    amp: bool = Field(True, description="bf16 autocast, CUDA only")
+    channels_last: bool = Field(
+        True, description="channels_last memory format for images and convolutions (CUDA and CPU)"
+    )
+    eval_batch_size: int = Field(256, ge=1, description="images per evaluation batch")
+    progress: Annotated[Literal["auto", "bar", "log", "off"], BeforeValidator(yaml_off)] = "auto"
+    """YAML 1.1 reads a bare ``off`` (in params.yaml or ``-p``) as false; it means "off" here."""

@@ -1,0 +1,67 @@
+"""``train:`` and ``teacher.train:``: the optimiser, schedule and budget of a training run."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from kdpipe.config.section import Section
+
+
+class TrainConfig(Section):
+    epochs: int = Field(8, ge=1)
+    subset: int | None = Field(
+        None,
+        ge=2,
+        description="train on a fixed sample of this many train-split images (data.seed picks it); null: all",
+    )
+    batch_size: int = 256
+    optimizer: Literal["sgd", "adamw"] = "sgd"
+    lr: float = Field(0.1, gt=0)
+    momentum: float = Field(0.9, ge=0, lt=1)
+    nesterov: bool = True
+    weight_decay: float = Field(5e-4, ge=0)
+    schedule: Literal["cosine", "multistep", "constant"] = "cosine"
+    warmup_epochs: int = Field(0, ge=0)
+    milestones: tuple[int, ...] = ()
+    gamma: float = Field(0.1, gt=0, le=1)
+    seed: int = 0
+
+    @field_validator("milestones", mode="before")
+    @classmethod
+    def _list_to_tuple(cls, value: Any) -> Any:
+        return tuple(value) if isinstance(value, list) else value
+
+    @field_validator("batch_size")
+    @classmethod
+    def _batchnorm_needs_two(cls, value: int) -> int:
+        if value < 2:
+            raise ValueError(f"must be at least 2, got {value}: BatchNorm in train mode needs 2 samples per batch")
+        return value
+
+    @model_validator(mode="after")
+    def _check_schedule(self) -> TrainConfig:
+        if self.warmup_epochs >= self.epochs:
+            raise ValueError(f"warmup_epochs ({self.warmup_epochs}) must be smaller than epochs ({self.epochs})")
+        if self.schedule == "multistep" and not self.milestones:
+            raise ValueError("schedule 'multistep' needs milestones")
+        return self
+
+
+class StudentTrainConfig(TrainConfig):
+    view_seed: int | None = Field(
+        None,
+        description="seed of the training views (order, crops, flips); null: seed. Study seeds and sweep "
+        "cells that share it share the views, and so a teacher cache",
+    )
+    subset_seed: int | None = Field(
+        None,
+        description="seed that draws the transfer set (subset) from the train split; null: data.seed, which "
+        "also splits val off. A fresh transfer set for confirmation without moving the val split or the teacher",
+    )
+
+    def identity(self) -> dict[str, Any]:
+        """What decides training, for fingerprints. A ``subset_seed`` left null (``data.seed``, as before the key
+        existed) is left out, so checkpoints and study results from before it stay valid."""
+        return self.model_dump(mode="json", exclude={"subset_seed"} if self.subset_seed is None else None)
