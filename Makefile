@@ -3,7 +3,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint data browser env image image-check
+.PHONY: demo test lint docs data browser env image image-check
 
 $(STAMP): requirements.lock pyproject.toml
 	python3 -m venv $(VENV)
@@ -30,13 +30,17 @@ demo: env data $(RESHOT)
 	$(BIN)/kdpipe run -p "validate.operational=[{name: reshot, source: $(RESHOT)}]"
 
 test: env data browser
-	$(BIN)/ruff check src tests benchmarks components pipelines scripts
-	$(BIN)/ruff format --check src tests benchmarks components pipelines scripts
+	$(BIN)/ruff check src tests benchmarks components pipelines scripts docs/hooks
+	$(BIN)/ruff format --check src tests benchmarks components pipelines scripts docs/hooks
 	$(BIN)/python -m pytest -q
 
 lint: env
-	$(BIN)/ruff check src tests benchmarks components pipelines scripts
-	$(BIN)/ruff format --check src tests benchmarks components pipelines scripts
+	$(BIN)/ruff check src tests benchmarks components pipelines scripts docs/hooks
+	$(BIN)/ruff format --check src tests benchmarks components pipelines scripts docs/hooks
+
+# The docs site (mkdocs, Material) into site/; `make docs SERVE=1` serves it on localhost:8000 instead.
+docs: env
+	$(if $(SERVE),$(BIN)/mkdocs serve,$(BIN)/mkdocs build --strict)
 
 # The container image of the Kubeflow components, tagged with the one reference the pipeline uses:
 # docker where a daemon answers, else podman from a local stand-in base (scripts/build-image.sh).
