@@ -33,9 +33,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from kdpipe.config import SRDConfig, TrainConfig
+from kdpipe.config import TrainConfig
 from kdpipe.distill.scratch import Scratch
-from kdpipe.distill.srd import SRD
+from kdpipe.distill.srd import SRD, SRDSettings
 from kdpipe.models import count_parameters, create_model
 from kdpipe.training.loop import build_optimizer
 
@@ -79,7 +79,7 @@ def build(args: argparse.Namespace, device: torch.device, compiled: bool) -> dic
     teacher = create_model(args.teacher, args.classes, 3).to(device, memory_format=fmt).eval()
     student = create_model(args.student, args.classes, 3).to(device, memory_format=fmt)
     scratch = Scratch(copy.deepcopy(student)).to(device).train()
-    srd = SRD(copy.deepcopy(student), teacher, SRDConfig()).to(device).train()
+    srd = SRD(copy.deepcopy(student), teacher, SRDSettings()).to(device).train()
 
     def maybe(module: nn.Module) -> nn.Module:
         return torch.compile(module, backend=args.backend) if compiled else module  # type: ignore[return-value]

@@ -138,8 +138,9 @@ def distill_step(
     runtime: Runtime,
 ) -> Callable[[Batch], None]:
     """(c): one training step of ``method`` as the engine runs it."""
-    cfg = params.method.model_copy(update={"name": method})
-    distiller = create_distiller(cfg, student, teacher if method != "scratch" else None).to(runtime.device).train()
+    hyperparameters = params.method.model_copy(update={"name": method}).hyperparameters()
+    distiller = create_distiller(method, student, teacher if method != "scratch" else None, **hyperparameters)
+    distiller = distiller.to(runtime.device).train()
     opt = build_optimizer(distiller.trainable_parameters(), params.train)
 
     def step(batch: Batch) -> None:

@@ -37,8 +37,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from kdpipe.config import SRDConfig
-from kdpipe.distill.srd import SRD
+from kdpipe.distill.srd import SRD, SRDSettings
 from kdpipe.models import count_parameters, create_model
 
 Step = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -54,7 +53,7 @@ def build_models(args: argparse.Namespace, device: torch.device) -> tuple[nn.Mod
 
 def kdpipe_side(teacher: nn.Module, student: nn.Module, device: torch.device) -> tuple[Step, Step, nn.Module]:
     """kdpipe's SRD module and the engine's step: forward, zero_grad, backward, SGD step."""
-    distiller = SRD(student, teacher, SRDConfig()).to(device)
+    distiller = SRD(student, teacher, SRDSettings()).to(device)
     optimizer = torch.optim.SGD(distiller.trainable_parameters(), **SGD_KWARGS)
 
     def loss(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:

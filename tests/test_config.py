@@ -6,12 +6,14 @@ itself is pinned, including that the repository's params.yaml spells out every k
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
 import yaml
 
 from kdpipe.config import Params, load_params, params_from_dict
+from kdpipe.distill import FitNetSettings, KDSettings, SRDSettings
 from kdpipe.infra.errors import ConfigError
 
 REPO_PARAMS = Path(__file__).resolve().parents[1] / "params.yaml"
@@ -89,3 +91,20 @@ def test_bad_override_syntax_is_a_config_error(tmp_path: Path) -> None:
         load_params(path, ["train.epochs"])
     with pytest.raises(ConfigError, match=r"train\.epochs is not a section"):
         load_params(path, ["train.epochs=3", "train.epochs.x=1"])
+
+
+@pytest.mark.parametrize(
+    ("name", "settings"), [("srd", SRDSettings), ("kd", KDSettings), ("fitnet", FitNetSettings)], ids=str
+)
+def test_each_method_section_spells_its_methods_settings_at_their_defaults(name: str, settings: type) -> None:
+    """distill reads no config: ``method.<name>`` is turned into the keyword arguments of its method's settings,
+    so the section must hold exactly those fields, and its defaults must be theirs."""
+    method = Params().method.model_copy(update={"name": name})
+    assert set(type(getattr(method, name)).model_fields) - {"cache"} == {f.name for f in dataclasses.fields(settings)}
+    assert settings(**method.hyperparameters()) == settings()
+
+
+def test_the_configured_method_alone_is_handed_to_the_distiller() -> None:
+    p = load_params(REPO_PARAMS, ["method.name=kd", "method.kd.temperature=4", "method.srd.alpha=2"])
+    assert p.method.hyperparameters() == {"temperature": 4.0, "kl_weight": 0.5, "ce_weight": 0.5}
+    assert load_params(REPO_PARAMS, ["method.name=scratch"]).method.hyperparameters() == {}

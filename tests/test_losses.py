@@ -33,7 +33,7 @@ def _distiller(name: str, student: str = "cnn8", teacher: str = "cnn16", **switc
     torch.manual_seed(0)
     s = create_model(student, K, 1)
     t = create_model(teacher, K, 1)
-    return create_distiller(_method(name, **switches), s, t).train()
+    return create_distiller(name, s, t, **_method(name, **switches).hyperparameters()).train()
 
 
 def _random_inputs(d_s: int, d_t: int) -> tuple[torch.Tensor, ...]:
@@ -154,7 +154,7 @@ def test_forward_sums_the_parts_of_real_features() -> None:
 
 
 def test_scratch_is_cross_entropy_only() -> None:
-    d = create_distiller(_method("scratch"), create_model("cnn8", K, 1), None).train()
+    d = create_distiller("scratch", create_model("cnn8", K, 1), None).train()
     x, y = torch.randn(4, 1, 28, 28), torch.randint(0, K, (4,))
     out = d(x, y)
     assert set(out.parts) == {"ce"}

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from kdpipe.cli import main
-from kdpipe.config import MethodConfig, Params, apply_overrides, params_from_dict
+from kdpipe.config import apply_overrides, params_from_dict
 from kdpipe.distill import METHODS, create_distiller
 from kdpipe.distill.distance import DISTANCES, make_distance
 from kdpipe.distill.normalization import NORMS, make_norm
@@ -40,11 +40,6 @@ CHOICES = [
 def _listed(message: str) -> list[str]:
     """The names after "; choices: " in a one-line message."""
     return message.partition("; choices: ")[2].split(", ")
-
-
-def _method(name: str) -> MethodConfig:
-    """A method config that skips validation, as steps.py builds the teacher's scratch run."""
-    return Params().method.model_copy(update={"name": name})
 
 
 @pytest.mark.parametrize(("key", "kind", "choices"), CHOICES, ids=[key for key, _, _ in CHOICES])
@@ -75,7 +70,7 @@ def test_an_unknown_name_on_the_command_line_is_one_line_naming_the_key_and_ever
     [
         (lambda: create_model("bogus", 10), MODELS),
         (
-            lambda: create_distiller(_method("bogus"), create_model("cnn8", 10, 1), create_model("cnn16", 10, 1)),
+            lambda: create_distiller("bogus", create_model("cnn8", 10, 1), create_model("cnn16", 10, 1)),
             METHODS,
         ),
         (lambda: make_projector("bogus", 4, 4), PROJECTORS),
@@ -100,18 +95,18 @@ def test_an_unknown_method_is_an_error_not_fitnet() -> None:
     """create_distiller used to fall through to FitNet for any name it did not know."""
     student, teacher = create_model("cnn8", 10, 1), create_model("cnn16", 10, 1)
     with pytest.raises(UnknownNameError, match="unknown method 'fitnett'"):
-        create_distiller(_method("fitnett"), student, teacher)
+        create_distiller("fitnett", student, teacher)
     with pytest.raises(UnknownNameError, match="unknown method 'fitnett'"):
-        create_distiller(_method("fitnett"), student, None)
+        create_distiller("fitnett", student, None)
 
 
 def test_only_scratch_trains_without_a_teacher() -> None:
     torch.manual_seed(0)
     student = create_model("cnn8", 10, 1)
-    assert create_distiller(_method("scratch"), student, None).teacher is None
+    assert create_distiller("scratch", student, None).teacher is None
     for name in set(METHODS.names()) - {"scratch"}:
         with pytest.raises(ValueError, match=f"method '{name}' needs a teacher"):
-            create_distiller(_method(name), student, None)
+            create_distiller(name, student, None)
 
 
 @pytest.mark.parametrize(

@@ -98,7 +98,7 @@ def _srd_setup(params: Params, data: PreparedData) -> tuple:
     torch.manual_seed(0)
     teacher = create_model("cnn16", data.num_classes, data.in_channels)
     student = create_model("cnn8", data.num_classes, data.in_channels)
-    distiller = create_distiller(params.method, student, teacher)
+    distiller = create_distiller(params.method.name, student, teacher, **params.method.hyperparameters())
     loader = make_loader(data, "train", params.train.batch_size, params, runtime, train=True)
     return distiller, loader, runtime
 

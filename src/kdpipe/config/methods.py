@@ -1,12 +1,24 @@
-"""``method:``: which distillation method trains the student, and each method's own settings."""
+"""``method:``: which distillation method trains the student, and each method's own settings.
+
+Each ``method.<name>`` section spells the fields of that method's settings in :mod:`kdpipe.distill` and takes
+their defaults from there (``tests/test_config.py`` holds the fields equal); :meth:`MethodConfig.hyperparameters`
+hands the configured one to :func:`kdpipe.distill.create_distiller` as keyword arguments, so the methods read no
+configuration. Names are checked against distill's tables.
+"""
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BeforeValidator, Field, ValidationInfo, field_validator
 
 from kdpipe.config.section import Section, yaml_off
+from kdpipe.distill import METHODS, FitNetSettings, KDSettings, SRDSettings
+from kdpipe.distill.distance import DISTANCES
+from kdpipe.distill.normalization import NORMS
+from kdpipe.distill.projector import PROJECTORS
+
+_SRD, _KD, _FITNET = SRDSettings(), KDSettings(), FitNetSettings()
 
 CacheMode = Annotated[Literal["auto", "off", "require"], BeforeValidator(yaml_off)]
 CACHE_FIELD = Field(
@@ -19,49 +31,43 @@ CACHE_FIELD = Field(
 class SRDConfig(Section):
     """The simple recipe: projector, normalisation and distance are the paper's three switches."""
 
-    projector: str = "linear"
-    train_projector: bool = Field(True, description="false freezes a random projector (ablation)")
-    norm: str = "bn"
-    distance: str = "logsum"
-    alpha: float = Field(4.0, gt=0, description="exponent of the LogSum distance")
-    feat_weight: float = Field(2.0, ge=0)
-    kl_weight: float = Field(0.9, ge=0)
-    ce_weight: float = Field(0.1, ge=0)
-    temperature: float = Field(1.0, gt=0)
+    projector: str = _SRD.projector
+    train_projector: bool = Field(_SRD.train_projector, description="false freezes a random projector (ablation)")
+    norm: str = _SRD.norm
+    distance: str = _SRD.distance
+    alpha: float = Field(_SRD.alpha, gt=0, description="exponent of the LogSum distance")
+    feat_weight: float = Field(_SRD.feat_weight, ge=0)
+    kl_weight: float = Field(_SRD.kl_weight, ge=0)
+    ce_weight: float = Field(_SRD.ce_weight, ge=0)
+    temperature: float = Field(_SRD.temperature, gt=0)
     cache: CacheMode = CACHE_FIELD
 
     @field_validator("projector", "norm", "distance")
     @classmethod
     def _known_name(cls, value: str, info: ValidationInfo) -> str:
-        from kdpipe.distill.distance import DISTANCES
-        from kdpipe.distill.normalization import NORMS
-        from kdpipe.distill.projector import PROJECTORS
-
         return {"projector": PROJECTORS, "norm": NORMS, "distance": DISTANCES}[info.field_name].check(value)
 
 
 class KDConfig(Section):
     """Hinton et al. 2015: KL at a raised temperature plus cross-entropy."""
 
-    temperature: float = Field(8.0, gt=0)
-    kl_weight: float = Field(0.5, ge=0)
-    ce_weight: float = Field(0.5, ge=0)
+    temperature: float = Field(_KD.temperature, gt=0)
+    kl_weight: float = Field(_KD.kl_weight, ge=0)
+    ce_weight: float = Field(_KD.ce_weight, ge=0)
     cache: CacheMode = CACHE_FIELD
 
 
 class FitNetConfig(Section):
     """Romero et al. 2015 on pooled features: a projector and MSE, no normalisation."""
 
-    projector: str = "linear"
-    feat_weight: float = Field(30.0, ge=0)
-    ce_weight: float = Field(1.0, ge=0)
+    projector: str = _FITNET.projector
+    feat_weight: float = Field(_FITNET.feat_weight, ge=0)
+    ce_weight: float = Field(_FITNET.ce_weight, ge=0)
     cache: CacheMode = CACHE_FIELD
 
     @field_validator("projector")
     @classmethod
     def _known_projector(cls, value: str) -> str:
-        from kdpipe.distill.projector import PROJECTORS
-
         # FitNet always maps D_s to D_t with a learned regressor, so 'none' (the identity) is no FitNet projector.
         return PROJECTORS.without("none").check(value)
 
@@ -75,6 +81,10 @@ class MethodConfig(Section):
     @field_validator("name")
     @classmethod
     def _known_method(cls, value: str) -> str:
-        from kdpipe.distill import METHODS
-
         return METHODS.check(value)
+
+    def hyperparameters(self) -> dict[str, Any]:
+        """The configured method's own settings (``method.<name>``), as the keyword arguments of
+        :func:`kdpipe.distill.create_distiller`; none for a method without a section (scratch)."""
+        section = getattr(self, self.name, None)
+        return {} if section is None else section.model_dump(exclude={"cache"})

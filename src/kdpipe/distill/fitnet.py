@@ -1,17 +1,33 @@
-"""FitNets (Romero et al. 2015) on pooled features: a projector regressed onto the teacher by MSE."""
+"""FitNets (Romero et al. 2015) on pooled features: a projector regressed onto the teacher by MSE.
+
+loss = ce_w * CE(s, y) + feat_w * MSE(P(z_s), z_t)
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch.nn.functional as F
 
-from kdpipe.config import FitNetConfig
 from kdpipe.distill.base import Distiller
 from kdpipe.distill.projector import make_projector
 from kdpipe.models import FeatureClassifier
 
 
+@dataclass(frozen=True)
+class FitNetSettings:
+    """The projector (by name; always a learned map from D_s to D_t, never ``none``) and the weights of the
+    loss's two parts; these defaults are ``method.fitnet``'s."""
+
+    projector: str = "linear"
+    feat_weight: float = 30.0
+    ce_weight: float = 1.0
+
+
 class FitNet(Distiller):
-    def __init__(self, student: FeatureClassifier, teacher: FeatureClassifier, cfg: FitNetConfig) -> None:
+    def __init__(
+        self, student: FeatureClassifier, teacher: FeatureClassifier, cfg: FitNetSettings = FitNetSettings()
+    ) -> None:
         super().__init__(student, teacher)
         self.cfg = cfg
         self.projector = make_projector(cfg.projector, student.feature_dim, teacher.feature_dim)

@@ -5,10 +5,11 @@ loss = ce_w * CE(s, y) + kl_w * KL_T(t || s) + feat_w * d(norm_s(P(z_s)), norm_t
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 
-from kdpipe.config import SRDConfig
 from kdpipe.distill.base import Distiller, kl_divergence
 from kdpipe.distill.distance import make_distance
 from kdpipe.distill.normalization import make_norm
@@ -16,8 +17,27 @@ from kdpipe.distill.projector import make_projector
 from kdpipe.models import FeatureClassifier
 
 
+@dataclass(frozen=True)
+class SRDSettings:
+    """The three switches (``projector``, ``norm``, ``distance``, by name in their tables), LogSum's exponent
+    ``alpha``, the weights of the loss's three parts and the KL's temperature; ``train_projector`` false freezes
+    a random projector (an ablation). These defaults are ``method.srd``'s: the schema reads them from here."""
+
+    projector: str = "linear"
+    train_projector: bool = True
+    norm: str = "bn"
+    distance: str = "logsum"
+    alpha: float = 4.0
+    feat_weight: float = 2.0
+    kl_weight: float = 0.9
+    ce_weight: float = 0.1
+    temperature: float = 1.0
+
+
 class SRD(Distiller):
-    def __init__(self, student: FeatureClassifier, teacher: FeatureClassifier, cfg: SRDConfig) -> None:
+    def __init__(
+        self, student: FeatureClassifier, teacher: FeatureClassifier, cfg: SRDSettings = SRDSettings()
+    ) -> None:
         super().__init__(student, teacher)
         self.cfg = cfg
         self.projector = make_projector(cfg.projector, student.feature_dim, teacher.feature_dim)

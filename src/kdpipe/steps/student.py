@@ -51,7 +51,8 @@ def distill(params: Params, resume: bool = False, *, rank: int = 0, world_size: 
     )
     torch.manual_seed(cfg.seed)
     student = place_model(create_model(params.student.arch, data.num_classes, data.in_channels), runtime)
-    distiller = create_distiller(params.method, student, outputs or teacher_model).to(runtime.device)
+    distiller = create_distiller(method, student, outputs or teacher_model, **params.method.hyperparameters())
+    distiller = distiller.to(runtime.device)
     checkpoints = Path(params.paths.checkpoints) / STUDENT_CHECKPOINTS
     need_space(training_space(distiller, checkpoints, out), "student's checkpoint and model")
     run_tags = {

@@ -55,7 +55,7 @@ def _train(params: Params, data: PreparedData, runtime: Runtime, on_epoch: Epoch
     cfg = params.teacher.train
     torch.manual_seed(cfg.seed)
     teacher = place_model(create_model(params.teacher.arch, data.num_classes, data.in_channels), runtime)
-    distiller = create_distiller(params.method.model_copy(update={"name": "scratch"}), teacher, None)
+    distiller = create_distiller("scratch", teacher, None)
     checkpoints = Path(params.paths.checkpoints) / TEACHER_CHECKPOINTS
     need_space(training_space(distiller, checkpoints, Path(params.paths.teacher)), "teacher's checkpoint and model")
     train(
