@@ -19,15 +19,16 @@ from typing import Any
 import torch
 
 from kdpipe.config import Params
-from kdpipe.data.prepared import PreparedData, sample
+from kdpipe.data.prepared import PreparedData
 from kdpipe.deploy import cost_probe
 from kdpipe.deploy import onnx as export
+from kdpipe.deploy.int8 import measure_int8
 from kdpipe.infra.errors import KdpipeError
 from kdpipe.infra.files import METRICS_FILE, ONNX_FILES, file_sha256, read_json
 from kdpipe.models.file import MODEL_FILE
 from kdpipe.models.serving import ServingClassifier, predict_unit_images
+from kdpipe.models.top1 import top1
 from kdpipe.tracking import tags
-from kdpipe.training.runtime import transfer_seed
 
 log = logging.getLogger("kdpipe")
 
@@ -84,20 +85,10 @@ def registry_files(validation_dir: Path) -> dict[str, Path]:
     return found
 
 
-def calibration_images(params: Params, data: PreparedData) -> torch.Tensor:
-    """A fixed sample of the transfer set (``train.subset`` of the train split, drawn by :func:`transfer_seed`)."""
-    transfer = sample(*data.split("train"), params.train.subset, transfer_seed(params))
-    return sample(*transfer, params.export.calibration_size, params.data.seed)[0]
-
-
 def input_shape(manifest: dict[str, Any]) -> tuple[int, int, int]:
     """(channels, height, width) of the prepared data: every exported model's input after the batch axis."""
     channels, height, width = (int(s) for s in manifest["shape"])
     return channels, height, width
-
-
-def _top1(logits: torch.Tensor, labels: torch.Tensor) -> float:
-    return float((logits.argmax(1) == labels).float().mean())
 
 
 def _fp32(
@@ -124,33 +115,31 @@ def _fp32(
             split,
             parity,
         )
-    return parity, {"pytorch": _top1(eager, labels), "onnx": _top1(onnx, labels)}
+    return parity, {"pytorch": top1(eager, labels), "onnx": top1(onnx, labels)}
 
 
 def _int8(params: Params, data: PreparedData, fp32: Path, path: Path, fp32_top1: float) -> dict[str, Any]:
-    """Quantise, measure on the gate split, and decide whether int8 is offered (``export.max_int8_drop``)."""
+    """Quantise, measure on the gate split (:func:`measure_int8`), and decide whether int8 is offered
+    (``export.max_int8_drop``)."""
     cfg, split = params.export, params.gate.split
-    calibration = calibration_images(params, data)
-    export.quantize_int8(fp32, calibration, path, "student")
-    images, labels = data.split(split)
-    top1 = _top1(export.onnx_logits(export.session(path, cfg.threads), images), labels)
-    drop = fp32_top1 - top1
+    int8 = measure_int8(params, data, fp32, path, split)
+    drop = fp32_top1 - int8.top1
     offered = drop <= cfg.max_int8_drop
     reason = (
         ""
         if offered
         else (
-            f"int8 top-1 {top1:.4f} trails fp32 {fp32_top1:.4f} by {drop:.4f} on the {split} split, "
+            f"int8 top-1 {int8.top1:.4f} trails fp32 {fp32_top1:.4f} by {drop:.4f} on the {split} split, "
             f"over export.max_int8_drop {cfg.max_int8_drop:.4f}"
         )
     )
     return {
         "split": split,
         "fp32_top1": fp32_top1,
-        "int8_top1": top1,
+        "int8_top1": int8.top1,
         "drop": drop,
         "offered": offered,
-        "calibration_images": len(calibration),
+        "calibration_images": int8.calibration_images,
         "reason": reason,
     }
 

@@ -1,4 +1,8 @@
-"""How good and how cheap a classifier is: accuracy, calibration, agreement, latency and size."""
+"""How good and how cheap a classifier is: accuracy, calibration, agreement, latency and size.
+
+Every whole-split top-1 is one path: :func:`predict_logits` (the model with its BatchNorms folded, batch by
+batch), then :func:`top1` (:mod:`kdpipe.models.top1`, the definition the training loop counts with too).
+"""
 
 from __future__ import annotations
 
@@ -12,6 +16,7 @@ from torch import nn
 
 from kdpipe.data.loader import InMemoryLoader
 from kdpipe.models.folding import inference_copy
+from kdpipe.models.top1 import top1
 
 ECE_BINS = 15
 
@@ -46,7 +51,7 @@ def classification_metrics(
     confusion.index_put_((labels, pred), torch.ones_like(labels), accumulate=True)
     per_class = confusion.diag().float() / confusion.sum(1).clamp_min(1).float()
     metrics: dict[str, Any] = {
-        "top1": float((pred == labels).float().mean()),
+        "top1": top1(logits, labels),
         "top5": float((logits.topk(k, 1).indices == labels[:, None]).any(1).float().mean()),
         "ece": expected_calibration_error(logits.softmax(1), labels),
         "per_class_accuracy": [round(float(v), 6) for v in per_class],

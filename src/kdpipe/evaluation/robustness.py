@@ -28,6 +28,7 @@ import torch
 
 from kdpipe.data.corruptions import CORRUPTIONS, FAST_SEVERITY, SEVERITIES, corrupt
 from kdpipe.data.prepared import channel_stats
+from kdpipe.evaluation.metrics import top1
 
 Predict = Callable[[torch.Tensor], torch.Tensor]  # uint8 images -> logits
 MODES = {"none": (), "fast": (FAST_SEVERITY,), "full": SEVERITIES}
@@ -52,12 +53,12 @@ def measure(
     """Every model on every corrupted copy of ``images``; returns the results and the seconds it took."""
     start = time.perf_counter()
     cells: dict[str, dict[str, dict[int, float]]] = {who: {} for who in predictors}
-    clean = {who: float((predict(images).argmax(1) == labels).float().mean()) for who, predict in predictors.items()}
+    clean = {who: top1(predict(images), labels) for who, predict in predictors.items()}
     for name in CORRUPTIONS.names() if MODES[mode] else ():
         for severity in MODES[mode]:
             shifted = corrupt(images, name, severity, seed)
             for who, predict in predictors.items():
-                cells[who].setdefault(name, {})[severity] = float((predict(shifted).argmax(1) == labels).float().mean())
+                cells[who].setdefault(name, {})[severity] = top1(predict(shifted), labels)
     return {who: Robustness(clean[who], cells[who]) for who in predictors}, time.perf_counter() - start
 
 

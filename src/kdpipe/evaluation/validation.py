@@ -20,7 +20,7 @@ from kdpipe.data.operational import OperationalSet
 from kdpipe.data.prepared import PreparedData
 from kdpipe.deploy.deployment import Deployment
 from kdpipe.evaluation import plots, report, robustness
-from kdpipe.evaluation.metrics import classification_metrics, inference_cost, predict_logits, scalars
+from kdpipe.evaluation.metrics import classification_metrics, inference_cost, predict_logits, scalars, top1
 from kdpipe.infra.files import (
     CONFUSION_FILE,
     CORRUPTION_HEATMAP_FILE,
@@ -62,10 +62,6 @@ class Measured:
     gate_predictions: dict[str, Any]
     operational: dict[str, dict[str, Any]]
     deployment: Deployment | None
-
-
-def _top1(logits: torch.Tensor, labels: torch.Tensor) -> float:
-    return float((logits.argmax(1) == labels).float().mean())
 
 
 def _operational(
@@ -131,7 +127,7 @@ def measure(
     gate: dict[str, Any] = {"split": split, "champion": None}
     for who, logits in g_logits.items():
         gate[who] = {
-            "top1": _top1(logits, g_labels),
+            "top1": top1(logits, g_labels),
             **(robustness.metrics(robust[who], robust["teacher"]) if who in robust else {}),
         }
     student_m = {**classification_metrics(s_logits, labels, t_logits), **inference_cost(student, shape, runtime.device)}

@@ -25,25 +25,15 @@ import torch
 
 from kdpipe import steps
 from kdpipe.config import Params, apply_overrides, params_from_dict
-from kdpipe.data.prepared import MANIFEST_FILE, PreparedData, load_prepared
+from kdpipe.data.prepared import MANIFEST_FILE, load_prepared
 from kdpipe.deploy import onnx as export
-from kdpipe.deploy.deployment import calibration_images, input_shape
-from kdpipe.evaluation import robustness
-from kdpipe.evaluation.metrics import predict_logits
 from kdpipe.infra import files
 from kdpipe.models import count_parameters
 from kdpipe.models.file import MODEL_FILE, load_model
 from kdpipe.study.cells import Cell
+from kdpipe.study.measure import corrupted_top1, int8_top1, top1
 from kdpipe.teacher import cache as teacher_cache
-from kdpipe.training.runtime import (
-    Runtime,
-    eval_loader,
-    images_loader,
-    make_runtime,
-    place_model,
-    transfer_seed,
-    view_seed,
-)
+from kdpipe.training.runtime import Runtime, make_runtime, transfer_seed, view_seed
 
 log = logging.getLogger("kdpipe")
 
@@ -175,47 +165,6 @@ def read_result(run: Run) -> dict[str, Any] | None:
     return result
 
 
-def top1(model: torch.nn.Module, data: PreparedData, split: str, params: Params, runtime: Runtime) -> float:
-    logits = predict_logits(place_model(model, runtime), eval_loader(data, split, runtime))
-    return float((logits.argmax(1) == data.split(split)[1]).float().mean())
-
-
-def corrupted_top1(model: torch.nn.Module, data: PreparedData, params: Params, runtime: Runtime) -> dict[str, Any]:
-    """The model on the corruption suite of the test split (``validate.corruptions``, ``corruption_seed``):
-    what the study's robustness comparison reads. Nothing is chosen on it."""
-    cfg = params.validate_
-    if cfg.corruptions == "none":
-        return {}
-    images, labels = data.split("test")
-    model = place_model(model, runtime)
-    robust, _ = robustness.measure(
-        {"model": lambda imgs: predict_logits(model, images_loader(imgs, data, runtime))},
-        images,
-        labels,
-        cfg.corruptions,
-        cfg.corruption_seed,
-    )
-    cells = robust["model"].cells
-    return {
-        "test_corrupted_top1": robust["model"].corrupted,
-        "test_corruptions": {f"{name}_s{s}": acc for name, by_s in cells.items() for s, acc in by_s.items()},
-    }
-
-
-def int8_top1(model: torch.nn.Module, data: PreparedData, params: Params, directory: Path) -> dict[str, Any]:
-    """The student's test top-1 as ONNX static int8 (calibrated as validate does): the accuracy cost of the
-    last compression step, beside the distillation gain. Nothing is chosen on it."""
-    if not params.export.enabled:
-        return {}
-    m, images = data.manifest, data.split("test")[0]
-    fp32 = export.to_onnx(
-        model.cpu().eval(), m["mean"], m["std"], input_shape(m), directory / "student.onnx", "student"
-    )
-    int8 = export.quantize_int8(fp32, calibration_images(params, data), directory / "student_int8.onnx", "student")
-    logits = export.onnx_logits(export.session(int8, params.export.threads), images)
-    return {"test_int8_top1": float((logits.argmax(1) == data.split("test")[1]).float().mean())}
-
-
 def _device_name(runtime: Runtime) -> str:
     return torch.cuda.get_device_name(runtime.device) if runtime.device.type == "cuda" else "cpu"
 
@@ -256,9 +205,9 @@ def execute_run(task: dict[str, Any]) -> dict[str, Any]:
         "teacher_role": task["teacher_role"],
         "data_sha256": data.sha256,
         "transfer_images": split if params.train.subset is None else min(split, params.train.subset),
-        "test_top1": top1(student, data, "test", params, runtime),
-        "val_top1": top1(student, data, "val", params, runtime),
-        **corrupted_top1(student, data, params, runtime),
+        "test_top1": top1(student, data, "test", runtime),
+        "val_top1": top1(student, data, "val", runtime),
+        **corrupted_top1(student, data, params.validate_, runtime),
         **int8_top1(student, data, params, Path(params.paths.student)),
         "measured": measured(params),
         "epochs": len(history),
@@ -290,9 +239,9 @@ def execute_teacher(task: dict[str, Any]) -> dict[str, Any]:
         "role": task["role"],
         "arch": meta["arch"],
         "parameters": count_parameters(model),
-        "test_top1": top1(model, data, "test", params, runtime),
-        "val_top1": top1(model, data, "val", params, runtime),
-        **corrupted_top1(model, data, params, runtime),
+        "test_top1": top1(model, data, "test", runtime),
+        "val_top1": top1(model, data, "val", runtime),
+        **corrupted_top1(model, data, params.validate_, runtime),
         "measured": measured(params),
         "path": str(path),
         "model_sha256": files.file_sha256(path),

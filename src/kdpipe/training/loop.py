@@ -24,6 +24,7 @@ from kdpipe.distill.base import Distiller
 from kdpipe.infra.errors import KdpipeError, NonFiniteLossError
 from kdpipe.infra.files import FILE_OVERHEAD, atomic_torch_save, load_checkpoint
 from kdpipe.models.folding import inference_copy
+from kdpipe.models.top1 import hits
 from kdpipe.training.distributed import all_reduce_sum
 from kdpipe.training.runtime import Runtime
 
@@ -64,12 +65,13 @@ def lr_factor(step: int, steps_per_epoch: int, cfg: TrainConfig) -> float:
 
 @torch.no_grad()
 def accuracy(model: nn.Module, loader: InMemoryLoader, runtime: Runtime) -> float:
-    """Top-1 of ``model`` on ``loader``, as :func:`kdpipe.evaluation.metrics.predict_logits` evaluates (BNs folded)."""
+    """Top-1 of ``model`` on ``loader``: its :func:`~kdpipe.models.top1.hits` counted on the device, batch by
+    batch, on the model as :func:`kdpipe.evaluation.metrics.predict_logits` evaluates it (BNs folded)."""
     folded = inference_copy(model)
     correct = torch.zeros((), device=runtime.device, dtype=torch.long)
     for x, y in loader:
         with runtime.autocast:
-            correct += (folded(x).argmax(1) == y).sum()
+            correct += hits(folded(x), y).sum()
     return correct.item() / max(1, loader.num_samples)
 
 
@@ -167,7 +169,7 @@ def train(
             scheduler.step()
             for name, value in (("loss", out.loss), *out.parts.items()):
                 sums[name] = sums.get(name, 0) + value.detach() * len(y)
-            correct += (out.logits.detach().argmax(1) == y).sum()
+            correct += hits(out.logits.detach(), y).sum()
             seen += len(y)
             if step % 20 == 0 or step == steps_per_epoch - 1:
                 loss_now = out.loss.item()
