@@ -36,18 +36,22 @@ def test_overrides_go_through_the_schema(tmp_path: Path) -> None:
 
 
 def test_a_bare_off_means_off_for_progress_and_the_teacher_cache(tmp_path: Path) -> None:
-    """YAML 1.1 reads ``off`` as false; ``runtime.progress: off`` and ``method.<name>.cache: off`` must still mean
-    "off", a typo still fail."""
+    """YAML 1.1 reads ``off`` as false; ``runtime.progress: off``, ``cache.mode: off`` and the deprecated
+    ``method.<name>.cache: off`` must still mean "off", a typo still fail."""
     path = tmp_path / "params.yaml"
     path.write_text(REPO_PARAMS.read_text().replace("progress: auto", "progress: off"))
     assert load_params(path).runtime.progress == "off"
     assert load_params(REPO_PARAMS, ["runtime.progress=off"]).runtime.progress == "off"
     with pytest.raises(ConfigError, match=r"runtime\.progress"):
         load_params(REPO_PARAMS, ["runtime.progress=true"])
-    cached = load_params(REPO_PARAMS, ["method.srd.cache=off", "method.kd.cache=off", "method.fitnet.cache=off"])
-    assert (cached.method.srd.cache, cached.method.kd.cache, cached.method.fitnet.cache) == ("off", "off", "off")
+    assert load_params(REPO_PARAMS, ["cache.mode=off"]).cache.mode == "off"
+    with pytest.raises(ConfigError, match=r"cache\.mode"):
+        load_params(REPO_PARAMS, ["cache.mode=on"])
+    old = tmp_path / "old.yaml"
+    old.write_text("method:\n  srd:\n    cache: off\n  kd:\n    cache: off\n  fitnet:\n    cache: off\n")
+    assert load_params(old).cache.mode == "off"
     with pytest.raises(ConfigError, match=r"method\.kd\.cache"):
-        load_params(REPO_PARAMS, ["method.kd.cache=on"])
+        load_params(old, ["method.kd.cache=on"])
 
 
 @pytest.mark.parametrize(
@@ -108,3 +112,64 @@ def test_the_configured_method_alone_is_handed_to_the_distiller() -> None:
     p = load_params(REPO_PARAMS, ["method.name=kd", "method.kd.temperature=4", "method.srd.alpha=2"])
     assert p.method.hyperparameters() == {"temperature": 4.0, "kl_weight": 0.5, "ce_weight": 0.5}
     assert load_params(REPO_PARAMS, ["method.name=scratch"]).method.hyperparameters() == {}
+
+
+def _old_style(text: str) -> str:
+    """The repository's params.yaml as it was before cache.mode: each method section has its own cache key."""
+    text = text.replace("  mode: auto ", "  # mode: auto ")
+    for last in ("    temperature: 1.0\n", "    ce_weight: 0.5\n", "    ce_weight: 1.0\n"):
+        assert text.count(last) == 1, last
+        text = text.replace(last, f"{last}    cache: auto\n")
+    return text
+
+
+def test_an_old_params_yaml_with_method_cache_keys_loads_as_today_with_one_warning_naming_cache_mode(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "params.yaml"
+    path.write_text(_old_style(REPO_PARAMS.read_text()))
+    assert yaml.safe_load(path.read_text())["method"]["kd"]["cache"] == "auto"
+
+    with caplog.at_level("WARNING", logger="kdpipe"):
+        assert load_params(path) == Params()
+    (record,) = [r for r in caplog.records if r.levelname == "WARNING"]
+    message = record.getMessage()
+    assert "\n" not in message
+    assert message.startswith(f"{path}: method.fitnet.cache, method.kd.cache, method.srd.cache are deprecated")
+    assert "set cache.mode instead (read as cache.mode: auto)" in message
+
+
+def test_the_old_key_alone_sets_cache_mode_and_leaves_no_trace_in_the_method_section(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    with caplog.at_level("WARNING", logger="kdpipe"):
+        p = params_from_dict({"method": {"name": "kd", "kd": {"cache": "require", "temperature": 4.0}}})
+    assert p.cache.mode == "require"
+    assert p.method.kd.temperature == 4.0 and "cache" not in p.to_dict()["method"]["kd"]
+    assert p.method.hyperparameters() == {"temperature": 4.0, "kl_weight": 0.5, "ce_weight": 0.5}
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert warnings == ["params: method.kd.cache is deprecated; set cache.mode instead (read as cache.mode: require)"]
+    agreeing = params_from_dict({"cache": {"mode": "off"}, "method": {"srd": {"cache": False}}})
+    assert agreeing.cache.mode == "off"
+
+
+@pytest.mark.parametrize(
+    ("raw", "named"),
+    [
+        ({"cache": {"mode": "auto"}, "method": {"srd": {"cache": "require"}}}, "method.srd.cache"),
+        ({"cache": {"mode": "off"}, "method": {"kd": {"cache": "auto"}, "srd": {"cache": "auto"}}}, "method.kd.cache"),
+        ({"method": {"kd": {"cache": "off"}, "srd": {"cache": "require"}}}, "method.srd.cache is require"),
+    ],
+    ids=["old-vs-new", "two-old-vs-new", "two-old-keys"],
+)
+def test_old_and_new_cache_keys_that_disagree_are_one_error_naming_both(raw: dict, named: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        params_from_dict(raw, origin="params.yaml")
+    message = str(info.value)
+    assert message.startswith("params.yaml: cache.mode: "), message
+    assert named in message and "\n" not in message
+
+
+def test_an_old_cache_key_on_the_command_line_that_contradicts_params_yaml_is_an_error() -> None:
+    with pytest.raises(ConfigError, match=r"cache\.mode: 'auto', but the deprecated method\.srd\.cache says 'require'"):
+        load_params(REPO_PARAMS, ["method.srd.cache=require"])

@@ -121,7 +121,7 @@ def test_distill_under_torchrun_trains_on_two_ranks_writes_on_rank0_only_and_res
     assert f"os.rename {Path(full.paths.checkpoints) / 'student' / CHECKPOINT_FILE}" in rank0
     assert f"os.rename {Path(full.paths.student) / 'model.pt'}" in rank0
     assert any(line.startswith("sqlite3.connect") for line in rank0)
-    # Rank 1 writes nothing but its own shard of the teacher cache (method.srd.cache: auto records it).
+    # Rank 1 writes nothing but its own shard of the teacher cache (cache.mode: auto records it).
     cache = str(Path(full.paths.teacher_cache))
     written = [line for line in rank1 if str(tmp_path) in line]
     assert written and all(cache in line and ("-rank1.pt" in line or line.endswith("key.json")) for line in written), (

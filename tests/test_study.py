@@ -187,9 +187,7 @@ def test_cli_study_keeps_a_finished_run_when_only_another_methods_settings_chang
     assert main(args) == 0
     first = _mtimes(study)
     assert sorted(first) == ["runs/kd/seed0/result.json", "runs/scratch/seed0/result.json"]
-    assert (
-        main([*args, "-p", "method.srd.alpha=2", "-p", "method.fitnet.feat_weight=3", "-p", "method.kd.cache=off"]) == 0
-    )
+    assert main([*args, "-p", "method.srd.alpha=2", "-p", "method.fitnet.feat_weight=3", "-p", "cache.mode=off"]) == 0
     assert _mtimes(study) == first
     assert main([*args, "-p", "method.kd.temperature=2"]) == 0
     second = _mtimes(study)

@@ -53,7 +53,7 @@ def _cache_files(params: Params) -> list[Path]:
 
 @pytest.mark.parametrize("method", ["srd", "kd", "fitnet"])
 def test_a_float32_replay_trains_the_bit_identical_student(base: Callable[..., Params], method: str) -> None:
-    live = base(method__name=method, **{f"method__{method}__cache": "off"})
+    live = base(method__name=method, cache__mode="off")
     steps.distill(live)
     expected = _student(live)
     assert _cache_files(live) == []
@@ -63,7 +63,7 @@ def test_a_float32_replay_trains_the_bit_identical_student(base: Callable[..., P
     assert len(_cache_files(recording)) == 2
     assert all(torch.equal(expected[k], v) for k, v in _student(recording).items()), "recording changed the run"
 
-    replay = base(method__name=method, **{f"method__{method}__cache": "require"})
+    replay = base(method__name=method, cache__mode="require")
     steps.distill(replay)
     replayed = _student(replay)
     assert replayed.keys() == expected.keys()
@@ -102,7 +102,7 @@ def test_every_key_change_is_a_miss(base: Callable[..., Params]) -> None:
 
 
 def test_a_replay_whose_views_moved_is_an_error_not_another_images_teacher(base: Callable[..., Params]) -> None:
-    params = base(method__srd__cache="require")
+    params = base(cache__mode="require")
     steps.fill_teacher_cache(params)
     first = _cache_files(params)[0]
     blob = torch.load(first)
@@ -123,8 +123,8 @@ def test_the_fill_step_then_require_and_a_miss_after_a_change(
     from kdpipe.cli import main
     from kdpipe.kubeflow.params import dump_params
 
-    params = base(method__srd__cache="require")
-    with pytest.raises(KdpipeError, match=r"method.srd.cache is require, but .* lacks epoch\(s\) \[1, 2\]"):
+    params = base(cache__mode="require")
+    with pytest.raises(KdpipeError, match=r"cache.mode is require, but .* lacks epoch\(s\) \[1, 2\]"):
         steps.distill(params)
     params_file = Path(params.paths.prepared).parent / "params.yaml"
     params_file.write_text(dump_params(params))
@@ -133,10 +133,10 @@ def test_the_fill_step_then_require_and_a_miss_after_a_change(
     assert len(_cache_files(params)) == 2
     steps.distill(params)  # require: every epoch cached
 
-    moved = base(method__srd__cache="require", train__view_seed=3)
+    moved = base(cache__mode="require", train__view_seed=3)
     with pytest.raises(KdpipeError, match="lacks epoch"):
         steps.distill(moved)
-    tiny = base(method__srd__cache="require", train__view_seed=3, cache__max_gb=1e-6)
+    tiny = base(cache__mode="require", train__view_seed=3, cache__max_gb=1e-6)
     with pytest.raises(KdpipeError, match=r"over cache.max_gb 1e-06; raise it, or use cache.dtype: float16"):
         steps.fill_teacher_cache(tiny)
 
@@ -146,7 +146,7 @@ def test_a_float16_cache_holds_the_teacher_to_half_precision_and_trains_a_compar
 ) -> None:
     """float16 is not exact: its rows match float32's to half precision, and the student it trains stays
     close in accuracy (the README reports the difference on the default budget)."""
-    full, half = base(method__srd__cache="require"), base(cache__dtype="float16", method__srd__cache="require")
+    full, half = base(cache__mode="require"), base(cache__dtype="float16", cache__mode="require")
     steps.fill_teacher_cache(full)
     steps.fill_teacher_cache(half)
     first = {}

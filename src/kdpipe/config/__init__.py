@@ -4,11 +4,11 @@ One module per section (``config/data.py`` is ``data:``, ``config/methods.py`` i
 :mod:`kdpipe.config.params` holds them together with loading and overrides. This face re-exports the
 public names, so ``from kdpipe.config import Params, load_params`` reads the same as before the split."""
 
-from kdpipe.config.cache import CacheConfig
+from kdpipe.config.cache import CacheConfig, CacheMode
 from kdpipe.config.data import DataConfig
 from kdpipe.config.export import ExportConfig
 from kdpipe.config.gate import GateConfig
-from kdpipe.config.methods import CACHE_FIELD, CacheMode, FitNetConfig, KDConfig, MethodConfig, SRDConfig
+from kdpipe.config.methods import FitNetConfig, KDConfig, MethodConfig, SRDConfig
 from kdpipe.config.params import (
     DEFAULT_PARAMS,
     Params,
@@ -27,7 +27,6 @@ from kdpipe.config.train import StudentTrainConfig, TrainConfig
 from kdpipe.config.validate import OperationalSetConfig, ValidateConfig
 
 __all__ = [
-    "CACHE_FIELD",
     "DEFAULT_PARAMS",
     "CacheConfig",
     "CacheMode",

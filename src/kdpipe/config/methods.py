@@ -8,24 +8,17 @@ configuration. Names are checked against distill's tables.
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Any
 
-from pydantic import BeforeValidator, Field, ValidationInfo, field_validator
+from pydantic import Field, ValidationInfo, field_validator
 
-from kdpipe.config.section import Section, yaml_off
+from kdpipe.config.section import Section
 from kdpipe.distill import METHODS, FitNetSettings, KDSettings, SRDSettings
 from kdpipe.distill.distance import DISTANCES
 from kdpipe.distill.normalization import NORMS
 from kdpipe.distill.projector import PROJECTORS
 
 _SRD, _KD, _FITNET = SRDSettings(), KDSettings(), FitNetSettings()
-
-CacheMode = Annotated[Literal["auto", "off", "require"], BeforeValidator(yaml_off)]
-CACHE_FIELD = Field(
-    "auto",
-    description="the teacher-output cache: auto (replay what is cached, record the rest), "
-    "require (fail unless every epoch is cached), off",
-)
 
 
 class SRDConfig(Section):
@@ -40,7 +33,6 @@ class SRDConfig(Section):
     kl_weight: float = Field(_SRD.kl_weight, ge=0)
     ce_weight: float = Field(_SRD.ce_weight, ge=0)
     temperature: float = Field(_SRD.temperature, gt=0)
-    cache: CacheMode = CACHE_FIELD
 
     @field_validator("projector", "norm", "distance")
     @classmethod
@@ -54,7 +46,6 @@ class KDConfig(Section):
     temperature: float = Field(_KD.temperature, gt=0)
     kl_weight: float = Field(_KD.kl_weight, ge=0)
     ce_weight: float = Field(_KD.ce_weight, ge=0)
-    cache: CacheMode = CACHE_FIELD
 
 
 class FitNetConfig(Section):
@@ -63,7 +54,6 @@ class FitNetConfig(Section):
     projector: str = _FITNET.projector
     feat_weight: float = Field(_FITNET.feat_weight, ge=0)
     ce_weight: float = Field(_FITNET.ce_weight, ge=0)
-    cache: CacheMode = CACHE_FIELD
 
     @field_validator("projector")
     @classmethod
@@ -87,4 +77,4 @@ class MethodConfig(Section):
         """The configured method's own settings (``method.<name>``), as the keyword arguments of
         :func:`kdpipe.distill.create_distiller`; none for a method without a section (scratch)."""
         section = getattr(self, self.name, None)
-        return {} if section is None else section.model_dump(exclude={"cache"})
+        return {} if section is None else section.model_dump()

@@ -8,16 +8,16 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import ConfigDict, Field, ValidationError, model_validator
+from pydantic import ConfigDict, Field, ValidationError, ValidationInfo, model_validator
 
-from kdpipe.config.cache import CacheConfig
+from kdpipe.config.cache import CacheConfig, move_deprecated_mode
 from kdpipe.config.data import DataConfig
 from kdpipe.config.export import ExportConfig
 from kdpipe.config.gate import GateConfig
 from kdpipe.config.methods import MethodConfig
 from kdpipe.config.paths import PathsConfig
 from kdpipe.config.runtime import RuntimeConfig
-from kdpipe.config.section import Section
+from kdpipe.config.section import KeyedError, Section
 from kdpipe.config.student import StudentConfig
 from kdpipe.config.teacher import TeacherConfig
 from kdpipe.config.tracking import TrackingConfig
@@ -44,22 +44,29 @@ class Params(Section):
 
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True, populate_by_name=True)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _deprecated_keys(cls, data: Any, info: ValidationInfo) -> Any:
+        """Keys that moved are read at their new place, with a warning (see :mod:`kdpipe.config.cache`)."""
+        origin = (info.context or {}).get("origin", "params")
+        return move_deprecated_mode(data, origin) if isinstance(data, dict) else data
+
     @model_validator(mode="after")
     def _check_models(self) -> Params:
         from kdpipe.models import MODELS, is_known_model
 
         for key, arch in (("student.arch", self.student.arch), ("teacher.arch", self.teacher.arch)):
             if not is_known_model(arch):
-                raise _KeyedError(key, str(MODELS.unknown(arch)))
+                raise KeyedError(key, str(MODELS.unknown(arch)))
         if self.validate_.deploy_format != "pytorch" and not self.export.enabled:
-            raise _KeyedError(
+            raise KeyedError(
                 "validate.deploy_format",
                 f"'{self.validate_.deploy_format}' needs export.enabled: true (or deploy_format: pytorch)",
             )
         if self.method.name == "srd" and self.method.srd.projector == "none":
             d_s, d_t = feature_dim(self.student.arch), feature_dim(self.teacher.arch)
             if d_s != d_t:
-                raise _KeyedError(
+                raise KeyedError(
                     "method.srd.projector",
                     f"'none' needs equal feature sizes, but student {self.student.arch} has {d_s} and "
                     f"teacher {self.teacher.arch} has {d_t}; use 'linear' or 'mlp'",
@@ -68,14 +75,6 @@ class Params(Section):
 
     def to_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json", by_alias=True)
-
-
-class _KeyedError(ValueError):
-    """A cross-section check that knows which key is at fault."""
-
-    def __init__(self, key: str, message: str) -> None:
-        super().__init__(message)
-        self.key = key
 
 
 def feature_dim(arch: str) -> int:
@@ -93,7 +92,7 @@ def _format_validation_error(exc: ValidationError, origin: str) -> str:
     loc = [str(p) for p in err["loc"]]
     ctx = err.get("ctx") or {}
     inner = ctx.get("error")
-    if isinstance(inner, _KeyedError):
+    if isinstance(inner, KeyedError):
         return f"{origin}: {inner.key}: {inner}"
     key = ".".join("validate" if p == "validate_" else p for p in loc) or "(top level)"
     msg = err["msg"].removeprefix("Value error, ")
@@ -148,6 +147,6 @@ def load_params(path: str | Path = DEFAULT_PARAMS, overrides: list[str] | None =
 
 def params_from_dict(raw: dict[str, Any], origin: str = "params") -> Params:
     try:
-        return Params.model_validate(raw)
+        return Params.model_validate(raw, context={"origin": origin})
     except ValidationError as exc:
         raise ConfigError(_format_validation_error(exc, origin)) from None

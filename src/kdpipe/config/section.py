@@ -11,6 +11,14 @@ class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 
 
+class KeyedError(ValueError):
+    """A check that knows which key is at fault (one across sections, or a deprecated key): the error names it."""
+
+    def __init__(self, key: str, message: str) -> None:
+        super().__init__(message)
+        self.key = key
+
+
 def yaml_off(value: Any) -> Any:
     """YAML 1.1 reads an unquoted ``off`` as false: in a choice that has an ``off``, false means it."""
     return "off" if value is False else value

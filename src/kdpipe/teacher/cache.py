@@ -9,7 +9,7 @@ read back batch by batch, in the order the loader yields them.
 The cache lives under ``paths.teacher_cache``, one directory per key (the sha256 of the teacher
 file, the data, every view parameter, the epoch count, world size, precision and dtype): any change
 is a miss, never a wrong hit. Each epoch (and rank) is one file, written atomically, so an
-interrupted fill keeps its finished epochs. ``method.<name>.cache``: ``auto`` replays the epochs
+interrupted fill keeps its finished epochs. ``cache.mode``: ``auto`` replays the epochs
 found and records the others while training live (filled lazily on first use), ``require`` fails
 unless every epoch is there, ``off`` never touches it. ``kdpipe teacher-cache`` fills it ahead.
 ``cache.max_gb`` bounds the whole directory: recording evicts the least recently written keys first.
@@ -47,8 +47,8 @@ DTYPES = {"float32": torch.float32, "float16": torch.float16}
 
 
 def mode(params: Params) -> str:
-    """``method.<name>.cache`` for the configured method; ``off`` for one without a teacher (scratch)."""
-    return str(getattr(getattr(params.method, params.method.name, None), "cache", "off"))
+    """``cache.mode``; ``off`` for a method without a teacher (scratch), which has no outputs to cache."""
+    return "off" if params.method.name == "scratch" else params.cache.mode
 
 
 def method_identity(params: Params) -> dict[str, Any]:
@@ -59,7 +59,7 @@ def method_identity(params: Params) -> dict[str, Any]:
     section = getattr(params.method, name, None)
     if section is None:
         return {"name": name}
-    return {"name": name, name: section.model_dump(mode="json", exclude={"cache"}), "cache_dtype": params.cache.dtype}
+    return {"name": name, name: section.model_dump(mode="json"), "cache_dtype": params.cache.dtype}
 
 
 def cache_key(
@@ -269,7 +269,7 @@ def attach(
     if how == "require" and not cache.complete():
         missing = [e + 1 for e in range(params.train.epochs) if not cache.has(e)]
         raise KdpipeError(
-            f"method.{params.method.name}.cache is require, but {cache.directory} lacks epoch(s) "
+            f"cache.mode is require, but {cache.directory} lacks epoch(s) "
             f"{missing[:5]}{'...' if len(missing) > 5 else ''}; fill it with `kdpipe teacher-cache`"
         )
     todo = sum(not cache.has(e) for e in range(params.train.epochs))
