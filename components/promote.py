@@ -20,7 +20,7 @@ def promote(
 ) -> bool:
     """Promote the student when the promotion rule allows it; returns whether it did, the record says why."""
     from kdpipe import steps
-    from kdpipe.kubeflow import dataref
+    from kdpipe.kubeflow import artifacts, dataref
     from kdpipe.kubeflow.params import step_params
 
     params = step_params(
@@ -33,6 +33,4 @@ def promote(
         validation=validation.path,
         promotion=promotion.path,
     )
-    record = steps.promote(params)
-    promotion.metadata.update({k: v for k, v in record.items() if isinstance(v, (str, int, float, bool))})
-    return bool(record.get("promoted"))
+    return artifacts.record_promotion(steps.promote(params), promotion)

@@ -129,12 +129,12 @@ def test_a_student_that_trails_the_teacher_under_corruption_fails_max_corruption
     student = {"top1": 0.9, "latency_ms_batch1": 1.0, "corrupted_top1": 0.70}
     teacher = {"top1": 0.92, "corrupted_top1": 0.80}
     decision = decide_thresholds(student, teacher, cfg)
-    assert not decision["passed"]
-    assert decision["reasons"] == [
-        "mean corrupted top-1 0.7000 trails the teacher's 0.8000 by 0.1000, over validate.max_corruption_gap 0.0500"
-    ]
-    assert decide_thresholds({**student, "corrupted_top1": 0.76}, teacher, cfg)["passed"]
+    assert not decision.passed
+    assert decision.reasons == (
+        "mean corrupted top-1 0.7000 trails the teacher's 0.8000 by 0.1000, over validate.max_corruption_gap 0.0500",
+    )
+    assert decide_thresholds({**student, "corrupted_top1": 0.76}, teacher, cfg).passed
     unmeasured = decide_thresholds({"top1": 0.9, "latency_ms_batch1": 1.0}, {"top1": 0.92}, cfg)
-    assert unmeasured["reasons"] == [
-        "validate.max_corruption_gap is set, but validate.corruptions is none: nothing to check it on"
-    ]
+    assert unmeasured.reasons == (
+        "validate.max_corruption_gap is set, but validate.corruptions is none: nothing to check it on",
+    )

@@ -143,7 +143,7 @@ def test_the_registered_version_points_at_its_onnx_files_and_they_serve_its_clas
     )
     steps.validate_student(params)
     record = steps.promote(params)
-    assert record["promoted"] and record["version"] == "1"
+    assert record.promoted and record.version == "1"
     client = mlflow.MlflowClient(mlflow_server)
     version = client.get_model_version(name, "1")
     onnx_uri, int8_uri = version.tags["kdpipe.onnx_model_uri"], version.tags["kdpipe.onnx_int8_model_uri"]

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from kdpipe.config import GateConfig, ValidateConfig
-from kdpipe.promotion.gate import Scores, decide_gate, decide_thresholds, mcnemar
+from kdpipe.promotion.gate import Scores, Thresholds, decide_gate, decide_thresholds, mcnemar
 
 DATA = "a" * 64
 OTHER = "b" * 64
@@ -24,8 +24,13 @@ def scores(correct: list[bool], sha: str = DATA) -> Scores:
     return Scores.from_predictions(torch.tensor(correct).long(), torch.ones(len(correct)).long(), sha)
 
 
-def passed() -> dict[str, object]:
-    return {"passed": True, "reasons": []}
+def thresholds(*reasons: str) -> Thresholds:
+    """The thresholds' verdict the gate reads first: passed when no reason is given."""
+    return Thresholds(not reasons, reasons, 0.9, 0.01, 1.0, None, "pytorch")
+
+
+def passed() -> Thresholds:
+    return thresholds()
 
 
 def exact_two_sided_p(b: int, c: int) -> float:
@@ -41,8 +46,8 @@ def test_thresholds_pass_when_every_one_holds() -> None:
         {"top1": 0.93},
         ValidateConfig(min_top1=0.88, max_teacher_gap=0.05, max_latency_ms=2.0),
     )
-    assert verdict["passed"] and verdict["reasons"] == []
-    assert verdict["teacher_gap"] == pytest.approx(0.03)
+    assert verdict.passed and verdict.reasons == ()
+    assert verdict.teacher_gap == pytest.approx(0.03)
 
 
 def test_each_failing_threshold_gives_its_own_reason() -> None:
@@ -51,9 +56,9 @@ def test_each_failing_threshold_gives_its_own_reason() -> None:
         {"top1": 0.95},
         ValidateConfig(min_top1=0.88, max_teacher_gap=0.05, max_latency_ms=2.0),
     )
-    assert not verdict["passed"]
-    assert [r.split()[0] for r in verdict["reasons"]] == ["top-1", "gap", "latency"]
-    assert "validate.min_top1 0.8800" in verdict["reasons"][0]
+    assert not verdict.passed
+    assert [r.split()[0] for r in verdict.reasons] == ["top-1", "gap", "latency"]
+    assert "validate.min_top1 0.8800" in verdict.reasons[0]
 
 
 def test_unset_thresholds_are_not_checked() -> None:
@@ -62,7 +67,7 @@ def test_unset_thresholds_are_not_checked() -> None:
         {"top1": 1.0},
         ValidateConfig(min_top1=0.0, max_teacher_gap=None, max_latency_ms=None),
     )
-    assert verdict["passed"]
+    assert verdict.passed
 
 
 def test_with_no_champion_passing_the_thresholds_is_enough() -> None:
@@ -71,7 +76,7 @@ def test_with_no_champion_passing_the_thresholds_is_enough() -> None:
 
 
 def test_failed_thresholds_are_never_promoted_even_without_a_champion() -> None:
-    result = decide_gate({"passed": False, "reasons": ["top-1 too low"]}, scores([True] * 4), GateConfig())
+    result = decide_gate(thresholds("top-1 too low"), scores([True] * 4), GateConfig())
     assert not result.promote and result.failed == ["top-1 too low"]
 
 
@@ -124,8 +129,9 @@ def test_significance_promotes_a_clear_winner() -> None:
     assert result.promote and exact_two_sided_p(20, 0) < 0.05
 
 
-def test_importing_the_gate_loads_no_mlflow() -> None:
-    probe = "import sys, kdpipe.gate; print(sorted(m for m in sys.modules if m.split('.')[0] == 'mlflow'))"
+def test_importing_the_gate_and_its_records_loads_no_mlflow() -> None:
+    modules = "kdpipe.promotion.gate, kdpipe.promotion.decision, kdpipe.promotion.records"
+    probe = f"import sys, {modules}; print(sorted(m for m in sys.modules if m.split('.')[0] == 'mlflow'))"
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
 
@@ -170,17 +176,17 @@ def test_the_deploy_formats_memory_and_int8_refusal_each_give_their_reason() -> 
     cfg = ValidateConfig(min_top1=0.5, max_teacher_gap=None, max_latency_ms=1.0, max_memory_mb=20.0)
     teacher = {"top1": 0.95}
     fine = {"top1": 0.9, "latency_ms_batch1": 0.1, "memory_mb": 19.0, "deploy_format": "onnx"}
-    assert decide_thresholds(fine, teacher, cfg)["passed"]
+    assert decide_thresholds(fine, teacher, cfg).passed
     heavy = {**fine, "latency_ms_batch1": 1.5, "memory_mb": 50.0}
-    assert decide_thresholds(heavy, teacher, cfg)["reasons"] == [
+    assert decide_thresholds(heavy, teacher, cfg).reasons == (
         "latency 1.50 ms (onnx) exceeds validate.max_latency_ms 1.00",
         "memory 50.0 MB (onnx) exceeds validate.max_memory_mb 20.0",
-    ]
+    )
     unmeasured = {"top1": 0.9, "latency_ms_batch1": 0.1}
-    assert decide_thresholds(unmeasured, teacher, cfg)["reasons"] == [
-        "validate.max_memory_mb is set, but memory was not measured (export.enabled is false)"
-    ]
+    assert decide_thresholds(unmeasured, teacher, cfg).reasons == (
+        "validate.max_memory_mb is set, but memory was not measured (export.enabled is false)",
+    )
     refused = {**fine, "deploy_format": "onnx_int8", "deploy_refused": "int8 top-1 0.8000 trails fp32 0.9000 by 0.1000"}
-    assert decide_thresholds(refused, teacher, cfg)["reasons"] == [
-        "validate.deploy_format onnx_int8 is not offered: int8 top-1 0.8000 trails fp32 0.9000 by 0.1000"
-    ]
+    assert decide_thresholds(refused, teacher, cfg).reasons == (
+        "validate.deploy_format onnx_int8 is not offered: int8 top-1 0.8000 trails fp32 0.9000 by 0.1000",
+    )

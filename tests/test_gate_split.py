@@ -42,8 +42,8 @@ def test_the_thresholds_read_gate_split_so_a_threshold_between_val_and_test_flip
 
     on_val, on_test = validate("val"), validate("test")
     val_top1, test_top1 = on_val["decision"]["top1"], on_test["decision"]["top1"]
-    assert on_val["summary"]["gate"]["student"]["top1"] == val_top1 and on_val["decision"]["split"] == "val"
-    assert on_val["summary"]["student"]["top1"] == test_top1, "the test split is still measured and reported"
+    assert on_val["summary"].gate.student["top1"] == val_top1 and on_val["decision"]["split"] == "val"
+    assert on_val["summary"].student["top1"] == test_top1, "the test split is still measured and reported"
     assert torch.equal(on_val["predictions"]["labels"], data.split("val")[1])
     assert torch.equal(on_test["predictions"]["labels"], data.split("test")[1])
     assert val_top1 != test_top1, f"the two splits must disagree for this test to prove anything ({val_top1})"

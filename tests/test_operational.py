@@ -149,15 +149,15 @@ def test_operational_min_top1_fails_a_student_below_it_and_names_the_set() -> No
     )
     student, teacher = {"top1": 0.9, "latency_ms_batch1": 1.0}, {"top1": 0.95}
     decision = decide_thresholds(student, teacher, cfg, {"line4": 0.75, "line7": 0.65})
-    assert not decision["passed"]
-    assert decision["reasons"] == [
-        "top-1 0.7500 on operational set 'line4' is below validate.operational_min_top1.line4 0.8000"
-    ]
-    assert decide_thresholds(student, teacher, cfg, {"line4": 0.85, "line7": 0.65})["passed"]
+    assert not decision.passed
+    assert decision.reasons == (
+        "top-1 0.7500 on operational set 'line4' is below validate.operational_min_top1.line4 0.8000",
+    )
+    assert decide_thresholds(student, teacher, cfg, {"line4": 0.85, "line7": 0.65}).passed
     unmeasured = decide_thresholds(student, teacher, cfg, {"line7": 0.65})
-    assert unmeasured["reasons"] == [
-        "validate.operational_min_top1.line4 is set, but operational set 'line4' was not measured"
-    ]
+    assert unmeasured.reasons == (
+        "validate.operational_min_top1.line4 is set, but operational set 'line4' was not measured",
+    )
 
 
 def test_params_reject_duplicate_and_unknown_set_names() -> None:

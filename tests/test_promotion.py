@@ -27,8 +27,9 @@ from kdpipe.config import GateConfig
 from kdpipe.infra.errors import KdpipeError, TrackingError
 from kdpipe.models import create_model
 from kdpipe.models.file import MODEL_FILE, save_model
-from kdpipe.promotion.gate import Scores
+from kdpipe.promotion.gate import Scores, Thresholds
 from kdpipe.promotion.moves import Candidate, promote_candidate, rollback
+from kdpipe.promotion.records import PromotionRecord
 from kdpipe.tracking import registry
 from kdpipe.tracking.logged_models import log_classifier
 from kdpipe.tracking.tags import CHAMPION_HISTORY, DATA_SHA256, LOCK_OWNER, MODEL_SHA256, PREVIOUS_CHAMPION
@@ -53,7 +54,8 @@ def scored_from_tags(mv: Any) -> Scores:
 
 def candidate(model_uri: str, top1: float, sha: str = DATA, passed: bool = True) -> Candidate:
     tags = {MODEL_SHA256: uuid.uuid4().hex, DATA_SHA256: sha, "kdpipe.top1": str(top1)}
-    thresholds = {"passed": passed, "reasons": [] if passed else ["top-1 0.1000 is below validate.min_top1 0.5000"]}
+    reasons = () if passed else ("top-1 0.1000 is below validate.min_top1 0.5000",)
+    thresholds = Thresholds(passed, reasons, top1, 0.0, 1.0, None, "pytorch")
     return Candidate(model_uri, None, result(top1, sha), thresholds, tags)
 
 
@@ -84,41 +86,41 @@ def champion_of(client: Any, name: str) -> str | None:
     return None if mv is None else str(mv.version)
 
 
-def promote(client: Any, name: str, cand: Candidate, gate: GateConfig | None = None, **kw: Any) -> dict[str, Any]:
+def promote(client: Any, name: str, cand: Candidate, gate: GateConfig | None = None, **kw: Any) -> PromotionRecord:
     return promote_candidate(client, name, cand, gate or GateConfig(), scored_from_tags, **kw)
 
 
 def test_first_model_becomes_champion(reg: tuple[Any, str], model_uri: str) -> None:
     client, name = reg
     record = promote(client, name, candidate(model_uri, 0.80))
-    assert record["promoted"] and record["version"] == "1"
+    assert record.promoted and record.version == "1"
     assert champion_of(client, name) == "1"
     assert str(registry.version_by_alias(client, name, registry.CHALLENGER).version) == "1"
     tags = client.get_model_version(name, "1").tags
     assert tags["kdpipe.promotion.decision"] == "champion"
     assert "no champion yet" in tags["kdpipe.promotion.reasons"]
     assert tags[PREVIOUS_CHAMPION] == ""
-    assert "v1 is the new champion" in record["message"]
+    assert "v1 is the new champion" in record.message
 
 
 def test_worse_model_stays_challenger(reg: tuple[Any, str], model_uri: str) -> None:
     client, name = reg
     promote(client, name, candidate(model_uri, 0.80))
     record = promote(client, name, candidate(model_uri, 0.70))
-    assert not record["promoted"] and record["version"] == "2"
+    assert not record.promoted and record.version == "2"
     assert champion_of(client, name) == "1"
     assert str(registry.version_by_alias(client, name, registry.CHALLENGER).version) == "2"
     tags = client.get_model_version(name, "2").tags
     assert tags["kdpipe.promotion.decision"] == "challenger"
     assert "does not beat the champion v1" in tags["kdpipe.promotion.reasons"]
-    assert "stays challenger, champion stays v1" in record["message"]
+    assert "stays challenger, champion stays v1" in record.message
 
 
 def test_better_model_becomes_champion(reg: tuple[Any, str], model_uri: str) -> None:
     client, name = reg
     promote(client, name, candidate(model_uri, 0.80))
     record = promote(client, name, candidate(model_uri, 0.85))
-    assert record["promoted"]
+    assert record.promoted
     assert champion_of(client, name) == "2"
     assert client.get_model_version(name, "2").tags[PREVIOUS_CHAMPION] == "1"
     assert "champion v1 -> v2 (promoted)" in client.get_registered_model(name).tags[CHAMPION_HISTORY]
@@ -130,9 +132,9 @@ def test_tie_and_margin_keep_the_champion(reg: tuple[Any, str], model_uri: str) 
     tie = promote(client, name, candidate(model_uri, 0.80))
     small = promote(client, name, candidate(model_uri, 0.81), GateConfig(min_improvement=0.02))
     enough = promote(client, name, candidate(model_uri, 0.83), GateConfig(min_improvement=0.02))
-    assert not tie["promoted"] and "does not beat" in tie["message"]
-    assert not small["promoted"] and "less than gate.min_improvement 0.0200" in small["message"]
-    assert enough["promoted"] and champion_of(client, name) == enough["version"]
+    assert not tie.promoted and "does not beat" in tie.message
+    assert not small.promoted and "less than gate.min_improvement 0.0200" in small.message
+    assert enough.promoted and champion_of(client, name) == enough.version
 
 
 def test_mcnemar_must_agree_when_significance_is_set(reg: tuple[Any, str], model_uri: str) -> None:
@@ -141,24 +143,24 @@ def test_mcnemar_must_agree_when_significance_is_set(reg: tuple[Any, str], model
     gate = GateConfig(significance=0.05)
     lucky = promote(client, name, candidate(model_uri, 0.805), gate)  # 2 more right of 400: chance
     clear = promote(client, name, candidate(model_uri, 0.850), gate)  # 20 more right, none worse
-    assert not lucky["promoted"] and "McNemar: 2 images only the student gets right, 0 only" in lucky["message"]
-    assert clear["promoted"] and champion_of(client, name) == clear["version"]
+    assert not lucky.promoted and "McNemar: 2 images only the student gets right, 0 only" in lucky.message
+    assert clear.promoted and champion_of(client, name) == clear.version
 
 
 def test_model_evaluated_on_other_data_is_refused(reg: tuple[Any, str], model_uri: str) -> None:
     client, name = reg
     promote(client, name, candidate(model_uri, 0.80))
     record = promote(client, name, candidate(model_uri, 0.99, sha=OTHER_DATA))
-    assert not record["promoted"] and champion_of(client, name) == "1"
-    assert "not comparable" in record["message"] and OTHER_DATA[:12] in record["message"]
+    assert not record.promoted and champion_of(client, name) == "1"
+    assert "not comparable" in record.message and OTHER_DATA[:12] in record.message
 
 
 def test_failed_thresholds_never_become_champion(reg: tuple[Any, str], model_uri: str) -> None:
     client, name = reg
     record = promote(client, name, candidate(model_uri, 0.10, passed=False))
-    assert not record["promoted"] and champion_of(client, name) is None
-    assert str(registry.version_by_alias(client, name, registry.CHALLENGER).version) == record["version"]
-    assert "below validate.min_top1" in record["message"]
+    assert not record.promoted and champion_of(client, name) is None
+    assert str(registry.version_by_alias(client, name, registry.CHALLENGER).version) == record.version
+    assert "below validate.min_top1" in record.message
 
 
 def test_dry_run_changes_nothing(reg: tuple[Any, str], model_uri: str) -> None:
@@ -166,8 +168,8 @@ def test_dry_run_changes_nothing(reg: tuple[Any, str], model_uri: str) -> None:
     promote(client, name, candidate(model_uri, 0.80))
     before = [(mv.version, dict(mv.tags), list(mv.aliases)) for mv in client.search_model_versions(f"name = '{name}'")]
     record = promote(client, name, candidate(model_uri, 0.90), dry_run=True)
-    assert record["dry_run"] and record["would_promote"] and not record["promoted"]
-    assert record["message"].startswith("dry run: nothing changed") and "would become champion" in record["message"]
+    assert record.dry_run and record.would_promote and not record.promoted
+    assert record.message.startswith("dry run: nothing changed") and "would become champion" in record.message
     after = [(mv.version, dict(mv.tags), list(mv.aliases)) for mv in client.search_model_versions(f"name = '{name}'")]
     assert after == before
 
@@ -177,7 +179,7 @@ def test_rerunning_promote_for_the_same_student_adds_no_version(reg: tuple[Any, 
     cand = candidate(model_uri, 0.80)
     promote(client, name, cand)
     again = promote(client, name, cand)
-    assert "already the champion" in again["message"]
+    assert "already the champion" in again.message
     assert len(client.search_model_versions(f"name = '{name}'")) == 1
 
 
@@ -191,7 +193,7 @@ def test_rollback_moves_champion_back_and_keeps_history(
     assert champion_of(client, name) == "3"
 
     dry = rollback(client, name, dry_run=True)
-    assert (dry["from"], dry["to"]) == ("3", "2") and champion_of(client, name) == "3"
+    assert (dry.from_version, dry.to_version) == ("3", "2") and champion_of(client, name) == "3"
 
     params_file = tmp_path / "params.yaml"
     params = make_params(tracking__uri=mlflow_server, tracking__registered_model=name)
@@ -203,7 +205,7 @@ def test_rollback_moves_champion_back_and_keeps_history(
     assert champion_of(client, name) == "2"
     assert client.get_model_version(name, "3").tags["kdpipe.rolled_back_to"] == "2"
 
-    assert rollback(client, name)["to"] == "1"
+    assert rollback(client, name).to_version == "1"
     with pytest.raises(KdpipeError, match=r"champion v1 of .* has no previous champion"):
         rollback(client, name)
     assert champion_of(client, name) == "1"
@@ -229,7 +231,7 @@ def _promote_in_process(uri: str, name: str, model_uri: str, top1: float, barrie
     cand = candidate(model_uri, top1)
     try:
         barrier.wait(timeout=600)
-        out.put((top1, promote(client, name, cand)["version"]))
+        out.put((top1, promote(client, name, cand).version))
     except Exception as exc:  # reported to the test instead of dying silently
         out.put((top1, f"{type(exc).__name__}: {exc}"))
 
@@ -283,7 +285,7 @@ def test_stale_lock_is_taken_over(reg: tuple[Any, str], model_uri: str) -> None:
     client, name = reg
     client.create_registered_model(name + registry.LOCK_SUFFIX, tags={LOCK_OWNER: "crashed:0"})
     record = promote(client, name, candidate(model_uri, 0.8), lock_options={"stale_after_s": 0.5, "poll_s": 0.05})
-    assert record["promoted"]
+    assert record.promoted
     with pytest.raises(Exception, match="RESOURCE_DOES_NOT_EXIST"):
         client.get_registered_model(name + registry.LOCK_SUFFIX)
 

@@ -110,7 +110,7 @@ def test_mlflow_artifacts_live_on_seaweedfs_and_no_secret_is_logged(
         tracking__uri=mlflow_server, tracking__experiment=experiment, tracking__registered_model=f"{experiment}-student"
     )
     result = steps.run_pipeline(params)
-    assert result["promotion"]["promoted"]
+    assert result["promotion"].promoted
 
     objects = seaweedfs.objects("mlflow", "artifacts/")
     names = {key.rsplit("/", 1)[-1] for key in objects}

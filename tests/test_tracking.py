@@ -71,7 +71,7 @@ def test_pipeline_run_is_tracked_and_the_champion_serves_the_trained_student(
     new_pipeline_run(monkeypatch)
     params = make_params()
     result = steps.run_pipeline(params)
-    assert result["promotion"]["promoted"] and "v1 is the new champion" in result["promotion"]["message"]
+    assert result["promotion"].promoted and "v1 is the new champion" in result["promotion"].message
 
     runs = runs_by_step(params)
     assert set(runs) == {"prepare_data", "evaluate_teacher", "distill", "validate_student", "promote"}
@@ -145,7 +145,7 @@ def test_running_again_on_the_same_data_keeps_the_champion_unless_beaten(
     params = make_params(gate__min_improvement=0.02)
     new_pipeline_run(monkeypatch)
     first_run = steps.run_pipeline(params)
-    first, val_first = first_run["promotion"], first_run["validation"]["gate"]["student"]["top1"]
+    first, val_first = first_run["promotion"], first_run["validation"].gate.student["top1"]
     new_pipeline_run(monkeypatch)
     second = steps.run_pipeline(params)
     record = second["promotion"]
@@ -154,19 +154,19 @@ def test_running_again_on_the_same_data_keeps_the_champion_unless_beaten(
     name = params.tracking.registered_model
     champion = client.get_model_version_by_alias(name, "champion")
     challenger = client.get_model_version_by_alias(name, "challenger")
-    assert first["version"] == "1" and record["version"] == "2" and str(challenger.version) == "2"
+    assert first.version == "1" and record.version == "2" and str(challenger.version) == "2"
     test_top1_first = float(
         client.get_model_version(name, "1").tags["kdpipe.top1"]
     )  # the version records the test figure
-    assert test_top1_first == pytest.approx(first_run["validation"]["student"]["top1"])
-    delta = second["validation"]["gate"]["student"]["top1"] - val_first  # the gate decides on gate.split (val)
+    assert test_top1_first == pytest.approx(first_run["validation"].student["top1"])
+    delta = second["validation"].gate.student["top1"] - val_first  # the gate decides on gate.split (val)
     if delta >= 0.02:
-        assert record["promoted"] and str(champion.version) == "2"
-        assert "v2 is the new champion (previous: v1)" in record["message"]
+        assert record.promoted and str(champion.version) == "2"
+        assert "v2 is the new champion (previous: v1)" in record.message
     else:
-        assert not record["promoted"] and str(champion.version) == "1"
-        assert "v2 stays challenger, champion stays v1" in record["message"]
-        assert "does not beat" in record["message"] or "less than gate.min_improvement 0.0200" in record["message"]
+        assert not record.promoted and str(champion.version) == "1"
+        assert "v2 stays challenger, champion stays v1" in record.message
+        assert "does not beat" in record.message or "less than gate.min_improvement 0.0200" in record.message
     validation = json.loads((Path(params.paths.validation) / DECISION_FILE).read_text())
     assert validation["champion"]["version"] == "1" and validation["champion"]["top1"] == pytest.approx(val_first)
 

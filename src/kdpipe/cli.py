@@ -23,7 +23,9 @@ from kdpipe import __version__, steps
 from kdpipe.config import DEFAULT_PARAMS, Params, load_params
 from kdpipe.deploy.onnx import EXPORTER_LOGGERS
 from kdpipe.evaluation import report
+from kdpipe.evaluation.validation_metrics import ValidationMetrics
 from kdpipe.infra.errors import KdpipeError
+from kdpipe.promotion.records import PromotionRecord
 from kdpipe.steps.pipeline_run import with_pipeline_run_id
 from kdpipe.steps.spec import (
     DISTILL,
@@ -124,9 +126,10 @@ def _columns(rows: list[Any]) -> list[str]:
     return ["  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip() for r in rows]
 
 
-def _summary_table(result: dict[str, Any], params: Params) -> str:
-    v = result["validation"]
-    split, sets = v["gate"]["split"], v.get("operational") or {}
+def _summary_table(v: ValidationMetrics, promotion: PromotionRecord, teacher_arch: str, student_arch: str) -> list[str]:
+    """The lines `kdpipe run` closes with: each model on the test and gate splits and the operational sets, the
+    inference cost, the sets' shift, and what promote did (the champion's architecture comes with its figures)."""
+    split, sets = v.gate.split, v.operational
     rows = [
         (
             "",
@@ -145,11 +148,11 @@ def _summary_table(result: dict[str, Any], params: Params) -> str:
         return "-" if m.get(key) is None else format(m[key], spec)
 
     for who in ("teacher", "student", "champion"):
-        m = v.get(who)
+        m = v.of(who)
         if not m:
             continue
-        name = m.get("arch", params.teacher.arch if who == "teacher" else params.student.arch)
-        g = v["gate"].get(who) or {}
+        name = m.get("arch", teacher_arch if who == "teacher" else student_arch)
+        g = v.gate.of(who) or {}
         rows.append(
             (
                 f"{who} ({name})",
@@ -158,14 +161,14 @@ def _summary_table(result: dict[str, Any], params: Params) -> str:
                 fmt(g, "corrupted_top1", ".2%"),
                 fmt(g, "relative_mce", ".3f"),
                 fmt(g, "robustness_retention", ".3f"),
-                *(fmt(f.get(who) or {}, "top1", ".2%") for f in sets.values()),
+                *(fmt(f.of(who) or {}, "top1", ".2%") for f in sets.values()),
                 fmt(m, "parameters", ","),
                 fmt(m, "latency_ms_batch1", ".2f"),
             )
         )
     lines = _columns(rows)
-    lines.append(f"corruptions: {v['corruptions']}")
-    deployed = v.get("deployment")
+    lines.append(f"corruptions: {v.corruptions}")
+    deployed = v.deployment
     if deployed:
         lines += [
             f"inference cost at {deployed['threads']} thread(s), each in a fresh process; the gate reads "
@@ -175,18 +178,25 @@ def _summary_table(result: dict[str, Any], params: Params) -> str:
         if not deployed["int8"]["offered"]:
             lines.append(f"int8 is not offered for deployment: {deployed['int8']['reason']}")
     lines += [
-        f"operational set {name}: {f['num_samples']:,} images from {f['source']}; teacher-student disagreement "
-        f"{f['shift']['disagreement']:.2%}, input mean shift {f['shift']['input_mean_shift']:+.3f}"
+        f"operational set {name}: {f.num_samples:,} images from {f.source}; teacher-student disagreement "
+        f"{f.shift['disagreement']:.2%}, input mean shift {f.shift['input_mean_shift']:+.3f}"
         for name, f in sets.items()
     ]
-    ratio = v["teacher"]["parameters"] / max(1, v["student"]["parameters"])
-    lines.append(f"student/teacher parameters: 1/{ratio:.1f}; {result['promotion']['message']}")
-    if params.tracking.enabled:
-        if params.tracking.uri.startswith("sqlite:"):
-            lines.append(f"start the MLflow UI with: .venv/bin/mlflow ui --backend-store-uri {params.tracking.uri}")
-        lines.append(f"runs: {ui_links.experiment(params, str(check_tracking(params)))}")
-        lines.append(f"registered model: {ui_links.registered_model(params, params.tracking.registered_model)}")
-    return "\n".join(lines)
+    ratio = v.teacher["parameters"] / max(1, v.student["parameters"])
+    lines.append(f"student/teacher parameters: 1/{ratio:.1f}; {promotion.message}")
+    return lines
+
+
+def _tracking_lines(params: Params) -> list[str]:
+    """Where the runs and the registered model are, when tracking is on."""
+    if not params.tracking.enabled:
+        return []
+    lines = []
+    if params.tracking.uri.startswith("sqlite:"):
+        lines.append(f"start the MLflow UI with: .venv/bin/mlflow ui --backend-store-uri {params.tracking.uri}")
+    lines.append(f"runs: {ui_links.experiment(params, str(check_tracking(params)))}")
+    lines.append(f"registered model: {ui_links.registered_model(params, params.tracking.registered_model)}")
+    return lines
 
 
 def _distill(params: Params, resume: bool) -> dict[str, Any]:
@@ -243,7 +253,8 @@ def main(argv: list[str] | None = None) -> int:
         }
         result = args.plugin.run(args) if hasattr(args, "plugin") else actions[args.command]()
         if args.command == RUN_PIPELINE.verb:
-            print(_summary_table(result, params))
+            table = _summary_table(result["validation"], result["promotion"], params.teacher.arch, params.student.arch)
+            print("\n".join([*table, *_tracking_lines(params)]))
         elif args.command == TEACHER_CACHE.verb:
             print(
                 f"teacher cache {result['directory']}: recorded {result['recorded']} epoch file(s), "
@@ -252,7 +263,7 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == EXPORT.verb:
             print("\n".join(_columns(report.cost_rows(result))))
         elif args.command in (PROMOTE.verb, ROLLBACK.verb, "registry"):
-            print(result["message"])
+            print(result.message)
     except KdpipeError as exc:
         print(f"kdpipe: error: {exc}", file=sys.stderr)
         return 2

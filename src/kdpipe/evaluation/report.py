@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from kdpipe.promotion.decision import Decision
+
 _ROWS = (
     ("test top-1", "top1", "{:.2%}"),
     ("test top-5", "top5", "{:.2%}"),
@@ -123,7 +125,7 @@ def render(
     teacher: dict[str, Any],
     student: dict[str, Any],
     champion: dict[str, Any] | None,
-    decision: dict[str, Any],
+    decision: Decision,
     lineage: dict[str, str],
     champion_note: str,
     corruption_note: str = "",
@@ -144,7 +146,7 @@ def render(
     for label, key, fmt in _ROWS:
         cells = [_cell(m, key, fmt) for m in (teacher, student, champion)]
         lines.append(f"| {label} | {' | '.join(cells)} |")
-    verdict = "passed" if decision["passed"] else "failed"
+    verdict = "passed" if decision.passed else "failed"
     lines += ["", f"Champion: {champion_note}"]
     if gate:
         lines += [
@@ -168,7 +170,7 @@ def render(
         f"## Validation thresholds: {verdict}",
         "",
     ]
-    lines += [f"- {reason}" for reason in decision["reasons"]] or ["- every threshold in `validate.*` holds"]
+    lines += [f"- {reason}" for reason in decision.reasons] or ["- every threshold in `validate.*` holds"]
     lines += ["", "## Lineage", "", "| tag | value |", "|---|---|"]
     lines += [f"| {k} | `{v}` |" for k, v in sorted(lineage.items())]
     return "\n".join(lines) + "\n"

@@ -21,6 +21,7 @@ from kdpipe.data.prepared import PreparedData
 from kdpipe.deploy.deployment import Deployment
 from kdpipe.evaluation import plots, report, robustness
 from kdpipe.evaluation.metrics import classification_metrics, inference_cost, predict_logits, scalars, top1
+from kdpipe.evaluation.validation_metrics import GateFigures, SetFigures, ValidationMetrics
 from kdpipe.infra.files import (
     CONFUSION_FILE,
     CORRUPTION_HEATMAP_FILE,
@@ -35,11 +36,10 @@ from kdpipe.infra.files import (
 )
 from kdpipe.models.serving import predict_unit_images
 from kdpipe.promotion.champion import ChampionScore
+from kdpipe.promotion.decision import ChampionSeen, Decision
 from kdpipe.promotion.gate import decide_thresholds
-from kdpipe.tracking import datasets, tags
+from kdpipe.tracking import tags
 from kdpipe.training.runtime import Runtime, eval_loader, images_loader
-
-MODELS = ("student", "teacher", "champion")
 
 
 @dataclass(frozen=True)
@@ -159,9 +159,10 @@ def measure(
     )
 
 
-def decide(m: Measured, cfg: ValidateConfig) -> dict[str, Any]:
-    """The validate.* thresholds on the gate split's figures; latency and memory are the deploy format's as
-    probed (without an export, the eager latency measured in this process, and no memory)."""
+def decide(m: Measured, cfg: ValidateConfig, *, data_sha256: str, model_sha256: str) -> Decision:
+    """The validate.* thresholds on the gate split's figures, for the student file hashing to ``model_sha256``
+    on the data ``data_sha256``; latency and memory are the deploy format's as probed (without an export, the
+    eager latency measured in this process, and no memory)."""
     d = m.deployment
     cost = (
         {
@@ -172,66 +173,20 @@ def decide(m: Measured, cfg: ValidateConfig) -> dict[str, Any]:
         if d
         else {"latency_ms_batch1": m.student["latency_ms_batch1"], "deploy_format": "pytorch"}
     )
-    decision = decide_thresholds(
+    thresholds = decide_thresholds(
         {**m.gate["student"], **cost},
         m.gate["teacher"],
         cfg,
         {name: figures["student"]["top1"] for name, figures in m.operational.items()},
     )
-    return {**decision, "split": m.gate["split"]}
+    champion = ChampionSeen(m.champ.version, m.champ.note, (m.gate["champion"] or {}).get("top1"))
+    corrupted_top1 = m.gate["student"].get("corrupted_top1")
+    return Decision(thresholds, m.gate["split"], data_sha256, model_sha256, corrupted_top1, champion)
 
 
-def logged_metrics(m: Measured, manifest: dict[str, Any]) -> list[tuple[str, dict[str, Any], tuple[str, str]]]:
-    """(model, metrics, dataset) for MLflow: ``<model>_test_*``, ``<model>_<gate split>_*``,
-    ``<model>_operational_<set>_*`` and each set's shift as ``operational_<set>_*`` (model ``"set"``);
-    the dataset (name, digest) is the one the figures were measured on."""
-
-    def prefixed(figures: dict[str, Any], prefix: str) -> dict[str, Any]:
-        return {f"{prefix}{k}": v for k, v in figures.items()}
-
-    out = []
-    for split, by_model in (
-        ("test", {"student": m.student, "teacher": m.teacher, "champion": m.champion}),
-        (m.gate["split"], m.gate),
-    ):
-        dataset = (datasets.name(manifest, split), datasets.digest(manifest))
-        out += [
-            (who, prefixed(by_model[who], tags.split_prefix(who, split)), dataset)
-            for who in MODELS
-            if by_model.get(who)
-        ]
-    for name, f in m.operational.items():
-        split, dataset = (
-            tags.operational_split(name),
-            (datasets.operational_name(name), f["sha256"][: datasets.DIGEST_CHARS]),
-        )
-        out += [(who, prefixed(f[who], tags.split_prefix(who, split)), dataset) for who in MODELS if f.get(who)]
-        out.append(("set", prefixed(f["shift"], f"{split}_"), dataset))
-    if m.deployment:
-        d, gate = m.deployment, (datasets.name(manifest, m.gate["split"]), datasets.digest(manifest))
-        out += [
-            (who, prefixed(figures, tags.cost_prefix(who, fmt)), gate)
-            for who, by_format in d.cost.items()
-            for fmt, figures in by_format.items()
-        ]
-        out += [(who, prefixed(figures, tags.cost_prefix(who, "onnx")), gate) for who, figures in d.parity.items()]
-        out.append(("student", {f"{tags.cost_prefix('student', 'onnx_int8')}top1_drop": d.int8["drop"]}, gate))
-    return out
-
-
-def write(
-    out: Path,
-    m: Measured,
-    decision: dict[str, Any],
-    *,
-    data_sha256: str,
-    model_sha256: str,
-    lineage: dict[str, str],
-    student_arch: str,
-) -> list[Path]:
+def write(out: Path, m: Measured, decision: Decision, *, lineage: dict[str, str], student_arch: str) -> list[Path]:
     """Write every file of the validation into ``out``; returns those to log as run artifacts."""
-    champ = m.champ
-    write_json(out / METRICS_FILE, summary(m, decision))
+    write_json(out / METRICS_FILE, summary(m, decision).to_dict())
     write_json(
         out / DETAILS_FILE,
         {
@@ -244,21 +199,11 @@ def write(
             "deployment": m.deployment.as_dict() if m.deployment else None,
         },
     )
-    write_json(
-        out / DECISION_FILE,
-        {
-            **decision,
-            "data_sha256": data_sha256,
-            "model_sha256": model_sha256,
-            "split": m.gate["split"],
-            "corrupted_top1": m.gate["student"].get("corrupted_top1"),
-            "champion": {"version": champ.version, "note": champ.note, "top1": (m.gate["champion"] or {}).get("top1")},
-        },
-    )
+    write_json(out / DECISION_FILE, decision.to_dict())
     predictions = dict(m.gate_predictions)
     if "champion" in predictions:
         predictions.update(
-            champion_version=champ.version, champion_corrupted_top1=m.gate["champion"].get("corrupted_top1")
+            champion_version=m.champ.version, champion_corrupted_top1=m.gate["champion"].get("corrupted_top1")
         )
     atomic_torch_save(predictions, out / PREDICTIONS_FILE)
     atomic_write_text(
@@ -269,7 +214,7 @@ def write(
             m.champion,
             decision,
             lineage,
-            champ.note,
+            m.champ.note,
             m.corruption_note,
             m.gate,
             m.operational,
@@ -297,19 +242,24 @@ def write(
     return written
 
 
-def summary(m: Measured, decision: dict[str, Any]) -> dict[str, Any]:
+def summary(m: Measured, decision: Decision) -> ValidationMetrics:
     """The step's result: each model's test scalars, the gate split's figures, and whether the thresholds passed."""
 
-    def by_model(figures: dict[str, Any]) -> dict[str, Any]:
-        return {key: (scalars(value) if isinstance(value, dict) else value) for key, value in figures.items()}
+    def some(figures: dict[str, Any] | None) -> dict[str, Any] | None:
+        return None if figures is None else scalars(figures)
 
-    return {
-        "student": scalars(m.student),
-        "teacher": scalars(m.teacher),
-        "passed": decision["passed"],
-        "champion": scalars(m.champion) if m.champion else None,
-        "gate": by_model(m.gate),
-        "corruptions": m.corruption_note,
-        "operational": {name: by_model(f) for name, f in m.operational.items()},
-        "deployment": m.deployment.as_dict() if m.deployment else None,
-    }
+    def field(f: dict[str, Any]) -> SetFigures:
+        figures = [scalars(f["teacher"]), scalars(f["student"]), some(f.get("champion")), scalars(f["shift"])]
+        return SetFigures(f["source"], f["kind"], f["num_samples"], f["sha256"], *figures)
+
+    g = m.gate
+    return ValidationMetrics(
+        student=scalars(m.student),
+        teacher=scalars(m.teacher),
+        champion=scalars(m.champion) if m.champion else None,
+        gate=GateFigures(g["split"], scalars(g["teacher"]), scalars(g["student"]), some(g["champion"])),
+        passed=decision.passed,
+        corruptions=m.corruption_note,
+        operational={name: field(f) for name, f in m.operational.items()},
+        deployment=m.deployment.as_dict() if m.deployment else None,
+    )

@@ -1,6 +1,6 @@
 """Step results as Kubeflow artifacts the UI can show: scalars, the confusion matrix, the report.
 
-The steps write plain JSON files; this module reads them back into kfp's Metrics,
+The steps return their results and write plain JSON files; this module turns both into kfp's Metrics,
 ClassificationMetrics, Model metadata and a Markdown run report, duck-typed so it needs no kfp.
 """
 
@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 import shutil
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -16,6 +16,8 @@ from kdpipe.config import Params
 from kdpipe.data.prepared import MANIFEST_FILE
 from kdpipe.infra.files import DECISION_FILE, DETAILS_FILE, METRICS_FILE, atomic_write_text, read_json
 from kdpipe.models.file import MODEL_FILE, load_model
+from kdpipe.promotion.decision import Decision
+from kdpipe.promotion.records import PromotionRecord
 from kdpipe.tracking import tags, ui_links
 from kdpipe.tracking.server import check_tracking
 
@@ -31,6 +33,26 @@ class ConfusionLike(Protocol):
 class ArtifactLike(Protocol):
     path: str
     metadata: dict[str, Any]
+
+
+class ValidationLike(Protocol):
+    """What validate_student returns (:class:`kdpipe.evaluation.validation_metrics.ValidationMetrics`), by the
+    attributes read here: each model's test figures, the operational sets (``num_samples`` and each model's
+    figures), whether the thresholds passed, and its JSON."""
+
+    @property
+    def passed(self) -> bool: ...
+
+    @property
+    def teacher(self) -> dict[str, Any]: ...
+
+    @property
+    def student(self) -> dict[str, Any]: ...
+
+    @property
+    def operational(self) -> Mapping[str, Any]: ...
+
+    def to_dict(self) -> dict[str, Any]: ...
 
 
 def _number(value: Any) -> bool:
@@ -110,12 +132,12 @@ def _fmt(value: Any, spec: str) -> str:
 def run_report(
     manifest: dict[str, Any],
     distilled: dict[str, Any],
-    validation: dict[str, Any],
-    decision: dict[str, Any],
+    validation: ValidationLike,
+    decision: Decision,
     mlflow_links: Sequence[str] = (),
 ) -> str:
     """The Markdown summary of one pipeline run: data, teacher and student, the verdict, links to MLflow."""
-    teacher, student = validation["teacher"], validation["student"]
+    teacher, student = validation.teacher, validation.student
     rows = [
         ("test top-1", "top1", ".2%"),
         ("test top-5", "top5", ".2%"),
@@ -140,16 +162,16 @@ def run_report(
             for label, key, spec in rows
         ),
         *(
-            f"| top-1 on operational set {name} ({f['num_samples']:,} images) | "
-            f"{_fmt(f['teacher'].get('top1'), '.2%')} | "
-            f"{_fmt(f['student'].get('top1'), '.2%')} |"
-            for name, f in (validation.get("operational") or {}).items()
+            f"| top-1 on operational set {name} ({f.num_samples:,} images) | "
+            f"{_fmt(f.teacher.get('top1'), '.2%')} | "
+            f"{_fmt(f.student.get('top1'), '.2%')} |"
+            for name, f in validation.operational.items()
         ),
         "",
         "**Validation passed**: the student goes on to promotion."
-        if decision["passed"]
+        if decision.passed
         else "**Validation failed**, the student is not promoted:",
-        *(f"- {reason}" for reason in decision.get("reasons", [])),
+        *(f"- {reason}" for reason in decision.reasons),
         "",
         *(f"{line}\n" for line in mlflow_links),
     ]
@@ -169,21 +191,27 @@ def _mlflow_links(params: Params) -> list[str]:
 
 
 def write_run_report(
-    path: Path, dataset_dir: Path, student_dir: Path, validation_dir: Path, mlflow_links: Sequence[str] = ()
+    path: Path,
+    dataset_dir: Path,
+    student_dir: Path,
+    validation: ValidationLike,
+    validation_dir: Path,
+    mlflow_links: Sequence[str] = (),
 ) -> None:
-    """The run report from the files the steps wrote (every Dataset artifact holds the manifest)."""
+    """The run report from the validation and the files the steps wrote (every Dataset artifact holds the
+    manifest)."""
     text = run_report(
         read_json(dataset_dir / MANIFEST_FILE),
         read_json(student_dir / METRICS_FILE),
-        read_json(validation_dir / METRICS_FILE),
-        read_json(validation_dir / DECISION_FILE),
+        validation,
+        Decision.from_dict(read_json(validation_dir / DECISION_FILE)),
         mlflow_links,
     )
     atomic_write_text(path, text)
 
 
 def record_validation(
-    result: dict[str, Any],
+    result: ValidationLike,
     params: Params,
     metrics: MetricsLike,
     confusion: ConfusionLike,
@@ -196,10 +224,16 @@ def record_validation(
     """The validation as the Kubeflow UI shows it: scalars, confusion matrix, run report with MLflow links, the
     ONNX fp32 and int8 Model artifacts (``exports``), verdict."""
     record_exports(Path(validation.path), *exports)
-    log_scalars(metrics, result)
+    log_scalars(metrics, result.to_dict())
     log_confusion(confusion, Path(validation.path) / DETAILS_FILE)
     write_run_report(
-        Path(report.path), Path(dataset.path), Path(student.path), Path(validation.path), _mlflow_links(params)
+        Path(report.path), Path(dataset.path), Path(student.path), result, Path(validation.path), _mlflow_links(params)
     )
-    validation.metadata["passed"] = bool(result["passed"])
-    return bool(result["passed"])
+    validation.metadata["passed"] = bool(result.passed)
+    return bool(result.passed)
+
+
+def record_promotion(record: PromotionRecord, promotion: ArtifactLike) -> bool:
+    """The promotion record's plain fields as the artifact's metadata; returns whether the student was promoted."""
+    promotion.metadata.update({k: v for k, v in record.to_dict().items() if isinstance(v, (str, int, float, bool))})
+    return bool(record.promoted)

@@ -29,12 +29,26 @@ import torch
 from kdpipe.config import GateConfig, ValidateConfig
 
 
+@dataclass(frozen=True)
+class Thresholds:
+    """Check 1: whether every threshold in ``validate`` holds, each failure's reason, and the student's figures
+    they read (top-1 and the gap to the teacher on the gate split, latency and memory in the deploy format)."""
+
+    passed: bool
+    reasons: tuple[str, ...]
+    top1: float
+    teacher_gap: float
+    latency_ms: float
+    memory_mb: float | None
+    deploy_format: str
+
+
 def decide_thresholds(
     student: dict[str, Any],
     teacher: dict[str, Any],
     cfg: ValidateConfig,
     operational_top1: dict[str, float] | None = None,
-) -> dict[str, Any]:
+) -> Thresholds:
     """Pass only when every threshold in ``validate`` holds; each failure gives its reason.
 
     ``operational_top1``: the student's top-1 on each operational set measured, by set name.
@@ -79,15 +93,7 @@ def decide_thresholds(
         reasons.append(f"memory {memory:.1f} MB ({fmt}) exceeds validate.max_memory_mb {cfg.max_memory_mb:.1f}")
     if student.get("deploy_refused"):
         reasons.append(f"validate.deploy_format {fmt} is not offered: {student['deploy_refused']}")
-    return {
-        "passed": not reasons,
-        "reasons": reasons,
-        "top1": student["top1"],
-        "teacher_gap": gap,
-        "latency_ms": latency,
-        "memory_mb": memory,
-        "deploy_format": fmt,
-    }
+    return Thresholds(not reasons, tuple(reasons), student["top1"], gap, latency, memory, fmt)
 
 
 @dataclass(frozen=True)
@@ -173,7 +179,7 @@ def _robustness_and_classes(
 
 
 def decide_gate(
-    thresholds: dict[str, Any],
+    thresholds: Thresholds,
     student: Scores,
     gate: GateConfig,
     champion_version: str | None = None,
@@ -182,7 +188,7 @@ def decide_gate(
 ) -> GateResult:
     """Apply the checks of the module docstring; ``champion`` is needed when the data match."""
     result = GateResult()
-    result.check(bool(thresholds["passed"]), "; ".join(thresholds["reasons"]) or "the validation thresholds hold")
+    result.check(bool(thresholds.passed), "; ".join(thresholds.reasons) or "the validation thresholds hold")
     if champion_version is None:
         result.checks.append("no champion yet: nothing to beat")
         return result

@@ -16,7 +16,9 @@ from typing import Any
 
 from kdpipe.config import GateConfig
 from kdpipe.infra.errors import KdpipeError
-from kdpipe.promotion.gate import GateResult, Scores, decide_gate
+from kdpipe.promotion.decision import Decision
+from kdpipe.promotion.gate import GateResult, Scores, Thresholds, decide_gate
+from kdpipe.promotion.records import GateVerdict, PromotionRecord, RollbackRecord
 from kdpipe.tracking import registry, run_notes, tags
 
 HISTORY_CHARS = 4000
@@ -25,12 +27,13 @@ TAG_CHARS = 5000
 
 @dataclass(frozen=True)
 class Candidate:
-    """A validated student ready for the registry; ``tags`` carry its lineage and its model sha256."""
+    """A validated student ready for the registry; ``thresholds``: the validation's verdict; ``tags`` carry its
+    lineage and its model sha256."""
 
     model_uri: str
     run_id: str | None
     result: Scores
-    thresholds: dict[str, Any]
+    thresholds: Thresholds
     tags: dict[str, str]
 
 
@@ -68,7 +71,7 @@ def promote_candidate(
     *,
     dry_run: bool = False,
     lock_options: dict[str, float] | None = None,
-) -> dict[str, Any]:
+) -> PromotionRecord:
     """Register ``cand`` as challenger and move champion to it when the gate says so."""
     if dry_run:
         champion, verdict = _judge(mlflow_client, name, cand, gate, evaluate_champion)
@@ -149,25 +152,23 @@ def _record(
     promoted: bool,
     dry_run: bool,
     message: str,
-) -> dict[str, Any]:
-    return {
-        "promoted": promoted,
-        "would_promote": verdict.promote,
-        "dry_run": dry_run,
-        "message": message,
-        "checks": verdict.checks,
-        "reasons": verdict.failed,
-        "version": version,
-        "compared_with": str(champion.version) if champion is not None else None,
-        "data_sha256": cand.result.data_sha256,
-        "model_sha256": cand.tags.get(tags.MODEL_SHA256),
-        "decided_at": _now(),
-    }
+) -> PromotionRecord:
+    return PromotionRecord(
+        promoted=promoted,
+        would_promote=verdict.promote,
+        dry_run=dry_run,
+        message=message,
+        reasons=tuple(verdict.failed),
+        version=version,
+        data_sha256=cand.result.data_sha256,
+        model_sha256=cand.tags.get(tags.MODEL_SHA256),
+        gate=GateVerdict(tuple(verdict.checks), str(champion.version) if champion is not None else None, _now()),
+    )
 
 
 def rollback(
     mlflow_client: Any, name: str, *, dry_run: bool = False, lock_options: dict[str, float] | None = None
-) -> dict[str, Any]:
+) -> RollbackRecord:
     """Move ``champion`` back to the version it replaced (the chain lives in version tags)."""
 
     def plan() -> tuple[Any, Any]:
@@ -186,14 +187,14 @@ def rollback(
 
     if dry_run:
         champion, target = plan()
-        return {
-            "rolled_back": False,
-            "dry_run": True,
-            "from": str(champion.version),
-            "to": str(target.version),
-            "message": f"dry run: nothing changed; champion of {name} would move from v{champion.version} "
+        return RollbackRecord(
+            rolled_back=False,
+            dry_run=True,
+            from_version=str(champion.version),
+            to_version=str(target.version),
+            message=f"dry run: nothing changed; champion of {name} would move from v{champion.version} "
             f"back to v{target.version}",
-        }
+        )
     with registry.promotion_lock(mlflow_client, name, **(lock_options or {})):
         champion, target = plan()
         now = _now()
@@ -202,28 +203,29 @@ def rollback(
         mlflow_client.set_registered_model_alias(name, registry.CHAMPION, target.version)
         mlflow_client.set_model_version_tag(name, target.version, tags.CHAMPION_SINCE, now)
         _append_history(mlflow_client, name, f"champion v{champion.version} -> v{target.version} (rollback)")
-    return {
-        "rolled_back": True,
-        "dry_run": False,
-        "from": str(champion.version),
-        "to": str(target.version),
-        "message": f"champion of {name} moved from v{champion.version} back to v{target.version}",
-    }
+    return RollbackRecord(
+        rolled_back=True,
+        dry_run=False,
+        from_version=str(champion.version),
+        to_version=str(target.version),
+        message=f"champion of {name} moved from v{champion.version} back to v{target.version}",
+    )
 
 
-def without_registry(decision: dict[str, Any], model_sha256: str, *, dry_run: bool) -> dict[str, Any]:
+def without_registry(decision: Decision, model_sha256: str, *, dry_run: bool) -> PromotionRecord:
     """The promotion record when tracking is off: nothing registered, the validation's verdict said."""
-    verdict = "passed" if decision["passed"] else "failed: " + "; ".join(decision["reasons"])
-    return {
-        "promoted": False,
-        "would_promote": decision["passed"],
-        "dry_run": dry_run,
-        "version": None,
-        "message": f"tracking.enabled is false: no registry, nothing promoted; validation {verdict}",
-        "reasons": decision["reasons"],
-        "data_sha256": decision["data_sha256"],
-        "model_sha256": model_sha256,
-    }
+    verdict = "passed" if decision.passed else "failed: " + "; ".join(decision.reasons)
+    return PromotionRecord(
+        promoted=False,
+        would_promote=decision.passed,
+        dry_run=dry_run,
+        message=f"tracking.enabled is false: no registry, nothing promoted; validation {verdict}",
+        reasons=decision.reasons,
+        version=None,
+        data_sha256=decision.data_sha256,
+        model_sha256=model_sha256,
+        gate=None,
+    )
 
 
 def candidate_tags(

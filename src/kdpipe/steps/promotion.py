@@ -2,20 +2,24 @@
 
 from __future__ import annotations
 
-import json
 import logging
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from kdpipe.config import Params
 from kdpipe.data.prepared import MANIFEST_FILE
 from kdpipe.deploy.deployment import registry_files
+from kdpipe.evaluation.validation_metrics import ValidationMetrics
 from kdpipe.infra import files
 from kdpipe.infra.errors import KdpipeError
 from kdpipe.models.file import MODEL_FILE, load_model
 from kdpipe.promotion import champion
 from kdpipe.promotion import moves as registry_moves
+from kdpipe.promotion.decision import Decision
 from kdpipe.promotion.gate import Scores
+from kdpipe.promotion.records import PromotionRecord, RollbackRecord
 from kdpipe.steps.spec import PROMOTE
 from kdpipe.steps.tracked import tracked_run
 from kdpipe.steps.workdir import claims
@@ -27,10 +31,29 @@ from kdpipe.tracking.server import check_tracking, tracking_errors
 from kdpipe.tracking.ui_links import model_version
 
 log = logging.getLogger("kdpipe")
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class WebhookRecord:
+    """The webhook the registry's server now calls, and a sentence saying so."""
+
+    webhook_id: str
+    message: str
+
+
+def _read_validated(path: Path, parse: Callable[[dict[str, Any]], T]) -> T:
+    """A file validate wrote, read into its type; one a different kdpipe wrote is a one-line error."""
+    try:
+        return parse(files.read_json(path))
+    except (KeyError, TypeError) as exc:
+        raise KdpipeError(
+            f"{path}: not as this kdpipe's validate writes it ({exc!r}); rerun `kdpipe validate`"
+        ) from exc
 
 
 @claims(PROMOTE)
-def promote(params: Params, dry_run: bool = False) -> dict[str, Any]:
+def promote(params: Params, dry_run: bool = False) -> PromotionRecord:
     """Register the validated student as ``challenger``; move ``champion`` to it when the gate agrees.
 
     The rule is :mod:`kdpipe.promotion.gate`'s, the registry moves :mod:`kdpipe.promotion.moves`'s; this step makes
@@ -44,8 +67,8 @@ def promote(params: Params, dry_run: bool = False) -> dict[str, Any]:
         )
     if not model_path.exists():
         raise KdpipeError(f"{model_path}: missing; run `kdpipe distill` first")
-    decision, model_sha = files.read_json(decision_path), files.file_sha256(model_path)
-    if decision.get("model_sha256") != model_sha:
+    decision, model_sha = _read_validated(decision_path, Decision.from_dict), files.file_sha256(model_path)
+    if decision.model_sha256 != model_sha:
         raise KdpipeError(
             f"{model_path}: changed since {decision_path} was written; rerun `kdpipe validate` before promoting it"
         )
@@ -53,27 +76,27 @@ def promote(params: Params, dry_run: bool = False) -> dict[str, Any]:
         return _record_promotion(params, registry_moves.without_registry(decision, model_sha, dry_run=dry_run))
     validated = files.load_checkpoint(val_dir / files.PREDICTIONS_FILE)
     result = Scores.from_predictions(
-        validated["student"], validated["labels"], decision["data_sha256"], decision.get("corrupted_top1")
+        validated["student"], validated["labels"], decision.data_sha256, decision.corrupted_top1
     )
     lineage = {**lineage_tags(params), **teacher.lineage(params)}
     version_tags = registry_moves.candidate_tags(
         lineage,
-        files.read_json(val_dir / files.METRICS_FILE)["student"],
-        data_sha256=decision["data_sha256"],
+        _read_validated(val_dir / files.METRICS_FILE, ValidationMetrics.from_dict).student,
+        data_sha256=decision.data_sha256,
         model_sha256=model_sha,
         student_arch=load_model(model_path)[1]["arch"],
         method=params.method.name,
-        passed=decision["passed"],
+        passed=decision.passed,
     )
     check_tracking(params)
     mlflow_client, name = registry.client(params.tracking.uri), params.tracking.registered_model
-    evaluate = champion.evaluator(params, validated, decision["data_sha256"])
+    evaluate = champion.evaluator(params, validated, decision.data_sha256)
     if dry_run:
         with tracking_errors(params, "promote --dry-run"):
-            cand = registry_moves.Candidate("(logged when promoted)", None, result, decision, version_tags)
+            cand = registry_moves.Candidate("(logged when promoted)", None, result, decision.thresholds, version_tags)
             record = registry_moves.promote_candidate(mlflow_client, name, cand, params.gate, evaluate, dry_run=True)
         return _record_promotion(params, record)
-    with tracked_run(params, PROMOTE, {tags.DATA_SHA256: decision["data_sha256"], tags.MODEL_SHA256: model_sha}) as run:
+    with tracked_run(params, PROMOTE, {tags.DATA_SHA256: decision.data_sha256, tags.MODEL_SHA256: model_sha}) as run:
         manifest = files.read_json(Path(params.paths.prepared) / MANIFEST_FILE)
         logged = logged_student(params, model_path) or run.log_classifier(
             load_model(model_path)[0], model_path, manifest
@@ -82,51 +105,49 @@ def promote(params: Params, dry_run: bool = False) -> dict[str, Any]:
             logged["model_uri"],
             logged["run_id"],
             result,
-            decision,
+            decision.thresholds,
             {**version_tags, **run.log_onnx(registry_files(val_dir), manifest)},
         )
         record = registry_moves.promote_candidate(mlflow_client, name, cand, params.gate, evaluate)
         run.set_tags(
             {
-                tags.PROMOTION_DECISION: "champion" if record["promoted"] else "challenger",
-                tags.REGISTERED_VERSION: record["version"],
+                tags.PROMOTION_DECISION: "champion" if record.promoted else "challenger",
+                tags.REGISTERED_VERSION: record.version,
             }
         )
-        run.log_text(json.dumps(record, indent=2) + "\n", files.PROMOTION_FILE)
-        run.describe(record["message"])
+        run.log_text(record.to_json(), files.PROMOTION_FILE)
+        run.describe(record.message)
     return _record_promotion(params, record)
 
 
-def _record_promotion(params: Params, record: dict[str, Any]) -> dict[str, Any]:
+def _record_promotion(params: Params, record: PromotionRecord) -> PromotionRecord:
     """The decision next to the pipeline's outputs (DVC tracks it) and in the log; dry runs write nothing."""
-    if not record["dry_run"]:
-        files.atomic_write_text(
-            Path(params.paths.promotion) / files.PROMOTION_FILE, json.dumps(record, indent=2) + "\n"
-        )
-    log.info("promote: %s", record["message"])
-    if record.get("version") and params.tracking.enabled:
-        log.info("promote: %s", model_version(params, params.tracking.registered_model, record["version"]))
+    if not record.dry_run:
+        files.atomic_write_text(Path(params.paths.promotion) / files.PROMOTION_FILE, record.to_json())
+    log.info("promote: %s", record.message)
+    if record.version and params.tracking.enabled:
+        log.info("promote: %s", model_version(params, params.tracking.registered_model, record.version))
     return record
 
 
-def rollback(params: Params, dry_run: bool = False) -> dict[str, Any]:
+def rollback(params: Params, dry_run: bool = False) -> RollbackRecord:
     """Move ``champion`` back to the version it replaced, in the registry named by ``params.tracking``."""
     with tracking_errors(params, "rollback"):
         result = registry_moves.rollback(
             registry.connect(params, "rollback"), params.tracking.registered_model, dry_run=dry_run
         )
-    log.info("rollback: %s", result["message"])
+    log.info("rollback: %s", result.message)
     return result
 
 
-def add_webhook(params: Params, url: str, secret: str) -> dict[str, Any]:
+def add_webhook(params: Params, url: str, secret: str) -> WebhookRecord:
     """Have the registry's MLflow server call ``url``, signed with ``secret``, when a version gets an alias."""
     with tracking_errors(params, "adding the webhook"):
         hook = registry.add_alias_webhook(
             registry.connect(params, "a webhook"), params.tracking.registered_model, url, secret
         )
-    return {
-        "webhook_id": hook.webhook_id,
-        "message": f"webhook {hook.webhook_id}: {params.tracking.uri} will POST to "
-        f"{url} when a version gets an alias (act on alias 'champion' of {params.tracking.registered_model})",
-    }
+    return WebhookRecord(
+        hook.webhook_id,
+        f"webhook {hook.webhook_id}: {params.tracking.uri} will POST to {url} when a version gets an alias "
+        f"(act on alias 'champion' of {params.tracking.registered_model})",
+    )

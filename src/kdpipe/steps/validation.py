@@ -11,6 +11,8 @@ from kdpipe.data import operational
 from kdpipe.data.prepared import MANIFEST_FILE, load_prepared
 from kdpipe.deploy.deployment import export_and_measure
 from kdpipe.evaluation import validation
+from kdpipe.evaluation.logged import logged_metrics
+from kdpipe.evaluation.validation_metrics import ValidationMetrics
 from kdpipe.infra import files
 from kdpipe.models.file import MODEL_FILE, load_model
 from kdpipe.promotion import champion
@@ -27,7 +29,7 @@ log = logging.getLogger("kdpipe")
 
 
 @claims(VALIDATE_STUDENT)
-def validate_student(params: Params) -> dict[str, Any]:
+def validate_student(params: Params) -> ValidationMetrics:
     """Measure the student beside its teacher and the champion; report the test split, decide on ``gate.split``."""
     runtime = make_runtime(params.runtime)
     data = load_prepared(params.paths.prepared, expect=params.data.model_dump())
@@ -43,21 +45,21 @@ def validate_student(params: Params) -> dict[str, Any]:
             params, data, runtime, student, teacher_model, champion.measure(params, data), fields, exported
         )
         student_m, teacher_m, champion_m, champ = measured.student, measured.teacher, measured.champion, measured.champ
-        decision = validation.decide(measured, params.validate_)
+        decision = validation.decide(
+            measured, params.validate_, data_sha256=data.sha256, model_sha256=files.file_sha256(model_path)
+        )
         written = validation.write(
             Path(params.paths.validation),
             measured,
             decision,
-            data_sha256=data.sha256,
-            model_sha256=files.file_sha256(model_path),
             lineage={**lineage_tags(params), **lineage},
             student_arch=params.student.arch,
         )
         model_id = (logged_student(params, model_path) or {}).get("model_id")
-        for who, metrics, dataset in validation.logged_metrics(measured, data.manifest):
+        for who, metrics, dataset in logged_metrics(measured, data.manifest):
             run.log_metrics(metrics, model_id=model_id if who == "student" else None, dataset=dataset)
-        run.set_tags({tags.VALIDATION_PASSED: decision["passed"], tags.CHAMPION_NOTE: champ.note})
-        run.describe(run_notes.validate(student_m, teacher_m, champion_m, decision))
+        run.set_tags({tags.VALIDATION_PASSED: decision.passed, tags.CHAMPION_NOTE: champ.note})
+        run.describe(run_notes.validate(student_m, teacher_m, champion_m, decision.to_dict()))
         run.log_datasets(
             data.manifest,
             Path(params.paths.prepared),
@@ -66,7 +68,7 @@ def validate_student(params: Params) -> dict[str, Any]:
         )
         for path in [*written, Path(params.paths.prepared) / MANIFEST_FILE]:
             run.log_artifact(path)
-    verdict = "passed" if decision["passed"] else "failed: " + "; ".join(decision["reasons"])
+    verdict = "passed" if decision.passed else "failed: " + "; ".join(decision.reasons)
     log.info("validate_student: top-1 %.4f (teacher %.4f), %s", student_m["top1"], teacher_m["top1"], verdict)
     return validation.summary(measured, decision)
 
