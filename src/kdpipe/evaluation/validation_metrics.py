@@ -12,8 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-Figures = dict[str, Any]
-MODELS = ("student", "teacher", "champion")
+Figures = dict[str, Any]  # one model's figures by metric name
 
 
 @dataclass(frozen=True)
