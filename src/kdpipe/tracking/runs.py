@@ -1,4 +1,11 @@
-"""MLflow tracking: one run per pipeline step, tied together by a shared pipeline-run id tag.
+"""MLflow runs: the one way kdpipe opens one (:func:`open_run`), and a pipeline step's run (:func:`step_run`).
+
+Every kdpipe run, a step's and the study's parent, cell and seed runs alike, is opened by :func:`open_run`
+in the store :class:`Store` reached: created with its tags, params and parent, ended FINISHED with its block
+or FAILED with the reason. A run someone else opened for kdpipe (Kubeflow's MLflow integration opens one
+per task) is to be adopted there, as the study's parent run is continued there (``resume``).
+
+One run per pipeline step, tied together by a shared pipeline-run id tag:
 
 A step is its own process under DVC and under Kubeflow, so a parent run would have to be handed
 across processes; a tag (``kdpipe.pipeline_run_id``) groups the steps of one pipeline run instead
@@ -22,6 +29,7 @@ import contextlib
 import functools
 import logging
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import yaml
@@ -37,6 +45,9 @@ from kdpipe.tracking.server import check_tracking, reachable, tracking_errors
 
 log = logging.getLogger("kdpipe")
 FAILED_FLUSH_S = 10.0  # how long a failing step still waits for its queued metrics before ending FAILED
+PARENT_TAG = "mlflow.parentRunId"
+MAX_PARAM_CHARS = 6000  # MLflow's longest param value
+ERROR_CHARS = 5000  # how much of a failure's message the error tag keeps
 
 
 def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -48,6 +59,82 @@ def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
         else:
             out[name] = value
     return out
+
+
+@dataclass(frozen=True)
+class Store:
+    """Where runs are opened: a client on ``tracking.uri`` and the id of ``tracking.experiment``."""
+
+    params: Params
+    client: Any
+    experiment_id: str
+
+    @classmethod
+    def reach(cls, params: Params) -> Store:
+        """Fail fast when the store is away (:func:`check_tracking`, which creates the experiment when missing)."""
+        experiment_id = check_tracking(params)
+        from mlflow import MlflowClient
+
+        return cls(params, MlflowClient(tracking_uri=params.tracking.uri), str(experiment_id))
+
+
+def log_params(client: Any, run_id: str, params: dict[str, Any]) -> None:
+    """``params`` on the run, as strings of at most :data:`MAX_PARAM_CHARS` (the client batches the request)."""
+    from mlflow.entities import Param
+
+    client.log_batch(run_id, params=[Param(k, str(v)[:MAX_PARAM_CHARS]) for k, v in params.items()])
+
+
+def _continue(client: Any, run_id: str, run_tags: dict[str, str]) -> None:
+    """Tag a run opened before and drop the error an earlier attempt left on it: it ends as this one does."""
+    from mlflow.entities import RunTag
+
+    if tags.ERROR in client.get_run(run_id).data.tags:
+        client.delete_tag(run_id, tags.ERROR)
+    client.log_batch(run_id, tags=[RunTag(k, v) for k, v in run_tags.items()])
+
+
+@contextlib.contextmanager
+def open_run(
+    store: Store,
+    name: str,
+    run_tags: dict[str, Any],
+    *,
+    parent: str | None = None,
+    params: dict[str, Any] | None = None,
+    resume: str | None = None,
+    what: str | None = None,
+) -> Iterator[str]:
+    """Open an MLflow run for the block and end it; yields its id. The one way kdpipe's runs come into being.
+
+    The run is created in the store's experiment as ``name``, tagged with ``run_tags`` (as strings), the child of
+    ``parent`` when given, with ``params`` logged (:func:`log_params`). With ``resume`` (a run id) that run is
+    continued instead: tagged and logged to the same way. The run ends FINISHED with the block, or FAILED with
+    the reason in ``kdpipe.error`` when the block raises while the store still answers; after an outage it is left
+    RUNNING (a step's next run in the same place closes it). MLflow's own errors become one-line
+    :class:`TrackingError` messages naming ``what`` (default: the run's name).
+    """
+    client, what = store.client, what or f"the {name} run"
+    all_tags = {k: str(v) for k, v in {**run_tags, **({PARENT_TAG: parent} if parent else {})}.items()}
+    with tracking_errors(store.params, what):
+        if resume is None:
+            run_id = str(client.create_run(store.experiment_id, run_name=name, tags=all_tags).info.run_id)
+        else:
+            run_id = resume
+            _continue(client, run_id, all_tags)
+    try:
+        with tracking_errors(store.params, what):
+            if params:
+                log_params(client, run_id, params)
+            yield run_id
+            client.set_terminated(run_id, "FINISHED")
+    except BaseException as exc:
+        if not isinstance(exc, TrackingOutageError) and reachable(store.params.tracking.uri):
+            with contextlib.suppress(Exception):
+                client.set_tag(run_id, tags.ERROR, f"{type(exc).__name__}: {exc}"[:ERROR_CHARS])
+            with contextlib.suppress(Exception):
+                client.set_terminated(run_id, "FAILED")
+        raise
 
 
 def _close_abandoned(client: Any, experiment_id: str, step: str, owner: str) -> None:
@@ -70,29 +157,6 @@ def _close_abandoned(client: Any, experiment_id: str, step: str, owner: str) -> 
         )
         client.set_terminated(stale.info.run_id, "FAILED")
         log.warning("%s: closed run %s (left RUNNING when MLflow went away) as FAILED", step, stale.info.run_id)
-
-
-def _create_run(
-    client: Any, experiment_id: str, params: Params, step: str, run_tags: dict[str, Any], owner: str | None
-) -> str:
-    """Create the step's run with its lineage tags, after closing the ones it abandoned; returns its id."""
-    if owner is not None:
-        _close_abandoned(client, experiment_id, step, owner)
-    all_tags = {tags.STEP: step, **({tags.WORKDIR: owner} if owner else {}), **lineage_tags(params), **run_tags}
-    run = client.create_run(
-        experiment_id,
-        run_name=f"{step}-{params.tracking.pipeline_run_id}",
-        tags={k: str(v) for k, v in all_tags.items()},
-    )
-    return str(run.info.run_id)
-
-
-def _log_params(client: Any, run_id: str, params: Params) -> None:
-    """The resolved params, flattened, and ``params.yaml``: the run's first artifact write."""
-    from mlflow.entities import Param
-
-    client.log_batch(run_id, params=[Param(k, str(v)) for k, v in flatten(params.to_dict()).items()])
-    client.log_text(run_id, yaml.safe_dump(params.to_dict(), sort_keys=False), files.PARAMS_FILE)
 
 
 def _system_monitor(params: Params, run_id: str) -> Any:
@@ -135,36 +199,34 @@ def step_run(
         return
     if not params.tracking.pipeline_run_id:
         raise ValueError(f"step_run({step!r}): params.tracking.pipeline_run_id is not set")
-    from mlflow import MlflowClient
-
-    uri = params.tracking.uri
-    experiment_id = check_tracking(params)
-    client = MlflowClient(tracking_uri=uri)
-    with tracking_errors(params, f"the {step} run"):
-        run_id = _create_run(client, str(experiment_id), params, step, run_tags or {}, owner)
-    sender = AsyncRunLogger(client, run_id, reachable=functools.partial(reachable, uri))
-    run = StepRun(
-        client, run_id, uri, sender, params.tracking.retry_seconds, step, str(params.tracking.pipeline_run_id), rerun
-    )
-    monitor = _system_monitor(params, run_id) if system_metrics else None
-    try:
-        with tracking_errors(params, f"the {step} run"):
-            _log_params(client, run_id, params)
-            log.info("%s: MLflow run %s", step, ui_links.run(params, str(experiment_id), run_id))
-            yield run
-            run.wait_online()
-            if monitor is not None:
-                monitor.finish()
-            client.set_terminated(run_id, "FINISHED")
-    except BaseException as exc:
-        if not isinstance(exc, TrackingOutageError) and reachable(uri):
-            if monitor is not None:
-                monitor.finish()  # its thread is a daemon: after an outage it is left to the process's end
-            sender.flush(min(FAILED_FLUSH_S, params.tracking.retry_seconds))
-            with contextlib.suppress(Exception):
-                client.set_tag(run_id, tags.ERROR, f"{type(exc).__name__}: {exc}"[:5000])
-            with contextlib.suppress(Exception):
-                client.set_terminated(run_id, "FAILED")
-        raise
-    finally:
-        sender.close()
+    uri, what = params.tracking.uri, f"the {step} run"
+    store = Store.reach(params)
+    client = store.client
+    if owner is not None:
+        with tracking_errors(params, what):
+            _close_abandoned(client, store.experiment_id, step, owner)
+    workdir = {tags.WORKDIR: owner} if owner else {}
+    step_tags = {tags.STEP: step, **workdir, **lineage_tags(params), **(run_tags or {})}
+    pipeline_run_id = str(params.tracking.pipeline_run_id)
+    name, flat = f"{step}-{pipeline_run_id}", flatten(params.to_dict())
+    with open_run(store, name, step_tags, params=flat, what=what) as run_id:
+        sender = AsyncRunLogger(client, run_id, reachable=functools.partial(reachable, uri))
+        run = StepRun(client, run_id, uri, sender, params.tracking.retry_seconds, step, pipeline_run_id, rerun)
+        monitor = _system_monitor(params, run_id) if system_metrics else None
+        try:
+            with tracking_errors(params, what):
+                # the resolved params.yaml: the run's first artifact write
+                client.log_text(run_id, yaml.safe_dump(params.to_dict(), sort_keys=False), files.PARAMS_FILE)
+                log.info("%s: MLflow run %s", step, ui_links.run(params, store.experiment_id, run_id))
+                yield run
+                run.wait_online()
+                if monitor is not None:
+                    monitor.finish()
+        except BaseException as exc:
+            if not isinstance(exc, TrackingOutageError) and reachable(uri):
+                if monitor is not None:
+                    monitor.finish()  # its thread is a daemon: after an outage it is left to the process's end
+                sender.flush(min(FAILED_FLUSH_S, params.tracking.retry_seconds))
+            raise  # open_run ends the run FAILED with the reason
+        finally:
+            sender.close()
