@@ -73,8 +73,12 @@ class MethodConfig(Section):
     def _known_method(cls, value: str) -> str:
         return METHODS.check(value)
 
+    def section(self) -> Section | None:
+        """The configured method's own section, ``method.<name>``; None for a method without settings (scratch)."""
+        return getattr(self, self.name, None)
+
     def hyperparameters(self) -> dict[str, Any]:
         """The configured method's own settings (``method.<name>``), as the keyword arguments of
         :func:`kdpipe.distill.create_distiller`; none for a method without a section (scratch)."""
-        section = getattr(self, self.name, None)
+        section = self.section()
         return {} if section is None else section.model_dump()

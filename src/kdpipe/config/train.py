@@ -60,8 +60,3 @@ class StudentTrainConfig(TrainConfig):
         description="seed that draws the transfer set (subset) from the train split; null: data.seed, which "
         "also splits val off. A fresh transfer set for confirmation without moving the val split or the teacher",
     )
-
-    def identity(self) -> dict[str, Any]:
-        """What decides training, for fingerprints. A ``subset_seed`` left null (``data.seed``, as before the key
-        existed) is left out, so checkpoints and study results from before it stay valid."""
-        return self.model_dump(mode="json", exclude={"subset_seed"} if self.subset_seed is None else None)

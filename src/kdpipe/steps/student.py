@@ -8,6 +8,7 @@ from typing import Any
 
 import torch
 
+from kdpipe import identity
 from kdpipe.config import Params
 from kdpipe.data.prepared import load_prepared
 from kdpipe.distill import create_distiller
@@ -25,7 +26,7 @@ from kdpipe.tracking import run_notes, tags
 from kdpipe.training import distributed
 from kdpipe.training.diagnostics import projector_effective_rank
 from kdpipe.training.loop import STUDENT_CHECKPOINTS, train, training_space
-from kdpipe.training.runtime import eval_loader, make_runtime, place_model, rank_probe, student_views, training_views
+from kdpipe.training.runtime import eval_loader, make_runtime, place_model, rank_probe, student_views
 
 
 @claims(DISTILL)
@@ -85,14 +86,14 @@ def distill(params: Params, resume: bool = False, *, rank: int = 0, world_size: 
             on_epoch=on_epoch,
             label=f"distill[{method}]",
             meta={"pipeline_run_id": params.tracking.pipeline_run_id},
-            fingerprint=files.fingerprint(
-                "student",
-                params.student.arch,
-                cached_teacher.method_identity(params),
-                cfg.identity(),
-                data.sha256,
-                world_size,
-                training_views(params, data),
+            fingerprint=identity.student_fingerprint(
+                student=params.student,
+                method=params.method,
+                cache=params.cache,
+                train=cfg,
+                data_cfg=params.data,
+                data=data,
+                world_size=world_size,
             ),
             wrapped=distributed.wrap(distiller, runtime.device) if world_size > 1 else None,
         )

@@ -23,7 +23,7 @@ from typing import Any
 
 import torch
 
-from kdpipe import steps
+from kdpipe import identity, steps
 from kdpipe.config import Params, apply_overrides, params_from_dict
 from kdpipe.data.prepared import MANIFEST_FILE, load_prepared
 from kdpipe.deploy import onnx as export
@@ -33,14 +33,13 @@ from kdpipe.models.file import MODEL_FILE, load_model
 from kdpipe.study.cells import Cell
 from kdpipe.study.measure import corrupted_top1, int8_top1, top1
 from kdpipe.teacher import cache as teacher_cache
-from kdpipe.training.runtime import Runtime, make_runtime, transfer_seed, view_seed
+from kdpipe.training.runtime import Runtime, make_runtime
 
 log = logging.getLogger("kdpipe")
 
 RESULT_FILE = "result.json"
 TEACHERS_DIR = "teachers"
 RUNS_DIR = "runs"
-FINGERPRINT_SECTIONS = ("data", "teacher", "student", "method", "train")
 Task = dict[str, Any]
 Done = Callable[[Task, dict[str, Any]], None]
 
@@ -76,25 +75,17 @@ def replicate(seed: int, data_seed: int | None) -> str:
 
 
 def training_fingerprint(params: Params) -> str:
-    """What decides a run's result: data, teacher, student, the method's own settings and the budget (not where or
-    how it ran, nor another method's settings)."""
-    tree = params.to_dict()
-    tree["data"].pop("root", None)
-    tree["train"] = params.train.identity()
-    tree["method"] = teacher_cache.method_identity(params)
-    return files.fingerprint({k: tree[k] for k in FINGERPRINT_SECTIONS})
+    """What decides a run's result (:func:`kdpipe.identity.run_fingerprint`)."""
+    p = params
+    return identity.run_fingerprint(
+        data=p.data, teacher=p.teacher, student=p.student, method=p.method, cache=p.cache, train=p.train
+    )
 
 
 def measured(params: Params) -> dict[str, Any]:
-    """What decides a run's measurements beyond its training: the corruption suite and the int8 calibration. A
-    finished run or teacher measured with other settings is measured again; a run resumes after its last epoch, so
-    nothing retrains."""
-    v = params.validate_
-    return {
-        "corruptions": v.corruptions,
-        "corruption_seed": v.corruption_seed,
-        "int8_calibration": params.export.calibration_size if params.export.enabled else None,
-    }
+    """What decides a run's measurements beyond its training (:func:`kdpipe.identity.measurement`). A finished run or
+    teacher measured with other settings is measured again; a run resumes after its last epoch, so nothing retrains."""
+    return identity.measurement(params.validate_, params.export)
 
 
 def teacher_dir(base: Params, study_dir: Path, role: str) -> Path:
@@ -297,9 +288,8 @@ def fill_teacher_cache(params: Params) -> dict[str, Any]:
 
 
 def _views(run: Run) -> tuple[Any, ...]:
-    """What, besides the teacher, decides the outputs a run replays (see :func:`kdpipe.teacher.cache.cache_key`)."""
-    t = run.params.train
-    return run.teacher_role, view_seed(t), transfer_seed(run.params), t.subset, t.epochs, t.batch_size
+    """What, besides the teacher, decides the outputs a run replays (:func:`kdpipe.identity.replayed_views`)."""
+    return run.teacher_role, *identity.replayed_views(run.params.data, run.params.train).values()
 
 
 def fill_tasks(runs: list[Run], threads: int) -> list[Task]:

@@ -6,13 +6,14 @@ a pure function of (data, ``train.view_seed``, epoch, batch size, crop padding, 
 sample, rank), so the teacher's pooled features and logits for epoch ``e`` can be stored once and
 read back batch by batch, in the order the loader yields them.
 
-The cache lives under ``paths.teacher_cache``, one directory per key (the sha256 of the teacher
-file, the data, every view parameter, the epoch count, world size, precision and dtype): any change
-is a miss, never a wrong hit. Each epoch (and rank) is one file, written atomically, so an
+The cache lives under ``paths.teacher_cache``, one directory per key (:func:`kdpipe.identity.cache_key`:
+the sha256 of the teacher file, the data, every view parameter, the epoch count, world size, precision and
+dtype): any change is a miss, never a wrong hit. Each epoch (and rank) is one file, written atomically, so an
 interrupted fill keeps its finished epochs. ``cache.mode``: ``auto`` replays the epochs
 found and records the others while training live (filled lazily on first use), ``require`` fails
 unless every epoch is there, ``off`` never touches it. ``kdpipe teacher-cache`` fills it ahead.
-``cache.max_gb`` bounds the whole directory: recording evicts the least recently written keys first.
+``cache.max_gb`` bounds the whole directory: recording evicts the least recently written keys first
+(the directories, files and budget are :mod:`kdpipe.teacher.cache_store`'s).
 
 With ``cache.dtype: float32`` a replayed run is bit-identical to a live one (a test); ``float16``
 halves the storage at a small, measured cost.
@@ -20,10 +21,7 @@ halves the storage at a small, measured cost.
 
 from __future__ import annotations
 
-import contextlib
-import json
 import logging
-import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -31,19 +29,17 @@ from typing import Any
 import torch
 from torch import nn
 
+from kdpipe import identity
 from kdpipe.config import Params
 from kdpipe.data.loader import InMemoryLoader
 from kdpipe.data.prepared import PreparedData
-from kdpipe.infra import files
 from kdpipe.infra.errors import KdpipeError, WriteError
-from kdpipe.infra.files import FILE_OVERHEAD, need_space
+from kdpipe.infra.files import need_space
 from kdpipe.models import FeatureClassifier
-from kdpipe.training.runtime import Runtime, transfer_seed, view_seed
+from kdpipe.teacher.cache_store import TeacherCache, directory_size, epoch_bytes, make_room
+from kdpipe.training.runtime import Runtime
 
 log = logging.getLogger("kdpipe")
-
-KEY_FILE = "key.json"
-DTYPES = {"float32": torch.float32, "float16": torch.float16}
 
 
 def mode(params: Params) -> str:
@@ -51,113 +47,21 @@ def mode(params: Params) -> str:
     return "off" if params.method.name == "scratch" else params.cache.mode
 
 
-def method_identity(params: Params) -> dict[str, Any]:
-    """The settings of the method a run trains, as a fingerprint sees them. Another method's settings change nothing,
-    so tuning kd keeps every finished srd run; the cache mode changes no result (a float32 replay is exact) and is
-    left out; the cache's dtype can, and is in."""
-    name = params.method.name
-    section = getattr(params.method, name, None)
-    if section is None:
-        return {"name": name}
-    return {"name": name, name: section.model_dump(mode="json"), "cache_dtype": params.cache.dtype}
-
-
 def cache_key(
     params: Params, data: PreparedData, teacher_sha256: str, world_size: int, runtime: Runtime
 ) -> dict[str, Any]:
-    """Everything that decides the cached tensors; its sha256 names the cache directory. The device type is
-    in it because the crops and flips are drawn by a generator on the loader's device (CPU and CUDA draw
-    differently from one seed), and the precision and memory format because they change the teacher's output."""
-    return {
-        "teacher_sha256": teacher_sha256,
-        "data_sha256": data.sha256,
-        "view_seed": view_seed(params.train),
-        "epochs": params.train.epochs,
-        "batch_size": params.train.batch_size,
-        "subset": params.train.subset,
-        "sample_seed": transfer_seed(params),
-        "crop_padding": params.data.crop_padding,
-        "hflip": bool(data.manifest["hflip"]),
-        "world_size": world_size,
-        "device": runtime.device.type,
-        "amp": runtime.amp,
-        "channels_last": params.runtime.channels_last,
-        "dtype": params.cache.dtype,
-    }
-
-
-def epoch_bytes(samples: int, feature_dim: int, num_classes: int, dtype: str) -> int:
-    """One epoch's file: pooled features and logits of every view, at ``dtype``."""
-    return samples * (feature_dim + num_classes) * DTYPES[dtype].itemsize + FILE_OVERHEAD
-
-
-class TeacherCache:
-    """One key's directory: an epoch-and-rank file per finished epoch, and the key beside them."""
-
-    def __init__(self, root: Path, key: dict[str, Any], rank: int = 0) -> None:
-        self.key, self.rank = key, rank
-        self.directory = root / files.fingerprint(key)[:16]
-
-    def path(self, epoch: int) -> Path:
-        return self.directory / f"epoch{epoch:04d}-rank{self.rank}.pt"
-
-    def has(self, epoch: int) -> bool:
-        return self.path(epoch).exists()
-
-    def complete(self) -> bool:
-        return all(self.has(e) for e in range(self.key["epochs"]))
-
-    def load(self, epoch: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
-        """(features, logits, labels) of the epoch's views; None when the file went away (evicted meanwhile)."""
-        try:
-            blob = files.load_tensors(self.path(epoch))
-        except FileNotFoundError:
-            return None
-        return blob["features"], blob["logits"], blob["labels"]
-
-    def save(self, epoch: int, features: torch.Tensor, logits: torch.Tensor, labels: torch.Tensor) -> None:
-        self.directory.mkdir(parents=True, exist_ok=True)
-        if not (self.directory / KEY_FILE).exists():
-            files.atomic_write_text(self.directory / KEY_FILE, json.dumps(self.key, indent=2) + "\n")
-        dtype = DTYPES[self.key["dtype"]]
-        files.atomic_torch_save(
-            {"features": features.to(dtype), "logits": logits.to(dtype), "labels": labels}, self.path(epoch)
-        )
-
-
-def _size(directory: Path) -> int:
-    """Bytes under a key directory; a file removed meanwhile (another run evicting) counts as gone."""
-    total = 0
-    for f in directory.glob("*"):
-        with contextlib.suppress(FileNotFoundError):
-            total += f.stat().st_size
-    return total
-
-
-def _make_room(root: Path, needed: int, budget_gb: float, keep: Path) -> bool:
-    """Evict whole key directories, least recently written first (never ``keep``), until ``needed`` more bytes
-    fit in ``cache.max_gb``; False, having evicted nothing, when they cannot fit beside ``keep`` alone."""
-    budget = budget_gb * 1e9
-    if needed == 0:
-        return True
-    if _size(keep) + needed > budget:
-        return False
-    dirs = (
-        sorted((d for d in root.iterdir() if d.is_dir() and d != keep), key=lambda d: d.stat().st_mtime)
-        if root.exists()
-        else []
+    """:func:`kdpipe.identity.cache_key` of this run's teacher, data, views and runtime (the key's own sections)."""
+    return identity.cache_key(
+        teacher_sha256=teacher_sha256,
+        data=data,
+        data_cfg=params.data,
+        train=params.train,
+        cache=params.cache,
+        world_size=world_size,
+        device_type=runtime.device.type,
+        amp=runtime.amp,
+        channels_last=params.runtime.channels_last,
     )
-    sizes = {d: _size(d) for d in [*dirs, keep]}
-    while sum(sizes.values()) + needed > budget and dirs:
-        oldest = dirs.pop(0)
-        log.info(
-            "teacher cache: evicting %s (%.1f MB, least recently written) for cache.max_gb %g",
-            oldest,
-            sizes.pop(oldest) / 1e6,
-            budget_gb,
-        )
-        shutil.rmtree(oldest, ignore_errors=True)
-    return sum(sizes.values()) + needed <= budget
 
 
 class TeacherOutputs(nn.Module):
@@ -276,9 +180,9 @@ def attach(
     size = todo * epoch_bytes(samples, live.feature_dim, data.num_classes, params.cache.dtype) * world_size
     record = todo > 0
     room = (
-        _make_room(Path(params.paths.teacher_cache), size, params.cache.max_gb, cache.directory)
+        make_room(Path(params.paths.teacher_cache), size, params.cache.max_gb, cache.directory)
         if rank == 0
-        else _size(cache.directory) + size <= params.cache.max_gb * 1e9
+        else directory_size(cache.directory) + size <= params.cache.max_gb * 1e9
     )  # only rank 0 evicts
     if record and not room:
         log.info(
@@ -330,7 +234,7 @@ def fill(
     files_todo = sum(len(epochs) for epochs in todo.values())
     samples = views(0).num_samples  # every rank's shard of the transfer set is the same size
     size = files_todo * epoch_bytes(samples, live.feature_dim, data.num_classes, params.cache.dtype)
-    if not _make_room(Path(params.paths.teacher_cache), size, params.cache.max_gb, caches[0].directory):
+    if not make_room(Path(params.paths.teacher_cache), size, params.cache.max_gb, caches[0].directory):
         raise KdpipeError(
             f"teacher cache: {files_todo} epoch file(s) need {size / 1e9:.2f} GB, over cache.max_gb "
             f"{params.cache.max_gb:g}; raise it, or use cache.dtype: float16 ({size / 2e9:.2f} GB)"

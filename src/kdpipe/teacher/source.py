@@ -14,17 +14,18 @@ from typing import Any
 
 import torch
 
+from kdpipe import identity
 from kdpipe.config import Params
 from kdpipe.data.prepared import PreparedData
 from kdpipe.distill import create_distiller
 from kdpipe.infra.errors import KdpipeError, TeacherMismatchError
-from kdpipe.infra.files import file_sha256, fingerprint, need_space
+from kdpipe.infra.files import file_sha256, need_space
 from kdpipe.models import FeatureClassifier, create_model
 from kdpipe.models.file import MODEL_FILE, load_model, save_model
 from kdpipe.tracking import registry, tags
 from kdpipe.tracking.server import tracking_errors
 from kdpipe.training.loop import TEACHER_CHECKPOINTS, EpochCallback, Runtime, train, training_space
-from kdpipe.training.runtime import eval_loader, make_loader, place_model, training_views
+from kdpipe.training.runtime import eval_loader, make_loader, place_model
 
 log = logging.getLogger("kdpipe")
 
@@ -47,7 +48,7 @@ def check_classes(teacher_meta: dict[str, Any], data: PreparedData, source: str)
 
 
 def _fingerprint(params: Params, data: PreparedData) -> str:
-    return fingerprint("teacher", params.teacher.model_dump(mode="json"), data.sha256, training_views(params, data))
+    return identity.teacher_fingerprint(params.teacher, params.data, data)
 
 
 def _train(params: Params, data: PreparedData, runtime: Runtime, on_epoch: EpochCallback) -> FeatureClassifier:
@@ -97,7 +98,7 @@ def resolve(
     source = params.teacher.source
     wanted = _fingerprint(params, data)
     if source == TRAIN:
-        version = f"train:{wanted}"
+        version = identity.trained_teacher_version(wanted)
         if stored.exists():
             teacher, meta = load_model(stored)
             if meta["meta"].get("fingerprint") == wanted:
@@ -120,7 +121,7 @@ def resolve(
         teacher, meta, version = _from_registry(params, source)
     else:
         teacher, meta = load_model(Path(source))
-        version = f"sha256:{file_sha256(Path(source))[:16]}"
+        version = identity.file_teacher_version(file_sha256(Path(source)))
     check_classes(meta, data, source)
     save_model(
         stored,
@@ -149,11 +150,11 @@ def load(params: Params, data: PreparedData) -> FeatureClassifier:
     teacher, meta = load_model(path)
     source, recorded = params.teacher.source, meta["meta"]
     if source == TRAIN:
-        expected: str | None = f"train:{_fingerprint(params, data)}"
+        expected: str | None = identity.trained_teacher_version(_fingerprint(params, data))
     elif source.startswith("models:/"):
         expected = None  # evaluate_teacher resolved the registry version once; its record names it
     elif Path(source).exists():
-        expected = f"sha256:{file_sha256(Path(source))[:16]}"
+        expected = identity.file_teacher_version(file_sha256(Path(source)))
     else:
         raise KdpipeError(f"teacher.source: {source} not found")
     if recorded.get("source") != source or (expected is not None and recorded.get("version") != expected):

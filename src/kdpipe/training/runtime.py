@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 
-from kdpipe.config import Params, RuntimeConfig, StudentTrainConfig
+from kdpipe import identity
+from kdpipe.config import Params, RuntimeConfig
 from kdpipe.data.loader import InMemoryLoader
 from kdpipe.data.prepared import PreparedData, sample
 from kdpipe.infra.errors import KdpipeError
@@ -92,21 +92,16 @@ def make_loader(
     )
 
 
-def view_seed(cfg: StudentTrainConfig) -> int:
-    """The seed of the student's views (order, crops, flips): ``train.view_seed``, else ``train.seed``."""
-    return cfg.seed if cfg.view_seed is None else cfg.view_seed
-
-
 def transfer_seed(params: Params) -> int:
-    """The seed that draws the student's transfer set (``train.subset``): ``train.subset_seed``, else ``data.seed``."""
-    return params.data.seed if params.train.subset_seed is None else params.train.subset_seed
+    """:func:`kdpipe.identity.transfer_seed` of ``params``: the seed that draws the student's transfer set."""
+    return identity.transfer_seed(params.data, params.train)
 
 
 def student_views(
     data: PreparedData, params: Params, runtime: Runtime, rank: int = 0, world_size: int = 1
 ) -> InMemoryLoader:
     """What the student trains on, on this rank: the transfer set (``train.subset``), augmented from
-    :func:`view_seed`, in this rank's share of the global ``train.batch_size``."""
+    :func:`kdpipe.identity.view_seed`, in this rank's share of the global ``train.batch_size``."""
     return make_loader(
         data,
         "train",
@@ -114,22 +109,12 @@ def student_views(
         params,
         runtime,
         train=True,
-        seed=view_seed(params.train),
+        seed=identity.view_seed(params.train),
         rank=rank,
         world_size=world_size,
         subset=params.train.subset,
-        sample_seed=transfer_seed(params),
+        sample_seed=identity.transfer_seed(params.data, params.train),
     )
-
-
-def training_views(params: Params, data: PreparedData) -> dict[str, Any]:
-    """What decides the augmented images a model trains on beyond the data's sha256: the crop
-    padding, the flips and the seed that samples a transfer set. A resume fingerprint needs it."""
-    return {
-        "crop_padding": params.data.crop_padding,
-        "hflip": bool(data.manifest["hflip"]),
-        "sample_seed": params.data.seed,
-    }
 
 
 def images_loader(images: torch.Tensor, data: PreparedData, runtime: Runtime) -> InMemoryLoader:
