@@ -1,12 +1,11 @@
 """Kubeflow component for kdpipe.steps.distill across several nodes, as a Training Operator PyTorchJob."""
 
-from kfp import dsl
-from kfp.dsl import Artifact, Dataset, Input, Metrics, Model, Output
+from kfp.dsl import Artifact, Dataset, Input, Metrics, Model, Output, component
 
 from kdpipe.kubeflow.image import IMAGE
 
 
-@dsl.component(base_image=IMAGE, install_kfp_package=False)
+@component(base_image=IMAGE, install_kfp_package=False)
 def distill_pytorchjob(
     params_yaml: str,
     overrides: list[str],
@@ -24,27 +23,12 @@ def distill_pytorchjob(
     metrics: Output[Metrics],
 ) -> None:
     """Stage inputs on the shared PVC, run the PyTorchJob to completion, collect the student."""
-    from kdpipe.kubeflow import artifacts, dataref, launch, pytorchjob
-    from kdpipe.kubeflow.params import step_params
+    from kdpipe.kubeflow import artifacts, pytorchjob
+    from kdpipe.kubeflow.task import task_params
 
-    params = step_params(
-        params_yaml,
-        overrides,
-        run_id,
-        prepared=dataref.local_dir(dataset.path, cache_dir),
-        teacher=teacher.path,
-        teacher_cache=launch.teacher_cache_dir(cache_dir, teacher_outputs.path),
+    params = task_params(
+        params_yaml, overrides, cache_dir, run_id, dataset, teacher_outputs=teacher_outputs, teacher=teacher
     )
-    summary = pytorchjob.distill(
-        params,
-        launch.scratch_dir(cache_dir, "runs", run_id),
-        f"kdpipe-distill-{run_id}",
-        student.path,
-        nodes=nodes,
-        gpus_per_node=gpus_per_node,
-        accelerator_type=accelerator_type,
-        pvc_name=pvc_name,
-        secret_name=credentials_secret,
-    )
-    artifacts.log_scalars(metrics, summary)
+    where = pytorchjob.Cluster(nodes, gpus_per_node, accelerator_type, pvc_name, credentials_secret)
+    artifacts.log_scalars(metrics, pytorchjob.distill(params, cache_dir, run_id, student.path, where))
     artifacts.describe_model(student, role="student")

@@ -1,12 +1,11 @@
 """Kubeflow component for kdpipe.steps.prepare_data: the data set as a Dataset artifact."""
 
-from kfp import dsl
-from kfp.dsl import Dataset, Metrics, Output
+from kfp.dsl import Dataset, Metrics, Output, component
 
 from kdpipe.kubeflow.image import IMAGE
 
 
-@dsl.component(base_image=IMAGE, install_kfp_package=False)
+@component(base_image=IMAGE, install_kfp_package=False)
 def prepare_data(
     params_yaml: str,
     overrides: list[str],

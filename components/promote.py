@@ -1,12 +1,11 @@
 """Kubeflow component for kdpipe.steps.promote: the promotion record of a validated student."""
 
-from kfp import dsl
-from kfp.dsl import Artifact, Dataset, Input, Model, Output
+from kfp.dsl import Artifact, Dataset, Input, Model, Output, component
 
 from kdpipe.kubeflow.image import IMAGE
 
 
-@dsl.component(base_image=IMAGE, install_kfp_package=False)
+@component(base_image=IMAGE, install_kfp_package=False)
 def promote(
     params_yaml: str,
     overrides: list[str],
@@ -20,17 +19,9 @@ def promote(
 ) -> bool:
     """Promote the student when the promotion rule allows it; returns whether it did, the record says why."""
     from kdpipe import steps
-    from kdpipe.kubeflow import artifacts, dataref
-    from kdpipe.kubeflow.params import step_params
+    from kdpipe.kubeflow import artifacts
+    from kdpipe.kubeflow.task import task_params
 
-    params = step_params(
-        params_yaml,
-        overrides,
-        run_id,
-        prepared=dataref.local_dir(dataset.path, cache_dir),
-        teacher=teacher.path,
-        student=student.path,
-        validation=validation.path,
-        promotion=promotion.path,
-    )
+    inputs = {"teacher": teacher, "student": student, "validation": validation, "promotion": promotion}
+    params = task_params(params_yaml, overrides, cache_dir, run_id, dataset, **inputs)
     return artifacts.record_promotion(steps.promote(params), promotion)

@@ -1,12 +1,11 @@
 """Kubeflow component for kdpipe.steps.fill_teacher_cache: the teacher's outputs for the student's views."""
 
-from kfp import dsl
-from kfp.dsl import Artifact, Dataset, Input, Model, Output
+from kfp.dsl import Artifact, Dataset, Input, Model, Output, component
 
 from kdpipe.kubeflow.image import IMAGE
 
 
-@dsl.component(base_image=IMAGE, install_kfp_package=False)
+@component(base_image=IMAGE, install_kfp_package=False)
 def teacher_outputs(
     params_yaml: str,
     overrides: list[str],
@@ -23,16 +22,10 @@ def teacher_outputs(
     view params finds every epoch and records nothing. Without a PVC the artifact holds the files.
     """
     from kdpipe import steps
-    from kdpipe.kubeflow import dataref, launch
-    from kdpipe.kubeflow.params import step_params
+    from kdpipe.kubeflow import launch
+    from kdpipe.kubeflow.task import task_params
 
-    params = step_params(
-        params_yaml,
-        overrides,
-        prepared=dataref.local_dir(dataset.path, cache_dir),
-        teacher=teacher.path,
-        teacher_cache=launch.teacher_cache_dir(cache_dir, outputs.path),
-    )
+    params = task_params(params_yaml, overrides, cache_dir, "", dataset, teacher_outputs=outputs, teacher=teacher)
     result = steps.fill_teacher_cache(params, max(1, nodes * gpus_per_node))  # 0 GPUs: one CPU rank
     launch.note_location(outputs.path, params.paths.teacher_cache)
     outputs.metadata.update(result)

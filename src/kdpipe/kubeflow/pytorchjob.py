@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import shutil
 import time
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -18,11 +19,23 @@ from kdpipe.infra.errors import KdpipeError
 from kdpipe.infra.files import METRICS_FILE, PARAMS_FILE, atomic_write_text, read_json
 from kdpipe.kubeflow import cluster
 from kdpipe.kubeflow.image import IMAGE
-from kdpipe.kubeflow.launch import torchrun_command
+from kdpipe.kubeflow.launch import scratch_dir, torchrun_command
 from kdpipe.kubeflow.params import dump_params, with_paths
 
 GROUP, VERSION, PLURAL = "kubeflow.org", "v1", "pytorchjobs"
 NAMESPACE_FILE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
+
+
+@dataclass(frozen=True)
+class Cluster:
+    """Where the job's pods run: ``nodes`` pods of ``gpus_per_node`` GPUs (``accelerator_type``), sharing the
+    PVC ``pvc_name`` and reading S3 credentials from the secret ``secret_name``."""
+
+    nodes: int
+    gpus_per_node: int
+    accelerator_type: str = cluster.GPU_RESOURCE
+    pvc_name: str = cluster.CACHE_VOLUME
+    secret_name: str = cluster.CREDENTIALS_SECRET
 
 
 def stage(params: Params, work_dir: Path) -> Params:
@@ -113,31 +126,11 @@ def run(job: dict[str, Any], poll_seconds: float = 30.0) -> None:
         )
 
 
-def distill(
-    params: Params,
-    work_dir: str,
-    job_name: str,
-    student_dir: str,
-    *,
-    nodes: int,
-    gpus_per_node: int,
-    accelerator_type: str,
-    pvc_name: str,
-    secret_name: str,
-) -> dict[str, Any]:
-    """Stage the inputs under ``work_dir`` (on the shared PVC), run the PyTorchJob to completion, and
-    copy the student into ``student_dir``; returns the distill step's summary."""
+def distill(params: Params, cache_dir: str, run_id: str, student_dir: str, where: Cluster) -> dict[str, Any]:
+    """Stage the inputs on the shared PVC (under ``cache_dir``, keyed by ``run_id``), run the PyTorchJob to
+    completion, and copy the student into ``student_dir``; returns the distill step's summary."""
+    work_dir = scratch_dir(cache_dir, "runs", run_id)
     staged = stage(params, Path(work_dir))
-    run(
-        manifest(
-            job_name[:63],
-            Path(work_dir),
-            nodes=nodes,
-            gpus_per_node=gpus_per_node,
-            accelerator_type=accelerator_type,
-            pvc_name=pvc_name,
-            secret_name=secret_name,
-        )
-    )
+    run(manifest(f"kdpipe-distill-{run_id}"[:63], Path(work_dir), **asdict(where)))
     shutil.copytree(staged.paths.student, student_dir, dirs_exist_ok=True)
     return read_json(Path(student_dir) / METRICS_FILE)
