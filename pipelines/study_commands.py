@@ -83,7 +83,7 @@ def _options(params: Params, args: argparse.Namespace, command: str, parallelism
 def run(params: Params, args: argparse.Namespace, command: str) -> dict[str, Any]:
     """Carry out ``kdpipe study --kubeflow ...`` (the CLI has validated ``-c`` and ``-p`` already)."""
     from kdpipe.infra.errors import ConfigError
-    from kdpipe.study.runner import cores
+    from kdpipe.study.threads import cores
     from kdpipe_pipelines.commands import pipeline_arguments
     from kdpipe_pipelines.study_pipeline import COMPILED, build, compile_study
 

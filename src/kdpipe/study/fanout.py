@@ -21,10 +21,11 @@ from typing import Any
 from kdpipe.config import Params
 from kdpipe.infra.files import fingerprint, write_json
 from kdpipe.kubeflow.params import with_paths
-from kdpipe.study import runner
+from kdpipe.study import runner, threads
 from kdpipe.study.plan import Plan
 from kdpipe.study.report import write_report
 from kdpipe.study.summary import summarise
+from kdpipe.study.tasks import TeacherTask
 
 STUDY_FILE = "study.json"
 
@@ -34,14 +35,10 @@ def study_id(kubeflow_run_id: str) -> str:
     return fingerprint({"kubeflow_run_id": kubeflow_run_id})[:12]
 
 
-def _threads(base: Params) -> int:
-    return base.runtime.num_threads or runner.cores()
-
-
 def _run(base: Params, plan: Plan, cell: str, seed: int, work: Path, data_seed: int | None = None) -> runner.Run:
     """The study's run of ``cell`` under ``seed`` (on ``data_seed``'s transfer set), taught by the teacher at
     ``paths.teacher``, its files under ``work``."""
-    run = runner.make_run(base, work, plan.cell(cell), seed, plan.archs, _threads(base), data_seed)
+    run = runner.make_run(base, work, plan.cell(cell), seed, plan.archs, threads.available(base.runtime), data_seed)
     return dataclasses.replace(
         run, params=with_paths(run.params, teacher=base.paths.teacher, student=base.paths.student)
     )
@@ -49,9 +46,10 @@ def _run(base: Params, plan: Plan, cell: str, seed: int, work: Path, data_seed: 
 
 def teacher(base: Params, plan: Plan, role: str, work: Path) -> dict[str, Any]:
     """Load or train ``role``'s teacher into ``paths.teacher`` and measure it as ``kdpipe study`` does; its record."""
-    params = runner.teacher_params(base, work, role, plan.archs[role], _threads(base))
+    params = runner.teacher_params(base, work, role, plan.archs[role], threads.available(base.runtime))
     params = with_paths(params, teacher=base.paths.teacher, checkpoints=str(work / "checkpoints"))
-    return runner.execute_teacher({"params": params.to_dict(), "role": role, "record": str(work / f"{role}.json")})
+    task = TeacherTask(f"teacher {role} ({plan.archs[role]})", role, work / f"{role}.json", params.to_dict())
+    return runner.execute_teacher(task)
 
 
 def teacher_outputs(base: Params, plan: Plan, role: str, work: Path) -> dict[str, Any]:
@@ -61,7 +59,10 @@ def teacher_outputs(base: Params, plan: Plan, role: str, work: Path) -> dict[str
     fill; in the data-budget phase each size of the transfer set is a fill of its own (:func:`runner.fill_tasks`).
     """
     runs = [_run(base, plan, r["cell"], r["seed"], work, r.get("data_seed")) for r in plan.runs(role)]
-    fills = [{"id": task["id"], **runner.execute_fill(task)} for task in runner.fill_tasks(runs, _threads(base))]
+    fills = [
+        {"id": task.id, **runner.execute_fill(task)}
+        for task in runner.fill_tasks(runs, threads.available(base.runtime))
+    ]
     return {
         "role": role,
         "fills": fills,

@@ -3,20 +3,16 @@
 A run is one cell under one seed. It trains with :func:`kdpipe.steps.distill` (the one training
 loop) with its own student and checkpoint paths under the study directory, then writes
 ``result.json`` atomically. A run whose result exists for the same training params is never rerun;
-an interrupted one resumes from its last epoch checkpoint. With ``jobs > 1`` runs go to worker
-processes (spawned, so CUDA works in each): small models are launch-bound on a GPU, so several
-processes sharing it multiply the throughput.
+an interrupted one resumes from its last epoch checkpoint. The ``execute_*`` functions are the worker
+side of the study's tasks (:mod:`kdpipe.study.tasks`).
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import multiprocessing
 import os
 import time
-from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,12 +22,12 @@ import torch
 from kdpipe import identity, steps
 from kdpipe.config import Params, apply_overrides, params_from_dict
 from kdpipe.data.prepared import MANIFEST_FILE, load_prepared
-from kdpipe.deploy import onnx as export
 from kdpipe.infra import files
 from kdpipe.models import count_parameters
 from kdpipe.models.file import MODEL_FILE, load_model
 from kdpipe.study.cells import Cell
 from kdpipe.study.measure import corrupted_top1, int8_top1, top1
+from kdpipe.study.tasks import FillTask, RunTask, TeacherTask
 from kdpipe.teacher import cache as teacher_cache
 from kdpipe.training.runtime import Runtime, make_runtime
 
@@ -40,8 +36,6 @@ log = logging.getLogger("kdpipe")
 RESULT_FILE = "result.json"
 TEACHERS_DIR = "teachers"
 RUNS_DIR = "runs"
-Task = dict[str, Any]
-Done = Callable[[Task, dict[str, Any]], None]
 
 
 @dataclass(frozen=True)
@@ -160,24 +154,24 @@ def _device_name(runtime: Runtime) -> str:
     return torch.cuda.get_device_name(runtime.device) if runtime.device.type == "cuda" else "cpu"
 
 
-def run_task(run: Run) -> Task:
-    """What a worker needs for one run, as plain data (workers are spawned, not forked)."""
-    return {
-        "id": run.id,
-        "cell": run.cell.name,
-        "seed": run.seed,
-        "data_seed": run.data_seed,
-        "overrides": list(run.overrides),
-        "fingerprint": training_fingerprint(run.params),
-        "teacher_role": run.teacher_role,
-        "directory": str(run.directory),
-        "params": run.params.to_dict(),
-    }
+def run_task(run: Run) -> RunTask:
+    """What a worker needs for one run."""
+    return RunTask(
+        run.id,
+        run.cell.name,
+        run.seed,
+        run.data_seed,
+        run.overrides,
+        training_fingerprint(run.params),
+        run.teacher_role,
+        run.directory,
+        run.params.to_dict(),
+    )
 
 
-def execute_run(task: dict[str, Any]) -> dict[str, Any]:
+def execute_run(task: RunTask) -> dict[str, Any]:
     """Worker side of one run: distil (resuming), measure val and test top-1 and the corruptions, write the result."""
-    params = params_from_dict(task["params"], origin=f"study run {task['id']}")
+    params = params_from_dict(task.params, origin=f"study run {task.id}")
     start = time.perf_counter()
     history = steps.distill(params, resume=True)["history"]
     wall = time.perf_counter() - start
@@ -188,12 +182,16 @@ def execute_run(task: dict[str, Any]) -> dict[str, Any]:
     split = len(data.split("train")[1])
     images = sum(h["images_per_s"] * h["epoch_seconds"] for h in history)
     result = {
-        **{k: task[k] for k in ("id", "cell", "seed", "overrides", "fingerprint")},
-        "data_seed": task.get("data_seed"),
+        "id": task.id,
+        "cell": task.cell,
+        "seed": task.seed,
+        "overrides": list(task.overrides),
+        "fingerprint": task.fingerprint,
+        "data_seed": task.data_seed,
         "method": params.method.name,
         "student_arch": params.student.arch,
         "teacher_arch": params.teacher.arch if params.method.name != "scratch" else None,
-        "teacher_role": task["teacher_role"],
+        "teacher_role": task.teacher_role,
         "data_sha256": data.sha256,
         "transfer_images": split if params.train.subset is None else min(split, params.train.subset),
         "test_top1": top1(student, data, "test", runtime),
@@ -213,13 +211,13 @@ def execute_run(task: dict[str, Any]) -> dict[str, Any]:
         "history": history,
         "params": params.to_dict(),
     }
-    files.write_json(Path(task["directory"]) / RESULT_FILE, result)
+    files.write_json(task.directory / RESULT_FILE, result)
     return result
 
 
-def execute_teacher(task: dict[str, Any]) -> dict[str, Any]:
+def execute_teacher(task: TeacherTask) -> dict[str, Any]:
     """Worker side of one teacher: train it once (or load it), measure it, record it in the study."""
-    params = params_from_dict(task["params"], origin=f"study teacher {task['role']}")
+    params = params_from_dict(task.params, origin=f"study teacher {task.role}")
     path = Path(params.paths.teacher) / MODEL_FILE
     if not path.exists():
         steps.evaluate_teacher(params)
@@ -227,7 +225,7 @@ def execute_teacher(task: dict[str, Any]) -> dict[str, Any]:
     data = load_prepared(params.paths.prepared)
     runtime = make_runtime(params.runtime)
     info = {
-        "role": task["role"],
+        "role": task.role,
         "arch": meta["arch"],
         "parameters": count_parameters(model),
         "test_top1": top1(model, data, "test", runtime),
@@ -238,48 +236,8 @@ def execute_teacher(task: dict[str, Any]) -> dict[str, Any]:
         "model_sha256": files.file_sha256(path),
         "data_sha256": data.sha256,
     }
-    files.write_json(Path(task["record"]), info)
+    files.write_json(task.record, info)
     return info
-
-
-def _init_worker(threads: int, level: int) -> None:
-    torch.set_num_threads(threads)
-    logging.basicConfig(level=level, format="%(asctime)s [%(processName)s] %(message)s", datefmt="%H:%M:%S")
-    for chatty in export.EXPORTER_LOGGERS:  # as the CLI's own process does
-        logging.getLogger(chatty).setLevel(logging.WARNING)
-
-
-def execute(
-    fn: Callable[[Task], dict[str, Any]], tasks: list[Task], jobs: int, threads: int, done: Done
-) -> dict[str, str]:
-    """Run ``fn`` on every task, in this process or in ``jobs`` workers; return the failures by task id.
-
-    One failing task does not stop the others: its error is returned and it reruns next time.
-    """
-    failures: dict[str, str] = {}
-    if jobs == 1:
-        for task in tasks:
-            try:
-                done(task, fn(task))
-            except Exception as exc:  # any error of one run is reported; the others go on
-                failures[task["id"]] = f"{type(exc).__name__}: {exc}"
-        return failures
-    context = multiprocessing.get_context("spawn")
-    level = logging.getLogger("kdpipe").getEffectiveLevel()
-    with ProcessPoolExecutor(jobs, mp_context=context, initializer=_init_worker, initargs=(threads, level)) as pool:
-        futures = {pool.submit(fn, task): task for task in tasks}
-        for future in as_completed(futures):
-            task = futures[future]
-            try:
-                done(task, future.result())
-            except Exception as exc:  # includes a worker that died (BrokenProcessPool)
-                failures[task["id"]] = f"{type(exc).__name__}: {exc}"
-    return failures
-
-
-def cores() -> int:
-    """The cores this process may run on (a container's CPU set, not the host's count)."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def fill_teacher_cache(params: Params) -> dict[str, Any]:
@@ -292,21 +250,21 @@ def _views(run: Run) -> tuple[Any, ...]:
     return run.teacher_role, *identity.replayed_views(run.params.data, run.params.train).values()
 
 
-def fill_tasks(runs: list[Run], threads: int) -> list[Task]:
+def fill_tasks(runs: list[Run], threads: int) -> list[FillTask]:
     """One cache fill per teacher and set of views that ``runs`` replay, to run ahead of them, one after another on
     ``threads`` threads (a fill holds the cache directory): runs of one seed that start together would otherwise
     each record the same outputs live."""
-    tasks: dict[tuple[Any, ...], Task] = {}
+    tasks: dict[tuple[Any, ...], FillTask] = {}
     for run in runs:
         if run.needs_teacher and teacher_cache.mode(run.params) != "off":
             raw = run.params.to_dict()
             raw["runtime"]["num_threads"] = threads
-            tasks.setdefault(_views(run), {"id": f"teacher outputs for {run.id}", "params": raw})
+            tasks.setdefault(_views(run), FillTask(f"teacher outputs for {run.id}", raw))
     return list(tasks.values())
 
 
-def execute_fill(task: Task) -> dict[str, Any]:
-    return fill_teacher_cache(params_from_dict(task["params"], origin=f"study {task['id']}"))
+def execute_fill(task: FillTask) -> dict[str, Any]:
+    return fill_teacher_cache(params_from_dict(task.params, origin=f"study {task.id}"))
 
 
 def ensure_prepared(base: Params) -> None:
