@@ -2,6 +2,11 @@
 
 Tests run torch with ``KDPIPE_TEST_THREADS`` threads (default 2, the CI machine's core count);
 pytest runs them serially.
+
+No test writes into the checkout: each test runs with a fresh temporary directory as its cwd, and the
+session- and module-scoped fixtures with one of their own (MLflow puts a SQLite store's artifacts in
+``./mlruns`` of the cwd, and kdpipe's default paths are relative); test_worktree.py, ordered last,
+fails when the work tree differs from the one the session started with.
 """
 
 from __future__ import annotations
@@ -9,7 +14,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +30,7 @@ from servers import mlflow_server, seaweedfs  # noqa: F401
 THREADS = int(os.environ.get("KDPIPE_TEST_THREADS", "2"))
 torch.set_num_threads(THREADS)
 REPO = Path(__file__).resolve().parents[1]
+PARAMS_FILE = str(REPO / "params.yaml")  # the checkout's params, named: a test's cwd is not the checkout (_test_cwd)
 RESHOT_COUNT = 120
 EXPORT_ON = {
     "export__enabled": True,
@@ -70,6 +76,68 @@ def write_params(params: Params, path: Path) -> Path:
     """``params`` as the params.yaml a command line reads with ``-c``."""
     path.write_text(yaml.safe_dump(params.to_dict()))
     return path
+
+
+# What the work-tree snapshot leaves out: caches Python, pytest and ruff keep by design, git's own
+# database and the virtualenv (at the top only: a new one deeper down is a leak).
+CACHE_NAMES = {"__pycache__", ".pytest_cache", ".ruff_cache"}
+TOP_SKIPPED = {".git", ".venv"}
+WORKTREE = pytest.StashKey[dict[str, tuple[int, int] | None]]()
+
+
+def worktree_state(root: Path = REPO) -> dict[str, tuple[int, int] | None]:
+    """Every path under ``root``, ignored ones included (mlruns/, artifacts/, .dvc/tmp, data/...):
+    (mtime_ns, size) for a file or link, None for a folder; caches, .git and .venv left out."""
+    state: dict[str, tuple[int, int] | None] = {}
+    for folder, dirs, files in os.walk(root):
+        here = Path(folder)
+        dirs[:] = [d for d in dirs if d not in CACHE_NAMES and not (here == root and d in TOP_SKIPPED)]
+        for d in dirs:
+            state[str((here / d).relative_to(root))] = None
+        for f in files:
+            if f.endswith(".pyc"):
+                continue
+            path = here / f
+            try:
+                st = path.lstat()
+            except FileNotFoundError:  # removed while walking
+                continue
+            state[str(path.relative_to(root))] = (st.st_mtime_ns, st.st_size)
+    return state
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "last: runs after every other selected test (the work-tree check)")
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """The work tree before any test or fixture runs: test_worktree.py compares it with the tree after."""
+    session.config.stash[WORKTREE] = worktree_state()
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> Iterator[None]:
+    """Tests marked ``last`` go to the end, after every other plugin's reordering (the outermost wrapper)."""
+    result = yield
+    items.sort(key=lambda item: item.get_closest_marker("last") is not None)  # stable: the rest keep their order
+    return result
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _session_cwd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Session- and module-scoped fixtures run in a temporary directory, never in the checkout."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(tmp_path_factory.mktemp("cwd-session"))
+        yield
+
+
+@pytest.fixture(autouse=True)
+def _test_cwd(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each test runs in a fresh temporary directory (its own, not tmp_path, which it may list): whatever
+    is written relative to the cwd lands there. That is where MLflow puts the artifacts of a SQLite
+    store created without an artifact root (``./mlruns``: make_params' stores), and where subprocesses
+    started without ``cwd`` run."""
+    monkeypatch.chdir(tmp_path_factory.mktemp("cwd"))
 
 
 def _set(tree: dict[str, Any], dotted: str, value: Any) -> None:

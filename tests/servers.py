@@ -54,7 +54,10 @@ class Server:
     def __init__(self, name: str, argv: list[str], env: dict[str, str], log_path: Path) -> None:
         self.name, self.log_path = name, log_path
         self._log = open(log_path, "wb")  # noqa: SIM115 - open for the server's whole life
-        self.proc = subprocess.Popen(argv, env=env, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True)
+        # It runs in the folder of its log: whatever it writes to its cwd stays out of the checkout.
+        self.proc = subprocess.Popen(
+            argv, cwd=log_path.parent, env=env, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True
+        )
 
     def wait_until(self, ready: Callable[[], bool], what: str) -> None:
         deadline = time.monotonic() + START_TIMEOUT_S

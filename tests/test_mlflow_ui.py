@@ -108,7 +108,8 @@ def reviewed(tmp_path_factory: pytest.TempPathFactory, raw_root: Path, seaweedfs
             "system_metrics_seconds": 1,
         },
         "paths": {
-            k: str(work / k) for k in ("prepared", "teacher", "student", "checkpoints", "validation", "promotion")
+            k: str(work / k)
+            for k in ("prepared", "teacher", "student", "checkpoints", "validation", "promotion", "teacher_cache")
         },
     }
     params_file = work / "params.yaml"
@@ -118,7 +119,7 @@ def reviewed(tmp_path_factory: pytest.TempPathFactory, raw_root: Path, seaweedfs
 
     def kdpipe(*args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            [KDPIPE, *args, "-c", str(params_file)], capture_output=True, text=True, env=env, timeout=900
+            [KDPIPE, *args, "-c", str(params_file)], cwd=work, capture_output=True, text=True, env=env, timeout=900
         )
 
     try:

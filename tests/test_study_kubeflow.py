@@ -17,7 +17,7 @@ import mlflow
 import pytest
 import yaml
 
-from conftest import TINY
+from conftest import PARAMS_FILE, TINY
 from kdpipe import steps
 from kdpipe.cli import main
 from kdpipe.config import Params
@@ -124,6 +124,8 @@ def test_the_compiled_study_has_a_bounded_fan_out_of_gpu_runs_that_retry(tmp_pat
         main(
             [
                 "study",
+                "-c",
+                PARAMS_FILE,
                 "--kubeflow",
                 "compile",
                 "-o",
@@ -161,7 +163,7 @@ def test_the_compiled_study_has_a_bounded_fan_out_of_gpu_runs_that_retry(tmp_pat
 
 def test_the_compiled_tuning_study_fans_out_every_grid_setting_at_seed_0(tmp_path: Path) -> None:
     out = tmp_path / "tune.yaml"
-    assert main(["study", "--kubeflow", "compile", "-o", str(out), "--tune"]) == 0
+    assert main(["study", "-c", PARAMS_FILE, "--kubeflow", "compile", "-o", str(out), "--tune"]) == 0
     spec, _ = yaml.safe_load_all(out.read_text())
     (loop,) = [t for t in spec["root"]["dag"]["tasks"].values() if "parameterIterator" in t]
     items = json.loads(loop["parameterIterator"]["items"]["raw"])
@@ -171,11 +173,11 @@ def test_the_compiled_tuning_study_fans_out_every_grid_setting_at_seed_0(tmp_pat
 
 def test_a_bad_plan_is_refused_before_compiling(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "study.yaml"
-    assert main(["study", "--kubeflow", "compile", "-o", str(out), "--cells", "nope"]) == 2
+    assert main(["study", "-c", PARAMS_FILE, "--kubeflow", "compile", "-o", str(out), "--cells", "nope"]) == 2
     assert "--cells: unknown cell(s) nope" in capsys.readouterr().err
-    assert main(["study", "--kubeflow", "compile", "-o", str(out), "--parallelism", "0"]) == 2
+    assert main(["study", "-c", PARAMS_FILE, "--kubeflow", "compile", "-o", str(out), "--parallelism", "0"]) == 2
     assert "--parallelism: must be at least 1" in capsys.readouterr().err
-    assert main(["study", "--kubeflow", "submit"]) == 2
+    assert main(["study", "-c", PARAMS_FILE, "--kubeflow", "submit"]) == 2
     assert "--kubeflow submit needs --host" in capsys.readouterr().err
     assert not out.exists()
 

@@ -13,7 +13,7 @@ import mlflow
 import pytest
 from scipy import stats
 
-from conftest import TINY, write_params
+from conftest import PARAMS_FILE, TINY, write_params
 from kdpipe.cli import main
 from kdpipe.config import Params
 from kdpipe.infra.files import write_json
@@ -206,6 +206,6 @@ def test_gap_teaches_kd_and_srd_from_three_teachers_and_pairs_srd_against_kd_per
 def test_a_phase_refuses_contradictory_arguments_before_any_work(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], args: list[str], message: str
 ) -> None:
-    assert main(["study", "--dir", str(tmp_path / "s"), *args]) == 2
+    assert main(["study", "-c", PARAMS_FILE, "--dir", str(tmp_path / "s"), *args]) == 2
     assert capsys.readouterr().err.strip() == f"kdpipe: error: {message}"
     assert not (tmp_path / "s").exists()

@@ -11,7 +11,7 @@ from pathlib import Path
 import mlflow
 import pytest
 
-from conftest import TINY, write_params
+from conftest import PARAMS_FILE, TINY, write_params
 from kdpipe.cli import main
 from kdpipe.config import Params
 from kdpipe.study import stability
@@ -57,7 +57,7 @@ def test_tune_trains_each_methods_grid_and_chooses_its_best_val_setting(
 
 
 def test_tune_refuses_a_cell_list(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["study", "--dir", str(tmp_path / "t"), "--tune", "--cells", "srd"]) == 2
+    assert main(["study", "-c", PARAMS_FILE, "--dir", str(tmp_path / "t"), "--tune", "--cells", "srd"]) == 2
     assert capsys.readouterr().err.strip() == "kdpipe: error: --tune names its own cells; leave out --cells"
     assert not (tmp_path / "t").exists()
 
