@@ -1,12 +1,11 @@
 """Kubeflow component for kdpipe.study.fanout.teacher: one role's teacher of the study, measured."""
 
-from kfp import dsl
-from kfp.dsl import Dataset, Input, Model, Output
+from kfp.dsl import Dataset, Input, Model, Output, component
 
 from kdpipe.kubeflow.image import IMAGE
 
 
-@dsl.component(base_image=IMAGE, install_kfp_package=False)
+@component(base_image=IMAGE, install_kfp_package=False)
 def study_teacher(
     params_yaml: str,
     overrides: list[str],
@@ -19,18 +18,11 @@ def study_teacher(
 ) -> str:
     """Load or train the teacher of ``role`` (main: params.yaml's; small, large: the capacity gap's) and measure
     it on val, test and the corruption suite; returns its record as JSON for the report step."""
-    import json
-    from pathlib import Path
+    from kdpipe.kubeflow import artifacts
+    from kdpipe.kubeflow.task import task_params
+    from kdpipe.study import pods
 
-    from kdpipe.kubeflow import artifacts, dataref, launch
-    from kdpipe.kubeflow.params import step_params
-    from kdpipe.study import fanout
-    from kdpipe.study.plan import Plan
-
-    base = step_params(
-        params_yaml, overrides, run_id, prepared=dataref.local_dir(dataset.path, cache_dir), teacher=teacher.path
-    )
-    work = Path(launch.scratch_dir(cache_dir, "study", run_id, "teachers", role))
-    record = fanout.teacher(base, Plan.from_dict(plan), role, work)
+    base = task_params(params_yaml, overrides, cache_dir, run_id, dataset, teacher=teacher)
+    record = pods.teacher(base, plan, role, cache_dir, run_id)
     artifacts.describe_model(teacher, role="teacher", study_role=role)
-    return json.dumps(record)
+    return record
