@@ -35,6 +35,7 @@ from kdpipe.steps.spec import (
     PROMOTE,
     ROLLBACK,
     RUN_PIPELINE,
+    STEPS,
     TEACHER_CACHE,
     VALIDATE_STUDENT,
 )
@@ -47,18 +48,6 @@ log = logging.getLogger("kdpipe")
 COMMANDS_GROUP = "kdpipe_commands"
 STUDY_COMMANDS_GROUP = "kdpipe_study_commands"
 ARTIFACTS_PROGRESS_BAR_ENV = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
-# The steps with a command of their own, in the order `kdpipe --help` lists them.
-COMMAND_STEPS = (
-    PREPARE_DATA,
-    EVALUATE_TEACHER,
-    TEACHER_CACHE,
-    DISTILL,
-    VALIDATE_STUDENT,
-    EXPORT,
-    PROMOTE,
-    ROLLBACK,
-    RUN_PIPELINE,
-)
 
 
 def _add_common(p: argparse.ArgumentParser) -> None:
@@ -79,7 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"kdpipe {__version__}")
     parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
     sub = parser.add_subparsers(dest="command", required=True)
-    for step in COMMAND_STEPS:
+    for step in STEPS.values():  # every step is a command, in the order `kdpipe --help` lists them
         p = sub.add_parser(step.verb, help=step.help)
         _add_common(p)
         if step in (DISTILL, RUN_PIPELINE):
