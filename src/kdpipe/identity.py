@@ -26,6 +26,7 @@ from kdpipe.config import (
     TeacherConfig,
     ValidateConfig,
 )
+from kdpipe.config.section import Section
 from kdpipe.infra.files import fingerprint
 
 
@@ -37,6 +38,32 @@ class Prepared(Protocol):
 
     @property
     def manifest(self) -> dict[str, Any]: ...
+
+
+# Sections as identities see them.
+
+# Keys added to a section after digests of it were stored: left out while at their default, so the digests
+# stored before them (trained teachers, study results) stay valid; set to anything else, they count.
+ADDED_KEYS: dict[str, tuple[str, ...]] = {
+    "data": (
+        "split",
+        "val_fraction",
+        "test_fraction",
+        "group_by",
+        "channels",
+        "on_bad_image",
+        "max_bad_fraction",
+    ),
+    "teacher": ("feature_layer", "classes", "preprocess", "trust_pickle"),
+    "student": ("init",),
+}
+
+
+def section_identity(name: str, section: Section, exclude: frozenset[str] = frozenset()) -> dict[str, Any]:
+    """A params section as a digest reads it: its values, less ``exclude`` and the :data:`ADDED_KEYS` at default."""
+    defaults = type(section)()
+    left_out = set(exclude) | {k for k in ADDED_KEYS.get(name, ()) if getattr(section, k) == getattr(defaults, k)}
+    return section.model_dump(mode="json", exclude=left_out)
 
 
 # The views a student trains on.
@@ -126,9 +153,9 @@ def run_fingerprint(
     settings and the training budget; not where or how it ran, nor another method's settings."""
     return fingerprint(
         {
-            "data": data.model_dump(mode="json", exclude={"root"}),
-            "teacher": teacher.model_dump(mode="json"),
-            "student": student.model_dump(mode="json"),
+            "data": section_identity("data", data, frozenset({"root"})),
+            "teacher": section_identity("teacher", teacher),
+            "student": section_identity("student", student),
             "method": method_identity(method, cache),
             "train": train_identity(train),
         }
@@ -178,7 +205,7 @@ def teacher_fingerprint(
     section, data and views. Any teacher, whatever its source, is recorded under it."""
     extra = how.digest_fields()
     views = training_views(data_cfg, data)
-    return fingerprint("teacher", teacher.model_dump(mode="json"), data.sha256, views, *([extra] if extra else []))
+    return fingerprint("teacher", section_identity("teacher", teacher), data.sha256, views, *([extra] if extra else []))
 
 
 def trained_teacher_version(digest: str) -> str:

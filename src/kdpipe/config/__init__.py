@@ -21,7 +21,7 @@ from kdpipe.config.params import (
 from kdpipe.config.paths import PathsConfig
 from kdpipe.config.runtime import RuntimeConfig
 from kdpipe.config.student import StudentConfig
-from kdpipe.config.teacher import TeacherConfig
+from kdpipe.config.teacher import TeacherConfig, TeacherPreprocess
 from kdpipe.config.tracking import TrackingConfig
 from kdpipe.config.train import StudentTrainConfig, TrainConfig
 from kdpipe.config.validate import OperationalSetConfig, ValidateConfig
@@ -44,6 +44,7 @@ __all__ = [
     "StudentConfig",
     "StudentTrainConfig",
     "TeacherConfig",
+    "TeacherPreprocess",
     "TrackingConfig",
     "TrainConfig",
     "ValidateConfig",

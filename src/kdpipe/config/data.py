@@ -1,4 +1,4 @@
-"""``data:``: which data set, where its raw files are, its split and its augmentation."""
+"""``data:``: which data set, where its raw files are, how it is split, and its augmentation."""
 
 from __future__ import annotations
 
@@ -10,10 +10,42 @@ from kdpipe.config.section import Section
 
 
 class DataConfig(Section):
-    source: Literal["fashion_mnist", "mnist", "cifar10", "cifar100", "imagefolder"] = "fashion_mnist"
-    root: str | None = Field(None, description="raw data directory; the ImageFolder root for 'imagefolder'")
+    source: Literal["fashion_mnist", "mnist", "cifar10", "cifar100", "imagefolder", "manifest"] = Field(
+        "fashion_mnist",
+        description="a benchmark set, 'imagefolder' (a root of class folders, or train/ and test/ [val/] of them) "
+        "or 'manifest' (a CSV or JSON Lines file of path, label[, group])",
+    )
+    root: str | None = Field(
+        None,
+        description="raw data directory (default data/raw); the ImageFolder root, or the manifest file; "
+        "local, s3://, dvc+ or pvc: as data references accept them",
+    )
     image_size: int | None = Field(None, ge=8, description="resize ImageFolder images to this square size")
-    val_size: int = Field(5000, ge=0, description="training images held out for validation")
+    split: Literal["auto", "stable", "seeded"] = Field(
+        "auto",
+        description="stable: each image's split is a pure function of its identity, so a growing set never moves "
+        "an image between train, val and test; seeded: val_size images drawn with data.seed (the benchmark sets' "
+        "split); auto: seeded for the benchmark sets, stable for imagefolder and manifest",
+    )
+    val_size: int = Field(5000, ge=0, description="seeded split: training images held out for validation")
+    val_fraction: float = Field(0.1, gt=0, lt=1, description="stable split: the share of images held out for val")
+    test_fraction: float = Field(
+        0.1, gt=0, lt=1, description="stable split: the share held out for test, when the source has no test split"
+    )
+    group_by: str | None = Field(
+        None,
+        description="stable split: keep each group on one side; a manifest column, or a regex on an image's "
+        "relative path (its first group, else the whole match)",
+    )
+    channels: Literal[1, 3] | None = Field(
+        None, description="null keeps the images' own channels (greyscale stays one); 1 or 3 converts"
+    )
+    on_bad_image: Literal["fail", "skip"] = Field(
+        "fail", description="an unreadable image: fail naming it, or skip it (listed in the manifest)"
+    )
+    max_bad_fraction: float = Field(
+        0.01, ge=0, le=1, description="with on_bad_image: skip, more unreadable images than this share is an error"
+    )
     train_subset: int | None = Field(None, ge=2, description="keep only this many training images (smoke runs)")
     test_subset: int | None = Field(None, ge=2, description="keep only this many test images (smoke runs)")
     seed: int = 0

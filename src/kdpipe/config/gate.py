@@ -27,3 +27,9 @@ class GateConfig(Section):
     max_class_drop: float | None = Field(
         None, ge=0, le=1, description="how far any class's recall may fall below the champion's; null: not checked"
     )
+    champion_on_new_data: Literal["rescore", "refuse"] = Field(
+        "rescore",
+        description="when the data changed since the champion was validated: rescore it on today's gate split "
+        "(with a stable split, images it never trained on), or refuse to compare; where the split cannot be proven "
+        "disjoint, rescore still measures it (which can only favour the champion) and the gate says so",
+    )
