@@ -32,7 +32,7 @@ demo: env data $(RESHOT)
 test: env data browser
 	$(BIN)/ruff check src tests benchmarks components pipelines scripts docs/hooks
 	$(BIN)/ruff format --check src tests benchmarks components pipelines scripts docs/hooks
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q --durations=30
 
 lint: env
 	$(BIN)/ruff check src tests benchmarks components pipelines scripts docs/hooks
