@@ -3,6 +3,21 @@ logits (:mod:`~kdpipe.models.base`), the model file format (:mod:`~kdpipe.models
 wrapper (:mod:`~kdpipe.models.serving`)."""
 
 from kdpipe.models.base import FeatureClassifier
-from kdpipe.models.zoo import MODELS, TORCHVISION_PREFIX, count_parameters, create_model, is_known_model
+from kdpipe.models.zoo import (
+    MODELS,
+    TIMM_PREFIX,
+    TORCHVISION_PREFIX,
+    count_parameters,
+    create_model,
+    is_known_model,
+)
 
-__all__ = ["MODELS", "TORCHVISION_PREFIX", "FeatureClassifier", "count_parameters", "create_model", "is_known_model"]
+__all__ = [
+    "MODELS",
+    "TIMM_PREFIX",
+    "TORCHVISION_PREFIX",
+    "FeatureClassifier",
+    "count_parameters",
+    "create_model",
+    "is_known_model",
+]

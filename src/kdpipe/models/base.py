@@ -16,6 +16,8 @@ class FeatureClassifier(nn.Module):
 
     feature_dim: int
     classifier: nn.Module
+    image_size: int | None = None
+    """The input size the parameters' shapes were built for (a ViT's), recorded in the model file; None: any."""
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError

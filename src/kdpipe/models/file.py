@@ -19,8 +19,17 @@ def save_model(
     path: Path, model: FeatureClassifier, arch: str, classes: list[str], in_channels: int, **meta: Any
 ) -> None:
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    sized = {} if model.image_size is None else {"image_size": model.image_size}
     atomic_torch_save(
-        {"arch": arch, "classes": list(classes), "in_channels": in_channels, "state_dict": state, "meta": meta}, path
+        {
+            "arch": arch,
+            "classes": list(classes),
+            "in_channels": in_channels,
+            **sized,
+            "state_dict": state,
+            "meta": meta,
+        },
+        path,
     )
 
 
@@ -33,7 +42,7 @@ def load_model(path: Path, trained_on: str | None = None) -> tuple[FeatureClassi
         raise KdpipeError(f"{path}: model file not found")
     blob = load_checkpoint(path)
     try:
-        model = create_model(blob["arch"], len(blob["classes"]), blob["in_channels"])
+        model = create_model(blob["arch"], len(blob["classes"]), blob["in_channels"], blob.get("image_size"))
         model.load_state_dict(blob["state_dict"])
     except KeyError as exc:
         raise ForeignFileError(f"{path}: not a kdpipe model file (no {exc} entry)") from None

@@ -10,6 +10,7 @@ from kdpipe.models.base import FeatureClassifier
 from kdpipe.models.cnn import SimpleCNN
 from kdpipe.models.mobilenetv2 import MobileNetV2
 from kdpipe.models.resnet import NARROW, WIDE_X4, CifarResNet
+from kdpipe.models.timm_wrap import is_timm_model, timm_classifier
 from kdpipe.models.torchvision_wrap import TorchvisionClassifier
 from kdpipe.models.wrn import WideResNet
 
@@ -29,6 +30,7 @@ def _wrn(depth: int, widen: int) -> Builder:
 
 
 TORCHVISION_PREFIX = "torchvision:"
+TIMM_PREFIX = "timm:"
 
 MODELS: Factories[FeatureClassifier] = Factories(
     "model",
@@ -42,18 +44,22 @@ MODELS: Factories[FeatureClassifier] = Factories(
         "mobilenetv2": lambda k, c: MobileNetV2(k, c, width=1.0),
         "mobilenetv2_w0.5": lambda k, c: MobileNetV2(k, c, width=0.5),
     },
-    patterns=[f"{TORCHVISION_PREFIX}<name>"],
+    patterns=[f"{TORCHVISION_PREFIX}<name>", f"{TIMM_PREFIX}<name>"],
 )
 
 
 def is_known_model(name: str) -> bool:
+    if name.startswith(TIMM_PREFIX):
+        return is_timm_model(name[len(TIMM_PREFIX) :])
     return name in MODELS or (name.startswith(TORCHVISION_PREFIX) and len(name) > len(TORCHVISION_PREFIX))
 
 
-def create_model(name: str, num_classes: int, in_channels: int = 3) -> FeatureClassifier:
-    """Build a fresh, randomly initialised model by name."""
+def create_model(name: str, num_classes: int, in_channels: int = 3, image_size: int | None = None) -> FeatureClassifier:
+    """Build a fresh, randomly initialised model by name; ``image_size`` (the data's) shapes a ViT, not a CNN."""
     if name.startswith(TORCHVISION_PREFIX):
         return TorchvisionClassifier(name[len(TORCHVISION_PREFIX) :], num_classes, in_channels)
+    if name.startswith(TIMM_PREFIX):
+        return timm_classifier(name[len(TIMM_PREFIX) :], num_classes, in_channels, image_size)
     return MODELS.create(name, num_classes, in_channels)
 
 
