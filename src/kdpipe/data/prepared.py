@@ -12,20 +12,25 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from kdpipe.data.sources import DEFAULT_HFLIP, RawData
+from kdpipe.data.image_record import IMAGES_FILE
+from kdpipe.data.progress import progress
+from kdpipe.data.sources import DEFAULT_HFLIP
+from kdpipe.data.stable_split import SplitScheme
 from kdpipe.infra.errors import DataError, ForeignFileError
 from kdpipe.infra.files import atomic_torch_save, atomic_write_text, load_tensors, write_failure
 
 TENSORS_FILE = "splits.pt"
 MANIFEST_FILE = "manifest.json"
 SPLITS = ("train", "val", "test")
+HASH_CHUNK = 64 << 20  # bytes hashed between two progress updates
 RECIPE_KEYS = (
     "source",
     "image_size",
@@ -33,6 +38,13 @@ RECIPE_KEYS = (
     "train_subset",
     "test_subset",
     "seed",
+    "split",
+    "val_fraction",
+    "test_fraction",
+    "group_by",
+    "channels",
+    "on_bad_image",
+    "max_bad_fraction",
 )  # data params that make the data
 
 
@@ -60,49 +72,43 @@ class PreparedData:
     def sha256(self) -> str:
         return str(self.manifest["sha256"])
 
+    @property
+    def split_fingerprint(self) -> str | None:
+        """The stable split's fingerprint: equal on two prepared sets, each image is in the same split in both.
+        None for a seeded split (or a manifest written before splits were recorded): nothing is provable."""
+        split = self.manifest.get("split") or {}
+        return str(split["fingerprint"]) if split.get("scheme") == "stable" else None
+
 
 def content_sha256(tensors: dict[str, torch.Tensor], classes: list[str]) -> str:
     """Hash of the splits' bytes, shapes and class names: independent of the file format."""
     digest = hashlib.sha256()
-    for key in sorted(tensors):
-        t = tensors[key].contiguous()
-        digest.update(f"{key}:{t.dtype}:{tuple(t.shape)};".encode())
-        digest.update(t.numpy().tobytes())
+    total = sum(t.numel() * t.element_size() for t in tensors.values())
+    with progress("sha256 of the prepared data", total, unit="B") as bar:
+        for key in sorted(tensors):
+            t = tensors[key].contiguous()
+            digest.update(f"{key}:{t.dtype}:{tuple(t.shape)};".encode())
+            flat = memoryview(t.numpy()).cast("B")
+            for start in range(0, len(flat), HASH_CHUNK):
+                digest.update(flat[start : start + HASH_CHUNK])
+                bar.advance(len(flat[start : start + HASH_CHUNK]))
     digest.update(json.dumps(classes).encode())
     return digest.hexdigest()
 
 
-def _take(x: torch.Tensor, y: torch.Tensor, n: int | None, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-    if n is None or n >= len(y):
-        return x, y
-    idx = torch.randperm(len(y), generator=gen)[:n].sort().values
-    return x[idx], y[idx]
+def pick(n: int, k: int | None, gen: torch.Generator) -> torch.Tensor:
+    """Sorted indices of ``k`` of ``n`` items drawn with ``gen`` (all of them when ``k`` is None or too large)."""
+    if k is None or k >= n:
+        return torch.arange(n)
+    return torch.randperm(n, generator=gen)[:k].sort().values
 
 
 def sample(x: torch.Tensor, y: torch.Tensor, n: int | None, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     """The same ``n`` images for a seed, whatever trains on them: a fixed transfer set."""
-    return _take(x, y, n, torch.Generator().manual_seed(seed))
-
-
-def build_splits(
-    raw: RawData, val_size: int, seed: int, train_subset: int | None = None, test_subset: int | None = None
-) -> dict[str, torch.Tensor]:
-    """Deterministic for a seed: optional subsets, then a validation split held out from train."""
-    gen = torch.Generator().manual_seed(seed)
-    train_x, train_y = _take(raw.train_x, raw.train_y, train_subset, gen)
-    test_x, test_y = _take(raw.test_x, raw.test_y, test_subset, gen)
-    if val_size >= len(train_y) - 1:
-        raise DataError(f"data.val_size: {val_size} leaves no training images out of {len(train_y)}")
-    perm = torch.randperm(len(train_y), generator=gen)
-    val_idx, train_idx = perm[:val_size].sort().values, perm[val_size:].sort().values
-    return {
-        "train_x": train_x[train_idx].contiguous(),
-        "train_y": train_y[train_idx].contiguous(),
-        "val_x": train_x[val_idx].contiguous(),
-        "val_y": train_y[val_idx].contiguous(),
-        "test_x": test_x.contiguous(),
-        "test_y": test_y.contiguous(),
-    }
+    if n is None or n >= len(y):
+        return x, y
+    idx = pick(len(y), n, torch.Generator().manual_seed(seed))
+    return x[idx], y[idx]
 
 
 def channel_stats(x: torch.Tensor) -> tuple[list[float], list[float]]:
@@ -110,46 +116,65 @@ def channel_stats(x: torch.Tensor) -> tuple[list[float], list[float]]:
     return xf.mean(dim=(0, 2, 3)).tolist(), xf.std(dim=(0, 2, 3)).clamp_min(1e-3).tolist()
 
 
-def write_prepared(
-    out_dir: Path, tensors: dict[str, torch.Tensor], raw: RawData, recipe: Mapping[str, Any]
-) -> dict[str, Any]:
-    """Stage the splits and the manifest beside ``out_dir``, then swap them in; ``recipe``: the ``data`` params."""
-    source, seed, hflip = recipe["source"], recipe["seed"], recipe.get("hflip")
-    mean, std = channel_stats(tensors["train_x"])
-    manifest = {
-        "source": source,
-        "description": raw.description,
-        "classes": raw.classes,
-        "shape": list(tensors["train_x"].shape[1:]),
-        "splits": {s: len(tensors[f"{s}_y"]) for s in SPLITS},
-        "seed": seed,
-        "mean": mean,
-        "std": std,
-        "hflip": DEFAULT_HFLIP[source] if hflip is None else hflip,
-        "sha256": content_sha256(tensors, raw.classes),
-        "recipe": {key: recipe[key] for key in RECIPE_KEYS},
-    }
+@contextmanager
+def staged(out_dir: Path) -> Iterator[Path]:
+    """A fresh directory beside ``out_dir`` for the block to fill, swapped in when the block succeeds.
+
+    A block that fails (a refused input, a full disk) leaves ``out_dir`` as it was and removes the staging.
+    """
     try:
         out_dir.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
     except OSError as exc:
         raise write_failure(out_dir, exc) from None
     try:
-        atomic_torch_save(tensors, staging / TENSORS_FILE)
-        atomic_write_text(staging / MANIFEST_FILE, json.dumps(manifest, indent=2) + "\n")
-        if out_dir.exists():
-            retired = out_dir.with_name(f".{out_dir.name}.old")
-            shutil.rmtree(retired, ignore_errors=True)
-            os.replace(out_dir, retired)
-            os.replace(staging, out_dir)
-            shutil.rmtree(retired, ignore_errors=True)
-        else:
-            os.replace(staging, out_dir)
-    except BaseException as exc:
-        shutil.rmtree(staging, ignore_errors=True)
-        if isinstance(exc, OSError):
+        yield staging
+        try:
+            if out_dir.exists():
+                retired = out_dir.with_name(f".{out_dir.name}.old")
+                shutil.rmtree(retired, ignore_errors=True)
+                os.replace(out_dir, retired)
+                os.replace(staging, out_dir)
+                shutil.rmtree(retired, ignore_errors=True)
+            else:
+                os.replace(staging, out_dir)
+        except OSError as exc:
             raise write_failure(out_dir, exc) from None
-        raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def write_data(
+    staging: Path,
+    tensors: dict[str, torch.Tensor],
+    classes: list[str],
+    description: str,
+    recipe: Mapping[str, Any],
+    scheme: SplitScheme,
+    **extra: Any,
+) -> dict[str, Any]:
+    """Write the splits and the manifest into ``staging``; ``recipe``: the ``data`` params; ``extra``: more
+    manifest entries (what was skipped)."""
+    source, seed, hflip = recipe["source"], recipe["seed"], recipe.get("hflip")
+    mean, std = channel_stats(tensors["train_x"])
+    manifest = {
+        "source": source,
+        "description": description,
+        "classes": classes,
+        "shape": list(tensors["train_x"].shape[1:]),
+        "splits": {s: len(tensors[f"{s}_y"]) for s in SPLITS},
+        "seed": seed,
+        "mean": mean,
+        "std": std,
+        "hflip": DEFAULT_HFLIP[source] if hflip is None else hflip,
+        "sha256": content_sha256(tensors, classes),
+        "recipe": {key: recipe[key] for key in RECIPE_KEYS},
+        "split": scheme.record(),
+        "images": IMAGES_FILE,
+        **extra,
+    }
+    atomic_torch_save(tensors, staging / TENSORS_FILE)
+    atomic_write_text(staging / MANIFEST_FILE, json.dumps(manifest, indent=2) + "\n")
     return manifest
 
 

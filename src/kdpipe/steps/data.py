@@ -7,8 +7,11 @@ from pathlib import Path
 from typing import Any
 
 from kdpipe.config import Params
-from kdpipe.data.prepared import MANIFEST_FILE, build_splits, load_prepared, write_prepared
+from kdpipe.data.image_record import IMAGES_FILE
+from kdpipe.data.prepared import MANIFEST_FILE, load_prepared, staged, write_data
+from kdpipe.data.seeded_split import benchmark_splits
 from kdpipe.data.sources import load_source
+from kdpipe.data.stable_split import resolve
 from kdpipe.steps.spec import PREPARE_DATA
 from kdpipe.steps.tracked import tracked_run
 from kdpipe.steps.workdir import claims
@@ -30,9 +33,11 @@ def prepare_data(params: Params, *, prepared_elsewhere: bool = False) -> dict[st
     if prepared_elsewhere:
         manifest = load_prepared(out, verify=True).manifest
     else:
-        raw = load_source(d.source, d.root, d.image_size)
-        tensors = build_splits(raw, d.val_size, d.seed, d.train_subset, d.test_subset)
-        manifest = write_prepared(out, tensors, raw, d.model_dump())
+        stable = resolve(d) == "stable"
+        with staged(out) as staging:
+            raw = load_source(d.source, d.root, d.image_size)
+            tensors, scheme = benchmark_splits(raw, d, stable, staging / IMAGES_FILE)
+            manifest = write_data(staging, tensors, raw.classes, raw.description, d.model_dump(), scheme)
     with tracked_run(params, PREPARE_DATA, {tags.DATA_SHA256: manifest["sha256"]}) as run:
         run.log_metrics({f"{k}_size": v for k, v in manifest["splits"].items()})
         run.log_artifact(out / MANIFEST_FILE)
