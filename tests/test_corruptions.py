@@ -39,7 +39,7 @@ def fashion(tmp_path_factory: pytest.TempPathFactory, raw_root: Path) -> torch.T
     """1,000 real Fashion-MNIST test images."""
     from kdpipe.data.sources import load_source
 
-    return load_source("fashion_mnist", str(raw_root), None).test_x[:1000]
+    return load_source("fashion_mnist", str(raw_root)).test_x[:1000]
 
 
 def test_the_suite_has_every_kind_of_shift_named_in_imagenet_c_and_mnist_c() -> None:

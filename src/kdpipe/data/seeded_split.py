@@ -54,6 +54,8 @@ def benchmark_splits(
     raw: RawData, data: DataConfig, stable: bool, record: Path
 ) -> tuple[dict[str, torch.Tensor], SplitScheme]:
     """The benchmark set's splits as tensors, each image listed in ``record``."""
+    if stable and data.group_by is not None:
+        raise DataError(f"data.group_by: {data.source} images have no path or column to group by")
     if stable:
         scheme = stable_scheme(data, "sha256 of pixels", own_test=True, own_val=False)
         idx = stable_indices(raw, data, scheme)

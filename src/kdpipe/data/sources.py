@@ -1,4 +1,4 @@
-"""Raw data sources, each read with torchvision's own loaders into uint8 tensors.
+"""The benchmark sets (Fashion-MNIST, MNIST, CIFAR), each read with torchvision's own loaders into uint8 tensors.
 
 Fashion-MNIST comes from Debian's ``dataset-fashion-mnist`` package where it is installed: its
 gzip files are unpacked into the layout torchvision's ``FashionMNIST`` expects, so the same class
@@ -27,7 +27,14 @@ MNIST_FILES = (
     "t10k-images-idx3-ubyte",
     "t10k-labels-idx1-ubyte",
 )
-DEFAULT_HFLIP = {"fashion_mnist": True, "mnist": False, "cifar10": True, "cifar100": True, "imagefolder": True}
+DEFAULT_HFLIP = {
+    "fashion_mnist": True,
+    "mnist": False,
+    "cifar10": True,
+    "cifar100": True,
+    "imagefolder": True,
+    "manifest": True,
+}
 
 
 @dataclass(frozen=True)
@@ -172,44 +179,11 @@ def load_cifar(source: str, root: Path) -> RawData:
     return RawData(*splits[True], *splits[False], list(ds.classes), f"torchvision.datasets.{cls.__name__}({root})")
 
 
-def load_imagefolder(root: Path, image_size: int | None) -> RawData:
-    """An ImageFolder tree with ``train/`` and ``test/`` (or ``val/``) sub-directories."""
-    from PIL import Image
-    from torchvision import datasets
-    from torchvision.transforms import functional as TF
-
-    test_dir = next((root / d for d in ("test", "val") if (root / d).is_dir()), None)
-    if not (root / "train").is_dir() or test_dir is None:
-        raise DataError(f"{root}: an ImageFolder source needs train/ and test/ (or val/) sub-directories")
-    splits = {}
-    classes: list[str] = []
-    for train, folder in ((True, root / "train"), (False, test_dir)):
-        ds = datasets.ImageFolder(str(folder))
-        if classes and ds.classes != classes:
-            raise DataError(f"{folder}: classes {ds.classes} differ from train/ classes {classes}")
-        classes = ds.classes
-        images = []
-        for path, _ in ds.samples:
-            try:
-                with Image.open(path) as img:
-                    img = img.convert("RGB")
-                    if image_size:
-                        img = img.resize((image_size, image_size), Image.BILINEAR)
-                    images.append(TF.pil_to_tensor(img))
-            except OSError as exc:
-                raise DataError(f"{path}: cannot read image ({exc})") from None
-        if len({tuple(t.shape) for t in images}) > 1:
-            raise DataError(f"{folder}: images differ in size; set data.image_size")
-        splits[train] = (torch.stack(images), torch.tensor(ds.targets, dtype=torch.long))
-    return RawData(*splits[True], *splits[False], classes, f"torchvision.datasets.ImageFolder({root})")
-
-
-def load_source(source: str, root: str | None, image_size: int | None = None) -> RawData:
+def load_source(source: str, root: str | None) -> RawData:
+    """A benchmark set (a team's own images are read by :mod:`kdpipe.data.user_images`)."""
     base = Path(root) if root else Path("data/raw")
     if source in ("fashion_mnist", "mnist"):
         return load_mnist_like(source, base)
     if source in ("cifar10", "cifar100"):
         return load_cifar(source, base)
-    if root is None:
-        raise DataError("data.root: an ImageFolder source needs its directory")
-    return load_imagefolder(base, image_size)
+    raise DataError(f"data.source: {source} is not a benchmark set")

@@ -79,6 +79,11 @@ def resolve(data: DataConfig) -> Literal["stable", "seeded"]:
             f"data.val_size: {data.val_size} sizes the seeded split only, and data.split resolves to stable "
             f"for {data.source}; set data.val_fraction instead"
         )
+    if split == "seeded" and data.source not in SEEDED_SOURCES:
+        raise ConfigError(
+            f"data.split: seeded draws data.val_size images with data.seed, the benchmark sets' split; "
+            f"a {data.source} source is split stably (data.split: stable or auto)"
+        )
     if split == "seeded" and data.group_by is not None:
         raise ConfigError("data.group_by: groups apply to the stable split only; set data.split: stable")
     return split

@@ -11,7 +11,8 @@ from kdpipe.data.image_record import IMAGES_FILE
 from kdpipe.data.prepared import MANIFEST_FILE, load_prepared, staged, write_data
 from kdpipe.data.seeded_split import benchmark_splits
 from kdpipe.data.sources import load_source
-from kdpipe.data.stable_split import resolve
+from kdpipe.data.stable_split import SEEDED_SOURCES, resolve
+from kdpipe.data.user_images import load_user_data
 from kdpipe.steps.spec import PREPARE_DATA
 from kdpipe.steps.tracked import tracked_run
 from kdpipe.steps.workdir import claims
@@ -25,8 +26,9 @@ log = logging.getLogger("kdpipe")
 def prepare_data(params: Params, *, prepared_elsewhere: bool = False) -> dict[str, Any]:
     """Materialise the data set as fixed splits with a manifest naming it by sha256.
 
-    ``prepared_elsewhere``: the data at ``paths.prepared`` came ready (a DVC revision); it is only
-    verified against its manifest and recorded.
+    A benchmark set keeps its seeded split (bit for bit); a team's images (class folders or a manifest) are
+    split stably, each image listed in ``images.csv`` beside the manifest. ``prepared_elsewhere``: the data
+    at ``paths.prepared`` came ready (a DVC revision); it is only verified against its manifest and recorded.
     """
     check_tracking(params)
     d, out = params.data, Path(params.paths.prepared)
@@ -35,9 +37,15 @@ def prepare_data(params: Params, *, prepared_elsewhere: bool = False) -> dict[st
     else:
         stable = resolve(d) == "stable"
         with staged(out) as staging:
-            raw = load_source(d.source, d.root, d.image_size)
-            tensors, scheme = benchmark_splits(raw, d, stable, staging / IMAGES_FILE)
-            manifest = write_data(staging, tensors, raw.classes, raw.description, d.model_dump(), scheme)
+            if d.source in SEEDED_SOURCES:
+                raw = load_source(d.source, d.root)
+                tensors, scheme = benchmark_splits(raw, d, stable, staging / IMAGES_FILE)
+                manifest = write_data(staging, tensors, raw.classes, raw.description, d.model_dump(), scheme)
+            else:
+                own = load_user_data(d, staging / IMAGES_FILE)
+                manifest = write_data(
+                    staging, own.tensors, own.classes, own.description, d.model_dump(), own.scheme, skipped=own.skipped
+                )
     with tracked_run(params, PREPARE_DATA, {tags.DATA_SHA256: manifest["sha256"]}) as run:
         run.log_metrics({f"{k}_size": v for k, v in manifest["splits"].items()})
         run.log_artifact(out / MANIFEST_FILE)
