@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from kdpipe.config import GateConfig, ValidateConfig
+from kdpipe.promotion.comparison import Basis, Comparison, compare
 from kdpipe.promotion.gate import Scores, Thresholds, decide_gate, decide_thresholds, mcnemar
 
 DATA = "a" * 64
@@ -31,6 +32,11 @@ def thresholds(*reasons: str) -> Thresholds:
 
 def passed() -> Thresholds:
     return thresholds()
+
+
+def same(version: str) -> Comparison:
+    """Champion ``version`` validated on the student's own data."""
+    return Comparison(version, same_data=True)
 
 
 def exact_two_sided_p(b: int, c: int) -> float:
@@ -80,26 +86,110 @@ def test_failed_thresholds_are_never_promoted_even_without_a_champion() -> None:
     assert not result.promote and result.failed == ["top-1 too low"]
 
 
-def test_a_champion_evaluated_on_other_data_is_not_comparable() -> None:
-    result = decide_gate(passed(), scores([True] * 4), GateConfig(), "3", OTHER, scores([False] * 4, OTHER))
-    assert not result.promote and "not comparable" in result.failed[0]
+FINGERPRINT = "0123456789abcdef"
+CLASSES = ("shirt", "shoe", "bag")
+YESTERDAY = Basis(DATA, FINGERPRINT, CLASSES)
+TODAY = Basis(OTHER, FINGERPRINT, CLASSES)
+
+
+def test_on_the_champions_own_data_its_split_and_classes_are_not_looked_at() -> None:
+    """Same sha256: the validation's predictions are compared as ever, whatever the split or refuse setting say."""
+    comparison = compare("4", Basis(DATA, None, None), Basis(DATA, None, CLASSES), "refuse")
+    assert comparison == Comparison("4", same_data=True)
+    result = decide_gate(
+        passed(), scores([True] * 3 + [False]), GateConfig(), comparison, scores([True] * 2 + [False] * 2)
+    )
+    assert result.promote and result.checks[1] == f"pass: evaluated on the champion's data {DATA[:12]}"
+    assert (result.data_sha256, result.images) == (DATA, 4)
+
+
+def test_a_champion_with_todays_split_fingerprint_is_re_measured_on_todays_gate_split_as_proven_disjoint() -> None:
+    comparison = compare("2", YESTERDAY, TODAY, "refuse")  # refuse plays no part: disjointness is proven
+    assert comparison.scores_champion and comparison.unproven is None
+    champion = scores([True] * 3 + [False] * 2, OTHER)
+    worse = decide_gate(passed(), scores([True] * 2 + [False] * 3, OTHER), GateConfig(), comparison, champion)
+    assert not worse.promote
+    assert worse.checks[1] == (
+        f"pass: champion v2 re-measured on today's gate split ({OTHER[:12]}, 5 images; split proven disjoint)"
+    )
+    assert worse.failed == [
+        "top-1 0.4000 does not beat the champion v2 (0.6000) re-measured on today's gate split: -0.2000"
+    ]
+    better = decide_gate(passed(), scores([True] * 4 + [False], OTHER), GateConfig(), comparison, champion)
+    assert better.promote and (better.data_sha256, better.images) == (OTHER, 5)
+
+
+@pytest.mark.parametrize(
+    ("champion", "today", "why"),
+    [
+        (Basis(DATA, None, CLASSES), TODAY, "champion v2 records no split fingerprint"),
+        (YESTERDAY, Basis(OTHER, None, CLASSES), "today's data uses the seeded split (data.split)"),
+        (
+            Basis(DATA, "fedcba9876543210", CLASSES),
+            TODAY,
+            f"the split fingerprint changed since champion v2 (fedcba9876543210 -> {FINGERPRINT})",
+        ),
+        (Basis(DATA, FINGERPRINT, None), TODAY, "champion v2 records no class list"),
+    ],
+)
+def test_an_unproven_split_is_rescored_with_rescore_and_the_line_says_it_is_not_proven_disjoint(
+    champion: Basis, today: Basis, why: str
+) -> None:
+    comparison = compare("2", champion, today, "rescore")
+    assert comparison.scores_champion and comparison.unproven == why
+    result = decide_gate(
+        passed(), scores([True] * 4 + [False], OTHER), GateConfig(), comparison, scores([True] * 3 + [False] * 2, OTHER)
+    )
+    assert result.promote
+    assert result.checks[1] == (
+        f"pass: champion v2 re-measured on today's gate split ({OTHER[:12]}, 5 images; not proven disjoint: {why}; "
+        "gate.champion_on_new_data is rescore, and rescoring the champion on images it may have trained on can only "
+        "favour it)"
+    )
+
+
+def test_an_unproven_split_with_refuse_is_one_line_naming_the_setting_and_the_champion_is_not_scored() -> None:
+    comparison = compare("2", Basis(DATA, None, CLASSES), TODAY, "refuse")
+    assert not comparison.scores_champion
+    result = decide_gate(passed(), scores([True] * 5, OTHER), GateConfig(), comparison)
+    assert not result.promote and result.images is None
+    assert result.failed == [
+        f"champion v2 was validated on data {DATA[:12]}, the student on {OTHER[:12]}, and today's gate split is not "
+        "proven free of the images the champion trained on (champion v2 records no split fingerprint): "
+        "gate.champion_on_new_data is refuse, so the two are not compared"
+    ]
+
+
+@pytest.mark.parametrize("setting", ["rescore", "refuse"])
+def test_a_changed_class_set_is_never_rescored_and_the_line_names_the_classes(setting: str) -> None:
+    today = Basis(OTHER, FINGERPRINT, ("shirt", "shoe", "coat", "hat"))
+    comparison = compare("2", YESTERDAY, today, setting)
+    result = decide_gate(passed(), scores([True] * 5, OTHER), GateConfig(), comparison)
+    assert not comparison.scores_champion and not result.promote
+    assert result.failed == [
+        "the classes changed since champion v2 was validated (today's data adds 'coat', 'hat'; drops 'bag'): a "
+        "changed class set is never rescored, so the two are not compared (serve the new classes under another "
+        "tracking.registered_model)"
+    ]
+    reordered = compare("2", YESTERDAY, Basis(OTHER, FINGERPRINT, ("shoe", "shirt", "bag")), setting)
+    assert reordered.refused is not None and "(same classes in another order)" in reordered.refused
 
 
 def test_a_tie_keeps_the_champion() -> None:
-    same = [True, False, True, False]
-    result = decide_gate(passed(), scores(same), GateConfig(), "1", DATA, scores(same))
+    even = [True, False, True, False]
+    result = decide_gate(passed(), scores(even), GateConfig(), same("1"), scores(even))
     assert not result.promote and "does not beat" in result.failed[0]
 
 
 def test_a_gain_below_min_improvement_keeps_the_champion() -> None:
     student, champion = scores([True] * 52 + [False] * 48), scores([True] * 50 + [False] * 50)
-    assert not decide_gate(passed(), student, GateConfig(min_improvement=0.03), "1", DATA, champion).promote
-    assert decide_gate(passed(), student, GateConfig(min_improvement=0.01), "1", DATA, champion).promote
+    assert not decide_gate(passed(), student, GateConfig(min_improvement=0.03), same("1"), champion).promote
+    assert decide_gate(passed(), student, GateConfig(min_improvement=0.01), same("1"), champion).promote
 
 
 def test_the_gate_needs_the_champions_scores_when_the_data_match() -> None:
-    with pytest.raises(ValueError, match="champion's test results"):
-        decide_gate(passed(), scores([True]), GateConfig(), "1", DATA, None)
+    with pytest.raises(ValueError, match="champion's scores on the student's gate split"):
+        decide_gate(passed(), scores([True]), GateConfig(), same("1"), None)
 
 
 def test_mcnemar_counts_discordant_pairs_and_gives_the_exact_p_value() -> None:
@@ -117,15 +207,15 @@ def test_significance_refuses_a_better_top1_that_mcnemar_cannot_tell_apart() -> 
     student = scores([True] * 3 + [False] + [True] * 96)
     champion = scores([False] * 3 + [True] + [True] * 96)
     gate = GateConfig(significance=0.05)
-    result = decide_gate(passed(), student, gate, "1", DATA, champion)
+    result = decide_gate(passed(), student, gate, same("1"), champion)
     assert not result.promote and result.failed[0].startswith("McNemar: 3 images")
-    assert decide_gate(passed(), student, GateConfig(), "1", DATA, champion).promote
+    assert decide_gate(passed(), student, GateConfig(), same("1"), champion).promote
 
 
 def test_significance_promotes_a_clear_winner() -> None:
     student = scores([True] * 20 + [True] * 80)
     champion = scores([False] * 20 + [True] * 80)
-    result = decide_gate(passed(), student, GateConfig(significance=0.05), "1", DATA, champion)
+    result = decide_gate(passed(), student, GateConfig(significance=0.05), same("1"), champion)
     assert result.promote and exact_two_sided_p(20, 0) < 0.05
 
 
@@ -143,18 +233,18 @@ def labelled(predictions: list[int], labels: list[int], corrupted: float | None 
 def test_a_clean_win_that_loses_robustness_beyond_the_limit_stays_challenger() -> None:
     """Clean: 4/4 against 3/4. Corrupted: 0.60 against the champion's 0.70, a drop of 0.10 > 0.05."""
     student, champion = labelled([0, 1, 0, 1], [0, 1, 0, 1], 0.60), labelled([0, 1, 0, 0], [0, 1, 0, 1], 0.70)
-    verdict = decide_gate(passed(), student, GateConfig(max_robustness_drop=0.05), "3", DATA, champion)
+    verdict = decide_gate(passed(), student, GateConfig(max_robustness_drop=0.05), same("3"), champion)
     assert not verdict.promote
     assert verdict.failed == [
         "mean corrupted top-1 0.6000 against the champion's 0.7000: a drop of +0.1000, limit "
         "gate.max_robustness_drop 0.0500"
     ]
     within = decide_gate(
-        passed(), labelled([0, 1, 0, 1], [0, 1, 0, 1], 0.66), GateConfig(max_robustness_drop=0.05), "3", DATA, champion
+        passed(), labelled([0, 1, 0, 1], [0, 1, 0, 1], 0.66), GateConfig(max_robustness_drop=0.05), same("3"), champion
     )
     assert within.promote
     unmeasured = decide_gate(
-        passed(), labelled([0, 1, 0, 1], [0, 1, 0, 1]), GateConfig(max_robustness_drop=0.05), "3", DATA, champion
+        passed(), labelled([0, 1, 0, 1], [0, 1, 0, 1]), GateConfig(max_robustness_drop=0.05), same("3"), champion
     )
     assert not unmeasured.promote and "was not measured" in unmeasured.failed[0]
 
@@ -163,13 +253,13 @@ def test_a_per_class_regression_blocks_promotion_even_with_a_better_top1() -> No
     """Class 0: the champion gets 2/2, the student 1/2 (a drop of 0.5); class 1: 1/4 against 4/4. Top-1 5/6 > 3/6."""
     labels = [0, 0, 1, 1, 1, 1]
     student, champion = labelled([0, 1, 1, 1, 1, 1], labels), labelled([0, 0, 1, 0, 0, 0], labels)
-    verdict = decide_gate(passed(), student, GateConfig(max_class_drop=0.2), "3", DATA, champion)
+    verdict = decide_gate(passed(), student, GateConfig(max_class_drop=0.2), same("3"), champion)
     assert student.top1 > champion.top1 and not verdict.promote
     assert verdict.failed == [
         "largest per-class recall drop against the champion: class 0, 1.0000 -> 0.5000 "
         "(+0.5000), limit gate.max_class_drop 0.2000"
     ]
-    assert decide_gate(passed(), student, GateConfig(max_class_drop=0.5), "3", DATA, champion).promote
+    assert decide_gate(passed(), student, GateConfig(max_class_drop=0.5), same("3"), champion).promote
 
 
 def test_the_deploy_formats_memory_and_int8_refusal_each_give_their_reason() -> None:

@@ -8,6 +8,7 @@ code is covered in test_tracking.py.
 
 from __future__ import annotations
 
+import json
 import multiprocessing
 import os
 import queue
@@ -27,12 +28,21 @@ from kdpipe.config import GateConfig
 from kdpipe.infra.errors import KdpipeError, TrackingError
 from kdpipe.models import create_model
 from kdpipe.models.file import MODEL_FILE, save_model
+from kdpipe.promotion.comparison import Basis
 from kdpipe.promotion.gate import Scores, Thresholds
-from kdpipe.promotion.moves import Candidate, promote_candidate, rollback
+from kdpipe.promotion.moves import Candidate, basis_tags, promote_candidate, rollback
 from kdpipe.promotion.records import PromotionRecord
 from kdpipe.tracking import registry
 from kdpipe.tracking.logged_models import log_classifier
-from kdpipe.tracking.tags import CHAMPION_HISTORY, DATA_SHA256, LOCK_OWNER, MODEL_SHA256, PREVIOUS_CHAMPION
+from kdpipe.tracking.tags import (
+    CHAMPION_HISTORY,
+    DATA_SHA256,
+    LOCK_OWNER,
+    MODEL_SHA256,
+    PREVIOUS_CHAMPION,
+    PROMOTION_COMPARED_IMAGES,
+    PROMOTION_COMPARED_ON,
+)
 
 N_TEST = 400
 DATA = "a" * 64
@@ -52,8 +62,12 @@ def scored_from_tags(mv: Any) -> Scores:
     return result(float(mv.tags["kdpipe.top1"]), mv.tags[DATA_SHA256])
 
 
-def candidate(model_uri: str, top1: float, sha: str = DATA, passed: bool = True) -> Candidate:
-    tags = {MODEL_SHA256: uuid.uuid4().hex, DATA_SHA256: sha, "kdpipe.top1": str(top1)}
+def candidate(
+    model_uri: str, top1: float, sha: str = DATA, passed: bool = True, fingerprint: str | None = None
+) -> Candidate:
+    """A validated student; with ``fingerprint`` its tags record a stable split and the classes, as promote's do."""
+    basis = Basis(sha, fingerprint, tuple(CLASSES) if fingerprint else None)
+    tags = {MODEL_SHA256: uuid.uuid4().hex, **basis_tags(basis), "kdpipe.top1": str(top1)}
     reasons = () if passed else ("top-1 0.1000 is below validate.min_top1 0.5000",)
     thresholds = Thresholds(passed, reasons, top1, 0.0, 1.0, None, "pytorch")
     return Candidate(model_uri, None, result(top1, sha), thresholds, tags)
@@ -147,12 +161,48 @@ def test_mcnemar_must_agree_when_significance_is_set(reg: tuple[Any, str], model
     assert clear.promoted and champion_of(client, name) == clear.version
 
 
-def test_model_evaluated_on_other_data_is_refused(reg: tuple[Any, str], model_uri: str) -> None:
+def test_on_new_data_the_champion_is_compared_on_todays_gate_split_and_the_tags_say_which(
+    reg: tuple[Any, str], model_uri: str
+) -> None:
+    """Night 1 on DATA, nights 2 and 3 on OTHER_DATA with the same split fingerprint: the champion's figures
+    (its recorded top-1, standing in for its re-measurement) are compared, a worse student stays challenger and a
+    better one is promoted; the version tags record the data and the images of the comparison."""
+    client, name = reg
+    promote(client, name, candidate(model_uri, 0.80, fingerprint="f" * 16))
+    worse = promote(client, name, candidate(model_uri, 0.75, OTHER_DATA, fingerprint="f" * 16))
+    assert not worse.promoted and champion_of(client, name) == "1"
+    assert (
+        f"pass: champion v1 re-measured on today's gate split ({OTHER_DATA[:12]}, {N_TEST} images; split proven "
+        "disjoint)" in worse.gate.checks
+    )
+    assert worse.reasons == (
+        "top-1 0.7500 does not beat the champion v1 (0.8000) re-measured on today's gate split: -0.0500",
+    )
+    tags = client.get_model_version(name, worse.version).tags
+    assert (tags[PROMOTION_COMPARED_ON], tags[PROMOTION_COMPARED_IMAGES]) == (OTHER_DATA, str(N_TEST))
+    assert tags["kdpipe.split_fingerprint"] == "f" * 16 and json.loads(tags["kdpipe.classes"]) == CLASSES
+    better = promote(client, name, candidate(model_uri, 0.85, OTHER_DATA, fingerprint="f" * 16))
+    assert better.promoted and champion_of(client, name) == better.version
+
+
+def test_a_champion_without_a_split_fingerprint_is_rescored_or_refused_as_gate_champion_on_new_data_says(
+    reg: tuple[Any, str], model_uri: str
+) -> None:
     client, name = reg
     promote(client, name, candidate(model_uri, 0.80))
-    record = promote(client, name, candidate(model_uri, 0.99, sha=OTHER_DATA))
-    assert not record.promoted and champion_of(client, name) == "1"
-    assert "not comparable" in record.message and OTHER_DATA[:12] in record.message
+    refused = promote_candidate(
+        client,
+        name,
+        candidate(model_uri, 0.99, OTHER_DATA, fingerprint="f" * 16),
+        GateConfig(champion_on_new_data="refuse"),
+        lambda mv: pytest.fail("a refused champion is not scored"),
+    )
+    assert not refused.promoted and champion_of(client, name) == "1" and len(refused.reasons) == 1
+    assert refused.reasons[0].endswith("gate.champion_on_new_data is refuse, so the two are not compared")
+    assert "(champion v1 records no split fingerprint and no class list)" in refused.reasons[0]
+    assert PROMOTION_COMPARED_ON not in client.get_model_version(name, refused.version).tags
+    rescored = promote(client, name, candidate(model_uri, 0.99, OTHER_DATA, fingerprint="f" * 16))
+    assert rescored.promoted and "not proven disjoint: champion v1 records no split fingerprint" in rescored.message
 
 
 def test_failed_thresholds_never_become_champion(reg: tuple[Any, str], model_uri: str) -> None:

@@ -29,7 +29,9 @@ class GateConfig(Section):
     )
     champion_on_new_data: Literal["rescore", "refuse"] = Field(
         "rescore",
-        description="when the data changed since the champion was validated: rescore it on today's gate split "
-        "(with a stable split, images it never trained on), or refuse to compare; where the split cannot be proven "
-        "disjoint, rescore still measures it (which can only favour the champion) and the gate says so",
+        description="when the data changed since the champion was validated, it is re-measured on today's gate "
+        "split, which an unchanged stable split (the same fingerprint) proves free of the images it trained on; where "
+        "that is not proven (a seeded split, a champion without a fingerprint, a changed one), rescore compares anyway "
+        "(a bias that can only favour the champion) and says so, refuse does not compare; a changed class set is never "
+        "compared",
     )

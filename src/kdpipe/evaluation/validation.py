@@ -44,10 +44,11 @@ from kdpipe.training.runtime import Runtime, eval_loader, images_loader
 
 @dataclass(frozen=True)
 class Measured:
-    """Teacher, student and (when comparable) champion: reported on the test split, decided on the gate split.
+    """Teacher, student and (when compared) champion: reported on the test split, decided on the gate split.
 
     ``gate`` holds, per model, the figures the decisions read (top-1 and the corruption suite on
-    ``gate.split``); ``gate_predictions`` the paired predictions there (McNemar, per-class recall).
+    ``gate.split``) and, when the champion was measured, the data and number of images it was compared on;
+    ``gate_predictions`` the paired predictions there (McNemar, per-class recall).
     """
 
     student: dict[str, Any]
@@ -129,6 +130,12 @@ def measure(
         gate[who] = {
             "top1": top1(logits, g_labels),
             **(robustness.metrics(robust[who], robust["teacher"]) if who in robust else {}),
+        }
+    if "champion" in g_logits:  # the data and images the champion was compared on, and those it was validated on
+        gate["champion_compared_on"] = {
+            "data_sha256": data.sha256,
+            "images": len(g_labels),
+            "champion_validated_on": champ.data_sha256,
         }
     student_m = {**classification_metrics(s_logits, labels, t_logits), **inference_cost(student, shape, runtime.device)}
     teacher_m = {**classification_metrics(t_logits, labels), **inference_cost(teacher, shape, runtime.device)}

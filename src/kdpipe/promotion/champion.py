@@ -1,8 +1,11 @@
 """The serving champion, measured on this run's splits so the gate compares like with like.
 
 The champion is loaded from the registry exactly as users get it (the exported serving module, float
-images in [0, 1]) and scored on the prepared test images. Only a champion evaluated on the same data
-(sha256 tag) is scored: on other data its numbers would not be comparable, and the gate refuses.
+images in [0, 1]) and scored on the prepared test images (reported) and gate split (decided on). On
+the data it was validated on that is a re-run of its own validation; on new data it is re-measured on
+today's splits when :func:`kdpipe.promotion.comparison.compare` allows it (the same classes, and today's
+gate split proven free of its training images or ``gate.champion_on_new_data: rescore``), which its
+version tags (data sha256, split fingerprint, classes) decide.
 """
 
 from __future__ import annotations
@@ -18,14 +21,16 @@ from kdpipe.config import Params
 from kdpipe.data.prepared import PreparedData, load_prepared
 from kdpipe.infra.errors import KdpipeError
 from kdpipe.models.serving import predict_unit_images
+from kdpipe.promotion.comparison import Basis, compare
 from kdpipe.promotion.gate import Scores
-from kdpipe.promotion.moves import ChampionEvaluator
+from kdpipe.promotion.moves import ChampionEvaluator, basis_from_tags
 from kdpipe.tracking import registry, tags
 
 
 @dataclass(frozen=True)
 class ChampionScore:
-    """The champion as the validation saw it; ``logits`` is None when it is not comparable."""
+    """The champion as the validation saw it (``data_sha256``: the data it was validated on); ``logits``, its
+    logits on this test split, are None when it is not compared, ``note`` says why."""
 
     version: str | None
     data_sha256: str | None
@@ -57,8 +62,14 @@ def score_version(params: Params, mlflow_client: Any, version: str, data: Prepar
     return predict_unit_images(module, data.split(split)[0], params.runtime.eval_batch_size)
 
 
+def validated_on(data: PreparedData) -> Basis:
+    """What a student validated on ``data`` was validated on, as the gate compares it."""
+    return Basis(data.sha256, data.split_fingerprint, tuple(data.classes))
+
+
 def measure(params: Params, data: PreparedData) -> ChampionScore:
-    """Look up ``champion`` and score it on ``data``'s test split when it saw the same data."""
+    """Look up ``champion`` and score it on ``data``'s test split: on the data it was validated on, or on new data
+    when rule 2 of :mod:`kdpipe.promotion.gate` allows it."""
     if not params.tracking.enabled:
         return ChampionScore(None, None, None, {}, "tracking is off: no registry to read a champion from")
     name = params.tracking.registered_model
@@ -66,25 +77,24 @@ def measure(params: Params, data: PreparedData) -> ChampionScore:
     mv = registry.version_by_alias(mlflow_client, name, registry.CHAMPION)
     if mv is None:
         return ChampionScore(None, None, None, {}, f"{name} has no champion yet")
-    sha = mv.tags.get(tags.DATA_SHA256)
-    if sha != data.sha256:
-        return ChampionScore(
-            str(mv.version),
-            sha,
-            None,
-            dict(mv.tags),
-            f"v{mv.version} was evaluated on other data ({str(sha)[:12]}); not comparable",
-        )
-    module = serving_module(params, mlflow_client, str(mv.version))
+    version, sha = str(mv.version), mv.tags.get(tags.DATA_SHA256)
+    comparison = compare(version, basis_from_tags(mv.tags), validated_on(data), params.gate.champion_on_new_data)
+    if comparison.refused is not None:
+        return ChampionScore(version, sha, None, dict(mv.tags), comparison.refused)
+    module = serving_module(params, mlflow_client, version)
     logits = predict_unit_images(module, data.split("test")[0], params.runtime.eval_batch_size)
-    return ChampionScore(
-        str(mv.version), sha, logits, dict(mv.tags), f"v{mv.version} measured on this test split", module
+    note = (
+        f"v{version} measured on this test split"
+        if comparison.same_data
+        else comparison.line(data.sha256, len(data.split(params.gate.split)[1]))
     )
+    return ChampionScore(version, sha, logits, dict(mv.tags), note, module)
 
 
 def evaluator(params: Params, validated: dict[str, Any], data_sha256: str) -> ChampionEvaluator:
-    """The gate's champion scorer: the validation's predictions when the champion is unchanged,
-    otherwise (it moved since) a fresh measurement on the prepared data the student was validated on."""
+    """The gate's champion scorer on the student's gate split: the validation's predictions when the champion is
+    unchanged (on its own data or re-measured on today's), otherwise (it moved since) a fresh measurement on the
+    prepared data the student was validated on."""
     name = params.tracking.registered_model
 
     def evaluate(mv: Any) -> Scores:

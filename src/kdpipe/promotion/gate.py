@@ -3,7 +3,11 @@
 A validated student may serve only when every check holds:
 
 1. the thresholds of ``validate.*`` pass (minimum top-1, maximum gap to the teacher, latency);
-2. it was evaluated on the same data (sha256) as the current champion;
+2. the champion is measured on the student's data (:mod:`kdpipe.promotion.comparison`): on the data it was
+   validated on (sha256), its predictions there; on new data, re-measured on today's gate split, which an
+   unchanged stable split (the same fingerprint) proves free of the images it trained on. A changed class
+   set is never compared; a split not proven disjoint is compared only with
+   ``gate.champion_on_new_data: rescore`` (that bias can only favour the champion), and the line says so;
 3. its top-1 beats the champion's by more than zero and by at least ``gate.min_improvement``
    (a tie never moves the champion, so rerunning the same params on the same data keeps it);
 4. where ``gate.significance`` is set, the exact McNemar test on the two models' paired
@@ -27,6 +31,7 @@ from typing import Any
 import torch
 
 from kdpipe.config import GateConfig, ValidateConfig
+from kdpipe.promotion.comparison import Comparison
 
 
 @dataclass(frozen=True)
@@ -131,10 +136,13 @@ def mcnemar(student_correct: torch.Tensor, champion_correct: torch.Tensor) -> tu
 
 @dataclass
 class GateResult:
-    """Each check as a sentence, prefixed pass/fail; the student is promoted when none failed."""
+    """Each check as a sentence, prefixed pass/fail; the student is promoted when none failed. ``data_sha256`` and
+    ``images``: the data and the number of gate-split images the champion was compared on (None: not compared)."""
 
     checks: list[str] = field(default_factory=list)
     failed: list[str] = field(default_factory=list)
+    data_sha256: str | None = None
+    images: int | None = None
 
     def check(self, ok: bool, text: str) -> None:
         self.checks.append(("pass: " if ok else "fail: ") + text)
@@ -182,28 +190,27 @@ def decide_gate(
     thresholds: Thresholds,
     student: Scores,
     gate: GateConfig,
-    champion_version: str | None = None,
-    champion_sha: str | None = None,
+    comparison: Comparison | None = None,
     champion: Scores | None = None,
 ) -> GateResult:
-    """Apply the checks of the module docstring; ``champion`` is needed when the data match."""
+    """Apply the checks of the module docstring. ``comparison``: how the champion stands to the student's data (None:
+    no champion); ``champion``: its scores on the student's gate split, needed whenever it is compared."""
     result = GateResult()
     result.check(bool(thresholds.passed), "; ".join(thresholds.reasons) or "the validation thresholds hold")
-    if champion_version is None:
+    if comparison is None:
         result.checks.append("no champion yet: nothing to beat")
         return result
-    if champion_sha != student.data_sha256:
-        result.check(
-            False,
-            f"evaluated on data {student.data_sha256[:12]}, the champion v{champion_version} on "
-            f"{str(champion_sha)[:12]}: not comparable",
-        )
+    if comparison.refused is not None:
+        result.check(False, comparison.refused)
         return result
-    result.check(True, f"evaluated on the champion's data {student.data_sha256[:12]}")
     if champion is None:
-        raise ValueError("decide_gate needs the champion's test results when the data match")
+        raise ValueError("decide_gate needs the champion's scores on the student's gate split when it is compared")
+    result.data_sha256, result.images = student.data_sha256, len(champion.correct)
+    result.check(True, comparison.line(student.data_sha256, len(champion.correct)))
+    champion_version = comparison.version
     delta = student.top1 - champion.top1
-    ours, theirs = f"top-1 {student.top1:.4f}", f"champion v{champion_version} ({champion.top1:.4f})"
+    where = "" if comparison.same_data else " re-measured on today's gate split"
+    ours, theirs = f"top-1 {student.top1:.4f}", f"champion v{champion_version} ({champion.top1:.4f}){where}"
     if delta <= 0:
         result.check(False, f"{ours} does not beat the {theirs}: {delta:+.4f}")
     else:

@@ -1,14 +1,15 @@
 """Registry moves: register a validated student, move its aliases, roll back. The rule is :mod:`kdpipe.promotion.gate`.
 
 Every validated student becomes a new version of the registered model and takes the alias
-``challenger``; ``champion`` moves to it when :func:`kdpipe.promotion.gate.decide_gate` says so. The decision
-is taken under the registry's promotion lock against the champion read under that lock, so two
-racing promotions leave exactly one consistent champion. Aliases only: the deprecated stages are
-never used.
+``challenger``; ``champion`` moves to it when :func:`kdpipe.promotion.gate.decide_gate` says so, comparing
+the data the version tags of each say it was validated on (:func:`basis_from_tags`). The decision is taken
+under the registry's promotion lock against the champion read under that lock, so two racing promotions
+leave exactly one consistent champion. Aliases only: the deprecated stages are never used.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -16,6 +17,7 @@ from typing import Any
 
 from kdpipe.config import GateConfig
 from kdpipe.infra.errors import KdpipeError
+from kdpipe.promotion.comparison import Basis, compare
 from kdpipe.promotion.decision import Decision
 from kdpipe.promotion.gate import GateResult, Scores, Thresholds, decide_gate
 from kdpipe.promotion.records import GateVerdict, PromotionRecord, RollbackRecord
@@ -28,7 +30,7 @@ TAG_CHARS = 5000
 @dataclass(frozen=True)
 class Candidate:
     """A validated student ready for the registry; ``thresholds``: the validation's verdict; ``tags`` carry its
-    lineage and its model sha256."""
+    lineage, its model sha256 and the data it was validated on (:func:`basis_tags`)."""
 
     model_uri: str
     run_id: str | None
@@ -37,7 +39,27 @@ class Candidate:
     tags: dict[str, str]
 
 
-ChampionEvaluator = Callable[[Any], Scores]
+ChampionEvaluator = Callable[[Any], Scores]  # a champion version's scores on the candidate's gate split
+
+
+def basis_tags(basis: Basis) -> dict[str, str]:
+    """The version tags recording what a student was validated on: data sha256, split fingerprint and classes."""
+    out = {tags.DATA_SHA256: str(basis.data_sha256)}
+    if basis.split_fingerprint is not None:
+        out[tags.SPLIT_FINGERPRINT] = basis.split_fingerprint
+    if basis.classes is not None:
+        out[tags.CLASSES] = json.dumps(list(basis.classes))
+    return out
+
+
+def basis_from_tags(version_tags: dict[str, str]) -> Basis:
+    """What a version was validated on, read back from its tags (None where a version predating them lacks one)."""
+    classes = version_tags.get(tags.CLASSES)
+    return Basis(
+        version_tags.get(tags.DATA_SHA256),
+        version_tags.get(tags.SPLIT_FINGERPRINT),
+        None if classes is None else tuple(json.loads(classes)),
+    )
 
 
 def _now() -> str:
@@ -50,9 +72,10 @@ def _judge(
     champion = registry.version_by_alias(mlflow_client, name, registry.CHAMPION)
     if champion is None:
         return None, decide_gate(cand.thresholds, cand.result, gate)
-    sha = champion.tags.get(tags.DATA_SHA256)
-    scored = evaluate(champion) if sha == cand.result.data_sha256 else None
-    return champion, decide_gate(cand.thresholds, cand.result, gate, str(champion.version), sha, scored)
+    today = basis_from_tags({**cand.tags, tags.DATA_SHA256: cand.result.data_sha256})
+    comparison = compare(str(champion.version), basis_from_tags(champion.tags), today, gate.champion_on_new_data)
+    scored = evaluate(champion) if comparison.scores_champion else None
+    return champion, decide_gate(cand.thresholds, cand.result, gate, comparison, scored)
 
 
 def _append_history(mlflow_client: Any, name: str, event: str) -> None:
@@ -122,6 +145,9 @@ def promote_candidate(
             tags.PROMOTION_COMPARED_WITH: f"v{champion.version}" if champion else "none",
             tags.PROMOTION_DECIDED_AT: now,
         }
+        if verdict.data_sha256 is not None:
+            decision_tags[tags.PROMOTION_COMPARED_ON] = verdict.data_sha256
+            decision_tags[tags.PROMOTION_COMPARED_IMAGES] = str(verdict.images)
         for key, value in decision_tags.items():
             mlflow_client.set_model_version_tag(name, version, key, value)
         mlflow_client.update_model_version(
@@ -232,16 +258,16 @@ def candidate_tags(
     lineage: dict[str, str],
     student: dict[str, Any],
     *,
-    data_sha256: str,
+    basis: Basis,
     model_sha256: str,
     student_arch: str,
     method: str,
     passed: bool,
 ) -> dict[str, str]:
-    """The version tags of a validated student: its lineage, hashes and validated figures."""
+    """The version tags of a validated student: its lineage, what it was validated on, hashes and validated figures."""
     return {
         **lineage,
-        tags.DATA_SHA256: data_sha256,
+        **basis_tags(basis),
         tags.MODEL_SHA256: model_sha256,
         tags.STUDENT_ARCH: student_arch,
         tags.METHOD: method,

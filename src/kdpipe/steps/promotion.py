@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from kdpipe.config import Params
-from kdpipe.data.prepared import MANIFEST_FILE
+from kdpipe.data.prepared import MANIFEST_FILE, PreparedData
 from kdpipe.deploy.deployment import registry_files
 from kdpipe.evaluation.validation_metrics import ValidationMetrics
 from kdpipe.infra import files
@@ -52,6 +52,21 @@ def _read_validated(path: Path, parse: Callable[[dict[str, Any]], T]) -> T:
         ) from exc
 
 
+def _validated_manifest(params: Params, data_sha256: str) -> dict[str, Any]:
+    """The manifest of the prepared data the student was validated on: its split and classes go into the version's
+    tags, so that the next night can tell whether its gate split is free of this student's training images."""
+    path = Path(params.paths.prepared) / MANIFEST_FILE
+    if not path.exists():
+        raise KdpipeError(f"{path}: missing; promote needs the prepared data the student was validated on")
+    manifest = files.read_json(path)
+    if manifest.get("sha256") != data_sha256:
+        raise KdpipeError(
+            f"{path}: the prepared data ({str(manifest.get('sha256'))[:12]}) changed since the student was validated "
+            f"on {data_sha256[:12]}; rerun `kdpipe validate`"
+        )
+    return manifest
+
+
 @claims(PROMOTE)
 def promote(params: Params, dry_run: bool = False) -> PromotionRecord:
     """Register the validated student as ``challenger``; move ``champion`` to it when the gate agrees.
@@ -74,6 +89,7 @@ def promote(params: Params, dry_run: bool = False) -> PromotionRecord:
         )
     if not params.tracking.enabled:
         return _record_promotion(params, registry_moves.without_registry(decision, model_sha, dry_run=dry_run))
+    manifest = _validated_manifest(params, decision.data_sha256)
     validated = files.load_checkpoint(val_dir / files.PREDICTIONS_FILE)
     result = Scores.from_predictions(
         validated["student"], validated["labels"], decision.data_sha256, decision.corrupted_top1
@@ -82,7 +98,7 @@ def promote(params: Params, dry_run: bool = False) -> PromotionRecord:
     version_tags = registry_moves.candidate_tags(
         lineage,
         _read_validated(val_dir / files.METRICS_FILE, ValidationMetrics.from_dict).student,
-        data_sha256=decision.data_sha256,
+        basis=champion.validated_on(PreparedData({}, manifest)),  # the manifest's properties only
         model_sha256=model_sha,
         student_arch=load_model(model_path)[1]["arch"],
         method=params.method.name,
@@ -97,7 +113,6 @@ def promote(params: Params, dry_run: bool = False) -> PromotionRecord:
             record = registry_moves.promote_candidate(mlflow_client, name, cand, params.gate, evaluate, dry_run=True)
         return _record_promotion(params, record)
     with tracked_run(params, PROMOTE, {tags.DATA_SHA256: decision.data_sha256, tags.MODEL_SHA256: model_sha}) as run:
-        manifest = files.read_json(Path(params.paths.prepared) / MANIFEST_FILE)
         logged = logged_student(params, model_path) or run.log_classifier(
             load_model(model_path)[0], model_path, manifest
         )

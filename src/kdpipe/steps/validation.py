@@ -39,6 +39,8 @@ def validate_student(params: Params) -> ValidationMetrics:
     teacher_model = place_model(teacher.load(params, data), runtime)
     student = place_model(student, runtime)
     lineage = {tags.DATA_SHA256: data.sha256, tags.DEVICE: str(runtime.device), **teacher.lineage(params)}
+    if data.split_fingerprint is not None:
+        lineage[tags.SPLIT_FINGERPRINT] = data.split_fingerprint
     with tracked_run(params, VALIDATE_STUDENT, lineage) as run:
         exported = export_and_measure(params, data, student, teacher_model) if params.export.enabled else None
         measured = validation.measure(

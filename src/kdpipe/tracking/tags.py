@@ -12,11 +12,17 @@ PIPELINE_RUN_ID = "kdpipe.pipeline_run_id"
 VERSION = "kdpipe.version"
 GIT_COMMIT = "kdpipe.git_commit"
 DATA_SHA256 = "kdpipe.data_sha256"
+SPLIT_FINGERPRINT = "kdpipe.split_fingerprint"  # the stable split's fingerprint; absent for a seeded split
+CLASSES = "kdpipe.classes"  # a registered version's class names in label order, as JSON
 MODEL_SHA256 = "kdpipe.model_sha256"
 TEACHER_SOURCE = "kdpipe.teacher_source"
 TEACHER_VERSION = "kdpipe.teacher_version"
 TEACHER_ARCH = "kdpipe.teacher_arch"
+TEACHER_FORMAT = "kdpipe.teacher_format"  # kdpipe, torchscript, pt2, state_dict, mlflow-pickle, mlflow-pt2
+TEACHER_FEATURE_LAYER = "kdpipe.teacher_feature_layer"  # pooled (the model's own), none, or the layer tapped
+TEACHER_SHA256 = "kdpipe.teacher_sha256"  # the stored teacher's bytes (its serialised model for an MLflow folder)
 STUDENT_ARCH = "kdpipe.student_arch"
+STUDENT_INIT_SHA256 = "kdpipe.student_init_sha256"  # the sha256 of the weights student.init named
 METHOD = "kdpipe.method"
 DEVICE = "kdpipe.device"
 WORLD_SIZE = "kdpipe.world_size"
@@ -33,6 +39,9 @@ PROMOTION_DECISION = "kdpipe.promotion.decision"
 PROMOTION_REASONS = "kdpipe.promotion.reasons"
 PROMOTION_COMPARED_WITH = "kdpipe.promotion.compared_with"
 PROMOTION_DECIDED_AT = "kdpipe.promotion.decided_at"
+# The data (sha256) and the number of gate-split images the student and the champion were compared on.
+PROMOTION_COMPARED_ON = "kdpipe.promotion.compared_on"
+PROMOTION_COMPARED_IMAGES = "kdpipe.promotion.compared_images"
 # Where a registered version's exported files are: MLflow onnx-flavour model URIs (int8 only when offered).
 ONNX_MODEL_URI = "kdpipe.onnx_model_uri"
 ONNX_INT8_MODEL_URI = "kdpipe.onnx_int8_model_uri"
@@ -53,6 +62,9 @@ def recorded_metric(name: str) -> str:
     """The version tag holding one of :data:`RECORDED_METRICS`, e.g. ``kdpipe.top1``."""
     return f"kdpipe.{name}"
 
+
+# Set by a team on the MLflow model it brings as a teacher: its classes in output order, a JSON list.
+MODEL_CLASSES = "classes"
 
 # MLflow's own tags that kdpipe sets.
 EXPERIMENT_KIND = "mlflow.experimentKind"
