@@ -117,6 +117,11 @@ def method_identity(method: MethodConfig, cache: CacheConfig) -> dict[str, Any]:
     return {"name": method.name, method.name: section.model_dump(mode="json"), "cache_dtype": cache.dtype}
 
 
+def _check_init(student: StudentConfig, init_sha256: str | None) -> None:
+    if (student.init is None) != (init_sha256 is None):
+        raise ValueError("a student identity needs the sha256 of student.init's bytes exactly when it is set")
+
+
 def student_fingerprint(
     *,
     student: StudentConfig,
@@ -126,9 +131,11 @@ def student_fingerprint(
     data_cfg: DataConfig,
     data: Prepared,
     world_size: int,
+    init_sha256: str | None = None,
 ) -> str:
     """A distill run's checkpoint: resumed only by a run with the same student, method, training, data, views and
-    world size (the global batch is split over the ranks)."""
+    world size (the global batch is split over the ranks), and starting weights (``student.init``: their bytes)."""
+    _check_init(student, init_sha256)
     return fingerprint(
         "student",
         student.arch,
@@ -137,6 +144,7 @@ def student_fingerprint(
         data.sha256,
         world_size,
         training_views(data_cfg, data),
+        *([] if init_sha256 is None else [{"init_sha256": init_sha256}]),
     )
 
 
@@ -148,14 +156,18 @@ def run_fingerprint(
     method: MethodConfig,
     cache: CacheConfig,
     train: StudentTrainConfig,
+    init_sha256: str | None = None,
 ) -> str:
-    """What decides a study run's result: data (not where its raw files lie), teacher, student, the method's own
-    settings and the training budget; not where or how it ran, nor another method's settings."""
+    """What decides a study run's result: data (not where its raw files lie), teacher, student (its starting
+    weights by their bytes' sha256, not by where they lie), the method's own settings and the training budget;
+    not where or how it ran, nor another method's settings."""
+    _check_init(student, init_sha256)
+    init = {} if init_sha256 is None else {"init_sha256": init_sha256}
     return fingerprint(
         {
             "data": section_identity("data", data, frozenset({"root"})),
             "teacher": section_identity("teacher", teacher),
-            "student": section_identity("student", student),
+            "student": {**section_identity("student", student, frozenset({"init"})), **init},
             "method": method_identity(method, cache),
             "train": train_identity(train),
         }

@@ -64,7 +64,8 @@ class Params(Section):
                 f"'{self.validate_.deploy_format}' needs export.enabled: true (or deploy_format: pytorch)",
             )
         if self.method.name == "srd" and self.method.srd.projector == "none":
-            d_s, d_t = feature_dim(self.student.arch), feature_dim(self.teacher.arch)
+            size = self.data.image_size
+            d_s, d_t = feature_dim(self.student.arch, size), feature_dim(self.teacher.arch, size)
             if d_s != d_t:
                 raise KeyedError(
                     "method.srd.projector",
@@ -77,14 +78,14 @@ class Params(Section):
         return self.model_dump(mode="json", by_alias=True)
 
 
-def feature_dim(arch: str) -> int:
+def feature_dim(arch: str, image_size: int | None = None) -> int:
     """Feature size of an architecture, built on the meta device so nothing is allocated."""
     import torch
 
     from kdpipe.models import create_model
 
     with torch.device("meta"):
-        return create_model(arch, num_classes=10, in_channels=3).feature_dim
+        return create_model(arch, num_classes=10, in_channels=3, image_size=image_size).feature_dim
 
 
 def _format_validation_error(exc: ValidationError, origin: str) -> str:

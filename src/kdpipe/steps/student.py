@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ from kdpipe.infra import files
 from kdpipe.infra.files import need_space
 from kdpipe.models import create_model
 from kdpipe.models.file import MODEL_FILE, save_model
+from kdpipe.models.init_weights import load_matching
 from kdpipe.steps.spec import DISTILL
 from kdpipe.steps.tracked import tracked_run
 from kdpipe.steps.workdir import claims
@@ -27,6 +29,9 @@ from kdpipe.training import distributed
 from kdpipe.training.diagnostics import projector_effective_rank
 from kdpipe.training.loop import STUDENT_CHECKPOINTS, train, training_space
 from kdpipe.training.runtime import eval_loader, make_runtime, place_model, rank_probe, student_views
+from kdpipe.training.student_init import INIT_REPORT_FILE, init_record, resolve_init
+
+log = logging.getLogger("kdpipe")
 
 
 @claims(DISTILL)
@@ -38,6 +43,7 @@ def distill(params: Params, resume: bool = False, *, rank: int = 0, world_size: 
     runtime = make_runtime(params.runtime, rank)
     data = load_prepared(params.paths.prepared, expect=params.data.model_dump())
     method, cfg, out = params.method.name, params.train, Path(params.paths.student)
+    init = resolve_init(params.student, params.tracking)
     teacher_model = None if method == "scratch" else place_model(teacher.load(params, data), runtime)
     views = student_views(data, params, runtime, rank, world_size)
     outputs = cached_teacher.attach(
@@ -51,7 +57,11 @@ def distill(params: Params, resume: bool = False, *, rank: int = 0, world_size: 
         runtime=runtime,
     )
     torch.manual_seed(cfg.seed)
-    student = place_model(create_model(params.student.arch, data.num_classes, data.in_channels), runtime)
+    student = create_model(params.student.arch, data.num_classes, data.in_channels, data.manifest["shape"][-1])
+    if init is not None:
+        loaded = init_record(init, load_matching(student, init.state, f"student.init {init.source}"))
+        log.info("student.init %s: %d tensors loaded, new: %s", init.source, len(loaded["loaded"]), loaded["new"])
+    student = place_model(student, runtime)
     distiller = create_distiller(method, student, outputs or teacher_model, **params.method.hyperparameters())
     distiller = distiller.to(runtime.device)
     checkpoints = Path(params.paths.checkpoints) / STUDENT_CHECKPOINTS
@@ -61,6 +71,7 @@ def distill(params: Params, resume: bool = False, *, rank: int = 0, world_size: 
         tags.METHOD: method,
         tags.DEVICE: str(runtime.device),
         tags.WORLD_SIZE: world_size,
+        **({tags.STUDENT_INIT_SHA256: init.sha256} if init else {}),
         **teacher.lineage(params),
     }
     probe = rank_probe(data, params, runtime) if runtime.is_main and hasattr(distiller, "projector") else None
@@ -94,6 +105,7 @@ def distill(params: Params, resume: bool = False, *, rank: int = 0, world_size: 
                 data_cfg=params.data,
                 data=data,
                 world_size=world_size,
+                init_sha256=init.sha256 if init else None,
             ),
             wrapped=distributed.wrap(distiller, runtime.device) if world_size > 1 else None,
         )
@@ -118,6 +130,9 @@ def distill(params: Params, resume: bool = False, *, rank: int = 0, world_size: 
             )
             files.write_csv(out / files.HISTORY_FILE, history)
             files.write_json(out / files.METRICS_FILE, summary)
+            if init is not None:
+                files.write_json(out / INIT_REPORT_FILE, loaded)
+                run.log_artifact(out / INIT_REPORT_FILE)
             run.log_artifact(out / files.HISTORY_FILE)
             run.log_artifact(
                 plots.learning_curves(history, out / files.LEARNING_CURVES_FILE, f"{method}: {params.student.arch}")

@@ -30,6 +30,7 @@ from kdpipe.study.measure import corrupted_top1, int8_top1, top1
 from kdpipe.study.tasks import FillTask, RunTask, TeacherTask
 from kdpipe.teacher import cache as teacher_cache
 from kdpipe.training.runtime import Runtime, make_runtime
+from kdpipe.training.student_init import init_sha256
 
 log = logging.getLogger("kdpipe")
 
@@ -72,7 +73,13 @@ def training_fingerprint(params: Params) -> str:
     """What decides a run's result (:func:`kdpipe.identity.run_fingerprint`)."""
     p = params
     return identity.run_fingerprint(
-        data=p.data, teacher=p.teacher, student=p.student, method=p.method, cache=p.cache, train=p.train
+        data=p.data,
+        teacher=p.teacher,
+        student=p.student,
+        method=p.method,
+        cache=p.cache,
+        train=p.train,
+        init_sha256=init_sha256(p.student, p.tracking),
     )
 
 

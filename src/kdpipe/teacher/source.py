@@ -55,7 +55,8 @@ def _train(params: Params, data: PreparedData, runtime: Runtime, on_epoch: Epoch
     """Bootstrap the embedded demo's teacher: cross-entropy only, resumable from its checkpoint."""
     cfg = params.teacher.train
     torch.manual_seed(cfg.seed)
-    teacher = place_model(create_model(params.teacher.arch, data.num_classes, data.in_channels), runtime)
+    teacher = create_model(params.teacher.arch, data.num_classes, data.in_channels, data.manifest["shape"][-1])
+    teacher = place_model(teacher, runtime)
     distiller = create_distiller("scratch", teacher, None)
     checkpoints = Path(params.paths.checkpoints) / TEACHER_CHECKPOINTS
     need_space(training_space(distiller, checkpoints, Path(params.paths.teacher)), "teacher's checkpoint and model")
