@@ -201,6 +201,8 @@ class TeacherIdentity:
     """What the teacher's input is: the prepared data's images, normalised by its manifest's mean and std."""
     view_scheme: str = "pad-crop-flip"
     """How training views are made: random crops of the image padded by ``data.crop_padding``, and flips."""
+    class_order: str = "data"
+    """Which of the teacher's logits answer for each data class: the data's own order."""
 
     def digest_fields(self) -> dict[str, str]:
         """The fields set to other than today's value: only these enter a digest."""

@@ -63,7 +63,16 @@ class Params(Section):
                 "validate.deploy_format",
                 f"'{self.validate_.deploy_format}' needs export.enabled: true (or deploy_format: pytorch)",
             )
-        if self.method.name == "srd" and self.method.srd.projector == "none":
+        if self.teacher.source == "train" and (
+            self.teacher.classes is not None or self.teacher.preprocess != type(self.teacher.preprocess)()
+        ):
+            raise KeyedError(
+                "teacher.source",
+                "'train' trains the teacher on the data's own input and classes; teacher.classes and "
+                "teacher.preprocess are for a teacher trained elsewhere",
+            )
+        # A teacher trained elsewhere has no architecture to measure here: its features are checked when resolved.
+        if self.method.name == "srd" and self.method.srd.projector == "none" and self.teacher.source == "train":
             size = self.data.image_size
             d_s, d_t = feature_dim(self.student.arch, size), feature_dim(self.teacher.arch, size)
             if d_s != d_t:

@@ -38,7 +38,7 @@ def evaluate_teacher(params: Params) -> dict[str, Any]:
                 {f"{tags.TEACHER_TRAIN_PREFIX}{k}": v for k, v in rec.items() if k != "epoch"}, rec["epoch"]
             ),
         )
-        run.set_tags({tags.TEACHER_VERSION: version, tags.DEVICE: str(runtime.device)})
+        run.set_tags({**teacher.lineage(params), tags.DEVICE: str(runtime.device)})
         model = place_model(model, runtime)
         logits = predict_logits(model, eval_loader(data, "test", runtime))
         metrics = {

@@ -7,12 +7,12 @@ sample, rank), so the teacher's pooled features and logits for epoch ``e`` can b
 read back batch by batch, in the order the loader yields them.
 
 The cache lives under ``paths.teacher_cache``, one directory per key (:func:`kdpipe.identity.cache_key`:
-the sha256 of the teacher file, the data, every view parameter, the epoch count, world size, precision and
-dtype): any change is a miss, never a wrong hit. Each epoch (and rank) is one file, written atomically, so an
-interrupted fill keeps its finished epochs. ``cache.mode``: ``auto`` replays the epochs
-found and records the others while training live (filled lazily on first use), ``require`` fails
-unless every epoch is there, ``off`` never touches it. ``kdpipe teacher-cache`` fills it ahead.
-``cache.max_gb`` bounds the whole directory: recording evicts the least recently written keys first
+the sha256 of the teacher file, how it is read and fed (:func:`kdpipe.teacher.stored.identity_of`), the data,
+every view parameter, the epoch count, world size, precision and dtype): any change is a miss, never a wrong
+hit. Each epoch (and rank) is one file, written atomically, so an interrupted fill keeps its finished epochs.
+``cache.mode``: ``auto`` replays the epochs found and records the others while training live (filled lazily
+on first use), ``require`` fails unless every epoch is there, ``off`` never touches it. ``kdpipe teacher-cache``
+fills it ahead. ``cache.max_gb`` bounds the whole directory: recording evicts the least recently written keys first
 (the directories, files and budget are :mod:`kdpipe.teacher.cache_store`'s).
 
 With ``cache.dtype: float32`` a replayed run is bit-identical to a live one (a test); ``float16``
@@ -36,6 +36,7 @@ from kdpipe.data.prepared import PreparedData
 from kdpipe.infra.errors import KdpipeError, WriteError
 from kdpipe.infra.files import need_space
 from kdpipe.models import FeatureClassifier
+from kdpipe.teacher import stored
 from kdpipe.teacher.cache_store import TeacherCache, directory_size, epoch_bytes, make_room
 from kdpipe.training.runtime import Runtime
 
@@ -61,6 +62,7 @@ def cache_key(
         device_type=runtime.device.type,
         amp=runtime.amp,
         channels_last=params.runtime.channels_last,
+        how=stored.identity_of(stored.read(Path(params.paths.teacher))),
     )
 
 

@@ -1,8 +1,11 @@
-"""Which teacher a run distils from: trained here for the demo, a checkpoint file, or a registry version.
+"""Which teacher a run distils from: trained here for the demo, or the model a team already has.
 
-:func:`resolve` turns ``teacher.source`` into a model, checks that it predicts the data's classes
-from the data's channels, and stores it at ``paths.teacher`` with the version it resolved to, so
-every later step (and every MLflow run) loads and names the same teacher.
+:func:`resolve` turns ``teacher.source`` into a model: ``train``, a file (a kdpipe model, TorchScript, a
+``torch.export`` program, a state dict with ``teacher.arch``: :mod:`~kdpipe.teacher.formats`) or an MLflow model
+URI (:mod:`~kdpipe.teacher.mlflow_models`). It reads the teacher as params say (:mod:`~kdpipe.teacher.reading`:
+classes, channels, input, features, checked on a batch), and only then stores it at ``paths.teacher`` in its own
+form with a descriptor (:mod:`~kdpipe.teacher.stored`), so every later step (and every MLflow run) loads and
+names the same teacher, and a refused one leaves what was stored untouched.
 """
 
 from __future__ import annotations
@@ -10,7 +13,6 @@ from __future__ import annotations
 import logging
 import tempfile
 from pathlib import Path
-from typing import Any
 
 import torch
 
@@ -22,7 +24,8 @@ from kdpipe.infra.errors import KdpipeError, TeacherMismatchError
 from kdpipe.infra.files import file_sha256, need_space
 from kdpipe.models import FeatureClassifier, create_model
 from kdpipe.models.file import MODEL_FILE, load_model, save_model
-from kdpipe.tracking import registry, tags
+from kdpipe.teacher import formats, mlflow_models, reading, stored
+from kdpipe.tracking import tags
 from kdpipe.tracking.server import tracking_errors
 from kdpipe.training.loop import TEACHER_CHECKPOINTS, EpochCallback, Runtime, train, training_space
 from kdpipe.training.runtime import eval_loader, make_loader, place_model
@@ -30,21 +33,6 @@ from kdpipe.training.runtime import eval_loader, make_loader, place_model
 log = logging.getLogger("kdpipe")
 
 TRAIN = "train"
-
-
-def check_classes(teacher_meta: dict[str, Any], data: PreparedData, source: str) -> None:
-    """A teacher must predict exactly the data's classes, in order, from the data's channels."""
-    classes = list(teacher_meta["classes"])
-    if classes != data.classes:
-        raise TeacherMismatchError(
-            f"teacher.source {source}: the teacher predicts {len(classes)} classes {classes[:4]}..., "
-            f"the data has {data.num_classes} classes {data.classes[:4]}...; they must match"
-        )
-    if int(teacher_meta["in_channels"]) != data.in_channels:
-        raise TeacherMismatchError(
-            f"teacher.source {source}: the teacher takes {teacher_meta['in_channels']} input channels, "
-            f"the data has {data.in_channels}"
-        )
 
 
 def _fingerprint(params: Params, data: PreparedData) -> str:
@@ -75,16 +63,35 @@ def _train(params: Params, data: PreparedData, runtime: Runtime, on_epoch: Epoch
     return teacher
 
 
-def _from_registry(params: Params, source: str) -> tuple[FeatureClassifier, dict[str, Any], str]:
-    """A teacher from the MLflow registry: the kdpipe checkpoint logged with that model version."""
-    if not params.tracking.enabled:
-        raise KdpipeError(
-            f"teacher.source {source}: a registry teacher needs tracking.enabled (the registry at tracking.uri)"
-        )
-    with tracking_errors(params, f"fetching the teacher {source}"), tempfile.TemporaryDirectory() as tmp:
-        path, mv = registry.fetch_checkpoint(registry.client(params.tracking.uri), source, Path(tmp))
-        teacher, meta = load_model(path)
-    return teacher, meta, f"{mv.name}/{mv.version}"
+def _image_size(params: Params, data: PreparedData) -> int:
+    return params.teacher.preprocess.image_size or int(data.manifest["shape"][-1])
+
+
+def _fetch(params: Params, data: PreparedData, tmp: Path) -> tuple[formats.Loaded, str]:
+    """The teacher ``teacher.source`` names, loaded, and the version it resolves to."""
+    source, cfg = params.teacher.source, params.teacher
+    if mlflow_models.is_uri(source):
+        with tracking_errors(params, f"fetching the teacher {source}"):
+            fetched = mlflow_models.fetch(params.tracking, source, tmp)
+        return mlflow_models.load(fetched, trust_pickle=cfg.trust_pickle), fetched.version
+    path = Path(source)
+    loaded = formats.load(path, arch=cfg.arch, image_size=_image_size(params, data), trust_pickle=cfg.trust_pickle)
+    return loaded, identity.file_teacher_version(file_sha256(path))
+
+
+def _descriptor(fmt: str, sha256: str, source: str, version: str, arch: str, read: reading.Read) -> stored.Descriptor:
+    return stored.Descriptor(
+        format=fmt,
+        sha256=sha256,
+        source=source,
+        version=version,
+        arch=arch,
+        feature_layer=read.feature_layer,
+        feature_dim=read.model.feature_dim,
+        classes=read.classes,
+        in_channels=read.in_channels,
+        reading=read.reading,
+    )
 
 
 def resolve(
@@ -95,47 +102,76 @@ def resolve(
     ``train`` reuses the stored teacher while its params and data are unchanged, else trains one
     (reporting each epoch to ``on_epoch``).
     """
-    stored = Path(params.paths.teacher) / MODEL_FILE
-    source = params.teacher.source
-    wanted = _fingerprint(params, data)
+    directory = Path(params.paths.teacher)
+    model_file, source, wanted = directory / MODEL_FILE, params.teacher.source, _fingerprint(params, data)
     if source == TRAIN:
         version = identity.trained_teacher_version(wanted)
-        if stored.exists():
-            teacher, meta = load_model(stored)
-            if meta["meta"].get("fingerprint") == wanted:
-                log.info("evaluate_teacher: reusing the teacher in %s (same params and data)", stored)
-                return teacher, meta["arch"], version
-        teacher = _train(params, data, runtime, on_epoch)
-        save_model(
-            stored,
-            teacher,
-            params.teacher.arch,
-            data.classes,
-            data.in_channels,
-            fingerprint=wanted,
-            data_sha256=data.sha256,
-            source=TRAIN,
-            version=version,
-        )
-        return teacher, params.teacher.arch, version
-    if source.startswith("models:/"):
-        teacher, meta, version = _from_registry(params, source)
-    else:
-        teacher, meta = load_model(Path(source))
-        version = identity.file_teacher_version(file_sha256(Path(source)))
-    check_classes(meta, data, source)
-    save_model(
-        stored,
-        teacher,
-        meta["arch"],
-        meta["classes"],
-        meta["in_channels"],
-        fingerprint=wanted,
-        data_sha256=data.sha256,
-        source=source,
-        version=version,
+        reused = model_file.exists() and load_model(model_file)[1]["meta"].get("fingerprint") == wanted
+        if reused:
+            log.info("evaluate_teacher: reusing the teacher in %s (same params and data)", model_file)
+        else:
+            teacher = _train(params, data, runtime, on_epoch)
+            save_model(
+                model_file,
+                teacher,
+                params.teacher.arch,
+                data.classes,
+                data.in_channels,
+                fingerprint=wanted,
+                data_sha256=data.sha256,
+                source=TRAIN,
+                version=version,
+            )
+        loaded = formats.load(model_file, arch="", image_size=None, trust_pickle=False)
+        read = reading.read(params, data, loaded, source)
+        sha = file_sha256(model_file)
+        stored.store(directory, _descriptor(stored.KDPIPE, sha, source, version, loaded.arch, read), None)
+        return read.model, loaded.arch, version
+    with tempfile.TemporaryDirectory(prefix="kdpipe-teacher-") as tmp:
+        loaded, version = _fetch(params, data, Path(tmp))
+        read = reading.read(params, data, loaded, source)  # every check, before anything is stored
+        if loaded.format == stored.KDPIPE:
+            assert isinstance(loaded.net, FeatureClassifier)
+            save_model(
+                model_file,
+                loaded.net,
+                loaded.arch,
+                loaded.classes or read.classes,
+                read.in_channels,
+                fingerprint=wanted,
+                data_sha256=data.sha256,
+                source=source,
+                version=version,
+            )
+            descriptor = _descriptor(stored.KDPIPE, file_sha256(model_file), source, version, loaded.arch, read)
+            stored.store(directory, descriptor, None)
+        else:
+            sha = stored.payload_sha256(loaded.payload)
+            stored.store(directory, _descriptor(loaded.format, sha, source, version, loaded.arch, read), loaded.payload)
+    log.info("evaluate_teacher: %s (%s) stored in %s", source, loaded.format, directory)
+    return read.model, loaded.arch or loaded.format, version
+
+
+def _recorded(directory: Path) -> stored.Descriptor:
+    """The stored teacher's descriptor; for a ``model.pt`` stored before descriptors, one made from its record."""
+    descriptor = stored.read(directory)
+    if descriptor is not None:
+        return descriptor
+    path = directory / MODEL_FILE
+    if not path.exists():
+        raise KdpipeError(f"{path}: no teacher stored; run `kdpipe teacher` first")
+    meta = load_model(path)[1]
+    return stored.Descriptor(
+        format=stored.KDPIPE,
+        sha256=file_sha256(path),
+        source=str(meta["meta"].get("source", "")),
+        version=str(meta["meta"].get("version", "no version")),
+        arch=meta["arch"],
+        feature_layer=reading.OWN,
+        feature_dim=0,
+        classes=list(meta["classes"]),
+        in_channels=int(meta["in_channels"]),
     )
-    return teacher, meta["arch"], version
 
 
 def load(params: Params, data: PreparedData) -> FeatureClassifier:
@@ -143,44 +179,71 @@ def load(params: Params, data: PreparedData) -> FeatureClassifier:
 
     A later step never distils from, or measures, another teacher than the one its params name:
     the stored teacher must have been resolved from the same source (and, for ``train``, with the
-    same teacher params and data; for a file, from the same bytes).
+    same teacher params and data; for a file, from the same bytes), and be read the same way.
     """
-    path = Path(params.paths.teacher) / MODEL_FILE
-    if not path.exists():
-        raise KdpipeError(f"{path}: no teacher stored; run `kdpipe teacher` first")
-    teacher, meta = load_model(path)
-    source, recorded = params.teacher.source, meta["meta"]
+    directory = Path(params.paths.teacher)
+    recorded = _recorded(directory)
+    source = params.teacher.source
     if source == TRAIN:
         expected: str | None = identity.trained_teacher_version(_fingerprint(params, data))
-    elif source.startswith("models:/"):
-        expected = None  # evaluate_teacher resolved the registry version once; its record names it
+    elif mlflow_models.is_uri(source):
+        expected = None  # evaluate_teacher resolved the MLflow version once; its record names it
     elif Path(source).exists():
         expected = identity.file_teacher_version(file_sha256(Path(source)))
     else:
         raise KdpipeError(f"teacher.source: {source} not found")
-    if recorded.get("source") != source or (expected is not None and recorded.get("version") != expected):
+    if recorded.source != source or (expected is not None and recorded.version != expected):
         raise TeacherMismatchError(
-            f"teacher.source is {source!r}, but {path} holds the teacher resolved from {recorded.get('source')!r} "
-            f"({recorded.get('version', 'no version')}); run `kdpipe teacher` with these params first, so the step "
+            f"teacher.source is {source!r}, but {directory} holds the teacher resolved from {recorded.source!r} "
+            f"({recorded.version}); run `kdpipe teacher` with these params first, so the step "
             "uses the teacher its params name"
         )
-    check_classes(meta, data, source)
-    return teacher
+    payload = directory / recorded.payload
+    if not payload.exists() or stored.payload_sha256(payload) != recorded.sha256:
+        raise KdpipeError(f"{payload}: missing or changed since `kdpipe teacher` stored it; run `kdpipe teacher`")
+    cfg = params.teacher
+    loaded = formats.load(
+        payload, arch=recorded.arch, image_size=_image_size(params, data), trust_pickle=cfg.trust_pickle
+    )
+    read = reading.read(params, data, loaded, source)
+    if stored.read(directory) is not None and (read.reading, read.feature_layer) != (
+        recorded.reading,
+        recorded.feature_layer,
+    ):
+        raise TeacherMismatchError(
+            f"{directory}: the teacher was stored to be read with {recorded.reading or 'the defaults'} and feature "
+            f"layer {recorded.feature_layer}; teacher.* now says {read.reading or 'the defaults'} and "
+            f"{read.feature_layer}; run `kdpipe teacher` with these params first"
+        )
+    return read.model
 
 
 def stored_sha256(params: Params) -> str:
     """The sha256 of the stored teacher (what a teacher cache is keyed by); empty when there is none."""
-    path = Path(params.paths.teacher) / MODEL_FILE
+    directory = Path(params.paths.teacher)
+    descriptor = stored.read(directory)
+    if descriptor is not None:
+        return descriptor.sha256
+    path = directory / MODEL_FILE
     return file_sha256(path) if path.exists() else ""
 
 
 def lineage(params: Params) -> dict[str, str]:
-    """The teacher's source, resolved version and architecture, as evaluate_teacher recorded them."""
-    path = Path(params.paths.teacher) / MODEL_FILE
-    blob = load_model(path)[1] if path.exists() else {"meta": {}}
-    meta = blob["meta"]
+    """The teacher's source, resolved version, architecture, format, feature layer and bytes, as evaluate_teacher
+    recorded them."""
+    directory = Path(params.paths.teacher)
+    if stored.read(directory) is None and not (directory / MODEL_FILE).exists():
+        return {
+            tags.TEACHER_SOURCE: params.teacher.source,
+            tags.TEACHER_VERSION: "unknown",
+            tags.TEACHER_ARCH: params.teacher.arch,
+        }
+    recorded = _recorded(directory)
     return {
-        tags.TEACHER_SOURCE: str(meta.get("source", params.teacher.source)),
-        tags.TEACHER_VERSION: str(meta.get("version", "unknown")),
-        tags.TEACHER_ARCH: str(blob.get("arch", params.teacher.arch)),
+        tags.TEACHER_SOURCE: recorded.source or params.teacher.source,
+        tags.TEACHER_VERSION: recorded.version,
+        tags.TEACHER_ARCH: recorded.arch or recorded.format,
+        tags.TEACHER_FORMAT: recorded.format,
+        tags.TEACHER_FEATURE_LAYER: recorded.feature_layer,
+        tags.TEACHER_SHA256: recorded.sha256,
     }

@@ -243,6 +243,21 @@ def fetch_checkpoint(mlflow_client: Any, uri: str, dst: Path) -> tuple[Path, Any
     return local, mv
 
 
+def fetch_model(mlflow_client: Any, uri: str, dst: Path) -> tuple[Path, Any]:
+    """The whole model folder of the version a ``models:/`` URI names (MLmodel, data/, extra files), downloaded
+    into ``dst``; returns (folder, version)."""
+    mv = resolve(mlflow_client, uri)
+    return _download(mlflow_client, mv.name, str(mv.version), "", dst), mv
+
+
+def fetch_run_model(tracking_uri: str, uri: str, dst: Path) -> Path:
+    """The model folder a ``runs:/<run id>/<path>`` URI names, downloaded into ``dst``."""
+    import mlflow
+
+    dst.mkdir(parents=True, exist_ok=True)
+    return Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(dst), tracking_uri=tracking_uri))
+
+
 def load_serving(mlflow_client: Any, name: str, version: str, dst: Path) -> Any:
     """The exported serving module of a registered version (float images in [0, 1] in, logits out),
     downloaded into ``dst`` and loaded from there."""
