@@ -217,3 +217,24 @@ def test_train_subset_is_one_fixed_sample_of_the_train_split(
     assert sample(*data.split("train"), 10_000, 0)[0].shape == train_x.shape, (
         "a subset larger than the split keeps it all"
     )
+
+
+def test_the_content_hash_read_in_chunks_is_the_hash_of_all_the_bytes(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Hashed a chunk at a time (for the progress bar), empty splits included, the digest is the one-pass one."""
+    import hashlib
+    import json
+
+    from kdpipe.data import prepared
+
+    tensors = {
+        "val_x": torch.empty(0, 1, 4, 4, dtype=torch.uint8),
+        "train_x": torch.arange(96, dtype=torch.uint8).view(6, 1, 4, 4),
+        "train_y": torch.arange(6),
+    }
+    whole = hashlib.sha256()
+    for key in ("train_x", "train_y", "val_x"):
+        t = tensors[key]
+        whole.update(f"{key}:{t.dtype}:{tuple(t.shape)};".encode() + t.numpy().tobytes())
+    whole.update(json.dumps(["a", "b"]).encode())
+    monkeypatch.setattr(prepared, "HASH_CHUNK", 7)
+    assert prepared.content_sha256(tensors, ["a", "b"]) == whole.hexdigest()

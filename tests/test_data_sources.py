@@ -27,6 +27,7 @@ from kdpipe.data.operational import folder_name
 from kdpipe.data.prepared import MANIFEST_FILE, load_prepared
 from kdpipe.data.sources import load_mnist_like
 from kdpipe.infra.errors import ConfigError, DataError
+from servers import S3Store
 
 PER_CLASS, GROWN_PER_CLASS, SESSION = 30, 36, 5  # 300 images, then 20 % more; 5 frames a capture session
 FASHION_MNIST_SHA256 = "db77f4e98dc2319ef92403029b6569fa2d463d3c61205b6eb9dd0c85b26acead"  # measured before 29
@@ -61,7 +62,7 @@ def _params(out: Path, **data: Any) -> Any:
     return params_from_dict({"data": data, "tracking": {"enabled": False}, "paths": {"prepared": str(out)}})
 
 
-def _prepare(out: Path, root: Path, source: str = "imagefolder", **data: Any) -> dict[str, Any]:
+def _prepare(out: Path, root: Path | str, source: str = "imagefolder", **data: Any) -> dict[str, Any]:
     return steps.prepare_data(_params(out, source=source, root=str(root), **data))
 
 
@@ -257,3 +258,23 @@ def test_the_fashion_mnist_default_keeps_its_split_bit_for_bit(raw_root: Path, t
     )
     record = _record(tmp_path / "p")
     assert len(record) == 70_000 and sum(row["split"] == "val" for row in record.values()) == 5000
+
+
+def test_a_manifest_on_s3_and_a_pvc_root_read_the_same_images_as_the_local_set(
+    sets: dict[str, Path], tmp_path: Path, seaweedfs: S3Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Real SeaweedFS (tests/servers.py): the images and their manifest under a prefix, fetched through data.root."""
+    local = _prepare(tmp_path / "local", sets["flat"])
+    for key, value in seaweedfs.env().items():
+        monkeypatch.setenv(key, value)
+    client = seaweedfs.client()
+    client.create_bucket(Bucket="line-images")
+    lines = ["path,label"]
+    for path in sorted(sets["flat"].rglob("*.png")):
+        rel = path.relative_to(sets["flat"]).as_posix()
+        client.upload_file(str(path), "line-images", f"night1/{rel}")
+        lines.append(f"{rel},{rel.split('/')[0]}")
+    client.put_object(Bucket="line-images", Key="night1/set.csv", Body="\n".join(lines).encode())
+    remote = _prepare(tmp_path / "s3", "s3://line-images/night1/set.csv", source="manifest")
+    assert remote["sha256"] == local["sha256"] and remote["description"] == "manifest(s3://line-images/night1/set.csv)"
+    assert _prepare(tmp_path / "pvc", f"pvc:{sets['flat']}")["sha256"] == local["sha256"]

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from kdpipe.data.image_record import IMAGES_FILE
@@ -88,7 +89,7 @@ def content_sha256(tensors: dict[str, torch.Tensor], classes: list[str]) -> str:
         for key in sorted(tensors):
             t = tensors[key].contiguous()
             digest.update(f"{key}:{t.dtype}:{tuple(t.shape)};".encode())
-            flat = memoryview(t.numpy()).cast("B")
+            flat = t.numpy().reshape(-1).view(np.uint8)
             for start in range(0, len(flat), HASH_CHUNK):
                 digest.update(flat[start : start + HASH_CHUNK])
                 bar.advance(len(flat[start : start + HASH_CHUNK]))
