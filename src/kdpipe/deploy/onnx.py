@@ -137,6 +137,9 @@ def quantize_int8(fp32: Path, calibration: torch.Tensor, path: Path, what: str, 
             per_channel=True,
             activation_type=QuantType.QInt8,
             weight_type=QuantType.QInt8,
+            # A LayerNorm's scale (a ViT's) has one axis: per channel along it, not along the default axis 1,
+            # which it lacks (ONNX Runtime then warns once per norm and falls back to one scale per tensor).
+            extra_options={"QDQOpTypePerChannelSupportToAxis": {"LayerNormalization": 0}},
         )
         os.replace(partial, path)
     except Exception as exc:  # onnxruntime.quantization raises many types
