@@ -20,6 +20,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import fx, nn
 
 from kdpipe.models.base import FeatureClassifier
@@ -127,12 +128,13 @@ class _GraphTap:
 
 
 def _scope(node: torch._C.Node) -> str:
-    parts = _SCOPE.findall(node.getModuleHierarchy())[1:]  # after SELF
+    """The module path a node of an inlined TorchScript graph belongs to (``SELF`` marks a method's own module)."""
     kept = []
-    for part in parts:
+    for part in _SCOPE.findall(node.getModuleHierarchy()):
         if part == "UNKNOWN_INSTANCE":
             break
-        kept.append(part)
+        if part != "SELF":
+            kept.append(part)
     return ".".join(kept)
 
 
@@ -140,16 +142,33 @@ def _is_tensor(value: torch._C.Value) -> bool:
     return value.type().isSubtypeOf(torch._C.TensorType.get())
 
 
+def _all_nodes(block: torch._C.Block | torch._C.Graph) -> Iterator[torch._C.Node]:
+    """Every node in program order, those inside branches and loops too."""
+    for node in block.nodes():
+        yield node
+        for inner in node.blocks():
+            yield from _all_nodes(inner)
+
+
+def _top_level(value: torch._C.Value) -> bool:
+    """Defined outside every branch, so a value the graph can return."""
+    return value.node().owningBlock().owningNode() is None
+
+
 def _script_value(graph: torch._C.Graph, layer: str) -> torch._C.Value:
     path, want_input = _split(layer)
-    nodes = list(graph.nodes())
-    inside = [n for n in nodes if path and _within(_scope(n), path) and _scope(n)]
+    nodes = [n for n in _all_nodes(graph) if _scope(n)]
+    inside = [n for n in nodes if path and _within(_scope(n), path)]
     if not inside:
-        raise LayerNotFoundError(layer, list(dict.fromkeys(_scope(n) for n in nodes if _scope(n))))
-    if want_input:
-        members = set(inside)
-        return next(v for n in inside for v in n.inputs() if _is_tensor(v) and v.node() not in members)
-    return next(v for n in reversed(inside) for v in n.outputs() if _is_tensor(v))
+        raise LayerNotFoundError(layer, list(dict.fromkeys(_scope(n) for n in nodes)))
+    if want_input:  # the module may run inside a branch (timm's forward_head): its input is defined outside it
+        values = (v for n in inside for v in n.inputs() if _is_tensor(v) and not _within(_scope(v.node()), path))
+    else:
+        values = (v for n in reversed(inside) for v in n.outputs() if _is_tensor(v))
+    found = next((v for v in values if _top_level(v)), None)
+    if found is None:
+        raise LayerNotFoundError(layer, list(dict.fromkeys(_scope(n) for n in nodes)))
+    return found
 
 
 class _ScriptTap:
@@ -189,9 +208,8 @@ def _graph_linears(net: nn.Module) -> Iterator[str]:
     if isinstance(net, torch.jit.ScriptModule):
         graph = net.forward.graph.copy()
         torch._C._jit_pass_inline(graph)
-        out = graph.return_node().input()
-        for node in reversed(list(graph.nodes())):
-            if node.kind() in ("aten::linear", "aten::addmm") and node.output() == out and _scope(node):
+        for node in reversed(list(_all_nodes(graph))):  # checked by ForeignClassifier.ends_in_feature_layer
+            if node.kind() in ("aten::linear", "aten::addmm") and _scope(node):
                 yield _scope(node)
         return
     assert isinstance(net, fx.GraphModule)
@@ -257,13 +275,18 @@ class ForeignClassifier(FeatureClassifier):
     @torch.no_grad()
     def ends_in_feature_layer(self, x: torch.Tensor) -> bool:
         """Whether the logits are the feature layer's linear module applied to its input (what
-        :func:`find_feature_layer` assumes of a plain module's last ``nn.Linear``); graphs are checked when found."""
+        :func:`find_feature_layer` assumes of a last linear layer); a pt2 graph's is checked when found."""
         path, is_input = _split(self.feature_layer or "")
-        if self.tap is None or not is_input or isinstance(self.net, (torch.jit.ScriptModule, fx.GraphModule)):
+        if self.tap is None or not is_input or isinstance(self.net, fx.GraphModule):
             return True
         logits, seen = self.tap(self.net, x)
-        head = self.net.get_submodule(path)
-        return isinstance(head, nn.Linear) and torch.allclose(head(seen), logits, atol=1e-5)
+        head: Any = self.net
+        for part in path.split("."):  # ScriptModules have no get_submodule
+            head = getattr(head, part)
+        weight, bias = getattr(head, "weight", None), getattr(head, "bias", None)
+        if not isinstance(weight, torch.Tensor) or weight.dim() != 2 or seen.dim() != 2:
+            return False
+        return torch.allclose(F.linear(seen, weight, bias), logits, atol=1e-5)
 
 
 def candidate_layers(net: nn.Module, limit: int = 8) -> list[str]:
