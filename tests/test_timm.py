@@ -156,6 +156,7 @@ def _layouts(state: dict[str, torch.Tensor], folder: Path) -> dict[str, Path]:
         "nested-model": {"model": state, "epoch": 9},
         "ddp": ddp,
         "ddp-nested": {"state_dict": ddp},
+        "ddp-compiled": {f"module._orig_mod.{k}": v for k, v in state.items()},
     }
     paths = {name: folder / f"{name}.pt" for name in blobs}
     for name, blob in blobs.items():
@@ -166,7 +167,8 @@ def _layouts(state: dict[str, torch.Tensor], folder: Path) -> dict[str, Path]:
 
 
 @pytest.mark.parametrize(
-    "layout", ["plain", "nested-state_dict", "nested-model", "ddp", "ddp-nested", "safetensors", "kdpipe-file"]
+    "layout",
+    ["plain", "nested-state_dict", "nested-model", "ddp", "ddp-nested", "ddp-compiled", "safetensors", "kdpipe-file"],
 )
 def test_init_loads_every_tensor_whose_name_and_shape_match(layout: str, tmp_path: Path) -> None:
     source = _pretrained()

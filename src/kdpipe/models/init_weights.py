@@ -1,11 +1,11 @@
 """A model's starting weights from someone else's file: every tensor whose name and shape match is loaded.
 
 A student starts from pretrained weights (``student.init``) that were saved by other code: a plain state dict, one
-nested under ``state_dict`` or ``model`` (training scripts' checkpoints, kdpipe's model file), saved from DDP
-(``module.`` in front of every name), a timm checkpoint without kdpipe's wrapper name (``net.``) or a safetensors
-file. Names are aligned once for the whole file (the prefix that matches most), never guessed tensor by tensor;
-what does not match (the classifier, when the class count differs) keeps its fresh initialisation, and the report
-says which is which.
+nested under ``state_dict`` or ``model`` (training scripts' checkpoints, kdpipe's model file), saved from DDP or
+torch.compile (``module.``, ``_orig_mod.`` in front of every name), a timm checkpoint without kdpipe's wrapper
+name (``net.``) or a safetensors file. Names are aligned once for the whole file (the prefix that matches most),
+never guessed tensor by tensor; what does not match (the classifier, when the class count differs) keeps its fresh
+initialisation, and the report says which is which.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from kdpipe.infra.errors import ForeignFileError
 from kdpipe.infra.files import load_tensors
 
 NESTED_KEYS = ("state_dict", "model")
-STRIPPED_PREFIXES = ("module.",)  # DistributedDataParallel's wrapper
+STRIPPED_PREFIXES = ("module.", "_orig_mod.")  # DistributedDataParallel's and torch.compile's wrappers
 
 
 @dataclass(frozen=True)

@@ -23,19 +23,13 @@ def is_model_uri(text: str) -> bool:
 
 def download_weights(uri: str, tracking_uri: str, dst: Path) -> Path:
     """The weights file of the model ``uri`` names, downloaded under ``dst``; a one-line error says what is missing."""
-    import mlflow
-
-    mlflow_client = registry.client(tracking_uri)
-    if uri.startswith("models:/"):
-        mv = registry.resolve(mlflow_client, uri)
-        artifact = mlflow_client.get_model_version_download_uri(mv.name, str(mv.version))
-    else:
-        artifact = uri
-    dst.mkdir(parents=True, exist_ok=True)
     try:
-        local = Path(
-            mlflow.artifacts.download_artifacts(artifact_uri=artifact, dst_path=str(dst), tracking_uri=tracking_uri)
-        )
+        if uri.startswith("models:/"):
+            local = registry.fetch_model(registry.client(tracking_uri), uri, dst)[0]
+        else:
+            local = registry.fetch_run_model(tracking_uri, uri, dst)
+    except KdpipeError:
+        raise
     except Exception as exc:  # MLflow raises its own and the stores' error types
         raise KdpipeError(f"{uri}: cannot download its artifacts ({str(exc).strip().splitlines()[0][:200]})") from None
     return _weights_file(local, uri)
