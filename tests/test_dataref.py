@@ -101,11 +101,13 @@ def test_an_s3_reference_is_uploaded_once_and_fetched_into_the_cache(small: Para
     artifact = Artifact(str(tmp_path / "kfp" / "dataset"))
     manifest = dataref.prepare(small, ref.uri, str(tmp_path / "scratch"), artifact, steps.prepare_data)
     keys = sorted(o["Key"] for o in boto3.client("s3", endpoint_url=s3).list_objects_v2(Bucket="datasets")["Contents"])
-    assert keys == ["fashion/v1/manifest.json", "fashion/v1/splits.pt"]
+    assert keys == ["fashion/v1/images.csv", "fashion/v1/manifest.json", "fashion/v1/splits.pt"]
 
     local = Path(dataref.local_dir(artifact.path, str(tmp_path / "cache")))
     assert local.is_relative_to(tmp_path / "cache")
     assert load_prepared(local).sha256 == manifest["sha256"]
+    stored = boto3.client("s3", endpoint_url=s3).get_object(Bucket="datasets", Key="fashion/v1/images.csv")
+    assert (local / "images.csv").read_bytes() == stored["Body"].read()
     boto3.client("s3", endpoint_url=s3).delete_object(Bucket="datasets", Key="fashion/v1/splits.pt")
     assert Path(dataref.local_dir(artifact.path, str(tmp_path / "cache"))) == local  # the cache still matches
 

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from kdpipe.config import Params
+from kdpipe.data.image_record import IMAGES_FILE
 from kdpipe.data.prepared import MANIFEST_FILE, TENSORS_FILE
 from kdpipe.data.references import DataRef, fetch, parse, s3_client, split_s3, storage_error
 from kdpipe.infra.errors import DataError
@@ -30,7 +31,9 @@ from kdpipe.kubeflow.params import with_paths
 
 REFERENCE_FILE = "reference.json"
 PrepareStep = Callable[..., dict[str, Any]]
-DATA_FILES = (TENSORS_FILE, MANIFEST_FILE)  # the manifest last: a reader never sees it without its data
+# The manifest last: a reader never sees it without its data. The per-image record is fetched where the manifest
+# names it (data prepared before it existed has none).
+DATA_FILES = (TENSORS_FILE, IMAGES_FILE, MANIFEST_FILE)
 
 
 def writable_dir(ref: DataRef, artifact_path: str, scratch: str) -> str:
@@ -92,7 +95,9 @@ def materialize(ref: DataRef, cache_dir: str, expected_sha256: str | None = None
         if not (current.exists() and json.loads(current.read_text()).get("sha256") == expected_sha256):
             staging = Path(tempfile.mkdtemp(prefix=f".{key}.", dir=_ensure(local.parent)))
             try:
-                fetch(ref, staging, DATA_FILES)
+                fetch(ref, staging, (TENSORS_FILE, MANIFEST_FILE))
+                if read_manifest(staging).get("images") == IMAGES_FILE:
+                    fetch(ref, staging, (IMAGES_FILE,))
                 shutil.rmtree(local, ignore_errors=True)
                 os.replace(staging, local)
             finally:
