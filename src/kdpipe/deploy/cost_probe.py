@@ -8,12 +8,15 @@ add to a process that already has its runtime. Then it times ``warmup`` untimed 
 timed batch-1 calls (latency p50 and p95) and the throughput at ``batch_size``. Every input is
 float32 ``N x C x H x W`` in [0, 1], the exported contract; the eager model gets the same wrapper
 with the normalisation baked in. This module imports nothing heavy at the top, so the ONNX probe's
-memory figure carries no torch.
+memory figure carries no torch. A teacher stored in its own form (TorchScript, a ``torch.export`` program, a state
+dict, an MLflow folder: :mod:`kdpipe.teacher.stored`) is probed as stored, read by
+:func:`kdpipe.teacher.formats.load` and fed as every step feeds it (:func:`stored_teacher`).
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import os
 import statistics
@@ -39,9 +42,11 @@ def measure(
     warmup: int,
     mean: list[float] | None = None,
     std: list[float] | None = None,
+    teacher: dict[str, Any] | None = None,
 ) -> dict[str, float]:
-    """The cost of the model file ``path`` in format ``fmt``, from a fresh probe process; ``mean``/``std``
-    (the manifest's) wrap an eager model like the exported ones."""
+    """The cost of the model file ``path`` (or MLflow folder) in format ``fmt``, from a fresh probe process;
+    ``mean``/``std`` (the manifest's) wrap an eager model like the exported ones; ``teacher`` (format, arch,
+    trust_pickle, preprocess, order) reads a stored foreign teacher instead of a kdpipe model file."""
     from kdpipe.infra.errors import KdpipeError
 
     args = {
@@ -54,6 +59,7 @@ def measure(
         "warmup": warmup,
         "mean": mean,
         "std": std,
+        "teacher": teacher,
     }
     env = {**os.environ, **dict.fromkeys(THREAD_ENVS, str(threads))}
     result = subprocess.run(
@@ -65,7 +71,8 @@ def measure(
             f"{path}: the {fmt} cost probe failed ({(result.stderr.strip().splitlines() or ['no output'])[-1]})"
         )
     figures: dict[str, float] = json.loads(lines[-1])
-    return {**figures, "size_kb": path.stat().st_size / 1024}
+    size = sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) if path.is_dir() else path.stat().st_size
+    return {**figures, "size_kb": size / 1024}
 
 
 def _rss_mb() -> float:
@@ -81,6 +88,32 @@ def _peak_mb() -> float:
     return int(line.split()[1]) / 1024  # kB
 
 
+def stored_teacher(path: Path, reading: dict[str, Any], args: dict[str, Any]) -> Any:
+    """The stored foreign teacher at ``path`` as the steps run it: its logits (not its features, which serving
+    does not compute) through its own input and class order (:class:`~kdpipe.models.teacher_input.TeacherInput`)."""
+    from kdpipe.models.foreign import ForeignClassifier
+    from kdpipe.models.teacher_input import InputSpec, TeacherInput
+    from kdpipe.teacher import formats
+
+    preprocess = reading["preprocess"] or {}
+    size = preprocess.get("image_size")
+    loaded = formats.load(
+        path, arch=reading["arch"], image_size=size or args["shape"][-1], trust_pickle=reading["trust_pickle"]
+    )
+    net = loaded.net if loaded.own_features else ForeignClassifier(loaded.net, None)
+    if not preprocess and reading["order"] is None:
+        return net
+    spec = InputSpec(
+        tuple(args["mean"]),
+        tuple(args["std"]),
+        size,
+        preprocess.get("resize", "square"),
+        preprocess.get("channels"),
+        preprocess.get("normalize", "data"),
+    )
+    return TeacherInput(net, spec, reading["order"])
+
+
 def _load(args: dict[str, Any]) -> Any:
     """A callable float32 array -> logits for the model, its runtime imported here and nowhere before."""
     if args["format"] == "pytorch":
@@ -91,8 +124,16 @@ def _load(args: dict[str, Any]) -> Any:
 
         torch.set_num_threads(args["threads"])
         torch.set_num_interop_threads(1)
+        path, reading = Path(args["path"]), args.get("teacher")
+        if reading:  # the reader's imports (a pickled model's pickle module) are the runtime's, not the model's
+            import kdpipe.teacher.formats  # noqa: F401
+
+            info = path / "data" / "pickle_module_info.txt"
+            if info.exists():
+                importlib.import_module(info.read_text().strip() or "pickle")
         base = _rss_mb()
-        model = ServingClassifier(load_model(Path(args["path"]))[0], args["mean"], args["std"]).eval()
+        net = stored_teacher(path, reading, args) if reading else load_model(path)[0]
+        model = ServingClassifier(net, args["mean"], args["std"]).eval()
 
         def run(x: Any) -> Any:
             with torch.inference_mode():

@@ -6,19 +6,25 @@ int8 (offered for deployment only while its top-1 on the gate split trails fp32'
 like. Every model and format is then probed the same way in a fresh process
 (:mod:`kdpipe.deploy.cost_probe`): batch-1 latency p50 and p95, throughput, memory and file size, at
 ``export.threads`` threads. The gate reads the student's figures in ``validate.deploy_format``.
+
+The teacher's figures only feed the cost table, and a teacher a team brings may not go where kdpipe's own
+does (torch.onnx cannot trace TorchScript; a module may use an op ONNX lacks): a teacher figure that cannot be
+measured is recorded as not measured, with a one-line reason, and validate goes on. Its eager figures are
+probed on the teacher as stored (:mod:`kdpipe.teacher.stored`), read the way every step reads it.
 """
 
 from __future__ import annotations
 
 import copy
 import logging
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from kdpipe.config import Params
+from kdpipe.config import ExportConfig, Params
 from kdpipe.data.prepared import PreparedData
 from kdpipe.deploy import cost_probe
 from kdpipe.deploy import onnx as export
@@ -28,15 +34,19 @@ from kdpipe.infra.files import METRICS_FILE, ONNX_FILES, file_sha256, read_json
 from kdpipe.models.file import MODEL_FILE
 from kdpipe.models.serving import ServingClassifier, predict_unit_images
 from kdpipe.models.top1 import top1
+from kdpipe.teacher import stored
 from kdpipe.tracking import tags
 
 log = logging.getLogger("kdpipe")
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 
 @dataclass(frozen=True)
 class Deployment:
     """``cost[model][format]``: the probe's figures plus the top-1 on the gate split; ``parity[model]``: fp32
-    against eager; ``int8``: the student's int8 and fp32 top-1, the drop, whether int8 is offered and why not."""
+    against eager; ``int8``: the student's int8 and fp32 top-1, the drop, whether int8 is offered and why not;
+    ``not_measured[model][format]``: why a (teacher's) figure is missing from ``cost``."""
 
     files: dict[str, Path]
     parity: dict[str, dict[str, float]]
@@ -45,6 +55,7 @@ class Deployment:
     deploy_format: str
     threads: int
     batch_size: int
+    not_measured: dict[str, dict[str, str]] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         """Plain JSON: what metrics.json, details.json and the Kubeflow Metrics artifact hold."""
@@ -55,6 +66,7 @@ class Deployment:
             "parity": self.parity,
             "int8": self.int8,
             "cost": self.cost,
+            "not_measured": self.not_measured,
             "files": {name: path.name for name, path in self.files.items()},
             "sha256": {path.name: file_sha256(path) for path in self.files.values()},
         }
@@ -118,6 +130,50 @@ def _fp32(
     return parity, {"pytorch": top1(eager, labels), "onnx": top1(onnx, labels)}
 
 
+def _reason(exc: BaseException) -> str:
+    """One line of an exception, without the terminal colours torch.onnx puts in its messages."""
+    return (_ANSI.sub("", str(exc)).strip().splitlines() or [type(exc).__name__])[0][:300]
+
+
+def _teacher_fp32(
+    net: torch.nn.Module,
+    m: dict[str, Any],
+    path: Path,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    split: str,
+    threads: int,
+) -> tuple[dict[str, float] | None, dict[str, float], str]:
+    """The teacher's :func:`_fp32`, or, where it cannot be exported, (None, its eager top-1, why); a
+    ``teacher.onnx`` left from an earlier validate is removed then, so no file stands for another teacher."""
+    if any(isinstance(module, torch.jit.ScriptModule) for module in net.modules()):
+        reason = "a TorchScript teacher: torch.onnx (through torch.export) cannot trace TorchScript"
+    else:
+        try:
+            return (*_fp32("teacher", net, m, path, images, labels, split, threads), "")
+        except Exception as exc:  # torch.export, onnxscript and onnxruntime raise many types; it is only reported
+            reason = _reason(exc)
+    path.unlink(missing_ok=True)
+    eager = predict_unit_images(ServingClassifier(net, m["mean"], m["std"]).eval(), images)
+    return None, {"pytorch": top1(eager, labels)}, reason
+
+
+def _teacher_eager(teacher_dir: Path, trust_pickle: bool) -> tuple[Path, dict[str, Any] | None]:
+    """The teacher's file for the eager probe: kdpipe's ``model.pt`` as before, else the payload stored as it came
+    and how the probe reads it (:func:`kdpipe.deploy.cost_probe.stored_teacher`)."""
+    recorded = stored.read(teacher_dir)
+    if recorded is None or recorded.format == stored.KDPIPE:
+        return teacher_dir / MODEL_FILE, None
+    reading = {
+        "format": recorded.format,
+        "arch": recorded.arch,
+        "trust_pickle": trust_pickle,
+        "preprocess": recorded.reading.get("preprocess"),
+        "order": recorded.reading.get("order"),
+    }
+    return teacher_dir / recorded.payload, reading
+
+
 def _int8(params: Params, data: PreparedData, fp32: Path, path: Path, fp32_top1: float) -> dict[str, Any]:
     """Quantise, measure on the gate split (:func:`measure_int8`), and decide whether int8 is offered
     (``export.max_int8_drop``)."""
@@ -144,47 +200,80 @@ def _int8(params: Params, data: PreparedData, fp32: Path, path: Path, fp32_top1:
     }
 
 
+def _probe(
+    cfg: ExportConfig,
+    m: dict[str, Any],
+    who: str,
+    by_format: dict[str, Path],
+    accuracy: dict[str, float],
+    teacher_reading: dict[str, Any] | None,
+    not_measured: dict[str, dict[str, str]],
+) -> dict[str, dict[str, float]]:
+    """``who``'s cost by format (:func:`kdpipe.deploy.cost_probe.measure`) with its top-1; a teacher's probe that
+    fails is noted in ``not_measured`` (a student's fails the step)."""
+    cost = {}
+    for fmt, path in by_format.items():
+        try:
+            figures = cost_probe.measure(
+                path,
+                fmt,
+                input_shape(m),
+                threads=cfg.threads,
+                batch_size=cfg.batch_size,
+                repeats=cfg.repeats,
+                warmup=cfg.warmup,
+                mean=m["mean"],
+                std=m["std"],
+                teacher=teacher_reading if who == "teacher" else None,
+            )
+        except KdpipeError as exc:
+            if who == "student":
+                raise
+            not_measured.setdefault(who, {})[fmt] = _reason(exc)
+            continue
+        cost[fmt] = {**figures, "top1": accuracy[fmt]}
+    return cost
+
+
 def export_and_measure(
     params: Params, data: PreparedData, student: torch.nn.Module, teacher: torch.nn.Module
 ) -> Deployment:
     """Export into ``paths.validation`` (``student.onnx``, ``student_int8.onnx``, ``teacher.onnx``), check
-    parity on the gate split, quantise, probe the cost."""
+    parity on the gate split, quantise, probe the cost; a teacher figure that cannot be had is recorded as not
+    measured, with why."""
     cfg, m, out, split = params.export, data.manifest, Path(params.paths.validation), params.gate.split
     files = {name: out / filename for name, filename in ONNX_FILES.items()}
     images, labels = data.split(split)
-    parity, accuracy = {}, {}
-    for who, net in (("student", student), ("teacher", teacher)):
-        parity[who], accuracy[who] = _fp32(who, net, m, files[f"{who}_onnx"], images, labels, split, cfg.threads)
+    parity, accuracy, not_measured = {}, {}, {}
+    parity["student"], accuracy["student"] = _fp32(
+        "student", student, m, files["student_onnx"], images, labels, split, cfg.threads
+    )
+    teacher_parity, accuracy["teacher"], why = _teacher_fp32(
+        teacher, m, files["teacher_onnx"], images, labels, split, cfg.threads
+    )
+    if teacher_parity is None:
+        not_measured["teacher"] = {"onnx": f"not exported to ONNX ({why})"}
+        del files["teacher_onnx"]
+    else:
+        parity["teacher"] = teacher_parity
     int8 = _int8(params, data, files["student_onnx"], files["student_int8_onnx"], accuracy["student"]["onnx"])
     accuracy["student"]["onnx_int8"] = int8["int8_top1"]
+    teacher_file, teacher_reading = _teacher_eager(Path(params.paths.teacher), params.teacher.trust_pickle)
     sources = {
         "student": {
             "pytorch": Path(params.paths.student) / MODEL_FILE,
             "onnx": files["student_onnx"],
             "onnx_int8": files["student_int8_onnx"],
         },
-        "teacher": {"pytorch": Path(params.paths.teacher) / MODEL_FILE, "onnx": files["teacher_onnx"]},
+        "teacher": {"pytorch": teacher_file, **({"onnx": files["teacher_onnx"]} if teacher_parity else {})},
     }
     cost = {
-        who: {
-            fmt: {
-                **cost_probe.measure(
-                    path,
-                    fmt,
-                    input_shape(m),
-                    threads=cfg.threads,
-                    batch_size=cfg.batch_size,
-                    repeats=cfg.repeats,
-                    warmup=cfg.warmup,
-                    mean=m["mean"],
-                    std=m["std"],
-                ),
-                "top1": accuracy[who][fmt],
-            }
-            for fmt, path in by_format.items()
-        }
+        who: _probe(cfg, m, who, by_format, accuracy[who], teacher_reading, not_measured)
         for who, by_format in sources.items()
     }
+    for who, by_format in not_measured.items():
+        for fmt, reason in by_format.items():
+            log.warning("export: the %s's %s cost is not measured: %s", who, fmt, reason)
     log.info(
         "export: student fp32 parity %.2f%% (max |dlogit| %.1e), int8 top-1 %.4f (drop %.4f)%s",
         100 * parity["student"]["top1_agreement"],
@@ -193,4 +282,6 @@ def export_and_measure(
         int8["drop"],
         "" if int8["offered"] else "; int8 not offered",
     )
-    return Deployment(files, parity, int8, cost, params.validate_.deploy_format, cfg.threads, cfg.batch_size)
+    return Deployment(
+        files, parity, int8, cost, params.validate_.deploy_format, cfg.threads, cfg.batch_size, not_measured
+    )

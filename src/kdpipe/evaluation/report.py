@@ -65,7 +65,8 @@ FORMAT_LABELS = {"pytorch": "eager PyTorch", "onnx": "ONNX fp32", "onnx_int8": "
 
 
 def cost_rows(deployment: dict[str, Any]) -> list[list[str]]:
-    """The cost table's rows (header first): one per model and format, as the report and `kdpipe run` print it."""
+    """The cost table's rows (header first): one per model and format, as the report and `kdpipe run` print it; a
+    figure validate could not measure (a teacher's: :func:`not_measured_lines` says why) reads ``not measured``."""
     rows = [
         [
             "model",
@@ -92,7 +93,20 @@ def cost_rows(deployment: dict[str, Any]) -> list[list[str]]:
             ]
             for fmt, f in by_format.items()
         ]
+        rows += [
+            [who, FORMAT_LABELS[fmt], "not measured", *["-"] * 5]
+            for fmt in deployment.get("not_measured", {}).get(who, {})
+        ]
     return rows
+
+
+def not_measured_lines(deployment: dict[str, Any]) -> list[str]:
+    """One line per figure missing from the cost table, with why."""
+    return [
+        f"{who} {FORMAT_LABELS[fmt]}: not measured ({reason})"
+        for who, by_format in deployment.get("not_measured", {}).items()
+        for fmt, reason in by_format.items()
+    ]
 
 
 def _deployment(d: dict[str, Any] | None) -> list[str]:
@@ -118,6 +132,7 @@ def _deployment(d: dict[str, Any] | None) -> list[str]:
         f"max |Δlogit| {parity['max_abs_logit_diff']:.1e}",
         f"- int8 (calibrated on {int8['calibration_images']:,} transfer-set images): top-1 {int8['int8_top1']:.2%} "
         f"against fp32 {int8['fp32_top1']:.2%} (drop {int8['drop']:+.4f}); {offered}",
+        *(f"- {line}" for line in not_measured_lines(d)),
     ]
 
 

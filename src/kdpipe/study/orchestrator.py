@@ -17,13 +17,13 @@ from typing import Any
 
 from kdpipe.config import Params
 from kdpipe.infra.errors import ConfigError, KdpipeError
-from kdpipe.infra.files import file_sha256, write_json
-from kdpipe.models.file import MODEL_FILE
+from kdpipe.infra.files import write_json
 from kdpipe.study import fanout, runner, threads
 from kdpipe.study.fanout import STUDY_FILE
 from kdpipe.study.phases import MAIN
 from kdpipe.study.plan import SMALL_TEACHER, make_plan
 from kdpipe.study.tasks import FillTask, RunTask, TeacherTask, execute
+from kdpipe.teacher.stored import payload_sha256
 from kdpipe.tracking.server import check_tracking
 
 log = logging.getLogger("kdpipe")
@@ -54,9 +54,9 @@ def _teacher_tasks(
     todo = []
     for role in sorted(roles):
         record = study_dir / runner.TEACHERS_DIR / f"{role}.json"
-        model = runner.teacher_dir(base, study_dir, role) / MODEL_FILE
+        model = runner.stored_teacher(runner.teacher_dir(base, study_dir, role))
         known = json.loads(record.read_text()) if record.exists() else {}
-        same = model.exists() and known.get("model_sha256") == file_sha256(model)
+        same = model is not None and known.get("model_sha256") == payload_sha256(model)
         if not (same and known.get("measured") == runner.measured(base)):
             todo.append((role, record))
     each = threads.per_worker(base.runtime, min(jobs, len(todo)))

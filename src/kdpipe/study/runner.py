@@ -23,12 +23,16 @@ from kdpipe import identity, steps
 from kdpipe.config import Params, apply_overrides, params_from_dict
 from kdpipe.data.prepared import MANIFEST_FILE, load_prepared
 from kdpipe.infra import files
+from kdpipe.infra.errors import TeacherMismatchError
 from kdpipe.models import count_parameters
 from kdpipe.models.file import MODEL_FILE, load_model
 from kdpipe.study.cells import Cell
 from kdpipe.study.measure import corrupted_top1, int8_top1, top1
 from kdpipe.study.tasks import FillTask, RunTask, TeacherTask
 from kdpipe.teacher import cache as teacher_cache
+from kdpipe.teacher import source as teacher
+from kdpipe.teacher import stored
+from kdpipe.tracking import tags
 from kdpipe.training.runtime import Runtime, make_runtime
 from kdpipe.training.student_init import init_sha256
 
@@ -222,25 +226,40 @@ def execute_run(task: RunTask) -> dict[str, Any]:
     return result
 
 
+def stored_teacher(directory: Path) -> Path | None:
+    """The teacher stored at ``directory`` as it came (kdpipe's ``model.pt``, or a team's file or MLflow folder:
+    :mod:`kdpipe.teacher.stored`); None when none is."""
+    descriptor = stored.read(directory)
+    path = directory / (descriptor.payload if descriptor else MODEL_FILE)
+    return path if path.exists() else None
+
+
 def execute_teacher(task: TeacherTask) -> dict[str, Any]:
-    """Worker side of one teacher: train it once (or load it), measure it, record it in the study."""
+    """Worker side of one teacher: train or resolve it once (or load it), measure it, record it in the study."""
     params = params_from_dict(task.params, origin=f"study teacher {task.role}")
-    path = Path(params.paths.teacher) / MODEL_FILE
-    if not path.exists():
-        steps.evaluate_teacher(params)
-    model, meta = load_model(path)
+    directory = Path(params.paths.teacher)
     data = load_prepared(params.paths.prepared)
+    try:
+        model = teacher.load(params, data) if stored_teacher(directory) else None
+    except TeacherMismatchError as exc:  # another teacher than the params name: resolve theirs, as `kdpipe run` does
+        log.info("study: %s", exc)
+        model = None
+    if model is None:
+        steps.evaluate_teacher(params)
+        model = teacher.load(params, data)
+    path = stored_teacher(directory)
+    assert path is not None  # teacher.load found it
     runtime = make_runtime(params.runtime)
     info = {
         "role": task.role,
-        "arch": meta["arch"],
+        "arch": teacher.lineage(params)[tags.TEACHER_ARCH],
         "parameters": count_parameters(model),
         "test_top1": top1(model, data, "test", runtime),
         "val_top1": top1(model, data, "val", runtime),
         **corrupted_top1(model, data, params.validate_, runtime),
         "measured": measured(params),
         "path": str(path),
-        "model_sha256": files.file_sha256(path),
+        "model_sha256": stored.payload_sha256(path),
         "data_sha256": data.sha256,
     }
     files.write_json(task.record, info)
