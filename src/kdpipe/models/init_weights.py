@@ -20,9 +20,7 @@ from torch import nn
 
 from kdpipe.infra.errors import ForeignFileError
 from kdpipe.infra.files import load_tensors
-
-NESTED_KEYS = ("state_dict", "model")
-STRIPPED_PREFIXES = ("module.", "_orig_mod.")  # DistributedDataParallel's and torch.compile's wrappers
+from kdpipe.models.state_dict import unnested, unprefixed
 
 
 @dataclass(frozen=True)
@@ -44,28 +42,16 @@ def read_state(path: Path) -> dict[str, torch.Tensor]:
         from safetensors.torch import load_file
 
         try:
-            return _unprefixed(load_file(str(path)))
+            return unprefixed(load_file(str(path)))
         except (SafetensorError, OSError) as exc:
             raise ForeignFileError(f"{path}: not a safetensors file ({str(exc).splitlines()[0][:200]})") from None
-    blob: Any = load_tensors(path)
-    while isinstance(blob, Mapping):
-        nested = next((blob[k] for k in NESTED_KEYS if isinstance(blob.get(k), Mapping)), None)
-        if nested is None:
-            break
-        blob = nested
+    blob = unnested(load_tensors(path))
     if not isinstance(blob, Mapping):
         raise ForeignFileError(f"{path}: holds a {type(blob).__name__}, not a state dict of tensors")
     tensors = {str(k): v for k, v in blob.items() if isinstance(v, torch.Tensor)}
     if not tensors:
         raise ForeignFileError(f"{path}: holds no tensors (keys: {', '.join(map(str, list(blob)[:6]))})")
-    return _unprefixed(tensors)
-
-
-def _unprefixed(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    for prefix in STRIPPED_PREFIXES:
-        if state and all(k.startswith(prefix) for k in state):
-            state = {k[len(prefix) :]: v for k, v in state.items()}
-    return dict(state)
+    return unprefixed(tensors)
 
 
 def _matches(own: Mapping[str, torch.Tensor], state: Mapping[str, torch.Tensor], prefix: str) -> dict[str, str]:

@@ -30,6 +30,7 @@ from kdpipe.infra.errors import ForeignFileError, KdpipeError
 from kdpipe.infra.files import load_tensors
 from kdpipe.models import TIMM_PREFIX, TORCHVISION_PREFIX, create_model
 from kdpipe.models.file import load_model
+from kdpipe.models.state_dict import unnested, unprefixed
 from kdpipe.models.timm_wrap import TimmClassifier, timm_net
 
 ACCEPTED = (
@@ -142,15 +143,10 @@ def _pickled(folder: Path, trust_pickle: bool) -> nn.Module:
 def unwrap_state_dict(blob: Any, path: Path) -> dict[str, torch.Tensor]:
     """The tensors of a state dict as training scripts save them: nested under ``state_dict`` or ``model``,
     ``module.`` (DDP) or ``_orig_mod.`` (torch.compile) in front of every name."""
-    for key in ("state_dict", "model"):
-        if isinstance(blob, dict) and isinstance(blob.get(key), dict):
-            blob = blob[key]
+    blob = unnested(blob)
     if not isinstance(blob, dict) or not blob or not all(isinstance(v, torch.Tensor) for v in blob.values()):
         raise ForeignFileError(f"teacher.source {path}: not a state dict of tensors; kdpipe accepts {ACCEPTED}")
-    for prefix in ("module.", "_orig_mod."):
-        if all(k.startswith(prefix) for k in blob):
-            blob = {k[len(prefix) :]: v for k, v in blob.items()}
-    return blob
+    return unprefixed(blob)
 
 
 def _from_state_dict(path: Path, state: dict[str, torch.Tensor], arch: str, image_size: int | None) -> Loaded:
