@@ -66,7 +66,7 @@ class Deployment:
             "parity": self.parity,
             "int8": self.int8,
             "cost": self.cost,
-            "not_measured": self.not_measured,
+            **({"not_measured": self.not_measured} if self.not_measured else {}),  # absent: the files of before
             "files": {name: path.name for name, path in self.files.items()},
             "sha256": {path.name: file_sha256(path) for path in self.files.values()},
         }

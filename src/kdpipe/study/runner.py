@@ -227,8 +227,7 @@ def execute_run(task: RunTask) -> dict[str, Any]:
 
 
 def stored_teacher(directory: Path) -> Path | None:
-    """The teacher stored at ``directory`` as it came (kdpipe's ``model.pt``, or a team's file or MLflow folder:
-    :mod:`kdpipe.teacher.stored`); None when none is."""
+    """The teacher file (or MLflow folder) stored at ``directory`` (:mod:`kdpipe.teacher.stored`); None: none is."""
     descriptor = stored.read(directory)
     path = directory / (descriptor.payload if descriptor else MODEL_FILE)
     return path if path.exists() else None
