@@ -28,7 +28,7 @@ FITNET_PROJECTORS = [name for name in PROJECTORS.names() if name != "none"]
 
 # key, what the message calls it, every name it must list
 CHOICES = [
-    ("student.arch", "model", [*MODELS.names(), "torchvision:<name>"]),
+    ("student.arch", "model", [*MODELS.names(), *MODELS.patterns]),
     ("method.name", "method", METHODS.names()),
     ("method.srd.projector", "projector", PROJECTORS.names()),
     ("method.srd.norm", "norm", NORMS.names()),

@@ -282,7 +282,7 @@ class _RunsCode:
         return os.system, (f"touch {self.marker}",)
 
 
-@pytest.mark.parametrize("planted", ["checkpoint", "teacher"])
+@pytest.mark.parametrize("planted", ["checkpoint", "stored teacher", "teacher.source"])
 def test_a_pickle_that_would_run_code_is_refused_naming_the_file(
     make_params: Callable[..., Params], tmp_path: Path, planted: str
 ) -> None:
@@ -293,18 +293,26 @@ def test_a_pickle_that_would_run_code_is_refused_naming_the_file(
     if planted == "checkpoint":
         target = Path(params.paths.checkpoints) / STUDENT_CHECKPOINTS / CHECKPOINT_FILE
         args = ["distill", "--resume"]
-    else:
+    elif planted == "stored teacher":
         target = Path(params.paths.teacher) / MODEL_FILE
         args = ["distill"]
+    else:
+        target = tmp_path / "their-teacher.pt"
+        args = ["teacher", "-p", f"teacher.source={target}"]
     target.parent.mkdir(parents=True, exist_ok=True)
     torch.save({"epoch": 0, "payload": _RunsCode(marker)}, target)
     params_file = _write_params(params, tmp_path / "params.yaml")
 
     line = _one_line_error(_kdpipe(*args, "-c", str(params_file)))
-    assert line == (
-        f"kdpipe: error: {target}: not a kdpipe file, or it holds code; kdpipe loads only tensors and "
-        "plain values and will not load it"
-    )
+    if planted != "stored teacher":
+        assert line == (
+            f"kdpipe: error: {target}: not a kdpipe file, or it holds code; kdpipe loads only tensors and "
+            "plain values and will not load it"
+        )
+    else:  # the stored teacher's sha256 no longer matches, so the file is never unpickled at all
+        assert line == (
+            f"kdpipe: error: {target}: missing or changed since `kdpipe teacher` stored it; run `kdpipe teacher`"
+        )
     assert "weights_only" not in line
     assert not marker.exists(), "no code from the file ran"
 
@@ -316,7 +324,7 @@ def test_an_empty_model_file_says_it_is_empty(make_params: Callable[..., Params]
     empty.touch()
     params_file = _write_params(params, tmp_path / "params.yaml")
     line = _one_line_error(_kdpipe("teacher", "-c", str(params_file), "-p", f"teacher.source={empty}"))
-    assert line == f"kdpipe: error: {empty}: not a kdpipe file, or truncated (the file is empty)"
+    assert line == f"kdpipe: error: teacher.source {empty}: the file is empty"
 
 
 # 5. One pipeline per directory

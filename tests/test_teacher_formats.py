@@ -203,6 +203,18 @@ def test_each_format_gives_the_original_modules_top1_and_features(world: World, 
     assert lineage["kdpipe.teacher_sha256"] == descriptor["sha256"]
 
 
+def test_a_local_mlflow_model_folder_gives_the_original_modules_top1_and_features(world: World) -> None:
+    import mlflow
+
+    folder = world.root / "mlflow-pickle-folder"
+    mlflow.pytorch.save_model(world.trained["timm"].net, folder, serialization_format="pickle", pip_requirements=PIP)
+    params = world.params("timm", str(folder))
+    top1, features = _measure(params, world.data)
+    assert top1 == world.trained["timm"].top1
+    assert torch.allclose(features, world.trained["timm"].features, atol=1e-4, rtol=1e-4)
+    assert json.loads((Path(params.paths.teacher) / DESCRIPTOR).read_text())["format"] == "mlflow-pickle"
+
+
 @pytest.mark.parametrize(("family", "fmt"), [("torchvision", "pt2"), ("timm", "torchscript")])
 def test_srd_distils_from_a_foreign_teacher(world: World, family: str, fmt: str) -> None:
     from mlflow import MlflowClient

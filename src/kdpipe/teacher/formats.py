@@ -74,6 +74,8 @@ def detect(path: Path) -> str:
         return mlflow_format(path)
     if not path.is_file():
         raise KdpipeError(f"teacher.source: {path} not found")
+    if path.stat().st_size == 0:
+        raise ForeignFileError(f"teacher.source {path}: the file is empty")
     try:
         with zipfile.ZipFile(path) as archive:
             names = archive.namelist()

@@ -76,7 +76,7 @@ def _fetch(params: Params, data: PreparedData, tmp: Path) -> tuple[formats.Loade
         return mlflow_models.load(fetched, trust_pickle=cfg.trust_pickle), fetched.version
     path = Path(source)
     loaded = formats.load(path, arch=cfg.arch, image_size=_image_size(params, data), trust_pickle=cfg.trust_pickle)
-    return loaded, identity.file_teacher_version(file_sha256(path))
+    return loaded, identity.file_teacher_version(stored.payload_sha256(path))
 
 
 def _descriptor(fmt: str, sha256: str, source: str, version: str, arch: str, read: reading.Read) -> stored.Descriptor:
@@ -189,7 +189,7 @@ def load(params: Params, data: PreparedData) -> FeatureClassifier:
     elif mlflow_models.is_uri(source):
         expected = None  # evaluate_teacher resolved the MLflow version once; its record names it
     elif Path(source).exists():
-        expected = identity.file_teacher_version(file_sha256(Path(source)))
+        expected = identity.file_teacher_version(stored.payload_sha256(Path(source)))
     else:
         raise KdpipeError(f"teacher.source: {source} not found")
     if recorded.source != source or (expected is not None and recorded.version != expected):
