@@ -294,7 +294,7 @@ def test_a_pickle_model_is_refused_without_trust_saying_why(world: World) -> Non
 
 
 def test_kdpipe_run_distils_a_model_logged_by_plain_mlflow_pytorch(world: World, tmp_path: Path) -> None:
-    """The docs' worked example: ``-p teacher.source=models:/<name>/1 -p teacher.classes=[...]``."""
+    """The README's example: ``-p teacher.source=models:/<name>/1 -p teacher.classes=classes.txt``."""
     source = world.published[("mlflow-pt2", "timm")]
     params = make_params_for(
         tmp_path,
@@ -306,9 +306,9 @@ def test_kdpipe_run_distils_a_model_logged_by_plain_mlflow_pytorch(world: World,
     )
     params_file = tmp_path / "params.yaml"
     params_file.write_text(yaml.safe_dump(params.to_dict()))
-    classes = "[" + ", ".join(f"'{c}'" for c in world.data.classes) + "]"
+    (tmp_path / "classes.txt").write_text("".join(f"{c}\n" for c in world.data.classes))
     result = subprocess.run(
-        [KDPIPE, "run", "-c", str(params_file), "-p", f"teacher.source={source}", "-p", f"teacher.classes={classes}"],
+        [KDPIPE, "run", "-c", str(params_file), "-p", f"teacher.source={source}", "-p", "teacher.classes=classes.txt"],
         cwd=tmp_path,
         capture_output=True,
         text=True,
