@@ -1,6 +1,7 @@
 """Validate's export with a teacher a team brings: its figures only feed the cost table, so one that cannot be
 exported is recorded as not measured, with why, and the rest is measured on the teacher as stored. The study
-measures such a teacher too. Real Fashion-MNIST, ``kdpipe run`` with the export on.
+measures such a teacher too, and its Kubeflow Model artifact describes it. Real Fashion-MNIST, ``kdpipe run``
+with the export on.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import subprocess
 import sys
 import uuid
 import warnings
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
@@ -22,6 +24,7 @@ from kdpipe import steps
 from kdpipe.config import Params
 from kdpipe.data.prepared import PreparedData, load_prepared
 from kdpipe.infra.files import file_sha256
+from kdpipe.kubeflow.artifacts import describe_model
 from kdpipe.study.runner import execute_teacher
 from kdpipe.study.tasks import TeacherTask
 
@@ -147,3 +150,24 @@ def test_the_study_measures_a_foreign_teacher_stored_by_evaluate_teacher(
     assert info["model_sha256"] == file_sha256(torchscript)
     assert info["arch"] == "torchscript"
     assert json.loads((tmp_path / "main.json").read_text()) == info
+
+
+@dataclass
+class _ModelArtifact:
+    """What the Kubeflow components hand describe_model: kfp's Model, by the two attributes it reads."""
+
+    path: str
+    metadata: dict = field(default_factory=dict)
+
+
+def test_the_kubeflow_teacher_artifact_of_a_torchscript_teacher_describes_it_from_its_descriptor(
+    prepared: tuple[Path, PreparedData], torchscript: Path, raw_root: Path, tmp_path: Path
+) -> None:
+    params = _params(tmp_path, raw_root, prepared, source=str(torchscript))
+    steps.evaluate_teacher(params)
+    artifact = _ModelArtifact(params.paths.teacher)
+    describe_model(artifact, role="teacher")
+    assert artifact.metadata["format"] == "torchscript" and artifact.metadata["arch"] == "torchscript"
+    assert artifact.metadata["sha256"] == file_sha256(torchscript)
+    assert artifact.metadata["source"] == str(torchscript) and artifact.metadata["role"] == "teacher"
+    assert artifact.metadata["classes"] == prepared[1].classes and artifact.metadata["in_channels"] == 1

@@ -38,6 +38,7 @@ LEARNING_CURVES_FILE = "learning_curves.png"
 CONFUSION_FILE = "confusion_matrix.png"
 CORRUPTION_HEATMAP_FILE = "corruption_heatmap.png"
 PARAMS_FILE = "params.yaml"
+TEACHER_DESCRIPTOR_FILE = "teacher.json"  # how a teacher stored in its own form is read (teacher/stored.py)
 FILE_OVERHEAD = 64 * 1024  # a saved file's pickle records, history and metadata, beyond its tensors
 ONNX_FILES = {"student_onnx": "student.onnx", "student_int8_onnx": "student_int8.onnx", "teacher_onnx": "teacher.onnx"}
 

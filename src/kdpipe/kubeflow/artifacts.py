@@ -14,7 +14,14 @@ from typing import Any, Protocol
 
 from kdpipe.config import Params
 from kdpipe.data.prepared import MANIFEST_FILE
-from kdpipe.infra.files import DECISION_FILE, DETAILS_FILE, METRICS_FILE, atomic_write_text, read_json
+from kdpipe.infra.files import (
+    DECISION_FILE,
+    DETAILS_FILE,
+    METRICS_FILE,
+    TEACHER_DESCRIPTOR_FILE,
+    atomic_write_text,
+    read_json,
+)
 from kdpipe.models.file import MODEL_FILE, load_model
 from kdpipe.promotion.decision import Decision
 from kdpipe.promotion.records import PromotionRecord
@@ -68,19 +75,31 @@ def log_scalars(metrics: MetricsLike, values: dict[str, Any], prefix: str = "") 
             metrics.log_metric(f"{prefix}{key}", float(value))
 
 
-def describe_model(model: ArtifactLike, **extra: Any) -> None:
-    """Model metadata the Kubeflow UI lists: the file, framework, architecture, classes, data; ``extra`` keys
-    whose value is None are left out (Kubeflow's metadata takes no nulls)."""
-    _, record = load_model(Path(model.path) / MODEL_FILE)
+def _described(directory: Path) -> dict[str, Any]:
+    """What a model directory says of itself: a ``model.pt``'s record, or for a teacher stored in its own form
+    (TorchScript, pt2, a state dict, an MLflow model) its descriptor."""
+    if not (directory / MODEL_FILE).exists() and (directory / TEACHER_DESCRIPTOR_FILE).exists():
+        stored = read_json(directory / TEACHER_DESCRIPTOR_FILE)
+        keys = ("format", "source", "version", "sha256", "feature_layer", "classes", "in_channels")
+        return {"arch": stored["arch"] or stored["format"], **{key: stored[key] for key in keys}}
+    _, record = load_model(directory / MODEL_FILE)
     meta = record.get("meta", {})
+    return {
+        "file": MODEL_FILE,
+        "arch": record["arch"],
+        "classes": list(record["classes"]),
+        "in_channels": int(record["in_channels"]),
+        **{k: v for k, v in meta.items() if isinstance(v, (str, int, float, bool))},
+    }
+
+
+def describe_model(model: ArtifactLike, **extra: Any) -> None:
+    """Model metadata the Kubeflow UI lists: the file or format, framework, architecture, classes, data; ``extra``
+    keys whose value is None are left out (Kubeflow's metadata takes no nulls)."""
     model.metadata.update(
         {
             "framework": "pytorch",
-            "file": MODEL_FILE,
-            "arch": record["arch"],
-            "classes": list(record["classes"]),
-            "in_channels": int(record["in_channels"]),
-            **{k: v for k, v in meta.items() if isinstance(v, (str, int, float, bool))},
+            **_described(Path(model.path)),
             **{k: v for k, v in extra.items() if v is not None},
         }
     )

@@ -23,7 +23,7 @@ from kdpipe.infra import files
 from kdpipe.infra.errors import KdpipeError
 from kdpipe.models.file import MODEL_FILE
 
-DESCRIPTOR = "teacher.json"
+DESCRIPTOR = files.TEACHER_DESCRIPTOR_FILE
 KDPIPE = "kdpipe"
 # Each format's payload name under paths.teacher (an MLflow model is a folder).
 PAYLOADS = {
