@@ -299,6 +299,55 @@ def test_a_pickle_model_is_refused_without_trust_saying_why(world: World) -> Non
     _refused(world, params, "pickle runs code when it is loaded; set teacher.trust_pickle: true only")
 
 
+def _log_timm_teacher(world: World, classes_file: Path | None = None, tagged: list[str] | None = None) -> str:
+    """The timm teacher logged again by plain MLflow code and registered, carrying its class names as a classes.txt
+    among its extra files or as a ``classes`` tag (a JSON list) on the version: its ``runs:/`` URI for the first,
+    its ``models:/<name>/1`` for the second."""
+    import mlflow
+
+    name = f"carried-{uuid.uuid4().hex[:6]}"
+    mlflow.set_tracking_uri(world.uri)
+    mlflow.set_experiment("team-training")
+    with mlflow.start_run() as run:
+        mlflow.pytorch.log_model(
+            world.trained["timm"].net,
+            name="model",
+            serialization_format="pickle",
+            registered_model_name=name,
+            extra_files=[str(classes_file)] if classes_file else None,
+            pip_requirements=PIP,
+        )
+    if tagged is not None:
+        mlflow.MlflowClient(world.uri).set_model_version_tag(name, "1", "classes", json.dumps(tagged))
+    return f"runs:/{run.info.run_id}/model" if tagged is None else f"models:/{name}/1"
+
+
+def test_a_runs_uri_teacher_reads_its_classes_from_the_classes_txt_it_was_logged_with(world: World) -> None:
+    reversed_classes = world.root / "classes.txt"
+    reversed_classes.write_text("".join(f"{c}\n" for c in reversed(world.data.classes)))
+    source = _log_timm_teacher(world, classes_file=reversed_classes)
+    params = world.params("timm", source, teacher__classes=None, teacher__trust_pickle=True)
+    top1, _ = _measure(params, world.data)
+    test_x, test_y = world.data.split("test")
+    with torch.no_grad():
+        as_named = world.trained["timm"].net(FAMILIES["timm"].feed(test_x, world.data)).flip(1)
+    assert top1 == float((as_named.argmax(1) == test_y).float().mean()) != world.trained["timm"].top1
+    descriptor = json.loads((Path(params.paths.teacher) / DESCRIPTOR).read_text())
+    assert descriptor["classes"] == [*reversed(world.data.classes)] and descriptor["version"] == source
+
+
+def test_a_registered_teacher_reads_its_classes_from_its_version_tag(world: World) -> None:
+    source = _log_timm_teacher(world, tagged=world.data.classes)
+    params = world.params("timm", source, teacher__classes=None, teacher__trust_pickle=True)
+    top1, _ = _measure(params, world.data)
+    assert top1 == world.trained["timm"].top1
+
+
+def test_a_foreign_teacher_with_no_class_names_anywhere_is_refused_asking_for_teacher_classes(world: World) -> None:
+    params = world.params("timm", world.published[("pt2", "timm")], teacher__classes=None)
+    _refused(world, params, r"the teacher records no class names; list them in its output order in teacher\.classes")
+
+
 def test_kdpipe_run_distils_a_model_logged_by_plain_mlflow_pytorch(world: World, tmp_path: Path) -> None:
     """The README's example: ``-p teacher.source=models:/<name>/1 -p teacher.classes=classes.txt``."""
     source = world.published[("mlflow-pt2", "timm")]

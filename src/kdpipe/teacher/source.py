@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import tempfile
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -205,6 +206,8 @@ def load(params: Params, data: PreparedData) -> FeatureClassifier:
     loaded = formats.load(
         payload, arch=recorded.arch, image_size=_image_size(params, data), trust_pickle=cfg.trust_pickle
     )
+    if loaded.classes is None:  # the names came with the MLflow model (a tag, classes.txt), not in its weights
+        loaded = replace(loaded, classes=recorded.classes)
     read = reading.read(params, data, loaded, source)
     if stored.read(directory) is not None and (read.reading, read.feature_layer) != (
         recorded.reading,
