@@ -329,7 +329,7 @@ def test_a_teacher_read_and_fed_as_today_keeps_every_digest_whether_or_not_it_sa
     assert identity.cache_directory(key) == PINNED["defaults"].cache_directory[("a", "cpu")]
 
 
-@pytest.mark.parametrize("changed", ["file_format", "feature_layer", "preprocessing", "view_scheme"])
+@pytest.mark.parametrize("changed", ["file_format", "feature_layer", "preprocessing", "view_scheme", "class_order"])
 def test_a_teacher_read_or_fed_another_way_is_another_teacher_and_another_cache(changed: str) -> None:
     p = _params("defaults")
     other = TeacherIdentity(**{changed: "another"})

@@ -294,6 +294,20 @@ def test_the_wrong_channels_are_refused_before_training(world: World) -> None:
     _refused(world, params, "the teacher takes 3 input channels, the data has 1; set teacher.preprocess.channels: 3")
 
 
+def test_a_teacher_built_for_another_input_size_is_refused_before_training(world: World) -> None:
+    torch.manual_seed(0)
+    flat32 = nn.Sequential(nn.Flatten(), nn.Linear(32 * 32, 10))  # takes 32 x 32 images only
+    path = world.root / "flat32.pt"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.jit.script(flat32.eval()).save(str(path))
+    params = world.params("timm", str(path), method__name="kd")
+    _refused(world, params, r"the teacher fails on the data's images, 1x28x28 after teacher.preprocess \(.*\); set")
+    sized = world.params("timm", str(path), method__name="kd", teacher__preprocess={"image_size": 32})
+    model, _, _ = teacher.resolve(sized, world.data, make_runtime(sized.runtime), on_epoch=lambda record: None)
+    assert model(world.data.split("test")[0][:4].float()).shape == (4, 10)
+
+
 def test_a_pickle_model_is_refused_without_trust_saying_why(world: World) -> None:
     params = world.params("timm", world.published[("mlflow-pickle", "timm")], teacher__trust_pickle=False)
     _refused(world, params, "pickle runs code when it is loaded; set teacher.trust_pickle: true only")
