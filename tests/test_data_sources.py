@@ -278,3 +278,32 @@ def test_a_manifest_on_s3_and_a_pvc_root_read_the_same_images_as_the_local_set(
     remote = _prepare(tmp_path / "s3", "s3://line-images/night1/set.csv", source="manifest")
     assert remote["sha256"] == local["sha256"] and remote["description"] == "manifest(s3://line-images/night1/set.csv)"
     assert _prepare(tmp_path / "pvc", f"pvc:{sets['flat']}")["sha256"] == local["sha256"]
+
+
+def test_a_class_folder_root_versioned_with_dvc_reads_the_images_of_its_revision(
+    sets: dict[str, Path], tmp_path: Path
+) -> None:
+    """Real git and DVC: the set is ``dvc add``-ed at one revision and grown at the next; ``data.root``
+    ``dvc+<repo>@<rev>#images`` reads the images of the revision it names."""
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    dvc = str(Path(sys.executable).with_name("dvc"))
+
+    def run(*cmd: str) -> str:
+        return subprocess.run(cmd, cwd=repo, check=True, capture_output=True, text=True).stdout.strip()
+
+    run("git", "init", "-q")
+    run("git", "config", "user.email", "ci@example.org")
+    run("git", "config", "user.name", "ci")
+    run(dvc, "init", "-q")
+    revs = []
+    for name in ("flat", "grown"):
+        shutil.rmtree(repo / "images", ignore_errors=True)
+        shutil.copytree(sets[name], repo / "images")
+        run(dvc, "add", "-q", "images")
+        run("git", "add", "-A")
+        run("git", "commit", "-q", "-m", f"images: {name}")
+        revs.append(run("git", "rev-parse", "HEAD"))
+    for name, rev in zip(("flat", "grown"), revs, strict=True):
+        versioned = _prepare(tmp_path / f"dvc-{name}", f"dvc+{repo}@{rev}#images")
+        assert versioned["sha256"] == _prepare(tmp_path / f"local-{name}", sets[name])["sha256"]
