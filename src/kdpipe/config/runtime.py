@@ -17,5 +17,9 @@ class RuntimeConfig(Section):
         True, description="channels_last memory format for images and convolutions (CUDA and CPU)"
     )
     eval_batch_size: int = Field(256, ge=1, description="images per evaluation batch")
-    progress: Annotated[Literal["auto", "bar", "log", "off"], BeforeValidator(yaml_off)] = "auto"
+    progress: Annotated[Literal["auto", "bar", "log", "off"], BeforeValidator(yaml_off)] = Field(
+        "auto",
+        description="progress of training epochs and of reading, hashing and verifying data: auto (a bar on a "
+        "terminal, log lines elsewhere), bar, log or off",
+    )
     """YAML 1.1 reads a bare ``off`` (in params.yaml or ``-p``) as false; it means "off" here."""

@@ -107,10 +107,10 @@ def _read_imagefolder(
 
 
 def _read_prepared(
-    spec: OperationalSetConfig, root: Path, classes: list[str], shape: tuple[int, int, int]
+    spec: OperationalSetConfig, root: Path, classes: list[str], shape: tuple[int, int, int], progress_mode: str
 ) -> tuple[torch.Tensor, torch.Tensor]:
     try:
-        data = load_prepared(root, verify=True)
+        data = load_prepared(root, verify=True, progress_mode=progress_mode)
     except KdpipeError as exc:
         raise _error(spec, str(exc)) from None
     index = _label_map(spec, data.classes, classes, by="name")
@@ -121,26 +121,31 @@ def _read_prepared(
     return conform(images, shape), remap[labels]
 
 
-def _read(spec: OperationalSetConfig, root: Path, manifest: dict[str, Any]) -> OperationalSet:
+def _read(spec: OperationalSetConfig, root: Path, manifest: dict[str, Any], progress_mode: str) -> OperationalSet:
     if not root.is_dir():
         raise _error(spec, f"{root} is not a directory")
     channels, height, width = (int(s) for s in manifest["shape"])
-    kind = "prepared" if (root / MANIFEST_FILE).exists() else "imagefolder"
-    read = _read_prepared if kind == "prepared" else _read_imagefolder
-    images, labels = read(spec, root, list(manifest["classes"]), (channels, height, width))
-    return OperationalSet(spec.name, spec.source, kind, images, labels)
+    classes, shape = list(manifest["classes"]), (channels, height, width)
+    if (root / MANIFEST_FILE).exists():
+        return OperationalSet(
+            spec.name, spec.source, "prepared", *_read_prepared(spec, root, classes, shape, progress_mode)
+        )
+    return OperationalSet(spec.name, spec.source, "imagefolder", *_read_imagefolder(spec, root, classes, shape))
 
 
-def load(spec: OperationalSetConfig, manifest: dict[str, Any]) -> OperationalSet:
-    """The set named by ``spec``, checked against and conformed to the training data's ``manifest``."""
+def load(spec: OperationalSetConfig, manifest: dict[str, Any], progress_mode: str = "auto") -> OperationalSet:
+    """The set named by ``spec``, checked against and conformed to the training data's ``manifest``;
+    ``progress_mode``: ``runtime.progress``, for the verification of a prepared set."""
     if not is_remote(spec.source):
-        return _read(spec, Path(spec.source.removeprefix("pvc:")), manifest)
+        return _read(spec, Path(spec.source.removeprefix("pvc:")), manifest, progress_mode)
     ref = parse(spec.source, what=f"validate.operational '{spec.name}'")
     with tempfile.TemporaryDirectory(prefix=f"kdpipe-operational-{spec.name}-") as scratch:
         root = Path(scratch) / "set"
         fetch(ref, root, what=f"validate.operational '{spec.name}'")
-        return _read(spec, root, manifest)
+        return _read(spec, root, manifest, progress_mode)
 
 
-def load_all(specs: tuple[OperationalSetConfig, ...], manifest: dict[str, Any]) -> list[OperationalSet]:
-    return [load(spec, manifest) for spec in specs]
+def load_all(
+    specs: tuple[OperationalSetConfig, ...], manifest: dict[str, Any], progress_mode: str = "auto"
+) -> list[OperationalSet]:
+    return [load(spec, manifest, progress_mode) for spec in specs]

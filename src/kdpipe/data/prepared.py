@@ -81,11 +81,11 @@ class PreparedData:
         return str(split["fingerprint"]) if split.get("scheme") == "stable" else None
 
 
-def content_sha256(tensors: dict[str, torch.Tensor], classes: list[str]) -> str:
+def content_sha256(tensors: dict[str, torch.Tensor], classes: list[str], progress_mode: str = "auto") -> str:
     """Hash of the splits' bytes, shapes and class names: independent of the file format."""
     digest = hashlib.sha256()
     total = sum(t.numel() * t.element_size() for t in tensors.values())
-    with progress("sha256 of the prepared data", total, unit="B") as bar:
+    with progress("sha256 of the prepared data", total, unit="B", mode=progress_mode) as bar:
         for key in sorted(tensors):
             t = tensors[key].contiguous()
             digest.update(f"{key}:{t.dtype}:{tuple(t.shape)};".encode())
@@ -152,10 +152,11 @@ def write_data(
     description: str,
     recipe: Mapping[str, Any],
     scheme: SplitScheme,
+    progress_mode: str = "auto",
     **extra: Any,
 ) -> dict[str, Any]:
     """Write the splits and the manifest into ``staging``; ``recipe``: the ``data`` params; ``extra``: more
-    manifest entries (what was skipped)."""
+    manifest entries (what was skipped); ``progress_mode``: ``runtime.progress``."""
     source, seed, hflip = recipe["source"], recipe["seed"], recipe.get("hflip")
     mean, std = channel_stats(tensors["train_x"])
     manifest = {
@@ -168,7 +169,7 @@ def write_data(
         "mean": mean,
         "std": std,
         "hflip": DEFAULT_HFLIP[source] if hflip is None else hflip,
-        "sha256": content_sha256(tensors, classes),
+        "sha256": content_sha256(tensors, classes, progress_mode),
         "recipe": {key: recipe[key] for key in RECIPE_KEYS},
         "split": scheme.record(),
         "images": IMAGES_FILE,
@@ -192,9 +193,12 @@ def check_recipe(manifest: Mapping[str, Any], data: Mapping[str, Any], where: Pa
             )
 
 
-def load_prepared(out_dir: str | Path, verify: bool = True, expect: Mapping[str, Any] | None = None) -> PreparedData:
-    """Read a prepared data set; with ``verify`` the content must match the manifest's sha256, with
-    ``expect`` (the ``data`` params) its recipe must match them (:func:`check_recipe`)."""
+def load_prepared(
+    out_dir: str | Path, verify: bool = True, expect: Mapping[str, Any] | None = None, progress_mode: str = "auto"
+) -> PreparedData:
+    """Read a prepared data set; with ``verify`` the content must match the manifest's sha256 (its progress shown
+    as ``progress_mode``, ``runtime.progress``, asks), with ``expect`` (the ``data`` params) its recipe must match
+    them (:func:`check_recipe`)."""
     out_dir = Path(out_dir)
     manifest_path, tensors_path = out_dir / MANIFEST_FILE, out_dir / TENSORS_FILE
     for p in (manifest_path, tensors_path):
@@ -211,7 +215,7 @@ def load_prepared(out_dir: str | Path, verify: bool = True, expect: Mapping[str,
     expected = {f"{s}_{k}" for s in SPLITS for k in "xy"}
     if not isinstance(tensors, dict) or set(tensors) != expected:
         raise DataError(f"{tensors_path}: expected tensors {sorted(expected)}")
-    if verify and content_sha256(tensors, manifest["classes"]) != manifest.get("sha256"):
+    if verify and content_sha256(tensors, manifest["classes"], progress_mode) != manifest.get("sha256"):
         raise DataError(f"{tensors_path}: content does not match the sha256 in {manifest_path}")
     if expect is not None:
         check_recipe(manifest, expect, out_dir)

@@ -93,13 +93,18 @@ def _split_of(entry: ImageEntry, identity: str, scheme: SplitScheme) -> str:
     return scheme.split_of(identity)
 
 
-def _read_all(listing: Listing, data: DataConfig, scheme: SplitScheme, record: Path) -> tuple[dict, int]:
+def _read_all(
+    listing: Listing, data: DataConfig, scheme: SplitScheme, record: Path, progress_mode: str
+) -> tuple[dict, int]:
     """Each split's images and labels, in the listing's order; and how many files were skipped."""
     pattern = compile_group(data.group_by) if data.group_by and not listing.grouped else None
     index = {c: i for i, c in enumerate(listing.classes)}
     out: dict[str, tuple[list[torch.Tensor], list[int]]] = {s: ([], []) for s in SPLITS}
     skipped, first = 0, None
-    with record_writer(record) as rows, progress("prepare: reading images", len(listing.entries)) as bar:
+    with (
+        record_writer(record) as rows,
+        progress("prepare: reading images", len(listing.entries), mode=progress_mode) as bar,
+    ):
         for entry in listing.entries:
             bar.advance()
             group = path_group(pattern, entry.rel) if pattern else entry.group
@@ -162,8 +167,9 @@ def _stack(out: dict, data: DataConfig) -> dict[str, torch.Tensor]:
     return tensors
 
 
-def load_user_data(data: DataConfig, record: Path) -> UserData:
-    """Read ``data.root`` (class folders or a manifest), split it stably, and list each image in ``record``."""
+def load_user_data(data: DataConfig, record: Path, progress_mode: str = "auto") -> UserData:
+    """Read ``data.root`` (class folders or a manifest), split it stably, and list each image in ``record``;
+    ``progress_mode``: ``runtime.progress``."""
     if data.root is None:
         raise DataError(
             f"data.root: a {data.source} source needs its {'manifest file' if data.source == 'manifest' else 'folder'}"
@@ -174,6 +180,6 @@ def load_user_data(data: DataConfig, record: Path) -> UserData:
         else:
             listing = list_folders(root, data.root)
         scheme = stable_scheme(data, "sha256 of file bytes", own_test=listing.own_test, own_val=listing.own_val)
-        out, skipped = _read_all(listing, data, scheme, record)
+        out, skipped = _read_all(listing, data, scheme, record, progress_mode)
     _check_bad(len(listing.entries), skipped, data, record.name)
     return UserData(_stack(out, data), list(listing.classes), listing.description, scheme, skipped)

@@ -108,7 +108,7 @@ def evaluator(params: Params, validated: dict[str, Any], data_sha256: str) -> Ch
             return Scores.from_predictions(
                 validated["champion"], labels, data_sha256, validated.get("champion_corrupted_top1")
             )
-        data = load_prepared(params.paths.prepared)
+        data = load_prepared(params.paths.prepared, progress_mode=params.runtime.progress)
         if data.sha256 != data_sha256:
             raise KdpipeError(
                 f"{params.paths.prepared}: the prepared data ({data.sha256[:12]}) changed since validation "

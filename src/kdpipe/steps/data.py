@@ -31,20 +31,29 @@ def prepare_data(params: Params, *, prepared_elsewhere: bool = False) -> dict[st
     at ``paths.prepared`` came ready (a DVC revision); it is only verified against its manifest and recorded.
     """
     check_tracking(params)
-    d, out = params.data, Path(params.paths.prepared)
+    d, out, progress_mode = params.data, Path(params.paths.prepared), params.runtime.progress
     if prepared_elsewhere:
-        manifest = load_prepared(out, verify=True).manifest
+        manifest = load_prepared(out, verify=True, progress_mode=progress_mode).manifest
     else:
         stable = resolve(d) == "stable"
         with staged(out) as staging:
             if d.source in SEEDED_SOURCES:
                 raw = load_source(d.source, d.root)
                 tensors, scheme = benchmark_splits(raw, d, stable, staging / IMAGES_FILE)
-                manifest = write_data(staging, tensors, raw.classes, raw.description, d.model_dump(), scheme)
-            else:
-                own = load_user_data(d, staging / IMAGES_FILE)
                 manifest = write_data(
-                    staging, own.tensors, own.classes, own.description, d.model_dump(), own.scheme, skipped=own.skipped
+                    staging, tensors, raw.classes, raw.description, d.model_dump(), scheme, progress_mode
+                )
+            else:
+                own = load_user_data(d, staging / IMAGES_FILE, progress_mode)
+                manifest = write_data(
+                    staging,
+                    own.tensors,
+                    own.classes,
+                    own.description,
+                    d.model_dump(),
+                    own.scheme,
+                    progress_mode,
+                    skipped=own.skipped,
                 )
     with tracked_run(params, PREPARE_DATA, {tags.DATA_SHA256: manifest["sha256"]}) as run:
         run.log_metrics({f"{k}_size": v for k, v in manifest["splits"].items()})

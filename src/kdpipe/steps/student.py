@@ -41,7 +41,7 @@ def distill(params: Params, resume: bool = False, *, rank: int = 0, world_size: 
     Returns the summary written to ``metrics.json`` plus the per-epoch ``history``.
     """
     runtime = make_runtime(params.runtime, rank)
-    data = load_prepared(params.paths.prepared, expect=params.data.model_dump())
+    data = load_prepared(params.paths.prepared, expect=params.data.model_dump(), progress_mode=params.runtime.progress)
     method, cfg, out = params.method.name, params.train, Path(params.paths.student)
     init = resolve_init(params.student, params.tracking)
     teacher_model = None if method == "scratch" else place_model(teacher.load(params, data), runtime)

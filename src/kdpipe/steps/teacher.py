@@ -26,7 +26,7 @@ log = logging.getLogger("kdpipe")
 def evaluate_teacher(params: Params) -> dict[str, Any]:
     """Load the teacher (or train one for the embedded demo), check its classes, measure it."""
     runtime = make_runtime(params.runtime)
-    data = load_prepared(params.paths.prepared, expect=params.data.model_dump())
+    data = load_prepared(params.paths.prepared, expect=params.data.model_dump(), progress_mode=params.runtime.progress)
     out = Path(params.paths.teacher)
     lineage = {tags.DATA_SHA256: data.sha256, tags.TEACHER_SOURCE: params.teacher.source}
     with tracked_run(params, EVALUATE_TEACHER, lineage) as run:
@@ -59,7 +59,7 @@ def fill_teacher_cache(params: Params, world_size: int = 1) -> dict[str, Any]:
     """Record the teacher's outputs for every view the distill step will train on (each of ``world_size``
     ranks' shard), so that distill replays them; no MLflow run, the cache is a cache."""
     runtime = make_runtime(params.runtime)
-    data = load_prepared(params.paths.prepared, expect=params.data.model_dump())
+    data = load_prepared(params.paths.prepared, expect=params.data.model_dump(), progress_mode=params.runtime.progress)
     return cached_teacher.fill(
         params,
         data,

@@ -32,10 +32,10 @@ log = logging.getLogger("kdpipe")
 def validate_student(params: Params) -> ValidationMetrics:
     """Measure the student beside its teacher and the champion; report the test split, decide on ``gate.split``."""
     runtime = make_runtime(params.runtime)
-    data = load_prepared(params.paths.prepared, expect=params.data.model_dump())
+    data = load_prepared(params.paths.prepared, expect=params.data.model_dump(), progress_mode=params.runtime.progress)
     model_path = Path(params.paths.student) / MODEL_FILE
     student, _ = load_model(model_path, trained_on=data.sha256)
-    fields = operational.load_all(params.validate_.operational, data.manifest)
+    fields = operational.load_all(params.validate_.operational, data.manifest, params.runtime.progress)
     teacher_model = place_model(teacher.load(params, data), runtime)
     student = place_model(student, runtime)
     lineage = {tags.DATA_SHA256: data.sha256, tags.DEVICE: str(runtime.device), **teacher.lineage(params)}
@@ -79,7 +79,7 @@ def validate_student(params: Params) -> ValidationMetrics:
 def export_models(params: Params) -> dict[str, Any]:
     """The student and teacher as ONNX (student also int8) in ``paths.validation``, with parity and the cost
     table: what validate does first, alone and without an MLflow run (the files are registered by promote)."""
-    data = load_prepared(params.paths.prepared, expect=params.data.model_dump())
+    data = load_prepared(params.paths.prepared, expect=params.data.model_dump(), progress_mode=params.runtime.progress)
     student, _ = load_model(Path(params.paths.student) / MODEL_FILE, trained_on=data.sha256)
     deployed = export_and_measure(params, data, student, teacher.load(params, data)).as_dict()
     log.info("export: %s", ", ".join(f"{who} {f}" for who, by in deployed["cost"].items() for f in by))

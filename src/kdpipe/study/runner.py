@@ -186,7 +186,7 @@ def execute_run(task: RunTask) -> dict[str, Any]:
     start = time.perf_counter()
     history = steps.distill(params, resume=True)["history"]
     wall = time.perf_counter() - start
-    data = load_prepared(params.paths.prepared)
+    data = load_prepared(params.paths.prepared, progress_mode=params.runtime.progress)
     runtime = make_runtime(params.runtime)
     student, _ = load_model(Path(params.paths.student) / MODEL_FILE)
     train_seconds = sum(h["epoch_seconds"] for h in history)
@@ -237,7 +237,7 @@ def execute_teacher(task: TeacherTask) -> dict[str, Any]:
     """Worker side of one teacher: train or resolve it once (or load it), measure it, record it in the study."""
     params = params_from_dict(task.params, origin=f"study teacher {task.role}")
     directory = Path(params.paths.teacher)
-    data = load_prepared(params.paths.prepared)
+    data = load_prepared(params.paths.prepared, progress_mode=params.runtime.progress)
     try:
         model = teacher.load(params, data) if stored_teacher(directory) else None
     except TeacherMismatchError as exc:  # another teacher than the params name: resolve theirs, as `kdpipe run` does

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import math
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -20,6 +19,7 @@ from torch import nn
 
 from kdpipe.config import TrainConfig
 from kdpipe.data.loader import InMemoryLoader
+from kdpipe.data.progress import display
 from kdpipe.distill.base import Distiller
 from kdpipe.infra.errors import KdpipeError, NonFiniteLossError
 from kdpipe.infra.files import FILE_OVERHEAD, atomic_torch_save, load_checkpoint
@@ -79,10 +79,7 @@ class _Progress:
     """A tqdm bar on interactive terminals; otherwise a plain log line every quarter epoch."""
 
     def __init__(self, mode: str, total: int, desc: str, enabled: bool) -> None:
-        interactive = sys.stderr.isatty()
-        self.mode = "off" if not enabled else ("bar" if mode == "bar" or (mode == "auto" and interactive) else mode)
-        if self.mode == "auto":
-            self.mode = "log"
+        self.mode = display(mode) if enabled else "off"
         self.total, self.desc, self.bar = total, desc, None
         if self.mode == "bar":
             from tqdm import tqdm
