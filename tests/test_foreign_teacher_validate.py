@@ -1,12 +1,13 @@
 """Validate's export with a teacher a team brings: its figures only feed the cost table, so one that cannot be
 exported is recorded as not measured, with why, and the rest is measured on the teacher as stored. The study
-measures such a teacher too, and its Kubeflow Model artifact describes it. Real Fashion-MNIST, ``kdpipe run``
-with the export on.
+measures such a teacher too, its Kubeflow Model artifact describes it, and the whole Kubeflow pipeline runs with
+it under kfp's local runner. Real Fashion-MNIST, ``kdpipe run`` with the export on.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import uuid
@@ -21,12 +22,15 @@ from torch import nn
 
 from conftest import EXPORT_ON, make_params_for
 from kdpipe import steps
+from kdpipe.cli import main
 from kdpipe.config import Params
 from kdpipe.data.prepared import PreparedData, load_prepared
 from kdpipe.infra.files import file_sha256
 from kdpipe.kubeflow.artifacts import describe_model
+from kdpipe.kubeflow.params import dump_params
 from kdpipe.study.runner import execute_teacher
 from kdpipe.study.tasks import TeacherTask
+from pipeline_artifacts import _outputs
 
 KDPIPE = str(Path(sys.executable).with_name("kdpipe"))
 SMALL = {"data__train_subset": 300, "data__val_size": 60, "data__test_subset": 200, "train__batch_size": 60}
@@ -171,3 +175,42 @@ def test_the_kubeflow_teacher_artifact_of_a_torchscript_teacher_describes_it_fro
     assert artifact.metadata["sha256"] == file_sha256(torchscript)
     assert artifact.metadata["source"] == str(torchscript) and artifact.metadata["role"] == "teacher"
     assert artifact.metadata["classes"] == prepared[1].classes and artifact.metadata["in_channels"] == 1
+
+
+def test_the_kubeflow_pipeline_runs_under_kfp_local_with_a_torchscript_teacher(
+    prepared: tuple[Path, PreparedData],
+    torchscript: Path,
+    raw_root: Path,
+    tmp_path: Path,
+    mlflow_server: str,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Every component in its own process (kfp's SubprocessRunner), the stored teacher handed from task to task
+    as a Model artifact: evaluate_teacher measures the team's module, distill and validate read it back."""
+    data = prepared[1]
+    params = make_params_for(
+        tmp_path,
+        raw_root,
+        **SMALL,
+        paths__prepared=str(prepared[0] / "prepared"),
+        teacher__source=str(torchscript),
+        teacher__classes=data.classes,
+        tracking__uri=mlflow_server,
+        tracking__experiment=f"kfp-foreign-{uuid.uuid4().hex[:6]}",
+    )
+    params_file = tmp_path / "params.yaml"
+    params_file.write_text(dump_params(params))
+    assert main(["pipeline", "run-local", "-c", str(params_file), "--pipeline-root", str(tmp_path / "kfp")]) == 0
+    found = re.search(r"^artifacts of the run: (.+)$", capsys.readouterr().out, re.MULTILINE)
+    assert found, "run-local did not say where the run's artifacts are"
+    run = Path(found.group(1))
+    evaluated = _outputs(run / "evaluate-teacher")["artifacts"]
+    assert evaluated["teacher"]["metadata"]["format"] == "torchscript"
+    assert evaluated["teacher"]["metadata"]["sha256"] == file_sha256(torchscript)
+    images, labels = data.split("test")
+    mean, std = (torch.tensor(data.manifest[k]).view(1, -1, 1, 1) for k in ("mean", "std"))
+    with torch.no_grad():
+        expected = float((_net(1)((images.float() / 255 - mean) / std).argmax(1) == labels).float().mean())
+    assert evaluated["metrics"]["metadata"]["top1"] == pytest.approx(expected, abs=1e-9)
+    validated = _outputs(run / "validate-student")["artifacts"]["metrics"]["metadata"]
+    assert validated["teacher.top1"] == pytest.approx(expected, abs=1e-9)
