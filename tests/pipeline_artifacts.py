@@ -5,16 +5,30 @@ artifact: shared by the subprocess run (tests/test_kubeflow_local.py) and the ru
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
 import mlflow
 import onnx as onnx_lib
+import pytest
 import torch
 
+from kdpipe.cli import main
 from kdpipe.config import Params
 from kdpipe.data.prepared import load_prepared
+from kdpipe.kubeflow.params import dump_params
 from kdpipe.models.file import load_model
+
+
+def run_local(params: Params, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Path:
+    """``kdpipe pipeline run-local`` with ``params`` (written to tmp_path); the directory of the run's artifacts."""
+    params_file = tmp_path / "params.yaml"
+    params_file.write_text(dump_params(params))
+    assert main(["pipeline", "run-local", "-c", str(params_file), "--pipeline-root", str(tmp_path / "kfp")]) == 0
+    found = re.search(r"^artifacts of the run: (.+)$", capsys.readouterr().out, re.MULTILINE)
+    assert found, "run-local did not say where the run's artifacts are"
+    return Path(found.group(1))
 
 
 def _outputs(task_dir: Path) -> dict[str, Any]:

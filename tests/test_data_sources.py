@@ -20,6 +20,7 @@ import pytest
 import torch
 from PIL import Image
 
+from dvc_repo import dvc_repo
 from kdpipe import steps
 from kdpipe.config import params_from_dict
 from kdpipe.data.image_record import IMAGES_FILE
@@ -286,24 +287,12 @@ def test_a_class_folder_root_versioned_with_dvc_reads_the_images_of_its_revision
     """Real git and DVC: the set is ``dvc add``-ed at one revision and grown at the next; ``data.root``
     ``dvc+<repo>@<rev>#images`` reads the images of the revision it names."""
     repo = tmp_path / "repo"
-    repo.mkdir()
-    dvc = str(Path(sys.executable).with_name("dvc"))
-
-    def run(*cmd: str) -> str:
-        return subprocess.run(cmd, cwd=repo, check=True, capture_output=True, text=True).stdout.strip()
-
-    run("git", "init", "-q")
-    run("git", "config", "user.email", "ci@example.org")
-    run("git", "config", "user.name", "ci")
-    run(dvc, "init", "-q")
+    versioned_repo = dvc_repo(repo)
     revs = []
     for name in ("flat", "grown"):
         shutil.rmtree(repo / "images", ignore_errors=True)
         shutil.copytree(sets[name], repo / "images")
-        run(dvc, "add", "-q", "images")
-        run("git", "add", "-A")
-        run("git", "commit", "-q", "-m", f"images: {name}")
-        revs.append(run("git", "rev-parse", "HEAD"))
+        revs.append(versioned_repo.version("images", f"images: {name}"))
     for name, rev in zip(("flat", "grown"), revs, strict=True):
         versioned = _prepare(tmp_path / f"dvc-{name}", f"dvc+{repo}@{rev}#images")
         assert versioned["sha256"] == _prepare(tmp_path / f"local-{name}", sets[name])["sha256"]

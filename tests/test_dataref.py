@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
-import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from dvc_repo import dvc_repo
 from kdpipe import steps
 from kdpipe.config import Params
 from kdpipe.data import references
@@ -117,26 +116,14 @@ def test_an_s3_reference_is_uploaded_once_and_fetched_into_the_cache(small: Para
         dataref.local_dir(missing.path, str(tmp_path / "cache"))
 
 
-def _run(*cmd: str, cwd: Path) -> str:
-    return subprocess.run(cmd, cwd=cwd, check=True, capture_output=True, text=True).stdout.strip()
-
-
 def test_a_dvc_reference_reads_the_data_set_versioned_at_a_revision(small: Params, tmp_path: Path) -> None:
     import mlflow
 
     repo = tmp_path / "repo"
-    repo.mkdir()
-    dvc = str(Path(sys.executable).with_name("dvc"))
-    _run("git", "init", "-q", cwd=repo)
-    _run("git", "config", "user.email", "ci@example.org", cwd=repo)
-    _run("git", "config", "user.name", "ci", cwd=repo)
-    _run(dvc, "init", "-q", cwd=repo)
+    versioned_repo = dvc_repo(repo)
     manifest = steps.prepare_data(small)
     shutil.copytree(small.paths.prepared, repo / "data" / "prepared")
-    _run(dvc, "add", "-q", "data/prepared", cwd=repo)
-    _run("git", "add", "-A", cwd=repo)
-    _run("git", "commit", "-q", "-m", "prepared data", cwd=repo)
-    rev = _run("git", "rev-parse", "HEAD", cwd=repo)
+    rev = versioned_repo.version("data/prepared", "prepared data")
 
     ref = dataref.parse(f"dvc+{repo}@{rev}#data/prepared")
     artifact = Artifact(str(tmp_path / "kfp" / "dataset"))

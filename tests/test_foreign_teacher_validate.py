@@ -7,7 +7,6 @@ it under kfp's local runner. Real Fashion-MNIST, ``kdpipe run`` with the export 
 from __future__ import annotations
 
 import json
-import re
 import subprocess
 import sys
 import uuid
@@ -22,15 +21,13 @@ from torch import nn
 
 from conftest import EXPORT_ON, make_params_for
 from kdpipe import steps
-from kdpipe.cli import main
 from kdpipe.config import Params
 from kdpipe.data.prepared import PreparedData, load_prepared
 from kdpipe.infra.files import file_sha256
 from kdpipe.kubeflow.artifacts import describe_model
-from kdpipe.kubeflow.params import dump_params
 from kdpipe.study.runner import execute_teacher
 from kdpipe.study.tasks import TeacherTask
-from pipeline_artifacts import _outputs
+from pipeline_artifacts import _outputs, run_local
 
 KDPIPE = str(Path(sys.executable).with_name("kdpipe"))
 SMALL = {"data__train_subset": 300, "data__val_size": 60, "data__test_subset": 200, "train__batch_size": 60}
@@ -198,12 +195,7 @@ def test_the_kubeflow_pipeline_runs_under_kfp_local_with_a_torchscript_teacher(
         tracking__uri=mlflow_server,
         tracking__experiment=f"kfp-foreign-{uuid.uuid4().hex[:6]}",
     )
-    params_file = tmp_path / "params.yaml"
-    params_file.write_text(dump_params(params))
-    assert main(["pipeline", "run-local", "-c", str(params_file), "--pipeline-root", str(tmp_path / "kfp")]) == 0
-    found = re.search(r"^artifacts of the run: (.+)$", capsys.readouterr().out, re.MULTILINE)
-    assert found, "run-local did not say where the run's artifacts are"
-    run = Path(found.group(1))
+    run = run_local(params, tmp_path, capsys)
     evaluated = _outputs(run / "evaluate-teacher")["artifacts"]
     assert evaluated["teacher"]["metadata"]["format"] == "torchscript"
     assert evaluated["teacher"]["metadata"]["sha256"] == file_sha256(torchscript)

@@ -7,17 +7,14 @@ artifacts, and logs to a real MLflow store; the test then opens every artifact t
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from conftest import EXPORT_ON, RESHOT_COUNT
-from kdpipe.cli import main
 from kdpipe.config import Params
-from kdpipe.kubeflow.params import dump_params
-from pipeline_artifacts import check_run, check_tracking
+from pipeline_artifacts import check_run, check_tracking, run_local
 
 
 def test_pipeline_runs_locally_and_produces_every_artifact(
@@ -32,12 +29,7 @@ def test_pipeline_runs_locally_and_produces_every_artifact(
         validate__operational=[{"name": "reshot", "source": str(reshot)}],
         **EXPORT_ON,
     )
-    params_file = tmp_path / "params.yaml"
-    params_file.write_text(dump_params(params))
-    assert main(["pipeline", "run-local", "-c", str(params_file), "--pipeline-root", str(tmp_path / "kfp")]) == 0
-    found = re.search(r"^artifacts of the run: (.+)$", capsys.readouterr().out, re.MULTILINE)
-    assert found, "run-local did not say where the run's artifacts are"
-    run = Path(found.group(1))
+    run = run_local(params, tmp_path, capsys)
 
     check_run(run, params, "http://127.0.0.1:5000", RESHOT_COUNT)
     check_tracking(params)

@@ -6,14 +6,13 @@ from __future__ import annotations
 
 import math
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
 from conftest import REPO, RESHOT_COUNT, write_example
+from dvc_repo import dvc_repo
 from kdpipe.config import OperationalSetConfig, ValidateConfig, load_params
 from kdpipe.data import operational
 from kdpipe.data.sources import load_source
@@ -172,21 +171,10 @@ def test_params_reject_duplicate_and_unknown_set_names() -> None:
 
 def test_a_dvc_reference_reads_the_set_versioned_at_a_revision(reshot: Path, tmp_path: Path, manifest: dict) -> None:
     """Real git and DVC: the set is `dvc add`ed, committed, then replaced; the revision still reads the original."""
-    repo, dvc = tmp_path / "repo", str(Path(sys.executable).with_name("dvc"))
-    repo.mkdir()
-
-    def run(*cmd: str) -> str:
-        return subprocess.run(cmd, cwd=repo, check=True, capture_output=True, text=True).stdout.strip()
-
-    run("git", "init", "-q")
-    run("git", "config", "user.email", "ci@example.org")
-    run("git", "config", "user.name", "ci")
-    run(dvc, "init", "-q")
+    repo = tmp_path / "repo"
+    versioned_repo = dvc_repo(repo)
     shutil.copytree(reshot, repo / "field" / "line4")
-    run(dvc, "add", "-q", "field/line4")
-    run("git", "add", "-A")
-    run("git", "commit", "-q", "-m", "line 4 field data")
-    rev = run("git", "rev-parse", "HEAD")
+    rev = versioned_repo.version("field/line4", "line 4 field data")
     next((repo / "field" / "line4" / "Bag").glob("*.png")).unlink()  # the working copy moves on
 
     versioned = operational.load(OperationalSetConfig(name="line4", source=f"dvc+{repo}@{rev}#field/line4"), manifest)

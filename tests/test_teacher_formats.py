@@ -131,6 +131,14 @@ def _train(family: Family, data: PreparedData) -> Trained:
         return Trained(net, top1, family.features(net, fed))
 
 
+def _scripted(net: nn.Module, path: Path) -> Path:
+    """``net`` saved as TorchScript, as a team's code would (torch's deprecation warning silenced)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.jit.script(net.eval()).save(str(path))
+    return path
+
+
 def _publish(fmt: str, family: str, world: World) -> str:
     """The trained net in format ``fmt``, as the team's own code would write it; returns teacher.source."""
     import mlflow
@@ -143,9 +151,7 @@ def _publish(fmt: str, family: str, world: World) -> str:
     elif fmt == "ddp_state_dict":
         torch.save({"state_dict": {f"module.{k}": v for k, v in net.state_dict().items()}, "epoch": 3}, path)
     elif fmt == "torchscript":
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            torch.jit.script(net).save(str(path))
+        _scripted(net, path)
     elif fmt == "pt2":
         dynamic = ({0: torch.export.Dim.AUTO},)
         torch.export.save(torch.export.export(net, (example,), dynamic_shapes=dynamic), path)
@@ -258,10 +264,7 @@ def test_a_file_in_no_accepted_format_is_refused_naming_the_formats(world: World
 def test_srd_without_a_findable_feature_layer_is_refused_listing_candidates_and_kd_works(world: World) -> None:
     torch.manual_seed(0)
     no_head = nn.Sequential(nn.Conv2d(1, 8, 3), nn.ReLU(), nn.Conv2d(8, 10, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten())
-    path = world.root / "no-linear-head.pt"
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.jit.script(no_head.eval()).save(str(path))
+    path = _scripted(no_head, world.root / "no-linear-head.pt")
     params = world.params("timm", str(path), method__name="srd")
     _refused(world, params, r"no feature layer in the teacher .*; set teacher.feature_layer to one of \[.*'3'")
     kd = world.params("timm", str(path), method__name="kd", paths__teacher=params.paths.teacher)
@@ -297,10 +300,7 @@ def test_the_wrong_channels_are_refused_before_training(world: World) -> None:
 def test_a_teacher_built_for_another_input_size_is_refused_before_training(world: World) -> None:
     torch.manual_seed(0)
     flat32 = nn.Sequential(nn.Flatten(), nn.Linear(32 * 32, 10))  # takes 32 x 32 images only
-    path = world.root / "flat32.pt"
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.jit.script(flat32.eval()).save(str(path))
+    path = _scripted(flat32, world.root / "flat32.pt")
     params = world.params("timm", str(path), method__name="kd")
     _refused(world, params, r"the teacher fails on the data's images, 1x28x28 after teacher.preprocess \(.*\); set")
     sized = world.params("timm", str(path), method__name="kd", teacher__preprocess={"image_size": 32})
