@@ -21,7 +21,35 @@ from kdpipe.infra.errors import KdpipeError
 from kdpipe.models import MODELS, create_model
 from kdpipe.models.file import MODEL_FILE, load_model
 from kdpipe.models.serving import ServingClassifier, predict_unit_images
+from kdpipe.teacher import source
 from kdpipe.tracking.server import fluent_uri
+
+READ_WITH_ONNX_ALONE = """
+import json, sys
+import onnx
+found = {}
+for path in sys.argv[1:]:
+    model = onnx.load(path)
+    onnx.checker.check_model(model, full_check=True)
+    opset = next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
+    found[path] = {"props": {p.key: p.value for p in model.metadata_props}, "opset": opset}
+assert not [m for m in sys.modules if m.split(".")[0] == "kdpipe"], "kdpipe was imported"
+print(json.dumps(found))
+"""
+
+
+def read_with_onnx_alone(*paths: Path) -> dict[str, dict]:
+    """Each file's metadata_props and opset as a deployer's script reads them: a fresh interpreter importing onnx
+    and nothing of kdpipe; ``onnx.checker`` (full check) passes on each."""
+    import json
+    import subprocess
+    import sys
+
+    out = subprocess.run(
+        [sys.executable, "-c", READ_WITH_ONNX_ALONE, *map(str, paths)], capture_output=True, text=True, cwd="/"
+    )
+    assert out.returncode == 0, out.stderr
+    return {Path(k).name: v for k, v in json.loads(out.stdout).items()}
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +75,7 @@ def deployed(trained: Params) -> tuple[Params, dict]:
     data = load_prepared(trained.paths.prepared)
     student, _ = load_model(Path(trained.paths.student) / MODEL_FILE)
     teacher, _ = load_model(Path(trained.paths.teacher) / MODEL_FILE)
-    return trained, export_and_measure(trained, data, student, teacher).as_dict()
+    return trained, export_and_measure(trained, data, student, teacher, source.lineage(trained)).as_dict()
 
 
 def test_fp32_export_reproduces_eager_on_the_real_test_split(trained: Params, tmp_path: Path) -> None:
@@ -63,6 +91,38 @@ def test_fp32_export_reproduces_eager_on_the_real_test_split(trained: Params, tm
     assert figures["top1_agreement"] == 1.0 and figures["max_abs_logit_diff"] <= 1e-4
     with pytest.raises(export.ExportError, match="disagrees with eager"):
         export.check_parity(export.parity(eager, exported + torch.eye(10)[0] * 1e-3), "student")
+
+
+def test_every_export_carries_its_classes_contract_and_lineage_read_with_onnx_alone(
+    deployed: tuple[Params, dict],
+) -> None:
+    import json
+
+    import kdpipe
+
+    params, _ = deployed
+    manifest = load_prepared(params.paths.prepared).manifest
+    out = Path(params.paths.validation)
+    found = read_with_onnx_alone(out / "student.onnx", out / "student_int8.onnx", out / "teacher.onnx")
+    teacher = source.lineage(params)
+    for name, precision in (("student.onnx", "fp32"), ("student_int8.onnx", "int8"), ("teacher.onnx", "fp32")):
+        props, opset = found[name]["props"], found[name]["opset"]
+        assert json.loads(props["kdpipe.classes"]) == manifest["classes"] and len(manifest["classes"]) == 10
+        assert json.loads(props["kdpipe.input_shape"]) == [-1, 1, 28, 28]
+        assert (props["kdpipe.input_name"], props["kdpipe.output_name"]) == ("images", "logits")
+        assert (props["kdpipe.input_layout"], props["kdpipe.input_dtype"], props["kdpipe.input_range"]) == (
+            "NCHW",
+            "float32",
+            "[0, 1]",
+        )
+        normalization = json.loads(props["kdpipe.normalization"])
+        assert (normalization["mean"], normalization["std"]) == (manifest["mean"], manifest["std"])
+        assert props["kdpipe.opset"] == str(params.export.opset) == str(opset) == "18"
+        assert props["kdpipe.precision"] == precision
+        assert props["kdpipe.data_sha256"] == manifest["sha256"]
+        assert props["kdpipe.version"] == kdpipe.__version__
+        assert json.loads(props["kdpipe.teacher"]) == teacher and teacher["kdpipe.teacher_version"]
+        assert "kdpipe.registered_version" not in props  # validate's files belong to no registered version yet
 
 
 def test_int8_stays_within_max_int8_drop_of_fp32_on_the_default_student(deployed: tuple[Params, dict]) -> None:
@@ -157,6 +217,13 @@ def test_the_registered_version_points_at_its_onnx_files_and_they_serve_its_clas
         assert (onnx_classes == _logits(champion.predict(images)).argmax(1)).all()
         int8_classes = _logits(mlflow.pyfunc.load_model(int8_uri).predict(images)).argmax(1)
         assert (int8_classes == onnx_classes).mean() > 0.95
+        # The deployer's way in: the sibling registered model by alias; its file names the version it belongs to.
+        registered = mlflow.onnx.load_model(f"models:/{name}-onnx@champion")
+        int8 = mlflow.onnx.load_model(f"models:/{name}-onnx-int8@champion")
+    for model in (registered, int8):
+        props = {p.key: p.value for p in model.metadata_props}
+        assert (props["kdpipe.registered_model"], props["kdpipe.registered_version"]) == (name, "1")
+    assert {p.key: p.value for p in int8.metadata_props}["kdpipe.precision"] == "int8"
     # An export changed after validate measured it is never registered: promote refuses, naming it.
     onnx_file = Path(params.paths.validation) / "student.onnx"
     onnx_file.write_bytes(onnx_file.read_bytes() + b"\0")

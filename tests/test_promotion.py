@@ -8,6 +8,7 @@ code is covered in test_tracking.py.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import multiprocessing
 import os
@@ -39,9 +40,12 @@ from kdpipe.tracking.tags import (
     DATA_SHA256,
     LOCK_OWNER,
     MODEL_SHA256,
+    ONNX_INT8_MODEL_URI,
+    ONNX_MODEL_URI,
     PREVIOUS_CHAMPION,
     PROMOTION_COMPARED_IMAGES,
     PROMOTION_COMPARED_ON,
+    STUDENT_VERSION,
 )
 
 N_TEST = 400
@@ -373,3 +377,145 @@ def test_a_registered_version_loads_through_the_client_alone(
     done = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip().splitlines()[-1] == f"(2, {len(CLASSES)}) {MODEL_FILE} {version} False"
+
+
+@pytest.fixture(scope="module")
+def onnx_uris(mlflow_server: str, tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """Two small ONNX models logged once on the server with the onnx flavour, standing for a student's fp32 and
+    int8 exports: the aliases under test do not depend on what the files compute."""
+    import mlflow
+
+    from kdpipe.deploy import onnx as export
+    from kdpipe.tracking.logged_models import log_onnx_model
+
+    torch.manual_seed(0)
+    net = create_model("cnn8", len(CLASSES), 1).eval()
+    manifest = {"shape": [1, 28, 28], "classes": CLASSES, "mean": [0.3], "std": [0.35], "sha256": DATA}
+    out = tmp_path_factory.mktemp("onnx")
+    path = export.to_onnx(net, manifest["mean"], manifest["std"], (1, 28, 28), out / "student.onnx", "student")
+    mlflow.set_tracking_uri(mlflow_server)
+    mlflow.set_experiment("promotion-tests")
+    with mlflow.start_run() as run:
+        return {
+            tag: log_onnx_model(path, manifest, f"student{suffix}", tracking_uri=mlflow_server, run_id=run.info.run_id)
+            for tag, suffix in ((ONNX_MODEL_URI, ""), (ONNX_INT8_MODEL_URI, "_int8"))
+        }
+
+
+def with_exports(cand: Candidate, uris: dict[str, str], int8: bool = True) -> Candidate:
+    """``cand`` whose promote logs its ONNX exports (int8 only when offered) once its version is known."""
+    offered = {tag: uri for tag, uri in uris.items() if int8 or tag != ONNX_INT8_MODEL_URI}
+    return dataclasses.replace(cand, exports=lambda version: offered)
+
+
+def sibling_aliases(client: Any, name: str) -> dict[str, dict[str, str | None]]:
+    """For each sibling and alias, the student version its aliased version was exported from (None: no alias)."""
+    found: dict[str, dict[str, str | None]] = {}
+    for suffix in ("onnx", "onnx-int8"):
+        for alias in (registry.CHAMPION, registry.CHALLENGER):
+            mv = registry.version_by_alias(client, f"{name}-{suffix}", alias)
+            found.setdefault(suffix, {})[alias] = None if mv is None else mv.tags[STUDENT_VERSION]
+    return found
+
+
+def student_aliases(client: Any, name: str, int8_versions: set[str]) -> dict[str, dict[str, str | None]]:
+    """What the siblings' aliases must say: the student's, for int8 only where that version offered int8."""
+    held = {}
+    for alias in (registry.CHAMPION, registry.CHALLENGER):
+        mv = registry.version_by_alias(client, name, alias)
+        held[alias] = None if mv is None else str(mv.version)
+    return {
+        "onnx": dict(held),
+        "onnx-int8": {alias: v if v in int8_versions else None for alias, v in held.items()},
+    }
+
+
+def test_the_onnx_siblings_aliases_follow_the_students_through_promotes_and_a_rollback(
+    reg: tuple[Any, str], model_uri: str, onnx_uris: dict[str, str], mlflow_server: str
+) -> None:
+    """``<name>-onnx`` and ``<name>-onnx-int8`` get a version per promoted student and their champion and
+    challenger name the exports of the student versions holding those aliases; where the student offered no
+    int8, the int8 sibling's alias is removed rather than left on another model."""
+    import mlflow
+
+    from kdpipe.tracking.server import fluent_uri
+
+    client, name = reg
+    promote(client, name, with_exports(candidate(model_uri, 0.80), onnx_uris))
+    assert sibling_aliases(client, name) == student_aliases(client, name, {"1"})
+    assert sibling_aliases(client, name)["onnx"] == {"champion": "1", "challenger": "1"}
+
+    promote(client, name, with_exports(candidate(model_uri, 0.85), onnx_uris, int8=False))  # int8 not offered
+    assert champion_of(client, name) == "2"
+    assert sibling_aliases(client, name) == student_aliases(client, name, {"1"})
+    assert sibling_aliases(client, name)["onnx-int8"] == {"champion": None, "challenger": None}
+
+    promote(client, name, with_exports(candidate(model_uri, 0.70), onnx_uris))  # worse: stays challenger
+    assert champion_of(client, name) == "2"
+    assert sibling_aliases(client, name) == student_aliases(client, name, {"1", "3"})
+    assert sibling_aliases(client, name)["onnx"] == {"champion": "2", "challenger": "3"}
+
+    rollback(client, name)
+    assert champion_of(client, name) == "1"
+    assert sibling_aliases(client, name) == student_aliases(client, name, {"1", "3"})
+    onnx_champion = registry.version_by_alias(client, f"{name}-onnx", registry.CHAMPION)
+    assert onnx_champion.tags[PREVIOUS_CHAMPION] == ""  # v1 replaced no champion, nor did its export
+    promote(client, name, with_exports(candidate(model_uri, 0.95), onnx_uris))
+    onnx_champion = registry.version_by_alias(client, f"{name}-onnx", registry.CHAMPION)
+    previous = client.get_model_version(f"{name}-onnx", onnx_champion.tags[PREVIOUS_CHAMPION])
+    assert (onnx_champion.tags[STUDENT_VERSION], previous.tags[STUDENT_VERSION]) == ("4", "1")
+    # What a deployer runs: the champion's ONNX model by alias, with onnx and MLflow alone.
+    with fluent_uri(mlflow_server):
+        model = mlflow.onnx.load_model(f"models:/{name}-onnx@champion")
+    assert [i.name for i in model.graph.input] == ["images"]
+
+
+def test_a_promote_interrupted_between_the_moves_is_completed_by_the_next_one(
+    reg: tuple[Any, str],
+    model_uri: str,
+    onnx_uris: dict[str, str],
+    monkeypatch: pytest.MonkeyPatch,
+    make_params: Any,
+    tmp_path: Path,
+    mlflow_server: str,
+    capsys: Any,
+) -> None:
+    """The pod dies after the student's champion moved and before its siblings' did (KeyboardInterrupt raised
+    where the siblings would follow): the registries disagree, ``kdpipe registry repair --dry-run`` says where, and
+    the next promote moves the siblings first and says so."""
+    from kdpipe.cli import main
+    from kdpipe.promotion import moves, siblings
+
+    client, name = reg
+    promote(client, name, with_exports(candidate(model_uri, 0.80), onnx_uris))
+    calls: list[int] = []
+    follow = siblings.follow
+
+    def dies_after_the_student_moved(mlflow_client: Any, registered: str) -> tuple[str, ...]:
+        calls.append(1)
+        if len(calls) == 2:  # the first call repairs before anything moves; the second follows the moves
+            raise KeyboardInterrupt
+        return follow(mlflow_client, registered)
+
+    monkeypatch.setattr(moves.siblings, "follow", dies_after_the_student_moved)
+    with pytest.raises(KeyboardInterrupt):
+        promote(client, name, with_exports(candidate(model_uri, 0.90), onnx_uris))
+    monkeypatch.setattr(moves.siblings, "follow", follow)
+    assert champion_of(client, name) == "2"
+    assert sibling_aliases(client, name)["onnx"] == {"champion": "1", "challenger": "1"}
+    assert not registry.exists(client, name + registry.LOCK_SUFFIX)  # the interrupted promote released its lock
+
+    params_file = tmp_path / "params.yaml"
+    params = make_params(tracking__uri=mlflow_server, tracking__registered_model=name)
+    params_file.write_text(yaml.safe_dump(params.to_dict()))
+    assert main(["-q", "registry", "repair", "--dry-run", "-c", str(params_file)]) == 0
+    said = capsys.readouterr().out
+    assert f"{name}-onnx@champion: v1 -> v2 ({name}@champion is v2)" in said
+    assert sibling_aliases(client, name)["onnx"]["champion"] == "1"  # a dry run changes nothing
+
+    record = promote(client, name, with_exports(candidate(model_uri, 0.70), onnx_uris))
+    assert "repaired first, an earlier move had been interrupted" in record.message
+    assert f"{name}-onnx@champion: v1 -> v2" in record.message
+    assert sibling_aliases(client, name) == student_aliases(client, name, {"1", "2", "3"})
+    assert main(["-q", "registry", "repair", "-c", str(params_file)]) == 0
+    assert capsys.readouterr().out.strip().endswith("their aliases already agree; nothing to repair")

@@ -77,8 +77,13 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--dry-run", action="store_true", help="explain the decision without changing anything")
         if step is TEACHER_CACHE:
             p.add_argument("--world-size", type=int, default=1, help="fill the shards of an N-rank distill (default 1)")
-    p = sub.add_parser("registry", help="the model registry's MLflow server: webhooks")
+    p = sub.add_parser("registry", help="the model registry's MLflow server: webhooks, repairing the ONNX siblings")
     registry_sub = p.add_subparsers(dest="registry_command", required=True)
+    p = registry_sub.add_parser(
+        "repair", help="make the ONNX siblings' champion/challenger follow the student's (after an interrupted move)"
+    )
+    _add_common(p)
+    p.add_argument("--dry-run", action="store_true", help="list what disagrees without changing anything")
     webhook_sub = registry_sub.add_parser("webhook", help="calls from MLflow to a URL").add_subparsers(
         dest="webhook_command", required=True
     )
@@ -238,7 +243,11 @@ def main(argv: list[str] | None = None) -> int:
             ROLLBACK.verb: lambda: steps.rollback(params, dry_run=args.dry_run),
             RUN_PIPELINE.verb: lambda: steps.run_pipeline(params, resume=args.resume),
             "study": lambda: _study(params, args, argv),
-            "registry": lambda: steps.add_webhook(params, args.url, _secret(args.secret_env)),
+            "registry": lambda: (
+                steps.repair_registry(params, dry_run=args.dry_run)
+                if args.registry_command == "repair"
+                else steps.add_webhook(params, args.url, _secret(args.secret_env))
+            ),
         }
         result = args.plugin.run(args) if hasattr(args, "plugin") else actions[args.command]()
         if args.command == RUN_PIPELINE.verb:

@@ -21,6 +21,13 @@ class ExportConfig(Section):
         description="int8 top-1 may trail fp32 by this much on the gate "
         "split; beyond it int8 is not offered for deployment",
     )
+    opset: int = Field(
+        18,
+        ge=18,
+        le=23,
+        description="the ONNX opset of every export, written into the file's metadata (18: what torch's exporter "
+        "targets itself; others go through ONNX's version converter)",
+    )
     threads: int = Field(1, ge=1, description="CPU threads of every cost probe (1: the common edge case)")
     batch_size: int = Field(64, ge=1, description="the batch of the throughput figure")
     repeats: int = Field(200, ge=20, description="timed batch-1 calls per probe (p95 is the 10th slowest of 200)")

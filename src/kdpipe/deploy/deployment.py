@@ -26,7 +26,7 @@ import torch
 
 from kdpipe.config import ExportConfig, Params
 from kdpipe.data.prepared import PreparedData
-from kdpipe.deploy import cost_probe
+from kdpipe.deploy import cost_probe, onnx_metadata
 from kdpipe.deploy import onnx as export
 from kdpipe.deploy.int8 import measure_int8
 from kdpipe.infra.errors import KdpipeError
@@ -111,13 +111,16 @@ def _fp32(
     images: torch.Tensor,
     labels: torch.Tensor,
     split: str,
-    threads: int,
+    cfg: ExportConfig,
+    props: dict[str, str],
 ) -> tuple[dict[str, float], dict[str, float]]:
-    """Export ``net`` (a copy, on the CPU) and check it against eager on ``images``: (parity, top-1 by format)."""
+    """Export ``net`` (a copy, on the CPU) with ``props`` in its metadata and check it against eager on ``images``:
+    (parity, top-1 by format)."""
     net = copy.deepcopy(net).cpu().eval()
-    export.to_onnx(net, m["mean"], m["std"], input_shape(m), path, who)
+    export.to_onnx(net, m["mean"], m["std"], input_shape(m), path, who, cfg.opset)
+    onnx_metadata.stamp(path, props)
     eager = predict_unit_images(ServingClassifier(net, m["mean"], m["std"]).eval(), images)
-    onnx = export.onnx_logits(export.session(path, threads), images)
+    onnx = export.onnx_logits(export.session(path, cfg.threads), images)
     parity = export.parity(eager, onnx)
     if who == "student":  # what is deployed must match what was validated
         export.check_parity(parity, f"{who} on the {split} split")
@@ -142,7 +145,8 @@ def _teacher_fp32(
     images: torch.Tensor,
     labels: torch.Tensor,
     split: str,
-    threads: int,
+    cfg: ExportConfig,
+    props: dict[str, str],
 ) -> tuple[dict[str, float] | None, dict[str, float], str]:
     """The teacher's :func:`_fp32`, or, where it cannot be exported, (None, its eager top-1, why); a
     ``teacher.onnx`` left from an earlier validate is removed then, so no file stands for another teacher."""
@@ -150,7 +154,7 @@ def _teacher_fp32(
         reason = "a TorchScript teacher: torch.onnx (through torch.export) cannot trace TorchScript"
     else:
         try:
-            return (*_fp32("teacher", net, m, path, images, labels, split, threads), "")
+            return (*_fp32("teacher", net, m, path, images, labels, split, cfg, props), "")
         except Exception as exc:  # torch.export, onnxscript and onnxruntime raise many types; it is only reported
             reason = _reason(exc)
     path.unlink(missing_ok=True)
@@ -236,20 +240,25 @@ def _probe(
 
 
 def export_and_measure(
-    params: Params, data: PreparedData, student: torch.nn.Module, teacher: torch.nn.Module
+    params: Params,
+    data: PreparedData,
+    student: torch.nn.Module,
+    teacher: torch.nn.Module,
+    teacher_lineage: dict[str, str],
 ) -> Deployment:
-    """Export into ``paths.validation`` (``student.onnx``, ``student_int8.onnx``, ``teacher.onnx``), check
-    parity on the gate split, quantise, probe the cost; a teacher figure that cannot be had is recorded as not
-    measured, with why."""
+    """Export into ``paths.validation`` (``student.onnx``, ``student_int8.onnx``, ``teacher.onnx``, each with its
+    metadata: :mod:`kdpipe.deploy.onnx_metadata`), check parity on the gate split, quantise, probe the cost; a
+    teacher figure that cannot be had is recorded as not measured, with why."""
     cfg, m, out, split = params.export, data.manifest, Path(params.paths.validation), params.gate.split
     files = {name: out / filename for name, filename in ONNX_FILES.items()}
     images, labels = data.split(split)
+    props = onnx_metadata.export_props(m, cfg.opset, "fp32", teacher_lineage)
     parity, accuracy, not_measured = {}, {}, {}
     parity["student"], accuracy["student"] = _fp32(
-        "student", student, m, files["student_onnx"], images, labels, split, cfg.threads
+        "student", student, m, files["student_onnx"], images, labels, split, cfg, props
     )
     teacher_parity, accuracy["teacher"], why = _teacher_fp32(
-        teacher, m, files["teacher_onnx"], images, labels, split, cfg.threads
+        teacher, m, files["teacher_onnx"], images, labels, split, cfg, props
     )
     if teacher_parity is None:
         not_measured["teacher"] = {"onnx": f"not exported to ONNX ({why})"}
@@ -257,6 +266,7 @@ def export_and_measure(
     else:
         parity["teacher"] = teacher_parity
     int8 = _int8(params, data, files["student_onnx"], files["student_int8_onnx"], accuracy["student"]["onnx"])
+    onnx_metadata.stamp(files["student_int8_onnx"], {**props, onnx_metadata.PRECISION: "int8"})
     accuracy["student"]["onnx_int8"] = int8["int8_top1"]
     teacher_file, teacher_reading = _teacher_eager(Path(params.paths.teacher), params.teacher.trust_pickle)
     sources = {

@@ -34,9 +34,16 @@ class ExportError(KdpipeError):
 
 
 def to_onnx(
-    net: nn.Module, mean: list[float], std: list[float], in_shape: tuple[int, int, int], path: Path, what: str
+    net: nn.Module,
+    mean: list[float],
+    std: list[float],
+    in_shape: tuple[int, int, int],
+    path: Path,
+    what: str,
+    opset: int = 18,
 ) -> Path:
-    """Export ``net`` with the normalisation baked in and a dynamic batch axis; an unsupported op is named."""
+    """Export ``net`` at ``opset`` with the normalisation baked in and a dynamic batch axis; an unsupported op is
+    named."""
     model = ServingClassifier(net, mean, std).eval()
     example = torch.rand(2, *in_shape)
     try:
@@ -47,6 +54,7 @@ def to_onnx(
             output_names=[OUTPUT],
             dynamic_shapes=({0: torch.export.Dim("batch")},),
             dynamo=True,
+            opset_version=opset,
             verbose=False,
         )  # verbose=False: no stage-by-stage narration on stdout
     except Exception as exc:  # torch.export and onnxscript raise many types; the op is what a user needs

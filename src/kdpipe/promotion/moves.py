@@ -10,6 +10,7 @@ leave exactly one consistent champion. Aliases only: the deprecated stages are n
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -17,26 +18,36 @@ from typing import Any
 
 from kdpipe.config import GateConfig
 from kdpipe.infra.errors import KdpipeError
+from kdpipe.promotion import siblings
 from kdpipe.promotion.comparison import Basis, compare
 from kdpipe.promotion.decision import Decision
 from kdpipe.promotion.gate import GateResult, Scores, Thresholds, decide_gate
-from kdpipe.promotion.records import GateVerdict, PromotionRecord, RollbackRecord
+from kdpipe.promotion.records import GateVerdict, PromotionRecord, RepairRecord, RollbackRecord
 from kdpipe.tracking import registry, run_notes, tags
+
+log = logging.getLogger("kdpipe")
 
 HISTORY_CHARS = 4000
 TAG_CHARS = 5000
 
 
+Exports = Callable[[str], dict[str, str]]
+"""Logs the student's deployable exports for its registered version and returns {version tag: model URI}
+(:data:`kdpipe.promotion.siblings.SIBLINGS` names the tags)."""
+
+
 @dataclass(frozen=True)
 class Candidate:
     """A validated student ready for the registry; ``thresholds``: the validation's verdict; ``tags`` carry its
-    lineage, its model sha256 and the data it was validated on (:func:`basis_tags`)."""
+    lineage, its model sha256 and the data it was validated on (:func:`basis_tags`); ``exports``, when given,
+    logs its ONNX files once its version is known, and they become the siblings' versions."""
 
     model_uri: str
     run_id: str | None
     result: Scores
     thresholds: Thresholds
     tags: dict[str, str]
+    exports: Exports | None = None
 
 
 ChampionEvaluator = Callable[[Any], Scores]  # a champion version's scores on the candidate's gate split
@@ -111,9 +122,8 @@ def promote_candidate(
             f"{name} and {outcome}: " + "; ".join(verdict.checks),
         )
     with registry.promotion_lock(mlflow_client, name, **(lock_options or {})):
-        mv = registry.find_version_by_tag(mlflow_client, name, tags.MODEL_SHA256, cand.tags[tags.MODEL_SHA256])
-        if mv is None:
-            mv = registry.register_version(mlflow_client, name, cand.model_uri, cand.run_id, cand.tags)
+        repaired = _repair(mlflow_client, name)
+        mv = _registered(mlflow_client, name, cand)
         version = str(mv.version)
         champion = registry.version_by_alias(mlflow_client, name, registry.CHAMPION)
         if champion is not None and str(champion.version) == version:
@@ -124,7 +134,7 @@ def promote_candidate(
                 champion,
                 promoted=False,
                 dry_run=False,
-                message=f"{name} v{version} is already the champion; nothing to do",
+                message=f"{name} v{version} is already the champion; nothing to do{repaired}",
             )
         champion, verdict = _judge(mlflow_client, name, cand, gate, evaluate_champion)
         mlflow_client.set_registered_model_alias(name, registry.CHALLENGER, version)
@@ -139,6 +149,7 @@ def promote_candidate(
             _append_history(
                 mlflow_client, name, f"champion v{champion.version if champion else '-'} -> v{version} (promoted)"
             )
+        siblings.follow(mlflow_client, name)
         decision_tags = {
             tags.PROMOTION_DECISION: "champion" if verdict.promote else "challenger",
             tags.PROMOTION_REASONS: "; ".join(verdict.checks)[:TAG_CHARS],
@@ -165,8 +176,32 @@ def promote_candidate(
         f"{name} v{version} is the new champion (previous: {current}): " + "; ".join(verdict.checks)
         if verdict.promote
         else f"{name} v{version} stays challenger, champion stays {current}: " + "; ".join(verdict.failed)
-    )
+    ) + repaired
     return _record(cand, verdict, version, champion, promoted=verdict.promote, dry_run=False, message=message)
+
+
+def _repair(mlflow_client: Any, name: str) -> str:
+    """Complete what an interrupted promote or rollback left: the siblings' aliases follow the student's again
+    (:func:`kdpipe.promotion.siblings.follow`); returns a sentence for the record, empty when they agreed."""
+    moved = siblings.follow(mlflow_client, name)
+    if not moved:
+        return ""
+    log.warning("registry: the ONNX siblings disagreed with %s and were moved: %s", name, "; ".join(moved))
+    return f" (repaired first, an earlier move had been interrupted: {'; '.join(moved)})"
+
+
+def _registered(mlflow_client: Any, name: str, cand: Candidate) -> Any:
+    """The student's version (registered now, or found by its model sha256 when a promote of it ran before),
+    its exports logged and tagged on it once, and their sibling versions registered, all before any alias moves."""
+    mv = registry.find_version_by_tag(mlflow_client, name, tags.MODEL_SHA256, cand.tags[tags.MODEL_SHA256])
+    if mv is None:
+        mv = registry.register_version(mlflow_client, name, cand.model_uri, cand.run_id, cand.tags)
+    if cand.exports is not None and not any(tag in mv.tags for tag in siblings.SIBLINGS):
+        for tag, uri in cand.exports(str(mv.version)).items():
+            mlflow_client.set_model_version_tag(name, mv.version, tag, uri)
+        mv = registry.get_version(mlflow_client, name, str(mv.version))
+    siblings.register(mlflow_client, name, mv, cand.run_id)
+    return mv
 
 
 def _record(
@@ -229,6 +264,7 @@ def rollback(
         mlflow_client.set_registered_model_alias(name, registry.CHAMPION, target.version)
         mlflow_client.set_model_version_tag(name, target.version, tags.CHAMPION_SINCE, now)
         _append_history(mlflow_client, name, f"champion v{champion.version} -> v{target.version} (rollback)")
+        siblings.follow(mlflow_client, name)
     return RollbackRecord(
         rolled_back=True,
         dry_run=False,
@@ -236,6 +272,21 @@ def rollback(
         to_version=str(target.version),
         message=f"champion of {name} moved from v{champion.version} back to v{target.version}",
     )
+
+
+def repair(
+    mlflow_client: Any, name: str, *, dry_run: bool = False, lock_options: dict[str, float] | None = None
+) -> RepairRecord:
+    """Make the ONNX siblings' aliases follow ``name``'s again (:func:`kdpipe.promotion.siblings.follow`), under the
+    promotion lock; a dry run only lists what disagrees."""
+    if dry_run:
+        found = siblings.disagreements(mlflow_client, name)
+        verdict = "would move: " + "; ".join(found) if found else "nothing to repair"
+        return RepairRecord(found, True, f"dry run: {name} and its ONNX siblings: {verdict}")
+    with registry.promotion_lock(mlflow_client, name, **(lock_options or {})):
+        moved = siblings.follow(mlflow_client, name)
+    verdict = "moved " + "; ".join(moved) if moved else "their aliases already agree; nothing to repair"
+    return RepairRecord(moved, False, f"{name} and its ONNX siblings: {verdict}")
 
 
 def without_registry(decision: Decision, model_sha256: str, *, dry_run: bool) -> PromotionRecord:

@@ -79,3 +79,13 @@ class RollbackRecord:
     from_version: str
     to_version: str
     message: str
+
+
+@dataclass(frozen=True)
+class RepairRecord:
+    """The sibling aliases that disagreed with the student's: ``moved`` (or, in a dry run, would move) one line
+    each; empty when the registries agreed."""
+
+    moved: tuple[str, ...]
+    dry_run: bool
+    message: str

@@ -23,7 +23,7 @@ run_pipeline         pipeline.py      (the whole pipeline, locally)
 
 from kdpipe.steps.data import prepare_data
 from kdpipe.steps.pipeline import run_pipeline
-from kdpipe.steps.promotion import add_webhook, promote, rollback
+from kdpipe.steps.promotion import add_webhook, promote, repair_registry, rollback
 from kdpipe.steps.student import distill
 from kdpipe.steps.teacher import evaluate_teacher, fill_teacher_cache
 from kdpipe.steps.validation import export_models, validate_student
@@ -36,6 +36,7 @@ __all__ = [
     "fill_teacher_cache",
     "prepare_data",
     "promote",
+    "repair_registry",
     "rollback",
     "run_pipeline",
     "validate_student",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -10,6 +11,7 @@ from typing import Any, TypeVar
 
 from kdpipe.config import Params
 from kdpipe.data.prepared import MANIFEST_FILE, PreparedData
+from kdpipe.deploy import onnx_metadata
 from kdpipe.deploy.deployment import registry_files
 from kdpipe.evaluation.validation_metrics import ValidationMetrics
 from kdpipe.infra import files
@@ -19,7 +21,7 @@ from kdpipe.promotion import champion
 from kdpipe.promotion import moves as registry_moves
 from kdpipe.promotion.decision import Decision
 from kdpipe.promotion.gate import Scores
-from kdpipe.promotion.records import PromotionRecord, RollbackRecord
+from kdpipe.promotion.records import PromotionRecord, RepairRecord, RollbackRecord
 from kdpipe.steps.spec import PROMOTE
 from kdpipe.steps.tracked import tracked_run
 from kdpipe.steps.workdir import claims
@@ -112,16 +114,23 @@ def promote(params: Params, dry_run: bool = False) -> PromotionRecord:
             cand = registry_moves.Candidate("(logged when promoted)", None, result, decision.thresholds, version_tags)
             record = registry_moves.promote_candidate(mlflow_client, name, cand, params.gate, evaluate, dry_run=True)
         return _record_promotion(params, record)
+    exported = registry_files(val_dir)
     with tracked_run(params, PROMOTE, {tags.DATA_SHA256: decision.data_sha256, tags.MODEL_SHA256: model_sha}) as run:
         logged = logged_student(params, model_path) or run.log_classifier(
             load_model(model_path)[0], model_path, manifest
         )
+
+        def log_exports(version: str) -> dict[str, str]:
+            """The validated ONNX files, each with the registered version it belongs to added to its metadata."""
+            added = onnx_metadata.registration_props(name, version)
+            with tempfile.TemporaryDirectory(prefix="kdpipe-onnx-") as tmp:
+                stamped = {
+                    tag: onnx_metadata.stamp(path, added, Path(tmp) / path.name) for tag, path in exported.items()
+                }
+                return run.log_onnx(stamped, manifest)
+
         cand = registry_moves.Candidate(
-            logged["model_uri"],
-            logged["run_id"],
-            result,
-            decision.thresholds,
-            {**version_tags, **run.log_onnx(registry_files(val_dir), manifest)},
+            logged["model_uri"], logged["run_id"], result, decision.thresholds, version_tags, log_exports
         )
         record = registry_moves.promote_candidate(mlflow_client, name, cand, params.gate, evaluate)
         run.set_tags(
@@ -152,6 +161,16 @@ def rollback(params: Params, dry_run: bool = False) -> RollbackRecord:
             registry.connect(params, "rollback"), params.tracking.registered_model, dry_run=dry_run
         )
     log.info("rollback: %s", result.message)
+    return result
+
+
+def repair_registry(params: Params, dry_run: bool = False) -> RepairRecord:
+    """Make the ONNX siblings' aliases follow the student's where an interrupted promote or rollback left them."""
+    with tracking_errors(params, "registry repair"):
+        result = registry_moves.repair(
+            registry.connect(params, "registry repair"), params.tracking.registered_model, dry_run=dry_run
+        )
+    log.info("registry repair: %s", result.message)
     return result
 
 

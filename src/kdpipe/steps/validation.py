@@ -38,11 +38,14 @@ def validate_student(params: Params) -> ValidationMetrics:
     fields = operational.load_all(params.validate_.operational, data.manifest, params.runtime.progress)
     teacher_model = place_model(teacher.load(params, data), runtime)
     student = place_model(student, runtime)
-    lineage = {tags.DATA_SHA256: data.sha256, tags.DEVICE: str(runtime.device), **teacher.lineage(params)}
+    teacher_lineage = teacher.lineage(params)
+    lineage = {tags.DATA_SHA256: data.sha256, tags.DEVICE: str(runtime.device), **teacher_lineage}
     if data.split_fingerprint is not None:
         lineage[tags.SPLIT_FINGERPRINT] = data.split_fingerprint
     with tracked_run(params, VALIDATE_STUDENT, lineage) as run:
-        exported = export_and_measure(params, data, student, teacher_model) if params.export.enabled else None
+        exported = (
+            export_and_measure(params, data, student, teacher_model, teacher_lineage) if params.export.enabled else None
+        )
         measured = validation.measure(
             params, data, runtime, student, teacher_model, champion.measure(params, data), fields, exported
         )
@@ -81,6 +84,7 @@ def export_models(params: Params) -> dict[str, Any]:
     table: what validate does first, alone and without an MLflow run (the files are registered by promote)."""
     data = load_prepared(params.paths.prepared, expect=params.data.model_dump(), progress_mode=params.runtime.progress)
     student, _ = load_model(Path(params.paths.student) / MODEL_FILE, trained_on=data.sha256)
-    deployed = export_and_measure(params, data, student, teacher.load(params, data)).as_dict()
+    teacher_model = teacher.load(params, data)
+    deployed = export_and_measure(params, data, student, teacher_model, teacher.lineage(params)).as_dict()
     log.info("export: %s", ", ".join(f"{who} {f}" for who, by in deployed["cost"].items() for f in by))
     return deployed

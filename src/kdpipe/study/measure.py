@@ -57,6 +57,12 @@ def int8_top1(model: torch.nn.Module, data: PreparedData, params: Params, direct
         return {}
     m = data.manifest
     fp32 = export.to_onnx(
-        model.cpu().eval(), m["mean"], m["std"], input_shape(m), directory / "student.onnx", "student"
+        model.cpu().eval(),
+        m["mean"],
+        m["std"],
+        input_shape(m),
+        directory / "student.onnx",
+        "student",
+        params.export.opset,
     )
     return {"test_int8_top1": measure_int8(params, data, fp32, directory / "student_int8.onnx", "test").top1}

@@ -92,16 +92,32 @@ def find_version_by_tag(mlflow_client: Any, name: str, key: str, value: str) -> 
     return None
 
 
-def register_version(
-    mlflow_client: Any, name: str, model_uri: str, run_id: str | None, version_tags: dict[str, str]
-) -> Any:
-    """A new version of ``name`` (created on first use) from a logged model."""
+def exists(mlflow_client: Any, name: str) -> bool:
+    """Whether the registered model ``name`` exists."""
     from mlflow.exceptions import MlflowException
 
     try:
-        mlflow_client.create_registered_model(
-            name, description="students distilled by kdpipe; aliases champion/challenger"
-        )
+        mlflow_client.get_registered_model(name)
+    except MlflowException as exc:
+        if _error_code(exc) == "RESOURCE_DOES_NOT_EXIST":
+            return False
+        raise
+    return True
+
+
+def register_version(
+    mlflow_client: Any,
+    name: str,
+    model_uri: str,
+    run_id: str | None,
+    version_tags: dict[str, str],
+    description: str = "students distilled by kdpipe; aliases champion/challenger",
+) -> Any:
+    """A new version of ``name`` (created on first use, with ``description``) from a logged model."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        mlflow_client.create_registered_model(name, description=description)
     except MlflowException as exc:
         if _error_code(exc) != "RESOURCE_ALREADY_EXISTS":
             raise

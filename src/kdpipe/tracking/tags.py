@@ -45,6 +45,10 @@ PROMOTION_COMPARED_IMAGES = "kdpipe.promotion.compared_images"
 # Where a registered version's exported files are: MLflow onnx-flavour model URIs (int8 only when offered).
 ONNX_MODEL_URI = "kdpipe.onnx_model_uri"
 ONNX_INT8_MODEL_URI = "kdpipe.onnx_int8_model_uri"
+# On a version of a sibling registered model (<name>-onnx, <name>-onnx-int8): the student it was exported from.
+STUDENT_MODEL = "kdpipe.student_model"
+STUDENT_VERSION = "kdpipe.student_version"
+MODEL_CARD_URI = "kdpipe.model_card_uri"  # where a registered version's model card (Markdown and JSON) is
 
 # The registry's champion chain and audit trail.
 PREVIOUS_CHAMPION = "kdpipe.previous_champion"
