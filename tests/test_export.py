@@ -153,6 +153,44 @@ def test_every_model_and_format_is_probed_and_the_teacher_needs_more_memory(depl
     assert teacher["onnx"]["memory_mb"] > student["onnx"]["memory_mb"]
 
 
+def test_one_slow_probe_process_does_not_fail_the_latency_gate(
+    trained: Params, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The student's ONNX file probed by real probe processes, the first of them reporting 124 ms (as a busy
+    neighbour once made one): the gate reads the median of three, under validate.max_latency_ms 50, and the
+    figures keep the slow one in their spread."""
+    from kdpipe.promotion.gate import decide_thresholds
+
+    real, calls = cost_probe.measure, []
+
+    def first_student_onnx_probe_is_slow(path: Path, fmt: str, *args: object, **kw: object) -> dict[str, float]:
+        figures = real(path, fmt, *args, **kw)
+        if path.name == "student.onnx":
+            calls.append(figures["p50_ms"])
+            if len(calls) == 1:
+                figures = {**figures, "p50_ms": 124.0, "p95_ms": 130.0}
+        return figures
+
+    monkeypatch.setattr(cost_probe, "measure", first_student_onnx_probe_is_slow)
+    params = trained.model_copy(
+        update={
+            "validate_": trained.validate_.model_copy(update={"max_latency_ms": 50.0}),
+            "paths": trained.paths.model_copy(update={"validation": str(Path(trained.paths.validation) / "slow")}),
+        }
+    )
+    data = load_prepared(params.paths.prepared)
+    student, _ = load_model(Path(params.paths.student) / MODEL_FILE)
+    teacher, _ = load_model(Path(params.paths.teacher) / MODEL_FILE)
+    deployment = export_and_measure(params, data, student, teacher, source.lineage(params))
+    figures = deployment.cost["student"]["onnx"]
+    assert len(calls) == 3 and figures["probes"] == 3 and figures["p50_ms_max"] == 124.0
+    assert figures["p50_ms"] == sorted([124.0, *calls[1:]])[1] < 50
+    verdict = decide_thresholds(
+        {"top1": 0.9, **deployment.gate_figures(), "deploy_format": "onnx"}, {"top1": 0.9}, params.validate_
+    )
+    assert not [r for r in verdict.reasons if "latency" in r], verdict.reasons
+
+
 def test_a_probe_that_cannot_load_its_model_is_one_clear_error(tmp_path: Path) -> None:
     broken = tmp_path / "broken.onnx"
     broken.write_bytes(b"not onnx")
@@ -249,7 +287,8 @@ def test_kdpipe_export_prints_the_cost_table(
     assert main(["export", "-c", str(params_file)]) == 0
     out = capsys.readouterr().out.splitlines()
     assert out[0].split()[:4] == ["model", "format", "p50", "ms"]
-    assert [" ".join(line.split()[:3]) for line in out[1:]] == [
+    assert out[-1].startswith("the gate's latency (student, ONNX fp32) is the median of 3 probes; their p50 ranged")
+    assert [" ".join(line.split()[:3]) for line in out[1:-1]] == [
         "student eager PyTorch",
         "student ONNX fp32",
         "student ONNX int8",

@@ -168,6 +168,7 @@ def _summary_table(v: ValidationMetrics, promotion: PromotionRecord, teacher_arc
             f"inference cost at {deployed['threads']} thread(s), each in a fresh process; the gate reads "
             f"{deployed['deploy_format']}:",
             *_columns(report.cost_rows(deployed)),
+            *[line for line in [report.spread_line(deployed)] if line],
         ]
         if not deployed["int8"]["offered"]:
             lines.append(f"int8 is not offered for deployment: {deployed['int8']['reason']}")
@@ -259,7 +260,7 @@ def main(argv: list[str] | None = None) -> int:
                 f"{result['bytes'] / 1e6:,.1f} MB, for {result['epochs']} epoch(s) x {result['world_size']} rank(s)"
             )
         elif args.command == EXPORT.verb:
-            print("\n".join(_columns(report.cost_rows(result))))
+            print("\n".join([*_columns(report.cost_rows(result)), report.spread_line(result)]).rstrip())
         elif args.command in (PROMOTE.verb, ROLLBACK.verb, "registry"):
             print(result.message)
     except KdpipeError as exc:

@@ -31,4 +31,10 @@ class ExportConfig(Section):
     threads: int = Field(1, ge=1, description="CPU threads of every cost probe (1: the common edge case)")
     batch_size: int = Field(64, ge=1, description="the batch of the throughput figure")
     repeats: int = Field(200, ge=20, description="timed batch-1 calls per probe (p95 is the 10th slowest of 200)")
+    latency_probes: int = Field(
+        3,
+        ge=1,
+        description="fresh probes of the student's deploy format whose median the gate reads; over "
+        "validate.max_latency_ms, latency_probes + 1 more are run before it refuses",
+    )
     warmup: int = Field(20, ge=0, description="untimed batch-1 calls before timing")

@@ -5,7 +5,8 @@ int8 (offered for deployment only while its top-1 on the gate split trails fp32'
 ``export.max_int8_drop``); the teacher goes to ONNX fp32 so that the cost table compares like with
 like. Every model and format is then probed the same way in a fresh process
 (:mod:`kdpipe.deploy.cost_probe`): batch-1 latency p50 and p95, throughput, memory and file size, at
-``export.threads`` threads. The gate reads the student's figures in ``validate.deploy_format``.
+``export.threads`` threads. The gate reads the student's figures in ``validate.deploy_format``: the median of
+``export.latency_probes`` probes, probed again before a limit refuses it (:mod:`kdpipe.deploy.latency`).
 
 The teacher's figures only feed the cost table, and a teacher a team brings may not go where kdpipe's own
 does (torch.onnx cannot trace TorchScript; a module may use an op ONNX lacks): a teacher figure that cannot be
@@ -29,6 +30,7 @@ from kdpipe.data.prepared import PreparedData
 from kdpipe.deploy import cost_probe, onnx_metadata
 from kdpipe.deploy import onnx as export
 from kdpipe.deploy.int8 import measure_int8
+from kdpipe.deploy.latency import settle
 from kdpipe.infra.errors import KdpipeError
 from kdpipe.infra.files import METRICS_FILE, ONNX_FILES, file_sha256, read_json
 from kdpipe.models.file import MODEL_FILE
@@ -212,13 +214,16 @@ def _probe(
     accuracy: dict[str, float],
     teacher_reading: dict[str, Any] | None,
     not_measured: dict[str, dict[str, str]],
+    gated: tuple[str, float | None] | None = None,
 ) -> dict[str, dict[str, float]]:
-    """``who``'s cost by format (:func:`kdpipe.deploy.cost_probe.measure`) with its top-1; a teacher's probe that
-    fails is noted in ``not_measured`` (a student's fails the step)."""
+    """``who``'s cost by format (:func:`kdpipe.deploy.cost_probe.measure`) with its top-1; the format of ``gated``
+    (format, latency limit) is probed as :func:`kdpipe.deploy.latency.settle` says, the others once; a teacher's
+    probe that fails is noted in ``not_measured`` (a student's fails the step)."""
     cost = {}
     for fmt, path in by_format.items():
-        try:
-            figures = cost_probe.measure(
+
+        def probe(fmt: str = fmt, path: Path = path) -> dict[str, float]:
+            return cost_probe.measure(
                 path,
                 fmt,
                 input_shape(m),
@@ -230,6 +235,9 @@ def _probe(
                 std=m["std"],
                 teacher=teacher_reading if who == "teacher" else None,
             )
+
+        try:
+            figures = settle(probe, cfg.latency_probes, gated[1]) if gated and gated[0] == fmt else probe()
         except KdpipeError as exc:
             if who == "student":
                 raise
@@ -277,8 +285,11 @@ def export_and_measure(
         },
         "teacher": {"pytorch": teacher_file, **({"onnx": files["teacher_onnx"]} if teacher_parity else {})},
     }
+    gated = (params.validate_.deploy_format, params.validate_.max_latency_ms)
     cost = {
-        who: _probe(cfg, m, who, by_format, accuracy[who], teacher_reading, not_measured)
+        who: _probe(
+            cfg, m, who, by_format, accuracy[who], teacher_reading, not_measured, gated if who == "student" else None
+        )
         for who, by_format in sources.items()
     }
     for who, by_format in not_measured.items():

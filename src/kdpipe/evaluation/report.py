@@ -109,6 +109,18 @@ def not_measured_lines(deployment: dict[str, Any]) -> list[str]:
     ]
 
 
+def spread_line(deployment: dict[str, Any]) -> str:
+    """How the gate's latency was settled (:mod:`kdpipe.deploy.latency`): probes and the spread of their p50;
+    empty for files written before it."""
+    f = deployment["cost"]["student"][deployment["deploy_format"]]
+    if "probes" not in f:
+        return ""
+    return (
+        f"the gate's latency (student, {FORMAT_LABELS[deployment['deploy_format']]}) is the median of "
+        f"{f['probes']:.0f} probes; their p50 ranged {f['p50_ms_min']:.3f}-{f['p50_ms_max']:.3f} ms"
+    )
+
+
 def _deployment(d: dict[str, Any] | None) -> list[str]:
     if not d:
         return ["", "Inference cost: not measured (export.enabled: false)"]
@@ -132,7 +144,7 @@ def _deployment(d: dict[str, Any] | None) -> list[str]:
         f"max |Δlogit| {parity['max_abs_logit_diff']:.1e}",
         f"- int8 (calibrated on {int8['calibration_images']:,} transfer-set images): top-1 {int8['int8_top1']:.2%} "
         f"against fp32 {int8['fp32_top1']:.2%} (drop {int8['drop']:+.4f}); {offered}",
-        *(f"- {line}" for line in not_measured_lines(d)),
+        *(f"- {line}" for line in [spread_line(d), *not_measured_lines(d)] if line),
     ]
 
 
