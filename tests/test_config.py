@@ -71,6 +71,9 @@ def test_a_bare_off_means_off_for_progress_and_the_teacher_cache(tmp_path: Path)
         ({"student": {"arch": "resnet9000"}}, "student.arch"),
         ({"train": {"epochs": 2, "warmup_epochs": 2}}, "train"),
         ({"validate": {"min_top1": 1.5}}, "validate.min_top1"),
+        ({"export": {"formats": ["tensorrt"]}}, "export.formats.0"),
+        ({"export": {"opset": 11}}, "export.opset"),
+        ({"export": {"formats": ["onnx"]}, "validate": {"deploy_format": "openvino"}}, "validate.deploy_format"),
     ],
 )
 def test_bad_value_names_its_key(raw: dict, key: str) -> None:

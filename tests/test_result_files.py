@@ -18,7 +18,7 @@ import torch
 
 from kdpipe import steps
 from kdpipe.config import GateConfig, ValidateConfig, params_from_dict
-from kdpipe.deploy.deployment import Deployment
+from kdpipe.deploy.deployment_record import Deployment
 from kdpipe.evaluation import validation
 from kdpipe.evaluation.validation_metrics import ValidationMetrics
 from kdpipe.infra.files import DECISION_FILE, DETAILS_FILE, METRICS_FILE, PROMOTION_FILE, REPORT_FILE

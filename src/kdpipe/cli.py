@@ -172,6 +172,8 @@ def _summary_table(v: ValidationMetrics, promotion: PromotionRecord, teacher_arc
         ]
         if not deployed["int8"]["offered"]:
             lines.append(f"int8 is not offered for deployment: {deployed['int8']['reason']}")
+        if deployed.get("openvino_int8") and not deployed["openvino_int8"]["offered"]:
+            lines.append(f"OpenVINO int8 is not offered for deployment: {deployed['openvino_int8']['reason']}")
     lines += [
         f"operational set {name}: {f.num_samples:,} images from {f.source}; teacher-student disagreement "
         f"{f.shift['disagreement']:.2%}, input mean shift {f.shift['input_mean_shift']:+.3f}"

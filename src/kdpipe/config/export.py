@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from pydantic import Field
+from typing import Any, Literal
+
+from pydantic import Field, field_validator
 
 from kdpipe.config.section import Section
 
@@ -12,6 +14,12 @@ class ExportConfig(Section):
         True,
         description="validate exports teacher and student to ONNX (student also int8) and "
         "measures every format's inference cost",
+    )
+    formats: tuple[Literal["onnx", "openvino"], ...] = Field(
+        ("onnx", "openvino"),
+        description="the deployable formats validate makes of the student, fp32 and int8 each, beside eager "
+        "PyTorch: onnx (ONNX Runtime; always made: the others are converted from it) and openvino (OpenVINO IR, "
+        "int8 by NNCF)",
     )
     calibration_size: int = Field(512, ge=1, description="transfer-set images that calibrate the int8 activations")
     max_int8_drop: float = Field(
@@ -38,3 +46,15 @@ class ExportConfig(Section):
         "validate.max_latency_ms, latency_probes + 1 more are run before it refuses",
     )
     warmup: int = Field(20, ge=0, description="untimed batch-1 calls before timing")
+
+    @field_validator("formats", mode="before")
+    @classmethod
+    def _list_to_tuple(cls, value: Any) -> Any:
+        return tuple(value) if isinstance(value, list) else value
+
+    @field_validator("formats", mode="after")
+    @classmethod
+    def _onnx_first(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        """ONNX is every other format's source: it is always made, first (after validation, so that an error
+        names the index the user wrote)."""
+        return ("onnx", *dict.fromkeys(f for f in value if f != "onnx"))

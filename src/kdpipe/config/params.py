@@ -63,6 +63,11 @@ class Params(Section):
                 "validate.deploy_format",
                 f"'{self.validate_.deploy_format}' needs export.enabled: true (or deploy_format: pytorch)",
             )
+        if self.validate_.deploy_format.startswith("openvino") and "openvino" not in self.export.formats:
+            raise KeyedError(
+                "validate.deploy_format",
+                f"'{self.validate_.deploy_format}' needs openvino in export.formats (now {list(self.export.formats)})",
+            )
         if self.teacher.source == "train" and (
             self.teacher.classes is not None or self.teacher.preprocess != type(self.teacher.preprocess)()
         ):

@@ -33,7 +33,7 @@ class ValidateConfig(Section):
     max_corruption_gap: float | None = Field(
         None, ge=0, le=1, description="teacher mean corrupted top-1 minus the student's; null: not checked"
     )
-    deploy_format: Literal["pytorch", "onnx", "onnx_int8"] = Field(
+    deploy_format: Literal["pytorch", "onnx", "onnx_int8", "openvino", "openvino_int8"] = Field(
         "onnx",
         description="the artifact that is deployed: its measured latency and memory are what "
         "max_latency_ms and max_memory_mb read",

@@ -1,8 +1,9 @@
 """Inference cost, measured the same way for every model and format: each in a fresh process.
 
 A probe is this module run as ``python -m``: it imports only the runtime the format needs (torch for
-``pytorch``, onnxruntime for ``onnx`` and ``onnx_int8``), pins the thread count, reads its resident
-memory, loads the model, runs one batch, and reads the process's RSS high-water mark. Memory is
+``pytorch``, onnxruntime for ``onnx`` and ``onnx_int8``, openvino for ``openvino`` and ``openvino_int8``), pins
+the thread count, reads its resident memory, loads the model, runs one batch, and reads the process's RSS
+high-water mark. Memory is
 that high-water mark minus the RSS before the model was loaded: what the model and one inference
 add to a process that already has its runtime. Then it times ``warmup`` untimed and ``repeats``
 timed batch-1 calls (latency p50 and p95) and the throughput at ``batch_size``. Every input is
@@ -26,7 +27,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-FORMATS = ("pytorch", "onnx", "onnx_int8")
+FORMATS = ("pytorch", "onnx", "onnx_int8", "openvino", "openvino_int8")
 THREAD_ENVS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 THROUGHPUT_REPEATS = 10
 
@@ -71,7 +72,10 @@ def measure(
             f"{path}: the {fmt} cost probe failed ({(result.stderr.strip().splitlines() or ['no output'])[-1]})"
         )
     figures: dict[str, float] = json.loads(lines[-1])
-    size = sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) if path.is_dir() else path.stat().st_size
+    parts = [f for f in path.rglob("*") if f.is_file()] if path.is_dir() else [path]
+    if path.suffix == ".xml":  # OpenVINO IR: the weights are beside the graph
+        parts.append(path.with_suffix(".bin"))
+    size = sum(f.stat().st_size for f in parts)
     return {**figures, "size_kb": size / 1024}
 
 
@@ -140,6 +144,14 @@ def _load(args: dict[str, Any]) -> Any:
                 return model(torch.from_numpy(x)).numpy()
 
         return base, run
+    if args["format"].startswith("openvino"):
+        import numpy  # noqa: F401  openvino's own dependency: part of the runtime, not the model
+        import openvino as ov
+
+        base = _rss_mb()
+        config = {"INFERENCE_NUM_THREADS": args["threads"], "INFERENCE_PRECISION_HINT": "f32"}
+        compiled = ov.Core().compile_model(args["path"], "CPU", config)
+        return base, lambda x: compiled(x)[0]
     import numpy as np  # noqa: F401  onnxruntime's own dependency: part of the runtime, not the model
     import onnxruntime as ort
 

@@ -19,7 +19,6 @@ from __future__ import annotations
 import copy
 import logging
 import re
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -27,12 +26,14 @@ import torch
 
 from kdpipe.config import ExportConfig, Params
 from kdpipe.data.prepared import PreparedData
-from kdpipe.deploy import cost_probe, onnx_metadata
+from kdpipe.deploy import cost_probe, onnx_metadata, openvino_export
 from kdpipe.deploy import onnx as export
-from kdpipe.deploy.int8 import measure_int8
+from kdpipe.deploy import openvino as ov
+from kdpipe.deploy.deployment_record import Deployment
+from kdpipe.deploy.int8 import int8_verdict, measure_int8
 from kdpipe.deploy.latency import settle
 from kdpipe.infra.errors import KdpipeError
-from kdpipe.infra.files import METRICS_FILE, ONNX_FILES, file_sha256, read_json
+from kdpipe.infra.files import ONNX_FILES
 from kdpipe.models.file import MODEL_FILE
 from kdpipe.models.serving import ServingClassifier, predict_unit_images
 from kdpipe.models.top1 import top1
@@ -42,61 +43,6 @@ from kdpipe.tracking import tags
 log = logging.getLogger("kdpipe")
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
-
-
-@dataclass(frozen=True)
-class Deployment:
-    """``cost[model][format]``: the probe's figures plus the top-1 on the gate split; ``parity[model]``: fp32
-    against eager; ``int8``: the student's int8 and fp32 top-1, the drop, whether int8 is offered and why not;
-    ``not_measured[model][format]``: why a (teacher's) figure is missing from ``cost``."""
-
-    files: dict[str, Path]
-    parity: dict[str, dict[str, float]]
-    int8: dict[str, Any]
-    cost: dict[str, dict[str, dict[str, float]]]
-    deploy_format: str
-    threads: int
-    batch_size: int
-    not_measured: dict[str, dict[str, str]] = field(default_factory=dict)
-
-    def as_dict(self) -> dict[str, Any]:
-        """Plain JSON: what metrics.json, details.json and the Kubeflow Metrics artifact hold."""
-        return {
-            "deploy_format": self.deploy_format,
-            "threads": self.threads,
-            "batch_size": self.batch_size,
-            "parity": self.parity,
-            "int8": self.int8,
-            "cost": self.cost,
-            **({"not_measured": self.not_measured} if self.not_measured else {}),  # absent: the files of before
-            "files": {name: path.name for name, path in self.files.items()},
-            "sha256": {path.name: file_sha256(path) for path in self.files.values()},
-        }
-
-    def gate_figures(self) -> dict[str, float]:
-        """The student's latency and memory in the deploy format: what the thresholds read."""
-        figures = self.cost["student"][self.deploy_format]
-        return {"latency_ms_batch1": figures["p50_ms"], "memory_mb": figures["memory_mb"]}
-
-
-def registry_files(validation_dir: Path) -> dict[str, Path]:
-    """The exported student files a registered version points at, by version tag: fp32 always, int8 only when
-    validate offered it; none when validate exported nothing."""
-    deployed = read_json(validation_dir / METRICS_FILE).get("deployment")
-    if not deployed:
-        return {}
-    names = {
-        tags.ONNX_MODEL_URI: "student_onnx",
-        **({tags.ONNX_INT8_MODEL_URI: "student_int8_onnx"} if deployed["int8"]["offered"] else {}),
-    }
-    found = {tag: validation_dir / deployed["files"][name] for tag, name in names.items()}
-    for path in found.values():
-        if not path.exists() or file_sha256(path) != deployed["sha256"][path.name]:
-            raise KdpipeError(
-                f"{path}: missing or changed since validate measured it (a `kdpipe export` since?); "
-                "rerun `kdpipe validate` before promoting"
-            )
-    return found
 
 
 def input_shape(manifest: dict[str, Any]) -> tuple[int, int, int]:
@@ -181,29 +127,10 @@ def _teacher_eager(teacher_dir: Path, trust_pickle: bool) -> tuple[Path, dict[st
 
 
 def _int8(params: Params, data: PreparedData, fp32: Path, path: Path, fp32_top1: float) -> dict[str, Any]:
-    """Quantise, measure on the gate split (:func:`measure_int8`), and decide whether int8 is offered
-    (``export.max_int8_drop``)."""
-    cfg, split = params.export, params.gate.split
-    int8 = measure_int8(params, data, fp32, path, split)
-    drop = fp32_top1 - int8.top1
-    offered = drop <= cfg.max_int8_drop
-    reason = (
-        ""
-        if offered
-        else (
-            f"int8 top-1 {int8.top1:.4f} trails fp32 {fp32_top1:.4f} by {drop:.4f} on the {split} split, "
-            f"over export.max_int8_drop {cfg.max_int8_drop:.4f}"
-        )
-    )
-    return {
-        "split": split,
-        "fp32_top1": fp32_top1,
-        "int8_top1": int8.top1,
-        "drop": drop,
-        "offered": offered,
-        "calibration_images": int8.calibration_images,
-        "reason": reason,
-    }
+    """Quantise with ONNX Runtime, measure on the gate split (:func:`measure_int8`), and decide whether int8 is
+    offered."""
+    int8 = measure_int8(params, data, fp32, path, params.gate.split)
+    return int8_verdict(params.export, params.gate.split, fp32_top1, int8.top1, int8.calibration_images, "ONNX")
 
 
 def _probe(
@@ -274,14 +201,32 @@ def export_and_measure(
     else:
         parity["teacher"] = teacher_parity
     int8 = _int8(params, data, files["student_onnx"], files["student_int8_onnx"], accuracy["student"]["onnx"])
-    onnx_metadata.stamp(files["student_int8_onnx"], {**props, onnx_metadata.PRECISION: "int8"})
+    onnx_metadata.stamp(files["student_int8_onnx"], {**props, tags.PRECISION: "int8"})
     accuracy["student"]["onnx_int8"] = int8["int8_top1"]
+    openvino = None
+    if "openvino" in cfg.formats:
+        try:
+            openvino = openvino_export.measure(params, data, student, files["student_onnx"], props)
+        except ov.FormatUnavailable as exc:
+            if params.validate_.deploy_format.startswith("openvino"):
+                raise
+            log.warning("export: OpenVINO is skipped: %s", exc)
+            not_measured.setdefault("student", {}).update(dict.fromkeys(ov.OPENVINO_FORMATS, _reason(exc)))
+    if openvino is not None:
+        files.update(openvino.files)
+        parity["student_openvino"] = openvino.parity
+        accuracy["student"].update(openvino.accuracy)
     teacher_file, teacher_reading = _teacher_eager(Path(params.paths.teacher), params.teacher.trust_pickle)
     sources = {
         "student": {
             "pytorch": Path(params.paths.student) / MODEL_FILE,
             "onnx": files["student_onnx"],
             "onnx_int8": files["student_int8_onnx"],
+            **(
+                {"openvino": files["student_openvino"], "openvino_int8": files["student_openvino_int8"]}
+                if openvino
+                else {}
+            ),
         },
         "teacher": {"pytorch": teacher_file, **({"onnx": files["teacher_onnx"]} if teacher_parity else {})},
     }
@@ -304,5 +249,13 @@ def export_and_measure(
         "" if int8["offered"] else "; int8 not offered",
     )
     return Deployment(
-        files, parity, int8, cost, params.validate_.deploy_format, cfg.threads, cfg.batch_size, not_measured
+        files,
+        parity,
+        int8,
+        cost,
+        params.validate_.deploy_format,
+        cfg.threads,
+        cfg.batch_size,
+        not_measured,
+        openvino.int8 if openvino else {},
     )

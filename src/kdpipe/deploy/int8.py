@@ -11,10 +11,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 
-from kdpipe.config import Params
+from kdpipe.config import ExportConfig, Params
 from kdpipe.data.prepared import PreparedData, sample
 from kdpipe.deploy import onnx as export
 from kdpipe.models.top1 import top1
@@ -43,3 +44,29 @@ def measure_int8(params: Params, data: PreparedData, fp32: Path, path: Path, spl
     images, labels = data.split(split)
     logits = export.onnx_logits(export.session(path, params.export.threads), images)
     return Int8Top1(top1(logits, labels), split, len(calibration))
+
+
+def int8_verdict(
+    cfg: ExportConfig, split: str, fp32_top1: float, int8_top1: float, calibration: int, runtime: str
+) -> dict[str, Any]:
+    """Whether an int8 model is offered: its top-1 on the gate split trails fp32's by at most
+    ``export.max_int8_drop``."""
+    drop = fp32_top1 - int8_top1
+    offered = drop <= cfg.max_int8_drop
+    reason = (
+        ""
+        if offered
+        else (
+            f"{runtime} int8 top-1 {int8_top1:.4f} trails fp32 {fp32_top1:.4f} by {drop:.4f} on the {split} split, "
+            f"over export.max_int8_drop {cfg.max_int8_drop:.4f}"
+        )
+    )
+    return {
+        "split": split,
+        "fp32_top1": fp32_top1,
+        "int8_top1": int8_top1,
+        "drop": drop,
+        "offered": offered,
+        "calibration_images": calibration,
+        "reason": reason,
+    }

@@ -103,11 +103,11 @@ def parity_holds(figures: dict[str, float]) -> bool:
     return figures["top1_agreement"] == 1.0 and figures["max_abs_logit_diff"] <= MAX_ABS_LOGIT_DIFF
 
 
-def check_parity(figures: dict[str, float], what: str) -> None:
-    """The deployed model's fp32 export must reproduce eager (:func:`parity_holds`), or it is an error."""
+def check_parity(figures: dict[str, float], what: str, export: str = "ONNX fp32") -> None:
+    """The deployed model's fp32 ``export`` must reproduce eager (:func:`parity_holds`), or it is an error."""
     if not parity_holds(figures):
         raise ExportError(
-            f"{what}: the ONNX fp32 export disagrees with eager PyTorch (top-1 agreement "
+            f"{what}: the {export} export disagrees with eager PyTorch (top-1 agreement "
             f"{figures['top1_agreement']:.4%}, max |Δlogit| {figures['max_abs_logit_diff']:.2e} "
             f"> {MAX_ABS_LOGIT_DIFF:g})"
         )

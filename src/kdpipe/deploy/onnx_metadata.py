@@ -4,10 +4,8 @@ A deployer copies the file to a line PC and loses MLflow's metadata beside it; t
 names in output order, the input contract (name, shape with ``-1`` for the batch, layout, dtype, value range, the
 normalisation baked in), the opset, the precision and the lineage (kdpipe version, data sha256, teacher), and,
 once promote registers it, the registered model and version it belongs to. Every value is a string, as ONNX
-requires; lists and mappings are JSON. Read them with ``onnx`` alone::
-
-    props = {p.key: p.value for p in onnx.load("student.onnx").metadata_props}
-    classes = json.loads(props["kdpipe.classes"])
+requires; lists and mappings are JSON. The key names are :mod:`kdpipe.tracking.tags`'; read them with ``onnx``
+alone, e.g. ``{p.key: p.value for p in onnx.load(path).metadata_props}``, then the JSON list under kdpipe.classes.
 """
 
 from __future__ import annotations
@@ -19,23 +17,7 @@ from typing import Any
 
 from kdpipe import __version__
 from kdpipe.deploy.onnx import INPUT, OUTPUT, ExportError
-
-PREFIX = "kdpipe."
-CLASSES = "kdpipe.classes"
-INPUT_NAME = "kdpipe.input_name"
-OUTPUT_NAME = "kdpipe.output_name"
-INPUT_SHAPE = "kdpipe.input_shape"
-INPUT_LAYOUT = "kdpipe.input_layout"
-INPUT_DTYPE = "kdpipe.input_dtype"
-INPUT_RANGE = "kdpipe.input_range"
-NORMALIZATION = "kdpipe.normalization"
-OPSET = "kdpipe.opset"
-PRECISION = "kdpipe.precision"
-KDPIPE_VERSION = "kdpipe.version"
-DATA_SHA256 = "kdpipe.data_sha256"
-TEACHER = "kdpipe.teacher"
-REGISTERED_MODEL = "kdpipe.registered_model"
-REGISTERED_VERSION = "kdpipe.registered_version"
+from kdpipe.tracking import tags
 
 
 def export_props(manifest: dict[str, Any], opset: int, precision: str, teacher: dict[str, str]) -> dict[str, str]:
@@ -44,35 +26,27 @@ def export_props(manifest: dict[str, Any], opset: int, precision: str, teacher: 
     ``teacher``'s lineage tags."""
     channels, height, width = (int(s) for s in manifest["shape"])
     return {
-        CLASSES: json.dumps(list(manifest["classes"])),
-        INPUT_NAME: INPUT,
-        OUTPUT_NAME: OUTPUT,
-        INPUT_SHAPE: json.dumps([-1, channels, height, width]),
-        INPUT_LAYOUT: "NCHW",
-        INPUT_DTYPE: "float32",
-        INPUT_RANGE: "[0, 1]",
-        NORMALIZATION: json.dumps(
+        tags.CLASSES: json.dumps(list(manifest["classes"])),
+        tags.INPUT_NAME: INPUT,
+        tags.OUTPUT_NAME: OUTPUT,
+        tags.INPUT_SHAPE: json.dumps([-1, channels, height, width]),
+        tags.INPUT_LAYOUT: "NCHW",
+        tags.INPUT_DTYPE: "float32",
+        tags.INPUT_RANGE: "[0, 1]",
+        tags.NORMALIZATION: json.dumps(
             {"mean": list(manifest["mean"]), "std": list(manifest["std"]), "applied": "inside the model"}
         ),
-        OPSET: str(opset),
-        PRECISION: precision,
-        KDPIPE_VERSION: __version__,
-        DATA_SHA256: str(manifest["sha256"]),
-        TEACHER: json.dumps(teacher, sort_keys=True),
+        tags.OPSET: str(opset),
+        tags.PRECISION: precision,
+        tags.VERSION: __version__,
+        tags.DATA_SHA256: str(manifest["sha256"]),
+        tags.TEACHER: json.dumps(teacher, sort_keys=True),
     }
 
 
 def registration_props(name: str, version: str) -> dict[str, str]:
     """The properties promote adds to the copy it registers: which registered version the file belongs to."""
-    return {REGISTERED_MODEL: name, REGISTERED_VERSION: str(version)}
-
-
-def read(path: Path) -> dict[str, str]:
-    """The file's ``kdpipe.*`` properties."""
-    import onnx
-
-    model = onnx.load(str(path), load_external_data=False)
-    return {p.key: p.value for p in model.metadata_props if p.key.startswith(PREFIX)}
+    return {tags.REGISTERED_MODEL: name, tags.REGISTERED_VERSION: str(version)}
 
 
 def stamp(path: Path, props: dict[str, str], out: Path | None = None) -> Path:

@@ -44,6 +44,14 @@ def logged_metrics(m: Measured, manifest: dict[str, Any]) -> list[tuple[str, dic
             for who, by_format in d.cost.items()
             for fmt, figures in by_format.items()
         ]
-        out += [(who, prefixed(figures, tags.cost_prefix(who, "onnx")), gate) for who, figures in d.parity.items()]
+        exported = {"student_openvino": ("student", "openvino")}  # parity is keyed by model, OpenVINO's apart
+        out += [
+            (who, prefixed(figures, tags.cost_prefix(who, fmt)), gate)
+            for key, figures in d.parity.items()
+            for who, fmt in [exported.get(key, (key, "onnx"))]
+        ]
         out.append(("student", {f"{tags.cost_prefix('student', 'onnx_int8')}top1_drop": d.int8["drop"]}, gate))
+        if d.openvino_int8:
+            drop = {f"{tags.cost_prefix('student', 'openvino_int8')}top1_drop": d.openvino_int8["drop"]}
+            out.append(("student", drop, gate))
     return out

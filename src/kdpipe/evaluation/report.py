@@ -61,7 +61,13 @@ def _operational(sets: dict[str, dict[str, Any]]) -> list[str]:
     return lines
 
 
-FORMAT_LABELS = {"pytorch": "eager PyTorch", "onnx": "ONNX fp32", "onnx_int8": "ONNX int8 (static QDQ)"}
+FORMAT_LABELS = {
+    "pytorch": "eager PyTorch",
+    "onnx": "ONNX fp32",
+    "onnx_int8": "ONNX int8 (static QDQ)",
+    "openvino": "OpenVINO fp32",
+    "openvino_int8": "OpenVINO int8 (NNCF)",
+}
 
 
 def cost_rows(deployment: dict[str, Any]) -> list[list[str]]:
@@ -121,6 +127,20 @@ def spread_line(deployment: dict[str, Any]) -> str:
     )
 
 
+def _openvino_lines(d: dict[str, Any]) -> list[str]:
+    """OpenVINO's parity and int8 verdict, when validate made it."""
+    int8, parity = d.get("openvino_int8"), d["parity"].get("student_openvino")
+    if not int8 or not parity:
+        return []
+    offered = "offered for deployment" if int8["offered"] else f"**not offered for deployment**: {int8['reason']}"
+    return [
+        f"- OpenVINO fp32 parity with eager: {parity['top1_agreement']:.2%} top-1 agreement, max |Δlogit| "
+        f"{parity['max_abs_logit_diff']:.1e}",
+        f"- OpenVINO int8 (NNCF, same calibration images): top-1 {int8['int8_top1']:.2%} against fp32 "
+        f"{int8['fp32_top1']:.2%} (drop {int8['drop']:+.4f}); {offered}",
+    ]
+
+
 def _deployment(d: dict[str, Any] | None) -> list[str]:
     if not d:
         return ["", "Inference cost: not measured (export.enabled: false)"]
@@ -144,6 +164,7 @@ def _deployment(d: dict[str, Any] | None) -> list[str]:
         f"max |Δlogit| {parity['max_abs_logit_diff']:.1e}",
         f"- int8 (calibrated on {int8['calibration_images']:,} transfer-set images): top-1 {int8['int8_top1']:.2%} "
         f"against fp32 {int8['fp32_top1']:.2%} (drop {int8['drop']:+.4f}); {offered}",
+        *_openvino_lines(d),
         *(f"- {line}" for line in [spread_line(d), *not_measured_lines(d)] if line),
     ]
 

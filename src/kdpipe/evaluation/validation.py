@@ -18,7 +18,7 @@ import torch
 from kdpipe.config import Params, ValidateConfig
 from kdpipe.data.operational import OperationalSet
 from kdpipe.data.prepared import PreparedData
-from kdpipe.deploy.deployment import Deployment
+from kdpipe.deploy.deployment_record import Deployment
 from kdpipe.evaluation import plots, report, robustness
 from kdpipe.evaluation.metrics import classification_metrics, inference_cost, predict_logits, scalars, top1
 from kdpipe.evaluation.validation_metrics import GateFigures, SetFigures, ValidationMetrics
@@ -175,7 +175,7 @@ def decide(m: Measured, cfg: ValidateConfig, *, data_sha256: str, model_sha256: 
         {
             **d.gate_figures(),
             "deploy_format": d.deploy_format,
-            "deploy_refused": "" if d.deploy_format != "onnx_int8" or d.int8["offered"] else d.int8["reason"],
+            "deploy_refused": d.deploy_refused(),
         }
         if d
         else {"latency_ms_batch1": m.student["latency_ms_batch1"], "deploy_format": "pytorch"}

@@ -41,6 +41,13 @@ PARAMS_FILE = "params.yaml"
 TEACHER_DESCRIPTOR_FILE = "teacher.json"  # how a teacher stored in its own form is read (teacher/stored.py)
 FILE_OVERHEAD = 64 * 1024  # a saved file's pickle records, history and metadata, beyond its tensors
 ONNX_FILES = {"student_onnx": "student.onnx", "student_int8_onnx": "student_int8.onnx", "teacher_onnx": "teacher.onnx"}
+# OpenVINO IR: the graph (.xml) and its weights (.bin) beside it, both hashed in metrics.json.
+OPENVINO_FILES = {
+    "student_openvino": "student_openvino.xml",
+    "student_openvino_weights": "student_openvino.bin",
+    "student_openvino_int8": "student_openvino_int8.xml",
+    "student_openvino_int8_weights": "student_openvino_int8.bin",
+}
 
 _WRITE_CAUSES = {
     errno.ENOSPC: "no space left on the device",

@@ -10,7 +10,6 @@ leave exactly one consistent champion. Aliases only: the deprecated stages are n
 from __future__ import annotations
 
 import json
-import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -22,10 +21,8 @@ from kdpipe.promotion import siblings
 from kdpipe.promotion.comparison import Basis, compare
 from kdpipe.promotion.decision import Decision
 from kdpipe.promotion.gate import GateResult, Scores, Thresholds, decide_gate
-from kdpipe.promotion.records import GateVerdict, PromotionRecord, RepairRecord, RollbackRecord
+from kdpipe.promotion.records import GateVerdict, PromotionRecord, RollbackRecord
 from kdpipe.tracking import registry, run_notes, tags
-
-log = logging.getLogger("kdpipe")
 
 HISTORY_CHARS = 4000
 TAG_CHARS = 5000
@@ -122,7 +119,7 @@ def promote_candidate(
             f"{name} and {outcome}: " + "; ".join(verdict.checks),
         )
     with registry.promotion_lock(mlflow_client, name, **(lock_options or {})):
-        repaired = _repair(mlflow_client, name)
+        repaired = siblings.repair_note(mlflow_client, name)
         mv = _registered(mlflow_client, name, cand)
         version = str(mv.version)
         champion = registry.version_by_alias(mlflow_client, name, registry.CHAMPION)
@@ -178,16 +175,6 @@ def promote_candidate(
         else f"{name} v{version} stays challenger, champion stays {current}: " + "; ".join(verdict.failed)
     ) + repaired
     return _record(cand, verdict, version, champion, promoted=verdict.promote, dry_run=False, message=message)
-
-
-def _repair(mlflow_client: Any, name: str) -> str:
-    """Complete what an interrupted promote or rollback left: the siblings' aliases follow the student's again
-    (:func:`kdpipe.promotion.siblings.follow`); returns a sentence for the record, empty when they agreed."""
-    moved = siblings.follow(mlflow_client, name)
-    if not moved:
-        return ""
-    log.warning("registry: the ONNX siblings disagreed with %s and were moved: %s", name, "; ".join(moved))
-    return f" (repaired first, an earlier move had been interrupted: {'; '.join(moved)})"
 
 
 def _registered(mlflow_client: Any, name: str, cand: Candidate) -> Any:
@@ -272,21 +259,6 @@ def rollback(
         to_version=str(target.version),
         message=f"champion of {name} moved from v{champion.version} back to v{target.version}",
     )
-
-
-def repair(
-    mlflow_client: Any, name: str, *, dry_run: bool = False, lock_options: dict[str, float] | None = None
-) -> RepairRecord:
-    """Make the ONNX siblings' aliases follow ``name``'s again (:func:`kdpipe.promotion.siblings.follow`), under the
-    promotion lock; a dry run only lists what disagrees."""
-    if dry_run:
-        found = siblings.disagreements(mlflow_client, name)
-        verdict = "would move: " + "; ".join(found) if found else "nothing to repair"
-        return RepairRecord(found, True, f"dry run: {name} and its ONNX siblings: {verdict}")
-    with registry.promotion_lock(mlflow_client, name, **(lock_options or {})):
-        moved = siblings.follow(mlflow_client, name)
-    verdict = "moved " + "; ".join(moved) if moved else "their aliases already agree; nothing to repair"
-    return RepairRecord(moved, False, f"{name} and its ONNX siblings: {verdict}")
 
 
 def without_registry(decision: Decision, model_sha256: str, *, dry_run: bool) -> PromotionRecord:

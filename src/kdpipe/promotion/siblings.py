@@ -18,10 +18,14 @@ rollback or ``kdpipe registry repair`` runs 3-4 first and reports what it had to
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Any
 
+from kdpipe.promotion.records import RepairRecord
 from kdpipe.tracking import registry, tags
+
+log = logging.getLogger("kdpipe")
 
 SIBLINGS = {tags.ONNX_MODEL_URI: "onnx", tags.ONNX_INT8_MODEL_URI: "onnx-int8"}
 """The student version's tag naming an export's MLflow model -> the suffix of the sibling registered model."""
@@ -133,3 +137,28 @@ def follow(mlflow_client: Any, name: str) -> tuple[str, ...]:
             mlflow_client.set_registered_model_alias(state.sibling, state.alias, state.wanted)
         moved.append(state.line(name))
     return tuple(moved)
+
+
+def repair_note(mlflow_client: Any, name: str) -> str:
+    """Complete what an interrupted promote or rollback left: the siblings' aliases follow the student's again
+    (:func:`follow`); returns a sentence for the record, empty when they agreed."""
+    moved = follow(mlflow_client, name)
+    if not moved:
+        return ""
+    log.warning("registry: the ONNX siblings disagreed with %s and were moved: %s", name, "; ".join(moved))
+    return f" (repaired first, an earlier move had been interrupted: {'; '.join(moved)})"
+
+
+def repair(
+    mlflow_client: Any, name: str, *, dry_run: bool = False, lock_options: dict[str, float] | None = None
+) -> RepairRecord:
+    """Make the ONNX siblings' aliases follow ``name``'s again (:func:`follow`), under the
+    promotion lock; a dry run only lists what disagrees."""
+    if dry_run:
+        found = disagreements(mlflow_client, name)
+        verdict = "would move: " + "; ".join(found) if found else "nothing to repair"
+        return RepairRecord(found, True, f"dry run: {name} and its ONNX siblings: {verdict}")
+    with registry.promotion_lock(mlflow_client, name, **(lock_options or {})):
+        moved = follow(mlflow_client, name)
+    verdict = "moved " + "; ".join(moved) if moved else "their aliases already agree; nothing to repair"
+    return RepairRecord(moved, False, f"{name} and its ONNX siblings: {verdict}")

@@ -12,12 +12,12 @@ from typing import Any, TypeVar
 from kdpipe.config import Params
 from kdpipe.data.prepared import MANIFEST_FILE, PreparedData
 from kdpipe.deploy import onnx_metadata
-from kdpipe.deploy.deployment import registry_files
+from kdpipe.deploy.deployment_record import registry_files
 from kdpipe.evaluation.validation_metrics import ValidationMetrics
 from kdpipe.infra import files
 from kdpipe.infra.errors import KdpipeError
 from kdpipe.models.file import MODEL_FILE, load_model
-from kdpipe.promotion import champion
+from kdpipe.promotion import champion, siblings
 from kdpipe.promotion import moves as registry_moves
 from kdpipe.promotion.decision import Decision
 from kdpipe.promotion.gate import Scores
@@ -26,7 +26,7 @@ from kdpipe.steps.spec import PROMOTE
 from kdpipe.steps.tracked import tracked_run
 from kdpipe.steps.workdir import claims
 from kdpipe.teacher import source as teacher
-from kdpipe.tracking import registry, tags
+from kdpipe.tracking import registry, tags, webhooks
 from kdpipe.tracking.lineage import lineage_tags
 from kdpipe.tracking.logged_models import logged_student
 from kdpipe.tracking.server import check_tracking, tracking_errors
@@ -167,7 +167,7 @@ def rollback(params: Params, dry_run: bool = False) -> RollbackRecord:
 def repair_registry(params: Params, dry_run: bool = False) -> RepairRecord:
     """Make the ONNX siblings' aliases follow the student's where an interrupted promote or rollback left them."""
     with tracking_errors(params, "registry repair"):
-        result = registry_moves.repair(
+        result = siblings.repair(
             registry.connect(params, "registry repair"), params.tracking.registered_model, dry_run=dry_run
         )
     log.info("registry repair: %s", result.message)
@@ -177,7 +177,7 @@ def repair_registry(params: Params, dry_run: bool = False) -> RepairRecord:
 def add_webhook(params: Params, url: str, secret: str) -> WebhookRecord:
     """Have the registry's MLflow server call ``url``, signed with ``secret``, when a version gets an alias."""
     with tracking_errors(params, "adding the webhook"):
-        hook = registry.add_alias_webhook(
+        hook = webhooks.add_alias_webhook(
             registry.connect(params, "a webhook"), params.tracking.registered_model, url, secret
         )
     return WebhookRecord(

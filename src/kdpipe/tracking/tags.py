@@ -50,6 +50,20 @@ STUDENT_MODEL = "kdpipe.student_model"
 STUDENT_VERSION = "kdpipe.student_version"
 MODEL_CARD_URI = "kdpipe.model_card_uri"  # where a registered version's model card (Markdown and JSON) is
 
+# What an exported file says about itself (ONNX metadata_props, OpenVINO rt_info): its classes (CLASSES), data
+# (DATA_SHA256), kdpipe (VERSION) and registered version (REGISTERED_VERSION) under the tags' names, and these.
+REGISTERED_MODEL = "kdpipe.registered_model"
+INPUT_NAME = "kdpipe.input_name"
+OUTPUT_NAME = "kdpipe.output_name"
+INPUT_SHAPE = "kdpipe.input_shape"  # JSON, -1 for the batch axis
+INPUT_LAYOUT = "kdpipe.input_layout"
+INPUT_DTYPE = "kdpipe.input_dtype"
+INPUT_RANGE = "kdpipe.input_range"
+NORMALIZATION = "kdpipe.normalization"  # JSON: mean, std and where they are applied
+OPSET = "kdpipe.opset"
+PRECISION = "kdpipe.precision"  # fp32 or int8
+TEACHER = "kdpipe.teacher"  # JSON: the teacher's lineage tags
+
 # The registry's champion chain and audit trail.
 PREVIOUS_CHAMPION = "kdpipe.previous_champion"
 CHAMPION_HISTORY = "kdpipe.champion_history"
