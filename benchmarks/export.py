@@ -1,10 +1,11 @@
-"""The student's batch-1 latency as eager PyTorch, ONNX fp32 and ONNX static int8, in one process.
+"""The student's batch-1 latency as eager PyTorch, ONNX Runtime fp32/int8 and OpenVINO fp32/int8, in one process.
 
-The three run on the same images at the same thread count (``--threads``, default 1: the common
-edge case; torch's intra- and inter-op threads and ONNX Runtime's intra-op threads are all set to
-it). Measurements are interleaved: each round times every format once, in an order that rotates
-from round to round, so a burst of load from another process hits all three alike. It prints the
-median latency of each and the ratios against eager:
+The five run on the same images at the same thread count (``--threads``, default 1: the common
+edge case; torch's intra- and inter-op threads, ONNX Runtime's intra-op threads and OpenVINO's
+INFERENCE_NUM_THREADS are all set to it). Measurements are interleaved: each round times every format
+once, in an order that rotates from round to round, so a burst of load from another process hits all
+alike. OpenVINO's IR is made from the same ONNX fp32 file and its int8 by NNCF on the same calibration
+images, as validate makes them. It prints the median latency of each and the ratios against eager:
 
     format=<name> p50_ms=<x> speedup_vs_eager=<eager p50 / this p50>
 
@@ -30,6 +31,7 @@ import torch
 from kdpipe.config import DEFAULT_PARAMS, load_params
 from kdpipe.data.prepared import load_prepared
 from kdpipe.deploy import onnx as export
+from kdpipe.deploy import openvino as ov
 from kdpipe.deploy.deployment import input_shape
 from kdpipe.models import create_model
 from kdpipe.models.file import MODEL_FILE, load_model
@@ -76,6 +78,9 @@ def main(argv: list[str] | None = None) -> None:
         sessions = {
             name: export.session(path, args.threads) for name, path in (("onnx_fp32", fp32), ("onnx_int8", int8))
         }
+        ir = ov.from_onnx(fp32, Path(tmp) / "student_openvino.xml", {})
+        ir_int8 = ov.quantize_int8(ir, calibration, Path(tmp) / "student_openvino_int8.xml", what)
+        compiled = {"openvino_fp32": ov.compiled(ir, args.threads), "openvino_int8": ov.compiled(ir_int8, args.threads)}
         array = image.numpy()
 
         def eager_call() -> None:
@@ -84,6 +89,7 @@ def main(argv: list[str] | None = None) -> None:
 
         calls: dict[str, Callable[[], object]] = {"eager": eager_call}
         calls.update({name: (lambda s=s: s.run(None, {export.INPUT: array})) for name, s in sessions.items()})
+        calls.update({name: (lambda c=c: c(array)) for name, c in compiled.items()})
         times: dict[str, list[float]] = {name: [] for name in calls}
         names = list(calls)
         for _ in range(3):  # warm-up
@@ -98,7 +104,7 @@ def main(argv: list[str] | None = None) -> None:
     p50 = {name: statistics.median(t) for name, t in times.items()}
     print(
         f"model={what} threads={args.threads} rounds={args.rounds} calls={args.calls} torch={torch.__version__} "
-        f"onnxruntime={ort.__version__}"
+        f"onnxruntime={ort.__version__} openvino={ov.runtime().__version__}"
     )
     for name, value in p50.items():
         print(f"format={name} p50_ms={value:.4f} speedup_vs_eager={p50['eager'] / value:.2f}")
