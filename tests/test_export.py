@@ -286,12 +286,13 @@ def test_an_op_onnx_cannot_express_is_named_in_the_error(tmp_path: Path) -> None
     assert not list(tmp_path.iterdir()), "a failed export leaves no file"
 
 
-def test_the_registered_version_points_at_its_onnx_files_and_they_serve_its_classes(
+def test_the_registered_version_points_at_its_onnx_files_siblings_and_model_card(
     trained: Params, mlflow_server: str
 ) -> None:
     """A real ``mlflow server`` (artifacts on SeaweedFS): validate exports, promote logs the fp32 and int8 files
     with the onnx flavour and tags the version with their URIs; pyfunc on the ONNX model predicts the classes
-    the registered PyTorch champion predicts."""
+    the registered PyTorch champion predicts; the ONNX siblings serve the files by alias, stamped with the
+    version; the model card holds metrics.json's figures."""
     import uuid
 
     import mlflow
@@ -323,6 +324,26 @@ def test_the_registered_version_points_at_its_onnx_files_and_they_serve_its_clas
         props = {p.key: p.value for p in model.metadata_props}
         assert (props["kdpipe.registered_model"], props["kdpipe.registered_version"]) == (name, "1")
     assert {p.key: p.value for p in int8.metadata_props}["kdpipe.precision"] == "int8"
+    # The model card: linked from the version, every figure the one validate wrote in metrics.json.
+    card_uri = version.tags["kdpipe.model_card_uri"]
+    assert card_uri.endswith("/model_card.md") and version.description.rstrip().endswith(f"`{card_uri}`")
+    with fluent_uri(mlflow_server):
+        card = json.loads(Path(mlflow.artifacts.download_artifacts(card_uri.replace(".md", ".json"))).read_text())
+        markdown = Path(mlflow.artifacts.download_artifacts(card_uri)).read_text()
+    metrics = json.loads((Path(params.paths.validation) / "metrics.json").read_text())
+    assert card["model"]["version"] == "1" and card["gate"]["decision"] == "champion"
+    assert card["accuracy"]["test"] == {"student": metrics["student"]["top1"], "teacher": metrics["teacher"]["top1"]}
+    for who in ("student", "teacher"):
+        assert card["accuracy"]["gate"][who]["top1"] == metrics["gate"][who]["top1"]
+    assert card["cost"]["by_model"] == metrics["deployment"]["cost"] and card["cost"]["by_model"]["student"]
+    assert card["limits"]["int8"]["onnx"]["drop"] == metrics["deployment"]["int8"]["drop"]
+    assert card["limits"]["int8"]["openvino"]["drop"] == metrics["deployment"]["openvino_int8"]["drop"]
+    by_class = {row["class"]: (row["student"], row["teacher"]) for row in card["accuracy"]["per_class_test"]}
+    classes = load_prepared(params.paths.prepared).manifest["classes"]
+    details = json.loads((Path(params.paths.validation) / "details.json").read_text())
+    assert [by_class[c][0] for c in classes] == details["student"]["per_class_accuracy"]
+    assert [by_class[c][1] for c in classes] == details["teacher"]["per_class_accuracy"]
+    assert f"| test top-1 | {metrics['student']['top1']:.2%} | {metrics['teacher']['top1']:.2%} |" in markdown
     # An export changed after validate measured it is never registered: promote refuses, naming it.
     onnx_file = Path(params.paths.validation) / "student.onnx"
     onnx_file.write_bytes(onnx_file.read_bytes() + b"\0")

@@ -13,6 +13,7 @@ from kdpipe.config import Params
 from kdpipe.data.prepared import MANIFEST_FILE, PreparedData
 from kdpipe.deploy import onnx_metadata
 from kdpipe.deploy.deployment_record import registry_files
+from kdpipe.evaluation import model_card
 from kdpipe.evaluation.validation_metrics import ValidationMetrics
 from kdpipe.infra import files
 from kdpipe.infra.errors import KdpipeError
@@ -97,9 +98,10 @@ def promote(params: Params, dry_run: bool = False) -> PromotionRecord:
         validated["student"], validated["labels"], decision.data_sha256, decision.corrupted_top1
     )
     lineage = {**lineage_tags(params), **teacher.lineage(params)}
+    metrics = _read_validated(val_dir / files.METRICS_FILE, ValidationMetrics.from_dict)
     version_tags = registry_moves.candidate_tags(
         lineage,
-        _read_validated(val_dir / files.METRICS_FILE, ValidationMetrics.from_dict).student,
+        metrics.student,
         basis=champion.validated_on(PreparedData({}, manifest)),  # the manifest's properties only
         model_sha256=model_sha,
         student_arch=load_model(model_path)[1]["arch"],
@@ -140,6 +142,13 @@ def promote(params: Params, dry_run: bool = False) -> PromotionRecord:
             }
         )
         run.log_text(record.to_json(), files.PROMOTION_FILE)
+        if record.version:
+            transfer = min(params.train.subset or manifest["splits"]["train"], manifest["splits"]["train"])
+            details = files.read_json(val_dir / files.DETAILS_FILE)
+            card = model_card.build(name, record.version, version_tags, manifest, transfer, metrics, details, record)
+            run.log_text(model_card.to_json(card), model_card.CARD_JSON)
+            run.log_text(model_card.render(card), model_card.CARD_MD)
+            registry.link_card(mlflow_client, name, record.version, f"runs:/{run.run_id}/{model_card.CARD_MD}")
         run.describe(record.message)
     return _record_promotion(params, record)
 

@@ -39,6 +39,7 @@ STALE_AFTER_S = 600.0
 WAIT_S = 900.0
 POLL_S = 0.25
 MAX_POLL_S = 2.0
+CARD_LINE = "Model card (Markdown and JSON, in the promote run's artifacts): "
 _MODELS_URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:@(?P<alias>[^/]+)|/(?P<version>\d+))$")
 
 
@@ -208,6 +209,13 @@ def _delete_if_held_by(mlflow_client: Any, lock: str, owner: str) -> None:
     except MlflowException as exc:
         if _error_code(exc) != "RESOURCE_DOES_NOT_EXIST":
             raise
+
+
+def link_card(mlflow_client: Any, name: str, version: str, uri: str) -> None:
+    """Point version ``version`` at its model card ``uri`` (a tag, and a line closing its description)."""
+    mlflow_client.set_model_version_tag(name, version, tags.MODEL_CARD_URI, uri)
+    described = (get_version(mlflow_client, name, version).description or "").split(CARD_LINE)[0].rstrip()
+    mlflow_client.update_model_version(name, version, description=f"{described}\n\n{CARD_LINE}`{uri}`")
 
 
 def parse_models_uri(uri: str) -> tuple[str, str | None, str | None]:
