@@ -286,16 +286,11 @@ def test_an_op_onnx_cannot_express_is_named_in_the_error(tmp_path: Path) -> None
     assert not list(tmp_path.iterdir()), "a failed export leaves no file"
 
 
-def test_the_registered_version_points_at_its_onnx_files_siblings_and_model_card(
-    trained: Params, mlflow_server: str
-) -> None:
-    """A real ``mlflow server`` (artifacts on SeaweedFS): validate exports, promote logs the fp32 and int8 files
-    with the onnx flavour and tags the version with their URIs; pyfunc on the ONNX model predicts the classes
-    the registered PyTorch champion predicts; the ONNX siblings serve the files by alias, stamped with the
-    version; the model card holds metrics.json's figures."""
+@pytest.fixture(scope="module")
+def registered(trained: Params, mlflow_server: str) -> tuple[Params, str]:
+    """The trained student validated and promoted to a registered model of its own on the real server: v1, the
+    champion."""
     import uuid
-
-    import mlflow
 
     name = f"onnx-{uuid.uuid4().hex[:8]}"
     params = trained.model_copy(
@@ -304,6 +299,65 @@ def test_the_registered_version_points_at_its_onnx_files_siblings_and_model_card
     steps.validate_student(params)
     record = steps.promote(params)
     assert record.promoted and record.version == "1"
+    return params, name
+
+
+@pytest.mark.parametrize("sibling", ["", "-onnx"], ids=["pytorch", "onnx"])
+def test_the_served_rest_model_predicts_the_champions_classes(
+    registered: tuple[Params, str], mlflow_server: str, tmp_path: Path, sibling: str
+) -> None:
+    """``mlflow models serve -m models:/<name>@champion --env-manager local`` (the PyTorch model, and its ONNX
+    sibling ``<name>-onnx``), a real server process reading the real registry: 64 real test images posted as
+    JSON to ``/invocations`` come back as the classes kdpipe's own student file predicts."""
+    import os
+
+    import requests
+
+    from servers import BIN, Server, free_port
+
+    params, name = registered
+    data = load_prepared(params.paths.prepared)
+    images, _ = data.split("test")
+    student, _ = load_model(Path(params.paths.student) / MODEL_FILE)
+    m = data.manifest
+    expected = predict_unit_images(ServingClassifier(student, m["mean"], m["std"]).eval(), images[:64]).argmax(1)
+    port = free_port()
+    argv = [str(BIN / "mlflow"), "models", "serve", "-m", f"models:/{name}{sibling}@champion"]
+    argv += ["--env-manager", "local", "-h", "127.0.0.1", "-p", str(port)]
+    # As in an activated environment: MLflow starts `uvicorn` by name, from PATH.
+    env = {**os.environ, "MLFLOW_TRACKING_URI": mlflow_server, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
+    server = Server("mlflow models serve", argv, env, tmp_path / "serve.log")
+    url = f"http://127.0.0.1:{port}"
+
+    def ready() -> bool:
+        try:
+            return requests.get(f"{url}/ping", timeout=2).status_code == 200
+        except requests.RequestException:
+            return False
+
+    try:
+        server.wait_until(ready, f"{url}/ping")
+        reply = requests.post(
+            f"{url}/invocations", json={"inputs": images[:64].float().div(255).numpy().tolist()}, timeout=60
+        )
+    finally:
+        server.stop()
+    assert reply.status_code == 200, reply.text[:500]
+    served = _logits(reply.json()["predictions"])
+    assert served.shape == (64, 10)
+    assert (served.argmax(1) == expected.numpy()).all()
+
+
+def test_the_registered_version_points_at_its_onnx_files_siblings_and_model_card(
+    registered: tuple[Params, str], mlflow_server: str
+) -> None:
+    """A real ``mlflow server`` (artifacts on SeaweedFS): validate exports, promote logs the fp32 and int8 files
+    with the onnx flavour and tags the version with their URIs; pyfunc on the ONNX model predicts the classes
+    the registered PyTorch champion predicts; the ONNX siblings serve the files by alias, stamped with the
+    version; the model card holds metrics.json's figures."""
+    import mlflow
+
+    params, name = registered
     client = mlflow.MlflowClient(mlflow_server)
     version = client.get_model_version(name, "1")
     onnx_uri, int8_uri = version.tags["kdpipe.onnx_model_uri"], version.tags["kdpipe.onnx_int8_model_uri"]
