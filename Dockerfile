@@ -24,9 +24,10 @@ RUN python -m venv /opt/kdpipe \
     && /opt/kdpipe/bin/pip install --no-cache-dir -r requirements.lock
 COPY pyproject.toml README.md ./
 COPY src ./src
+COPY probe ./probe
 COPY components ./components
 COPY pipelines ./pipelines
-RUN /opt/kdpipe/bin/pip install --no-cache-dir --no-deps .
+RUN /opt/kdpipe/bin/pip install --no-cache-dir --no-deps ./probe .
 
 FROM ${PYTHON_IMAGE} AS runtime
 ARG IMAGE=ghcr.io/kdpipe/kdpipe:0.1.0

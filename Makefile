@@ -5,11 +5,11 @@ STAMP := $(VENV)/.installed
 
 .PHONY: demo test lint docs data browser env image image-check
 
-$(STAMP): requirements.lock pyproject.toml
+$(STAMP): requirements.lock pyproject.toml probe/pyproject.toml
 	python3 -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade "pip>=25"
 	$(BIN)/pip install --quiet -r requirements.lock
-	$(BIN)/pip install --quiet --no-deps -e .
+	$(BIN)/pip install --quiet --no-deps -e ./probe -e .
 	touch $(STAMP)
 
 env: $(STAMP)
@@ -30,13 +30,13 @@ demo: env data $(RESHOT)
 	$(BIN)/kdpipe run -p "validate.operational=[{name: reshot, source: $(RESHOT)}]"
 
 test: env data browser
-	$(BIN)/ruff check src tests benchmarks components pipelines scripts docs/hooks
-	$(BIN)/ruff format --check src tests benchmarks components pipelines scripts docs/hooks
+	$(BIN)/ruff check src probe tests benchmarks components pipelines scripts docs/hooks
+	$(BIN)/ruff format --check src probe tests benchmarks components pipelines scripts docs/hooks
 	$(BIN)/python -m pytest -q --durations=30
 
 lint: env
-	$(BIN)/ruff check src tests benchmarks components pipelines scripts docs/hooks
-	$(BIN)/ruff format --check src tests benchmarks components pipelines scripts docs/hooks
+	$(BIN)/ruff check src probe tests benchmarks components pipelines scripts docs/hooks
+	$(BIN)/ruff format --check src probe tests benchmarks components pipelines scripts docs/hooks
 
 # The docs site (mkdocs, Material) into site/; `make docs SERVE=1` serves it on localhost:8000 instead.
 docs: env

@@ -286,6 +286,50 @@ def test_an_op_onnx_cannot_express_is_named_in_the_error(tmp_path: Path) -> None
     assert not list(tmp_path.iterdir()), "a failed export leaves no file"
 
 
+def test_kdpipe_probe_runs_in_a_fresh_virtualenv_holding_only_the_torch_free_install(
+    deployed: tuple[Params, dict], tmp_path: Path
+) -> None:
+    """``pip install ./probe`` into a new virtualenv (its dependencies pinned by the lock: onnxruntime, numpy,
+    Pillow), then ``kdpipe-probe`` on the student's int8 ONNX file and 100 real test images written as PNG class
+    folders: no torch and no kdpipe in that environment, and the top-1 it reports is the one kdpipe computes on
+    the same images with the same file."""
+    import subprocess
+    import sys
+
+    from PIL import Image
+
+    from conftest import REPO
+    from kdpipe.models.top1 import top1
+
+    params, _ = deployed
+    onnx_file = Path(params.paths.validation) / "student_int8.onnx"
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    pip = [str(venv / "bin" / "pip"), "install", "--quiet", "-c", str(REPO / "requirements.lock")]
+    installed = subprocess.run([*pip, str(REPO / "probe")], capture_output=True, text=True)
+    assert installed.returncode == 0, installed.stderr[-2000:]
+    python = str(venv / "bin" / "python")
+    for module in ("torch", "kdpipe"):
+        assert subprocess.run([python, "-c", f"import {module}"], capture_output=True).returncode != 0, module
+    images, labels = load_prepared(params.paths.prepared).split("test")
+    images, labels = images[:100], labels[:100]
+    for i, (image, label) in enumerate(zip(images, labels, strict=True)):
+        folder = tmp_path / "images" / str(int(label))
+        folder.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(image[0].numpy()).save(folder / f"{i:03d}.png")
+    out = tmp_path / "result.json"
+    argv = [str(venv / "bin" / "kdpipe-probe"), str(onnx_file), "--images", str(tmp_path / "images")]
+    argv += ["--device", "ci-box", "--repeats", "20", "--warmup", "2", "--out", str(out)]
+    probed = subprocess.run(argv, capture_output=True, text=True)
+    assert probed.returncode == 0, probed.stderr[-2000:]
+    result = json.loads(out.read_text())
+    expected = top1(export.onnx_logits(export.session(onnx_file, 1), images), labels)
+    assert result["accuracy"]["images"] == 100 and result["accuracy"]["top1"] == pytest.approx(expected, abs=1e-6)
+    assert (result["format"], result["device"]["name"], result["figures"]["probes"]) == ("onnx_int8", "ci-box", 3)
+    assert 0 < result["figures"]["p50_ms"] <= result["figures"]["p50_ms_max"] and result["figures"]["memory_mb"] > 0
+    assert result["runtime"].startswith("onnxruntime ") and result["metadata"]["kdpipe.precision"] == "int8"
+
+
 @pytest.fixture(scope="module")
 def registered(trained: Params, mlflow_server: str) -> tuple[Params, str]:
     """The trained student validated and promoted to a registered model of its own on the real server: v1, the
@@ -346,6 +390,53 @@ def test_the_served_rest_model_predicts_the_champions_classes(
     served = _logits(reply.json()["predictions"])
     assert served.shape == (64, 10)
     assert (served.argmax(1) == expected.numpy()).all()
+
+
+def test_a_probe_of_the_registered_onnx_champion_is_attached_to_its_version(
+    registered: tuple[Params, str], mlflow_server: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``kdpipe probe models:/<name>-onnx@champion`` downloads the registered file (which names its version) and
+    probes it; ``kdpipe registry attach-probe`` puts the result on that student version. A file validate wrote
+    belongs to no version: attaching its result is one error naming the way out."""
+    import mlflow
+
+    from kdpipe.cli import main
+    from kdpipe.kubeflow.params import dump_params
+
+    params, name = registered
+    params_file = tmp_path / "params.yaml"
+    params_file.write_text(dump_params(params))
+    out = tmp_path / "line4.json"
+    target = f"models:/{name}-onnx@champion"
+    assert (
+        main(["-q", "probe", target, "-c", str(params_file), "--device", "line4", "--probes", "1", "--out", str(out)])
+        == 0
+    )
+    result = json.loads(out.read_text())
+    assert result["metadata"]["kdpipe.registered_version"] == "1" and result["format"] == "onnx"
+    assert main(["-q", "registry", "attach-probe", str(out), "-c", str(params_file)]) == 0
+    assert capsys.readouterr().out.startswith(f"{name} v1: line4's probe attached as kdpipe.device_probe.line4")
+    attached = json.loads(
+        mlflow.MlflowClient(mlflow_server).get_model_version(name, "1").tags["kdpipe.device_probe.line4"]
+    )
+    assert attached["p50_ms"] == result["figures"]["p50_ms"] and attached["sha256"] == result["sha256"]
+    unregistered = tmp_path / "validate.json"
+    probed = main(
+        [
+            "-q",
+            "probe",
+            str(Path(params.paths.validation) / "student_int8.onnx"),
+            "-c",
+            str(params_file),
+            "--probes",
+            "1",
+            "--out",
+            str(unregistered),
+        ]
+    )
+    assert probed == 0
+    assert main(["-q", "registry", "attach-probe", str(unregistered), "-c", str(params_file)]) == 2
+    assert "belongs to no registered version" in capsys.readouterr().err
 
 
 def test_the_registered_version_points_at_its_onnx_files_siblings_and_model_card(

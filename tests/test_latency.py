@@ -1,4 +1,4 @@
-"""How the gate's latency is settled (kdpipe.deploy.latency): the median of repeated probes, probed again over
+"""How the gate's latency is settled (kdpipe_probe.settle): the median of repeated probes, probed again over
 the limit. The probes here are given figures, one per call, so each case states the measurements it needs; the
 real probe processes are settled the same way in test_export."""
 
@@ -7,8 +7,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-
-from kdpipe.deploy.latency import settle
+from kdpipe_probe.settle import settle
 
 
 def probes(*p50s: float) -> tuple[list[float], object]:

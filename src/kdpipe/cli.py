@@ -10,6 +10,7 @@ imports them by name.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import shlex
@@ -80,6 +81,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("registry", help="the model registry's MLflow server: webhooks, repairing the ONNX siblings")
     registry_sub = p.add_subparsers(dest="registry_command", required=True)
     p = registry_sub.add_parser(
+        "attach-probe", help="put a kdpipe-probe result on the registered version its file belongs to"
+    )
+    _add_common(p)
+    p.add_argument("result", type=Path, help="the JSON result kdpipe-probe (or kdpipe probe) wrote")
+    p.add_argument("--version", help="the student version, when the probed file does not name it")
+    p = registry_sub.add_parser(
         "repair", help="make the ONNX siblings' champion/challenger follow the student's (after an interrupted move)"
     )
     _add_common(p)
@@ -98,6 +105,15 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="VAR",
         help="environment variable holding the signing secret (never put the secret on the command line)",
     )
+    p = sub.add_parser(
+        "probe", help="an exported student's latency, memory, size and top-1 on this machine (as kdpipe-probe)"
+    )
+    _add_common(p)
+    p.add_argument("target", help="an .onnx file, OpenVINO .xml, or models:/<name>-onnx@<alias>")
+    p.add_argument("--images", type=Path, help="a folder of class folders (by class name or index): adds top-1")
+    p.add_argument("--device", help="the name this machine goes by in the result (default: its hostname)")
+    p.add_argument("--probes", type=int, default=3, help="fresh probe processes; latency is their median")
+    p.add_argument("--out", type=Path, help="write the JSON result here (default: print it)")
     from kdpipe.study import add_arguments as add_study_arguments
 
     p = sub.add_parser("study", help="the accuracy study: baselines, the recipe, its ablations, the capacity gap")
@@ -246,11 +262,12 @@ def main(argv: list[str] | None = None) -> int:
             ROLLBACK.verb: lambda: steps.rollback(params, dry_run=args.dry_run),
             RUN_PIPELINE.verb: lambda: steps.run_pipeline(params, resume=args.resume),
             "study": lambda: _study(params, args, argv),
-            "registry": lambda: (
-                steps.repair_registry(params, dry_run=args.dry_run)
-                if args.registry_command == "repair"
-                else steps.add_webhook(params, args.url, _secret(args.secret_env))
-            ),
+            "registry": lambda: {
+                "repair": lambda: steps.repair_registry(params, dry_run=args.dry_run),
+                "attach-probe": lambda: steps.attach_probe(params, args.result, args.version),
+                "webhook": lambda: steps.add_webhook(params, args.url, _secret(args.secret_env)),
+            }[args.registry_command](),
+            "probe": lambda: steps.probe(params, args.target, args.images, args.device, args.probes, args.out),
         }
         result = args.plugin.run(args) if hasattr(args, "plugin") else actions[args.command]()
         if args.command == RUN_PIPELINE.verb:
@@ -265,6 +282,8 @@ def main(argv: list[str] | None = None) -> int:
             print("\n".join([*_columns(report.cost_rows(result)), report.spread_line(result)]).rstrip())
         elif args.command in (PROMOTE.verb, ROLLBACK.verb, "registry"):
             print(result.message)
+        elif args.command == "probe" and not args.out:
+            print(json.dumps(result, indent=2))
     except KdpipeError as exc:
         print(f"kdpipe: error: {exc}", file=sys.stderr)
         return 2

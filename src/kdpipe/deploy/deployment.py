@@ -6,7 +6,7 @@ int8 (offered for deployment only while its top-1 on the gate split trails fp32'
 like. Every model and format is then probed the same way in a fresh process
 (:mod:`kdpipe.deploy.cost_probe`): batch-1 latency p50 and p95, throughput, memory and file size, at
 ``export.threads`` threads. The gate reads the student's figures in ``validate.deploy_format``: the median of
-``export.latency_probes`` probes, probed again before a limit refuses it (:mod:`kdpipe.deploy.latency`).
+``export.latency_probes`` probes, probed again before a limit refuses it (:mod:`kdpipe_probe.settle`).
 
 The teacher's figures only feed the cost table, and a teacher a team brings may not go where kdpipe's own
 does (torch.onnx cannot trace TorchScript; a module may use an op ONNX lacks): a teacher figure that cannot be
@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from kdpipe_probe.settle import settle
 
 from kdpipe.config import ExportConfig, Params
 from kdpipe.data.prepared import PreparedData
@@ -31,7 +32,6 @@ from kdpipe.deploy import onnx as export
 from kdpipe.deploy import openvino as ov
 from kdpipe.deploy.deployment_record import Deployment
 from kdpipe.deploy.int8 import int8_verdict, measure_int8
-from kdpipe.deploy.latency import settle
 from kdpipe.infra.errors import KdpipeError
 from kdpipe.infra.files import ONNX_FILES
 from kdpipe.models.file import MODEL_FILE
@@ -144,7 +144,7 @@ def _probe(
     gated: tuple[str, float | None] | None = None,
 ) -> dict[str, dict[str, float]]:
     """``who``'s cost by format (:func:`kdpipe.deploy.cost_probe.measure`) with its top-1; the format of ``gated``
-    (format, latency limit) is probed as :func:`kdpipe.deploy.latency.settle` says, the others once; a teacher's
+    (format, latency limit) is probed as :func:`kdpipe_probe.settle.settle` says, the others once; a teacher's
     probe that fails is noted in ``not_measured`` (a student's fails the step)."""
     cost = {}
     for fmt, path in by_format.items():

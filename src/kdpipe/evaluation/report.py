@@ -116,7 +116,7 @@ def not_measured_lines(deployment: dict[str, Any]) -> list[str]:
 
 
 def spread_line(deployment: dict[str, Any]) -> str:
-    """How the gate's latency was settled (:mod:`kdpipe.deploy.latency`): probes and the spread of their p50;
+    """How the gate's latency was settled (:mod:`kdpipe_probe.settle`): probes and the spread of their p50;
     empty for files written before it."""
     f = deployment["cost"]["student"][deployment["deploy_format"]]
     if "probes" not in f:

@@ -17,12 +17,15 @@ distill              student.py       components/distill.py
 validate_student     validation.py    components/validate_student.py
 export_models        validation.py    (validate runs it first)
 promote, rollback    promotion.py     components/promote.py
+probe, attach        probe.py         (a command: the cost measured on a device)
 run_pipeline         pipeline.py      (the whole pipeline, locally)
 ===================  ===============  =====================================
 """
 
 from kdpipe.steps.data import prepare_data
 from kdpipe.steps.pipeline import run_pipeline
+from kdpipe.steps.probe import attach as attach_probe
+from kdpipe.steps.probe import probe
 from kdpipe.steps.promotion import add_webhook, promote, repair_registry, rollback
 from kdpipe.steps.student import distill
 from kdpipe.steps.teacher import evaluate_teacher, fill_teacher_cache
@@ -30,11 +33,13 @@ from kdpipe.steps.validation import export_models, validate_student
 
 __all__ = [
     "add_webhook",
+    "attach_probe",
     "distill",
     "evaluate_teacher",
     "export_models",
     "fill_teacher_cache",
     "prepare_data",
+    "probe",
     "promote",
     "repair_registry",
     "rollback",

@@ -64,6 +64,15 @@ OPSET = "kdpipe.opset"
 PRECISION = "kdpipe.precision"  # fp32 or int8
 TEACHER = "kdpipe.teacher"  # JSON: the teacher's lineage tags
 
+# A registered version's figures as probed on a target device (kdpipe-probe's result, compact JSON).
+DEVICE_PROBE_PREFIX = "kdpipe.device_probe."
+
+
+def device_probe(device: str) -> str:
+    """The version tag holding ``device``'s probe result, e.g. ``kdpipe.device_probe.line4-pc``."""
+    return DEVICE_PROBE_PREFIX + device
+
+
 # The registry's champion chain and audit trail.
 PREVIOUS_CHAMPION = "kdpipe.previous_champion"
 CHAMPION_HISTORY = "kdpipe.champion_history"

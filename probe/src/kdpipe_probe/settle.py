@@ -1,4 +1,4 @@
-"""The latency the gate reads: the median of repeated probes, probed again before a limit refuses it.
+"""The latency figure of repeated probes: their median, probed again before a limit refuses it.
 
 One probe can be slowed many times over by a neighbour on a shared machine (one ``validate`` measured 124 ms at
 batch 1 where its identical rerun measured 0.85 ms), so the figure the gate reads is settled this way:
