@@ -293,6 +293,7 @@ def test_kdpipe_probe_runs_in_a_fresh_virtualenv_holding_only_the_torch_free_ins
     Pillow), then ``kdpipe-probe`` on the student's int8 ONNX file and 100 real test images written as PNG class
     folders: no torch and no kdpipe in that environment, and the top-1 it reports is the one kdpipe computes on
     the same images with the same file."""
+    import shutil
     import subprocess
     import sys
 
@@ -306,7 +307,8 @@ def test_kdpipe_probe_runs_in_a_fresh_virtualenv_holding_only_the_torch_free_ins
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
     pip = [str(venv / "bin" / "pip"), "install", "--quiet", "-c", str(REPO / "requirements.lock")]
-    installed = subprocess.run([*pip, str(REPO / "probe")], capture_output=True, text=True)
+    source = shutil.copytree(REPO / "probe", tmp_path / "probe")  # pip builds in the tree: not in the checkout
+    installed = subprocess.run([*pip, str(source)], capture_output=True, text=True)
     assert installed.returncode == 0, installed.stderr[-2000:]
     python = str(venv / "bin" / "python")
     for module in ("torch", "kdpipe"):
