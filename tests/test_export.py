@@ -155,14 +155,14 @@ def test_every_model_and_format_is_probed_and_the_teacher_needs_more_memory(depl
     assert teacher["onnx"]["memory_mb"] > student["onnx"]["memory_mb"]
 
 
-def test_openvino_fp32_reproduces_eager_on_the_real_test_split_and_int8_is_offered_by_the_gate_split_rule(
+def test_openvino_fp32_reproduces_eager_and_its_int8_stays_within_max_int8_drop_on_the_real_test_split(
     deployed: tuple[Params, dict],
 ) -> None:
     """The IR validate made from the student's ONNX file, run by OpenVINO on the CPU: fp32 agrees with eager
     PyTorch on every test image within the ONNX rule's |Δlogit|; NNCF's int8 trails fp32 by at most
-    export.max_int8_drop on the gate split, where validate decides it (the test split's drop is printed: this
-    3-epoch student is right on about 40 % of images, too few and too close to call for a claim there); the cost
-    table and the IR's rt_info have both."""
+    export.max_int8_drop on the gate split, where validate decides it, and on the test split; the cost table and
+    the IR's rt_info have both. (This 3-epoch student is right on about 40 % of images; NNCF's settings were
+    chosen on the demo student's val split, not here.)"""
     from kdpipe.deploy import openvino as ov
 
     params, d = deployed
@@ -180,6 +180,7 @@ def test_openvino_fp32_reproduces_eager_on_the_real_test_split_and_int8_is_offer
     print(f"OpenVINO int8 drop: {verdict['split']} {verdict['drop']:+.4f}, test {drop:+.4f} ({len(labels)} images)")
     assert verdict["split"] == "val" and verdict["calibration_images"] == 128
     assert verdict["drop"] <= params.export.max_int8_drop and verdict["offered"] and not verdict["reason"]
+    assert drop <= params.export.max_int8_drop  # on the test split too, with NNCF's full bias correction
     assert set(d["cost"]["student"]) == {"pytorch", "onnx", "onnx_int8", "openvino", "openvino_int8"}
     assert d["parity"]["student_openvino"]["top1_agreement"] == 1.0
     assert d["sha256"]["student_openvino.bin"] and d["sha256"]["student_openvino_int8.xml"]
