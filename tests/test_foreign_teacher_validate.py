@@ -92,7 +92,7 @@ def test_kdpipe_run_with_a_torchscript_teacher_says_its_onnx_figures_were_not_me
     reason = d["not_measured"]["teacher"]["onnx"]
     assert "TorchScript" in reason
     assert sorted(d["cost"]["teacher"]) == ["pytorch"]
-    assert sorted(d["cost"]["student"]) == ["onnx", "onnx_int8", "pytorch"]
+    assert sorted(d["cost"]["student"]) == ["onnx", "onnx_int8", "openvino", "openvino_int8", "pytorch"]
     assert d["cost"]["teacher"]["pytorch"]["size_kb"] == torchscript.stat().st_size / 1024
     assert d["cost"]["teacher"]["pytorch"]["p50_ms"] > 0
     assert "teacher" not in d["parity"] and "teacher_onnx" not in d["files"]

@@ -145,18 +145,29 @@ def _printed_link(run: subprocess.CompletedProcess[str], label: str) -> str:
 
 
 def test_a_webhook_call_is_signed_and_names_each_champion_move(reviewed: Reviewed) -> None:
-    """Exactly one signed `champion` call for the champion move, none for the version that stayed challenger."""
+    """Exactly one signed `champion` call for the champion move, none for the version that stayed challenger;
+    each ONNX sibling's aliases follow the student's, so its moves come as calls of their own, the same ones."""
+    import mlflow
+
+    client = mlflow.MlflowClient(reviewed.uri)
+    student_moves = [("1", "challenger"), ("1", "champion"), ("2", "challenger")]
+    expected = [(reviewed.model, version, alias) for version, alias in student_moves]
+    for suffix in ("onnx", "onnx-int8"):
+        sibling = f"{reviewed.model}-{suffix}"
+        exported = {
+            mv.tags["kdpipe.student_version"]: mv.version for mv in client.search_model_versions(f"name = '{sibling}'")
+        }
+        expected += [(sibling, exported[v], alias) for v, alias in student_moves if v in exported]
+    assert len(expected) > 3, "the champion's ONNX sibling was registered"
     deadline = time.monotonic() + PAGE_SETTLE_S
-    while time.monotonic() < deadline and len(reviewed.receiver.calls) < 3:
+    while time.monotonic() < deadline and len(reviewed.receiver.calls) < len(expected):
         time.sleep(0.5)  # the server delivers from a thread of its own
     events = reviewed.receiver.alias_events()
     moves = [(e["data"]["name"], e["data"]["version"], e["data"]["alias"]) for e in events]
-    assert sorted(moves) == [
-        (reviewed.model, "1", "challenger"),
-        (reviewed.model, "1", "champion"),
-        (reviewed.model, "2", "challenger"),
-    ]
-    assert [m for m in moves if m[2] == "champion"] == [(reviewed.model, "1", "champion")]
+    assert sorted(moves) == sorted(expected)
+    champions = [m for m in moves if m[2] == "champion"]
+    assert [m for m in champions if m[0] == reviewed.model] == [(reviewed.model, "1", "champion")]
+    assert len(champions) == len({m[0] for m in champions}), "one champion call per registered model"
     for headers, body in reviewed.receiver.calls:
         signed = f"{headers['X-MLflow-Delivery-Id']}.{headers['X-MLflow-Timestamp']}.{body.decode()}"
         digest = hmac.new(reviewed.secret.encode(), signed.encode(), hashlib.sha256).digest()
