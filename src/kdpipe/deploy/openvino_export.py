@@ -49,12 +49,9 @@ def measure(
     fp32 = ov.logits(ov.compiled(files["student_openvino"], cfg.threads), images)
     parity = export.parity(eager, fp32)
     export.check_parity(parity, f"student on the {split} split", "OpenVINO fp32")
-    ov.quantize_int8(
-        files["student_openvino"], calibration_images(params, data), files["student_openvino_int8"], "student"
-    )
+    calibration = calibration_images(params, data)
+    ov.quantize_int8(files["student_openvino"], calibration, files["student_openvino_int8"], "student")
     int8 = ov.logits(ov.compiled(files["student_openvino_int8"], cfg.threads), images)
     accuracy = {"openvino": top1(fp32, labels), "openvino_int8": top1(int8, labels)}
-    verdict = int8_verdict(
-        cfg, split, accuracy["openvino"], accuracy["openvino_int8"], len(calibration_images(params, data)), "OpenVINO"
-    )
+    verdict = int8_verdict(cfg, split, accuracy["openvino"], accuracy["openvino_int8"], len(calibration), "OpenVINO")
     return OpenVinoResult(files, parity, accuracy, verdict)

@@ -42,6 +42,15 @@ def _of_student(mlflow_client: Any, sibling: str, student_version: str) -> Any |
     return registry.find_version_by_tag(mlflow_client, sibling, tags.STUDENT_VERSION, str(student_version))
 
 
+def _exports(mlflow_client: Any, sibling: str) -> dict[str, str]:
+    """Every version of ``sibling`` by the student version it was exported from: one registry search."""
+    return {
+        mv.tags[tags.STUDENT_VERSION]: str(mv.version)
+        for mv in mlflow_client.search_model_versions(f"name = '{sibling}'")
+        if tags.STUDENT_VERSION in mv.tags
+    }
+
+
 def register(mlflow_client: Any, name: str, student: Any, run_id: str | None) -> dict[str, str]:
     """A version of each sibling for the export URIs the student version ``student`` names in its tags (once: a
     rerun finds it by its ``kdpipe.student_version`` tag); returns {sibling name: its version}. No alias moves."""
@@ -92,13 +101,13 @@ def _v(version: str | None) -> str:
 def states(mlflow_client: Any, name: str) -> list[AliasState]:
     """Every followed alias of every registered sibling, as it is and as the student's aliases say it should be."""
     found = []
+    held = {alias: registry.version_by_alias(mlflow_client, name, alias) for alias in FOLLOWED_ALIASES}
     for suffix in SIBLINGS.values():
         sibling = sibling_name(name, suffix)
         if not registry.exists(mlflow_client, sibling):
             continue
-        for alias in FOLLOWED_ALIASES:
-            student = registry.version_by_alias(mlflow_client, name, alias)
-            target = _of_student(mlflow_client, sibling, str(student.version)) if student is not None else None
+        exported = _exports(mlflow_client, sibling)
+        for alias, student in held.items():
             current = registry.version_by_alias(mlflow_client, sibling, alias)
             found.append(
                 AliasState(
@@ -106,7 +115,7 @@ def states(mlflow_client: Any, name: str) -> list[AliasState]:
                     alias,
                     student,
                     None if current is None else str(current.version),
-                    None if target is None else str(target.version),
+                    None if student is None else exported.get(str(student.version)),
                 )
             )
     return found
