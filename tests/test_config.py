@@ -74,6 +74,11 @@ def test_a_bare_off_means_off_for_progress_and_the_teacher_cache(tmp_path: Path)
         ({"export": {"formats": ["tensorrt"]}}, "export.formats.0"),
         ({"export": {"opset": 11}}, "export.opset"),
         ({"export": {"formats": ["onnx"]}, "validate": {"deploy_format": "openvino"}}, "validate.deploy_format"),
+        ({"validate": {"device_profile": "line4"}}, "validate.device_profile"),
+        (
+            {"validate": {"device_profile": "models:/s@champion#line4", "deploy_format": "pytorch"}},
+            "validate.device_profile",
+        ),
     ],
 )
 def test_bad_value_names_its_key(raw: dict, key: str) -> None:

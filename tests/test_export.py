@@ -19,6 +19,7 @@ from kdpipe.deploy import cost_probe
 from kdpipe.deploy import onnx as export
 from kdpipe.deploy.deployment import export_and_measure
 from kdpipe.deploy.deployment_record import registry_files
+from kdpipe.evaluation.validation_metrics import ValidationMetrics
 from kdpipe.infra.errors import KdpipeError
 from kdpipe.models import MODELS, create_model
 from kdpipe.models.file import MODEL_FILE, load_model
@@ -440,6 +441,71 @@ def test_a_probe_of_the_registered_onnx_champion_is_attached_to_its_version(
     assert probed == 0
     assert main(["-q", "registry", "attach-probe", str(unregistered), "-c", str(params_file)]) == 2
     assert "belongs to no registered version" in capsys.readouterr().err
+
+
+def test_the_latency_gate_reads_a_device_probe_stored_in_the_registry_scaled_by_this_pods_probe_of_its_file(
+    registered: tuple[Params, str], tmp_path: Path
+) -> None:
+    """``validate.device_profile: models:/<name>@champion#<device>``: validate downloads the file the device probed
+    (the champion's ONNX sibling, checked by sha256), probes it here, and the gate reads the candidate's latency
+    times the device's p50 over this pod's. A slower device cannot run here: its probe is this machine's own
+    ``kdpipe probe`` of the registered file with the latency figures multiplied by 1000 (the one stand-in; the
+    registry, the download, both probes and the gate are real), and the limit is 20 times this machine's figure.
+    A device with no stored probe, and a probe of another format than validate.deploy_format, are each one clear
+    error before anything is measured."""
+    from kdpipe.cli import main
+    from kdpipe.kubeflow.params import dump_params
+
+    params, name = registered
+    params_file, out = tmp_path / "params.yaml", tmp_path / "slow.json"
+    params_file.write_text(dump_params(params))
+    probe = ["-q", "probe", f"models:/{name}-onnx@champion", "-c", str(params_file), "--device", "slow-pc"]
+    assert main([*probe, "--probes", "1", "--out", str(out)]) == 0
+    result = json.loads(out.read_text())
+    limit = 20 * result["figures"]["p50_ms"]
+    for key in ("p50_ms", "p95_ms", "p50_ms_min", "p50_ms_max"):
+        result["figures"][key] *= 1000
+    out.write_text(json.dumps(result))
+    assert main(["-q", "registry", "attach-probe", str(out), "-c", str(params_file)]) == 0
+
+    def validate_with(profile: str, **validate: object) -> ValidationMetrics:
+        update = {"device_profile": profile, "corruptions": "none", "max_latency_ms": limit, **validate}
+        return steps.validate_student(
+            params.model_copy(
+                update={
+                    "validate_": params.validate_.model_copy(update=update),
+                    "export": params.export.model_copy(update={"formats": ("onnx",)}),
+                    "paths": params.paths.model_copy(update={"validation": str(tmp_path / "validation")}),
+                }
+            )
+        )
+
+    validated = validate_with(f"models:/{name}@champion#slow-pc")
+    profile = validated.deployment["device_profile"]
+    pod = validated.deployment["cost"]["student"]["onnx"]["p50_ms"]
+    decision = json.loads((tmp_path / "validation" / "decision.json").read_text())
+    assert (profile["device"], profile["sha256"], profile["device_p50_ms"]) == (
+        "slow-pc",
+        result["sha256"],
+        result["figures"]["p50_ms"],
+    )
+    assert profile["reference"] == f"{name} v1 ({name}-onnx v1)"
+    assert profile["ratio"] == pytest.approx(profile["device_p50_ms"] / profile["pod_p50_ms"]) and profile["ratio"] > 50
+    assert decision["latency_ms"] == pytest.approx(pod * profile["ratio"]) and decision["latency_on"] == "slow-pc"
+    assert pod < limit < decision["latency_ms"]
+    assert not validated.passed
+    assert (
+        f"the latency gate reads slow-pc: {pod:.3f} ms here x {profile['ratio']:.2f}"
+        in (tmp_path / "validation" / "report.md").read_text()
+    )
+    assert any(
+        r.startswith(f"latency {decision['latency_ms']:.2f} ms (onnx, estimated on slow-pc)")
+        for r in decision["reasons"]
+    )
+    with pytest.raises(KdpipeError, match=r"holds no probe from 'line9' .*probed by: .*slow-pc"):
+        validate_with(f"models:/{name}@champion#line9")
+    with pytest.raises(KdpipeError, match=r"slow-pc's probe is of onnx, but validate\.deploy_format is onnx_int8"):
+        validate_with(f"models:/{name}/1#slow-pc", deploy_format="onnx_int8")
 
 
 def test_the_registered_version_points_at_its_onnx_files_siblings_and_model_card(

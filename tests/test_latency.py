@@ -53,3 +53,24 @@ def test_one_probe_over_the_limit_gets_two_more_so_the_median_has_a_middle() -> 
 def test_without_a_limit_nothing_is_probed_again() -> None:
     asked, probe = probes(124.0, 130.0, 0.85)
     assert settle(probe, 3, limit=None)["p50_ms"] == 124.0 and len(asked) == 3
+
+
+def test_a_device_profile_carries_the_pods_latency_to_the_device_by_the_reference_files_ratio() -> None:
+    """The device ran the reference 4x as long as this pod did, so the gate reads 4x the candidate's pod latency,
+    and a refusal names the device."""
+    from kdpipe.config import ValidateConfig
+    from kdpipe.deploy.deployment_record import Deployment
+    from kdpipe.deploy.device_profile import DeviceProfile
+    from kdpipe.promotion.gate import decide_thresholds
+
+    profile = DeviceProfile("models:/s/3#line4", "line4", "onnx", "s v3 (s-onnx v3)", "ab", 8.0, 2.0, 1, "2026-12-07")
+    cost = {"student": {"onnx": {"p50_ms": 3.0, "memory_mb": 20.0}}}
+    deployed = Deployment({}, {}, {}, cost, "onnx", 1, 64, device_profile=profile)
+    figures = deployed.gate_figures()
+    assert (profile.ratio, figures["latency_ms_batch1"], figures["latency_on"]) == (4.0, 12.0, "line4")
+    assert figures["memory_mb"] == 20.0
+    cfg = ValidateConfig(min_top1=0.0, max_teacher_gap=None, max_latency_ms=10.0)
+    verdict = decide_thresholds({"top1": 0.9, **figures, "deploy_format": "onnx"}, {"top1": 0.9}, cfg)
+    assert verdict.reasons == ("latency 12.00 ms (onnx, estimated on line4) exceeds validate.max_latency_ms 10.00",)
+    assert verdict.latency_on == "line4"
+    assert Deployment({}, {}, {}, cost, "onnx", 1, 64).gate_figures()["latency_ms_batch1"] == 3.0

@@ -184,7 +184,7 @@ def _summary_table(v: ValidationMetrics, promotion: PromotionRecord, teacher_arc
             f"inference cost at {deployed['threads']} thread(s), each in a fresh process; the gate reads "
             f"{deployed['deploy_format']}:",
             *_columns(report.cost_rows(deployed)),
-            *[line for line in [report.spread_line(deployed)] if line],
+            *[line for line in [report.spread_line(deployed), report.device_line(deployed)] if line],
         ]
         if not deployed["int8"]["offered"]:
             lines.append(f"int8 is not offered for deployment: {deployed['int8']['reason']}")

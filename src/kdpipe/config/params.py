@@ -63,6 +63,11 @@ class Params(Section):
                 "validate.deploy_format",
                 f"'{self.validate_.deploy_format}' needs export.enabled: true (or deploy_format: pytorch)",
             )
+        if self.validate_.device_profile is not None and self.validate_.deploy_format == "pytorch":
+            raise KeyedError(
+                "validate.device_profile",
+                "a device probe measures an exported file, and validate.deploy_format pytorch is none",
+            )
         if self.validate_.deploy_format.startswith("openvino") and "openvino" not in self.export.formats:
             raise KeyedError(
                 "validate.deploy_format",

@@ -44,6 +44,13 @@ class ValidateConfig(Section):
         description="memory a fresh process needs to load the deploy format and run one batch; null: "
         "reported, not checked",
     )
+    device_profile: str | None = Field(
+        None,
+        pattern=r"^models:/[^#\s]+#[A-Za-z0-9][A-Za-z0-9_.-]*$",
+        description="a target device's stored probe of a registered student, models:/<name>@<alias>#<device> or "
+        "models:/<name>/<version>#<device> (the tag attach-probe wrote): max_latency_ms then reads the latency "
+        "estimated on that device; null: as measured on the validating pod",
+    )
     operational: tuple[OperationalSetConfig, ...] = Field(
         (), description="named extra evaluation sets (field data), each measured beside the test split"
     )

@@ -6,7 +6,8 @@ int8 (offered for deployment only while its top-1 on the gate split trails fp32'
 like. Every model and format is then probed the same way in a fresh process
 (:mod:`kdpipe.deploy.cost_probe`): batch-1 latency p50 and p95, throughput, memory and file size, at
 ``export.threads`` threads. The gate reads the student's figures in ``validate.deploy_format``: the median of
-``export.latency_probes`` probes, probed again before a limit refuses it (:mod:`kdpipe_probe.settle`).
+``export.latency_probes`` probes, probed again before a limit refuses it (:mod:`kdpipe_probe.settle`); with
+``validate.device_profile``, the latency as estimated on that device (:mod:`kdpipe.deploy.device_profile`).
 
 The teacher's figures only feed the cost table, and a teacher a team brings may not go where kdpipe's own
 does (torch.onnx cannot trace TorchScript; a module may use an op ONNX lacks): a teacher figure that cannot be
@@ -31,6 +32,7 @@ from kdpipe.deploy import cost_probe, onnx_metadata, openvino_export
 from kdpipe.deploy import onnx as export
 from kdpipe.deploy import openvino as ov
 from kdpipe.deploy.deployment_record import Deployment
+from kdpipe.deploy.device_profile import DeviceProfile
 from kdpipe.deploy.int8 import int8_verdict, measure_int8
 from kdpipe.infra.errors import KdpipeError
 from kdpipe.infra.files import ONNX_FILES
@@ -180,10 +182,12 @@ def export_and_measure(
     student: torch.nn.Module,
     teacher: torch.nn.Module,
     teacher_lineage: dict[str, str],
+    profile: DeviceProfile | None = None,
 ) -> Deployment:
     """Export into ``paths.validation`` (``student.onnx``, ``student_int8.onnx``, ``teacher.onnx``, each with its
     metadata: :mod:`kdpipe.deploy.onnx_metadata`), check parity on the gate split, quantise, probe the cost; a
-    teacher figure that cannot be had is recorded as not measured, with why."""
+    teacher figure that cannot be had is recorded as not measured, with why. With ``profile``, the latency limit
+    is read on that device, so the pod's probe is settled against the limit divided by its ratio."""
     cfg, m, out, split = params.export, data.manifest, Path(params.paths.validation), params.gate.split
     files = {name: out / filename for name, filename in ONNX_FILES.items()}
     images, labels = data.split(split)
@@ -230,7 +234,8 @@ def export_and_measure(
         },
         "teacher": {"pytorch": teacher_file, **({"onnx": files["teacher_onnx"]} if teacher_parity else {})},
     }
-    gated = (params.validate_.deploy_format, params.validate_.max_latency_ms)
+    limit = params.validate_.max_latency_ms
+    gated = (params.validate_.deploy_format, limit / profile.ratio if profile and limit is not None else limit)
     cost = {
         who: _probe(
             cfg, m, who, by_format, accuracy[who], teacher_reading, not_measured, gated if who == "student" else None
@@ -258,4 +263,5 @@ def export_and_measure(
         cfg.batch_size,
         not_measured,
         openvino.int8 if openvino else {},
+        profile,
     )

@@ -127,6 +127,20 @@ def spread_line(deployment: dict[str, Any]) -> str:
     )
 
 
+def device_line(deployment: dict[str, Any]) -> str:
+    """How the latency gate's figure was carried to the target device (:mod:`kdpipe.deploy.device_profile`);
+    empty without ``validate.device_profile``."""
+    p = deployment.get("device_profile")
+    if not p:
+        return ""
+    pod = deployment["cost"]["student"][deployment["deploy_format"]]["p50_ms"]
+    return (
+        f"the latency gate reads {p['device']}: {pod:.3f} ms here x {p['ratio']:.2f} = {pod * p['ratio']:.3f} ms "
+        f"({p['device']} ran {p['reference']} in {p['device_p50_ms']:.3f} ms at {p['device_threads']} thread(s), "
+        f"probed {p['device_measured_at']}; this pod in {p['pod_p50_ms']:.3f} ms)"
+    )
+
+
 def _openvino_lines(d: dict[str, Any]) -> list[str]:
     """OpenVINO's parity and int8 verdict, when validate made it."""
     int8, parity = d.get("openvino_int8"), d["parity"].get("student_openvino")
@@ -165,7 +179,7 @@ def _deployment(d: dict[str, Any] | None) -> list[str]:
         f"- int8 (calibrated on {int8['calibration_images']:,} transfer-set images): top-1 {int8['int8_top1']:.2%} "
         f"against fp32 {int8['fp32_top1']:.2%} (drop {int8['drop']:+.4f}); {offered}",
         *_openvino_lines(d),
-        *(f"- {line}" for line in [spread_line(d), *not_measured_lines(d)] if line),
+        *(f"- {line}" for line in [spread_line(d), device_line(d), *not_measured_lines(d)] if line),
     ]
 
 

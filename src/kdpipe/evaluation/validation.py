@@ -169,7 +169,8 @@ def measure(
 def decide(m: Measured, cfg: ValidateConfig, *, data_sha256: str, model_sha256: str) -> Decision:
     """The validate.* thresholds on the gate split's figures, for the student file hashing to ``model_sha256``
     on the data ``data_sha256``; latency and memory are the deploy format's as probed (without an export, the
-    eager latency measured in this process, and no memory)."""
+    eager latency measured in this process, and no memory); with ``validate.device_profile``, the latency as
+    estimated on that device."""
     d = m.deployment
     cost = (
         {

@@ -56,6 +56,7 @@ class Decision:
             "latency_ms": t.latency_ms,
             "memory_mb": t.memory_mb,
             "deploy_format": t.deploy_format,
+            **({"latency_on": t.latency_on} if t.latency_on else {}),  # only with validate.device_profile
             "split": self.split,
             "data_sha256": self.data_sha256,
             "model_sha256": self.model_sha256,
@@ -65,7 +66,8 @@ class Decision:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Decision:
-        """Read ``decision.json`` back; a missing key raises KeyError."""
+        """Read ``decision.json`` back; a missing key raises KeyError (``latency_on`` is written only with a device
+        profile)."""
         thresholds = Thresholds(
             d["passed"],
             tuple(d["reasons"]),
@@ -74,6 +76,7 @@ class Decision:
             d["latency_ms"],
             d["memory_mb"],
             d["deploy_format"],
+            d.get("latency_on"),
         )
         champion = d["champion"]
         return cls(

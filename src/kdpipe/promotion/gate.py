@@ -37,7 +37,8 @@ from kdpipe.promotion.comparison import Comparison
 @dataclass(frozen=True)
 class Thresholds:
     """Check 1: whether every threshold in ``validate`` holds, each failure's reason, and the student's figures
-    they read (top-1 and the gap to the teacher on the gate split, latency and memory in the deploy format)."""
+    they read (top-1 and the gap to the teacher on the gate split, latency and memory in the deploy format; the
+    latency as estimated on the device ``latency_on`` when ``validate.device_profile`` names one)."""
 
     passed: bool
     reasons: tuple[str, ...]
@@ -46,6 +47,7 @@ class Thresholds:
     latency_ms: float
     memory_mb: float | None
     deploy_format: str
+    latency_on: str | None = None
 
 
 def decide_thresholds(
@@ -85,20 +87,24 @@ def decide_thresholds(
                 f"top-1 {top1:.4f} on operational set '{name}' is below validate.operational_min_top1.{name} "
                 f"{limit:.4f}"
             )
-    latency, memory, fmt = (
+    latency, memory, fmt, on = (
         student["latency_ms_batch1"],
         student.get("memory_mb"),
         student.get("deploy_format", "pytorch"),
+        student.get("latency_on"),
     )
     if cfg.max_latency_ms is not None and latency > cfg.max_latency_ms:
-        reasons.append(f"latency {latency:.2f} ms ({fmt}) exceeds validate.max_latency_ms {cfg.max_latency_ms:.2f}")
+        where = f", estimated on {on}" if on else ""
+        reasons.append(
+            f"latency {latency:.2f} ms ({fmt}{where}) exceeds validate.max_latency_ms {cfg.max_latency_ms:.2f}"
+        )
     if cfg.max_memory_mb is not None and memory is None:
         reasons.append("validate.max_memory_mb is set, but memory was not measured (export.enabled is false)")
     elif cfg.max_memory_mb is not None and memory > cfg.max_memory_mb:
         reasons.append(f"memory {memory:.1f} MB ({fmt}) exceeds validate.max_memory_mb {cfg.max_memory_mb:.1f}")
     if student.get("deploy_refused"):
         reasons.append(f"validate.deploy_format {fmt} is not offered: {student['deploy_refused']}")
-    return Thresholds(not reasons, tuple(reasons), student["top1"], gap, latency, memory, fmt)
+    return Thresholds(not reasons, tuple(reasons), student["top1"], gap, latency, memory, fmt, on)
 
 
 @dataclass(frozen=True)

@@ -37,7 +37,7 @@ def sibling_name(name: str, suffix: str) -> str:
     return f"{name}-{suffix}"
 
 
-def _of_student(mlflow_client: Any, sibling: str, student_version: str) -> Any | None:
+def of_student(mlflow_client: Any, sibling: str, student_version: str) -> Any | None:
     """The version of ``sibling`` exported from ``student_version`` of the student, if registered."""
     return registry.find_version_by_tag(mlflow_client, sibling, tags.STUDENT_VERSION, str(student_version))
 
@@ -60,7 +60,7 @@ def register(mlflow_client: Any, name: str, student: Any, run_id: str | None) ->
         if not uri:
             continue
         sibling = sibling_name(name, suffix)
-        mv = _of_student(mlflow_client, sibling, str(student.version)) or registry.register_version(
+        mv = of_student(mlflow_client, sibling, str(student.version)) or registry.register_version(
             mlflow_client,
             sibling,
             uri,
@@ -134,7 +134,7 @@ def follow(mlflow_client: Any, name: str) -> tuple[str, ...]:
     for state in states(mlflow_client, name):
         if state.alias == registry.CHAMPION and state.wanted is not None:
             previous = state.student.tags.get(tags.PREVIOUS_CHAMPION, "")
-            back = _of_student(mlflow_client, state.sibling, previous) if previous else None
+            back = of_student(mlflow_client, state.sibling, previous) if previous else None
             mlflow_client.set_model_version_tag(
                 state.sibling, state.wanted, tags.PREVIOUS_CHAMPION, "" if back is None else str(back.version)
             )

@@ -9,6 +9,7 @@ from typing import Any
 from kdpipe.config import Params
 from kdpipe.data import operational
 from kdpipe.data.prepared import MANIFEST_FILE, load_prepared
+from kdpipe.deploy import device_profile
 from kdpipe.deploy.deployment import export_and_measure
 from kdpipe.evaluation import validation
 from kdpipe.evaluation.logged import logged_metrics
@@ -32,6 +33,8 @@ log = logging.getLogger("kdpipe")
 def validate_student(params: Params) -> ValidationMetrics:
     """Measure the student beside its teacher and the champion; report the test split, decide on ``gate.split``."""
     runtime = make_runtime(params.runtime)
+    source = params.validate_.device_profile
+    profile = device_profile.calibrate(params, source) if source else None
     data = load_prepared(params.paths.prepared, expect=params.data.model_dump(), progress_mode=params.runtime.progress)
     model_path = Path(params.paths.student) / MODEL_FILE
     student, _ = load_model(model_path, trained_on=data.sha256)
@@ -44,7 +47,9 @@ def validate_student(params: Params) -> ValidationMetrics:
         lineage[tags.SPLIT_FINGERPRINT] = data.split_fingerprint
     with tracked_run(params, VALIDATE_STUDENT, lineage) as run:
         exported = (
-            export_and_measure(params, data, student, teacher_model, teacher_lineage) if params.export.enabled else None
+            export_and_measure(params, data, student, teacher_model, teacher_lineage, profile)
+            if params.export.enabled
+            else None
         )
         measured = validation.measure(
             params, data, runtime, student, teacher_model, champion.measure(params, data), fields, exported
