@@ -17,9 +17,11 @@ def evaluate_teacher(
 ) -> None:
     """Load (or, for the embedded demo, train) the teacher and measure it on the test split."""
     from kdpipe import steps
+    from kdpipe.infra.termination import stop_on_sigterm
     from kdpipe.kubeflow import artifacts
     from kdpipe.kubeflow.task import task_params
 
     params = task_params(params_yaml, overrides, cache_dir, run_id, dataset, teacher=teacher, checkpoints=True)
-    artifacts.log_scalars(metrics, steps.evaluate_teacher(params))
+    with stop_on_sigterm(params.runtime.termination_grace_s):
+        artifacts.log_scalars(metrics, steps.evaluate_teacher(params))
     artifacts.describe_model(teacher, role="teacher")

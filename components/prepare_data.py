@@ -17,9 +17,11 @@ def prepare_data(
 ) -> None:
     """Prepare the data set with its manifest; with a data_ref it stays there and the artifact names it."""
     from kdpipe import steps
+    from kdpipe.infra.termination import stop_on_sigterm
     from kdpipe.kubeflow import artifacts, dataref
     from kdpipe.kubeflow.params import step_params
 
     params = step_params(params_yaml, overrides, run_id)
-    manifest = dataref.prepare(params, data_ref, cache_dir, dataset, steps.prepare_data)
+    with stop_on_sigterm(params.runtime.termination_grace_s):
+        manifest = dataref.prepare(params, data_ref, cache_dir, dataset, steps.prepare_data)
     artifacts.log_scalars(metrics, {f"{split}_size": n for split, n in manifest["splits"].items()})

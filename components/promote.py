@@ -19,9 +19,12 @@ def promote(
 ) -> bool:
     """Promote the student when the promotion rule allows it; returns whether it did, the record says why."""
     from kdpipe import steps
+    from kdpipe.infra.termination import stop_on_sigterm
     from kdpipe.kubeflow import artifacts
     from kdpipe.kubeflow.task import task_params
 
     inputs = {"teacher": teacher, "student": student, "validation": validation, "promotion": promotion}
     params = task_params(params_yaml, overrides, cache_dir, run_id, dataset, **inputs)
-    return artifacts.record_promotion(steps.promote(params), promotion)
+    with stop_on_sigterm(params.runtime.termination_grace_s):
+        record = steps.promote(params)
+    return artifacts.record_promotion(record, promotion)

@@ -22,10 +22,12 @@ def teacher_outputs(
     view params finds every epoch and records nothing. Without a PVC the artifact holds the files.
     """
     from kdpipe import steps
+    from kdpipe.infra.termination import stop_on_sigterm
     from kdpipe.kubeflow import launch
     from kdpipe.kubeflow.task import task_params
 
     params = task_params(params_yaml, overrides, cache_dir, "", dataset, teacher_outputs=outputs, teacher=teacher)
-    result = steps.fill_teacher_cache(params, max(1, nodes * gpus_per_node))  # 0 GPUs: one CPU rank
+    with stop_on_sigterm(params.runtime.termination_grace_s):
+        result = steps.fill_teacher_cache(params, max(1, nodes * gpus_per_node))  # 0 GPUs: one CPU rank
     launch.note_location(outputs.path, params.paths.teacher_cache)
     outputs.metadata.update(result)

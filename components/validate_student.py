@@ -21,15 +21,15 @@ def validate_student(
     onnx_model: Output[Model],
     onnx_int8_model: Output[Model],
 ) -> bool:
-    """Measure the student beside its teacher; returns whether it passed (a plain bool: kfp.local resolves
-    conditions only on the single output "Output"); the student's ONNX fp32 and int8 are Model outputs."""
+    """Measure the student beside its teacher; returns whether it passed, as kfp.local's conditions need it."""
     from kdpipe import steps
+    from kdpipe.infra.termination import stop_on_sigterm
     from kdpipe.kubeflow import artifacts
     from kdpipe.kubeflow.task import task_params
 
     inputs = {"teacher": teacher, "student": student, "validation": validation}
     params = task_params(params_yaml, overrides, cache_dir, run_id, dataset, **inputs)
-    result = steps.validate_student(params)
-    return artifacts.record_validation(
-        result, params, metrics, confusion, report, validation, dataset, student, (onnx_model, onnx_int8_model)
-    )
+    onnx = (onnx_model, onnx_int8_model)
+    with stop_on_sigterm(params.runtime.termination_grace_s):
+        result = steps.validate_student(params)
+    return artifacts.record_validation(result, params, metrics, confusion, report, validation, dataset, student, onnx)

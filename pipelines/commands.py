@@ -10,14 +10,17 @@ uses exactly what was checked here.
 from __future__ import annotations
 
 import argparse
+import logging
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from kdpipe.kubeflow.multinode import TRAINING_APIS
 from kdpipe_pipelines.local import RUNNERS
 
 HELP = "the Kubeflow pipeline: compile, submit, schedule, run-local, image"
 DEFAULT_PIPELINE_ROOT = Path("artifacts/kfp")
+log = logging.getLogger("kdpipe")
 
 
 def _cluster_arguments(p: argparse.ArgumentParser) -> None:
@@ -37,10 +40,23 @@ def add_arguments(p: argparse.ArgumentParser, add_common: Callable[[argparse.Arg
     c.add_argument("-o", "--output", type=Path, help="where to write it")
     c.add_argument("--data-cache-pvc", help="mount this PersistentVolumeClaim for the data cache and checkpoints")
     c.add_argument(
+        "--nodes",
+        type=int,
+        default=0,
+        help="run distill as a multi-node job on this many nodes, --accelerator-count GPUs each (needs "
+        "--data-cache-pvc)",
+    )
+    c.add_argument(
+        "--training-api",
+        choices=TRAINING_APIS,
+        default="trainjob",
+        help="trainjob: a Kubeflow Trainer v2 TrainJob (default); pytorchjob: a Training Operator 1.9 PyTorchJob",
+    )
+    c.add_argument(
         "--pytorchjob-nodes",
         type=int,
         default=0,
-        help="run distill as a Training Operator PyTorchJob on this many nodes (needs --data-cache-pvc)",
+        help="deprecated (removed in the next release): --nodes N --training-api pytorchjob",
     )
     s = sub.add_parser("submit", help="start one run on a Kubeflow Pipelines cluster")
     _cluster_arguments(s)
@@ -82,6 +98,17 @@ def pipeline_arguments(args: argparse.Namespace, params_text: str) -> dict[str, 
     return {k: v for k, v in values.items() if v is not None}
 
 
+def options_from(args: argparse.Namespace) -> Any:
+    """The compile options; ``--pytorchjob-nodes N`` is read as ``--nodes N --training-api pytorchjob``, with a
+    warning."""
+    from kdpipe_pipelines.distill_pipeline import Options
+
+    if args.pytorchjob_nodes:
+        log.warning("--pytorchjob-nodes is deprecated: use --nodes %d --training-api pytorchjob", args.pytorchjob_nodes)
+        return Options(args.data_cache_pvc, args.pytorchjob_nodes, "pytorchjob")
+    return Options(args.data_cache_pvc, args.nodes, args.training_api)
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     """Carry out one ``kdpipe pipeline`` command (the CLI has validated ``-c`` and ``-p`` already)."""
     from kdpipe.kubeflow.image import IMAGE
@@ -89,13 +116,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     if args.pipeline_command == "image":
         print(IMAGE)
         return {"image": IMAGE}
-    from kdpipe_pipelines.distill_pipeline import COMPILED, Options, build, compile_pipeline
+    from kdpipe_pipelines.distill_pipeline import COMPILED, build, compile_pipeline
 
     params_text = Path(args.params).read_text()
     if args.pipeline_command == "compile":
-        out = compile_pipeline(
-            args.output or COMPILED, params_text, Options(args.data_cache_pvc, args.pytorchjob_nodes)
-        )
+        out = compile_pipeline(args.output or COMPILED, params_text, options_from(args))
         print(f"wrote {out}")
         return {"package": str(out)}
     if args.pipeline_command == "run-local":

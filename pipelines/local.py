@@ -19,6 +19,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from kdpipe.infra.errors import KdpipeError
+
 RUNNERS = ("subprocess", "docker")
 
 
@@ -47,6 +49,11 @@ def run_local(pipeline: Any, pipeline_root: Path, arguments: dict[str, Any], run
         how, scope = local.SubprocessRunner(use_venv=False), contextlib.nullcontext()
     local.init(runner=how, pipeline_root=str(pipeline_root), raise_on_error=True)
     with scope:
-        pipeline(**arguments)
+        try:
+            pipeline(**arguments)
+        except RuntimeError as exc:  # kfp.local's word for a failed task; the tasks' own logs are above
+            raise KdpipeError(
+                f"the local run failed: {str(exc).splitlines()[0]} (artifacts under {pipeline_root})"
+            ) from None
     (run_dir,) = set(pipeline_root.iterdir()) - before
     return run_dir

@@ -13,6 +13,7 @@ experiment names.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import signal
@@ -23,6 +24,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +35,21 @@ ACCESS_KEY = "kdpipe-test-access"
 SECRET_KEY = f"kdpipe-secret-{uuid.uuid4().hex}"  # unique, so a leak is found by searching for it
 BUCKETS = ("mlflow", "dvc")
 START_TIMEOUT_S = 120.0
+
+
+class JsonHandler(BaseHTTPRequestHandler):
+    """The handler of a stand-in HTTP API: JSON replies (``_reply``) and no request log."""
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+    def _reply(self, body: dict[str, Any], status: int = 200) -> None:
+        data = json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
 
 
 def free_port() -> int:

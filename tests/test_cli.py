@@ -70,6 +70,36 @@ def test_bad_params_give_one_line_naming_the_key(
     assert not (tmp_path / "data").exists(), "a rejected run must not start preparing data"
 
 
+@pytest.mark.parametrize(
+    ("setup", "args", "expected"),
+    [
+        ("latin1", ["-c", "params.yaml"], "kdpipe: error: params.yaml: not UTF-8 text (byte 0xe9 at offset 24)"),
+        ("dir", ["-c", "conf"], "kdpipe: error: conf: is a directory; name a params file (e.g. conf/params.yaml)"),
+        ("utf8", ["-c", "params.yaml", "-p", "train.lr=abc"], "kdpipe: error: -p train.lr=abc: train.lr: "),
+        ("utf8", ["-c", "params.yaml", "-p", "train.epochs=10000000000000000000000000000000"], "kdpipe: error: -p "),
+    ],
+    ids=["params-not-utf8", "params-is-a-directory", "override-named", "epochs-1e31"],
+)
+def test_a_bad_params_file_or_override_is_one_line_naming_where_it_came_from(
+    tmp_path: Path, setup: str, args: list[str], expected: str
+) -> None:
+    """A params file in Latin-1, ``-c`` naming a directory, a bad ``-p`` value (named as the override, not as
+    params.yaml) and an epoch count of 10^31 (an upper bound, named): one line each, no traceback, nothing
+    written; the file itself is left as it was."""
+    text = "# crop padding for the r\u00e9shot line\ntrain:\n  epochs: 2\n"
+    if setup == "dir":
+        (tmp_path / "conf").mkdir()
+    else:
+        (tmp_path / "params.yaml").write_bytes(text.encode("latin-1" if setup == "latin1" else "utf-8"))
+    before = sorted(tmp_path.rglob("*"))
+    result = _kdpipe("prepare", *args, cwd=tmp_path)
+    assert result.returncode == 2 and "Traceback" not in result.stderr + result.stdout
+    assert len(result.stderr.splitlines()) == 1 and result.stderr.startswith(expected), result.stderr
+    if setup == "utf8" and "train.epochs" in args[-1]:
+        assert "train.epochs: Input should be less than or equal to 10000" in result.stderr
+    assert sorted(tmp_path.rglob("*")) == before
+
+
 def test_run_writes_every_output_and_logs_to_mlflow(
     tmp_path: Path, make_params: Callable[..., Params], reshot: Path
 ) -> None:

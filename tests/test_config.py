@@ -75,6 +75,11 @@ def test_a_bare_off_means_off_for_progress_and_the_teacher_cache(tmp_path: Path)
         ({"export": {"opset": 11}}, "export.opset"),
         ({"export": {"formats": ["onnx"]}, "validate": {"deploy_format": "openvino"}}, "validate.deploy_format"),
         ({"validate": {"device_profile": "line4"}}, "validate.device_profile"),
+        ({"kubeflow": {"labels": {"queue name": "nightly"}}}, "kubeflow.labels"),
+        ({"kubeflow": {"memory_request": "8 GB"}}, "kubeflow.memory_request"),
+        ({"kubeflow": {"timeouts_s": {"distill": 10}}}, "kubeflow.timeouts_s.distill"),
+        ({"kubeflow": {"job_deadline_s": 80000}}, "kubeflow.job_deadline_s"),
+        ({"train": {"epochs": 10**31}}, "train.epochs"),
         (
             {"validate": {"device_profile": "models:/s@champion#line4", "deploy_format": "pytorch"}},
             "validate.device_profile",

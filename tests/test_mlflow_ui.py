@@ -10,22 +10,17 @@ directory, or to ``$KDPIPE_SCREENSHOTS`` when set (that is how the README's imag
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import hmac
+import contextlib
 import json
 import os
 import shutil
 import subprocess
 import sys
-import threading
 import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pytest
 import yaml
@@ -33,38 +28,13 @@ import yaml
 from kdpipe.infra.files import MODEL_RECORD_FILE
 from kdpipe.steps.pipeline_run import PIPELINE_RUN_ENV
 from kdpipe.tracking import tags
-from servers import S3Store, free_port, start_mlflow
+from servers import S3Store, start_mlflow
+from webhook_receiver import Receiver, receiving, signed_with
 
 KDPIPE = str(Path(sys.executable).with_name("kdpipe"))
 SECRET_ENV = "KDPIPE_TEST_WEBHOOK_SECRET"
 PROGRESS_BAR_ENV = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
 PAGE_SETTLE_S = 60.0  # the UI renders client-side; the text it waits for appears within this
-
-
-@dataclass
-class Receiver:
-    """Every POST that reached the webhook receiver: headers and raw body."""
-
-    calls: list[tuple[dict[str, str], bytes]] = field(default_factory=list)
-
-    def alias_events(self) -> list[dict[str, Any]]:
-        return [json.loads(body) for _, body in self.calls]
-
-
-def _serve(receiver: Receiver) -> tuple[ThreadingHTTPServer, str]:
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            body = self.rfile.read(int(self.headers["Content-Length"]))
-            receiver.calls.append((dict(self.headers), body))
-            self.send_response(200)
-            self.end_headers()
-
-        def log_message(self, *args: Any) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", free_port()), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    return server, f"http://127.0.0.1:{server.server_address[1]}/hooks/mlflow"
 
 
 @dataclass
@@ -90,8 +60,9 @@ def reviewed(tmp_path_factory: pytest.TempPathFactory, raw_root: Path, seaweedfs
         f"ui-{uuid.uuid4().hex[:8]}",
         server_env={"MLFLOW_WEBHOOK_ALLOWED_SCHEMES": "http,https", "MLFLOW_WEBHOOK_ALLOW_PRIVATE_IPS": "true"},
     )
-    receiver = Receiver()
-    http, hook_url = _serve(receiver)
+    hooks = contextlib.ExitStack()
+    receiver = hooks.enter_context(receiving("/hooks/mlflow"))
+    hook_url = receiver.url
     secret = uuid.uuid4().hex
     threads = os.environ.get("KDPIPE_TEST_THREADS", "2")
     raw = {
@@ -135,7 +106,7 @@ def reviewed(tmp_path_factory: pytest.TempPathFactory, raw_root: Path, seaweedfs
         shots.mkdir(parents=True, exist_ok=True)
         yield Reviewed(uri, "review", "reviewed-student", [champion, challenger], receiver, secret, shots, work)
     finally:
-        http.shutdown()
+        hooks.close()
         server.stop()
 
 
@@ -162,16 +133,14 @@ def test_a_webhook_call_is_signed_and_names_each_champion_move(reviewed: Reviewe
     deadline = time.monotonic() + PAGE_SETTLE_S
     while time.monotonic() < deadline and len(reviewed.receiver.calls) < len(expected):
         time.sleep(0.5)  # the server delivers from a thread of its own
-    events = reviewed.receiver.alias_events()
+    events = reviewed.receiver.bodies()
     moves = [(e["data"]["name"], e["data"]["version"], e["data"]["alias"]) for e in events]
     assert sorted(moves) == sorted(expected)
     champions = [m for m in moves if m[2] == "champion"]
     assert [m for m in champions if m[0] == reviewed.model] == [(reviewed.model, "1", "champion")]
     assert len(champions) == len({m[0] for m in champions}), "one champion call per registered model"
     for headers, body in reviewed.receiver.calls:
-        signed = f"{headers['X-MLflow-Delivery-Id']}.{headers['X-MLflow-Timestamp']}.{body.decode()}"
-        digest = hmac.new(reviewed.secret.encode(), signed.encode(), hashlib.sha256).digest()
-        assert headers["X-MLflow-Signature"] == "v1," + base64.b64encode(digest).decode()
+        assert signed_with(reviewed.secret, headers, body)
 
 
 def test_kdpipe_output_has_no_mlflow_progress_bars(reviewed: Reviewed) -> None:

@@ -15,12 +15,14 @@ import yaml
 
 from kdpipe.config import Params
 from kdpipe.infra.errors import KdpipeError
-from kdpipe.kubeflow import cluster, pytorchjob
+from kdpipe.kubeflow import cluster, multinode, pytorchjob
 from kdpipe.kubeflow.image import IMAGE
 from kdpipe.kubeflow.params import one_line, step_params
+from kdpipe.kubeflow.run_end import SECRET_ENV
 from kdpipe_pipelines.distill_pipeline import COMPILED, RETRIES, Options, compile_pipeline
 
 REPO = Path(__file__).resolve().parents[1]
+CHANNEL = "pipelinechannel--"  # how a task inside the exit handler's group reads a pipeline parameter
 PARAMS_TEXT = (REPO / "params.yaml").read_text()
 
 
@@ -64,7 +66,15 @@ def test_every_component_runs_in_the_project_image(compiled: tuple[dict[str, Any
     executors = spec["deploymentSpec"]["executors"]
     assert set(executors) == {
         f"exec-{name}"
-        for name in ("prepare-data", "evaluate-teacher", "teacher-outputs", "distill", "validate-student", "promote")
+        for name in (
+            "prepare-data",
+            "evaluate-teacher",
+            "teacher-outputs",
+            "distill",
+            "validate-student",
+            "promote",
+            "run-end",
+        )
     }
     for executor in executors.values():
         container = executor["container"]
@@ -80,18 +90,20 @@ def test_distill_requests_gpus_from_pipeline_parameters(compiled: tuple[dict[str
         "resourceType": "{{$.inputs.parameters['pipelinechannel--accelerator_type']}}",
         "resourceCount": "{{$.inputs.parameters['pipelinechannel--accelerator_count']}}",
     }
-    distill = spec["root"]["dag"]["tasks"]["distill"]
-    assert distill["inputs"]["parameters"]["num_processes"] == {"componentInputParameter": "accelerator_count"}
+    distill = _tasks(spec)["distill"]
+    assert distill["inputs"]["parameters"]["num_processes"] == {
+        "componentInputParameter": CHANNEL + "accelerator_count"
+    }
     # The teacher-outputs task fills the cache on one GPU (the distill step's precision is in its key) for
     # as many ranks as distill will run.
-    assert sorted(name for name, e in executors.items() if "resources" in e["container"]) == [
+    assert sorted(name for name, e in executors.items() if "accelerator" in e["container"]["resources"]) == [
         "exec-distill",
         "exec-teacher-outputs",
     ]
     fill = executors["exec-teacher-outputs"]["container"]["resources"]["accelerator"]
     assert fill["resourceCount"] == "1"
-    assert spec["root"]["dag"]["tasks"]["teacher-outputs"]["inputs"]["parameters"]["gpus_per_node"] == {
-        "componentInputParameter": "accelerator_count"
+    assert _tasks(spec)["teacher-outputs"]["inputs"]["parameters"]["gpus_per_node"] == {
+        "componentInputParameter": CHANNEL + "accelerator_count"
     }
     for gpu_task in ("exec-distill", "exec-teacher-outputs"):
         gpu = platform[gpu_task]
@@ -104,12 +116,40 @@ def test_distill_requests_gpus_from_pipeline_parameters(compiled: tuple[dict[str
 
 
 def test_every_task_reads_the_credentials_secret_as_env(compiled: tuple[dict[str, Any], dict[str, Any]]) -> None:
+    """Every step gets the S3 and MLflow keys; the exit handler only the failure notice's signing secret."""
     _, platform = compiled
-    assert len(platform) == 6
+    assert len(platform) == 7
     for name, executor in platform.items():
         (secret,) = executor["secretAsEnv"]
-        assert {m["secretKey"]: m["envVar"] for m in secret["keyToEnv"]} == {k: k for k in cluster.SECRET_ENV}, name
+        expected = [SECRET_ENV] if name == "exec-run-end" else cluster.SECRET_ENV
+        assert {m["secretKey"]: m["envVar"] for m in secret["keyToEnv"]} == {k: k for k in expected}, name
         assert secret["secretNameParameter"]["componentInputParameter"].endswith("credentials_secret")
+
+
+def test_every_task_is_bounded_by_a_timeout_requests_and_labels_and_the_run_by_a_deadline_and_ttl(
+    tmp_path: Path,
+) -> None:
+    """The ``kubeflow:`` section of the compiled params: each task's timeout, every task's CPU and memory
+    request and limit, the pod labels (a Kueue queue, a cost centre) on every task, the run's deadline and TTL."""
+    raw = yaml.safe_load(PARAMS_TEXT)
+    labels = {"kueue.x-k8s.io/queue-name": "nightly", "cost-centre": "ml-platform"}
+    raw["kubeflow"] |= {"labels": labels, "cpu_limit": "8", "run_deadline_s": 7200, "ttl_s": 3600}
+    raw["kubeflow"]["timeouts_s"]["distill"], raw["kubeflow"]["job_deadline_s"] = 5400, 3600
+    spec, platform = _load(compile_pipeline(tmp_path / "p.yaml", yaml.safe_dump(raw)))
+    names = {f"exec-{step.replace('_', '-')}": step for step in raw["kubeflow"]["timeouts_s"]}
+    assert set(platform) == set(names) == set(spec["deploymentSpec"]["executors"])
+    for executor, step in names.items():
+        assert platform[executor]["activeDeadlineSeconds"] == str(raw["kubeflow"]["timeouts_s"][step]), executor
+        assert platform[executor]["podMetadata"]["labels"] == labels, executor
+        resources = spec["deploymentSpec"]["executors"][executor]["container"]["resources"]
+        assert (resources["resourceCpuRequest"], resources["resourceCpuLimit"]) == ("2", "8"), executor
+        assert (resources["resourceMemoryRequest"], resources["resourceMemoryLimit"]) == ("8Gi", "64Gi"), executor
+    assert platform["exec-distill"]["activeDeadlineSeconds"] == "5400"
+    _, platform_doc = yaml.safe_load_all((tmp_path / "p.yaml").read_text())
+    assert platform_doc["platforms"]["kubernetes"]["pipelineConfig"] == {
+        "activeDeadlineSeconds": 7200,
+        "resourceTtlOnCompletion": 3600,
+    }
 
 
 def test_retries_and_caching(compiled: tuple[dict[str, Any], dict[str, Any]]) -> None:
@@ -137,18 +177,33 @@ def test_retries_and_caching(compiled: tuple[dict[str, Any], dict[str, Any]]) ->
         "distill": False,
         "validate-student": False,
         "promote": False,
+        "run-end": False,
     }
 
 
 def test_promote_runs_only_when_validation_passed(compiled: tuple[dict[str, Any], dict[str, Any]]) -> None:
     spec, _ = compiled
-    (gate,) = [t for t in spec["root"]["dag"]["tasks"].values() if t.get("triggerPolicy")]
+    (gate,) = [t for t in _tasks(spec).values() if t.get("triggerPolicy", {}).get("condition")]
     assert (
         gate["triggerPolicy"]["condition"]
         == "inputs.parameter_values['pipelinechannel--validate-student-Output'] == true"
     )
     assert "promote" in spec["components"][gate["componentRef"]["name"]]["dag"]["tasks"]
     assert "promote" not in spec["root"]["dag"]["tasks"]
+
+
+def test_the_exit_handler_runs_after_every_task_of_the_night_with_its_final_status(
+    compiled: tuple[dict[str, Any], dict[str, Any]],
+) -> None:
+    spec, _ = compiled
+    root = spec["root"]["dag"]["tasks"]
+    assert set(root) == {"exit-handler-1", "run-end"}
+    body = spec["components"][root["exit-handler-1"]["componentRef"]["name"]]["dag"]["tasks"]
+    assert {"prepare-data", "evaluate-teacher", "teacher-outputs", "distill", "validate-student"} <= set(body)
+    ending = root["run-end"]
+    assert ending["dependentTasks"] == ["exit-handler-1"]
+    assert ending["triggerPolicy"]["strategy"] == "ALL_UPSTREAM_TASKS_COMPLETED"
+    assert ending["inputs"]["parameters"]["status"]["taskFinalStatus"]["producerTask"] == "exit-handler-1"
 
 
 def test_a_data_cache_pvc_is_mounted_on_every_task(tmp_path: Path) -> None:
@@ -159,28 +214,67 @@ def test_a_data_cache_pvc_is_mounted_on_every_task(tmp_path: Path) -> None:
             mount["mountPath"] == cluster.CACHE_PATH
             and mount["pvcNameParameter"]["runtimeValue"]["constant"] == "kd-cache"
         ), name
-    for task in spec["root"]["dag"]["tasks"].values():
-        if "cache_dir" in task["inputs"]["parameters"]:
+    for task in _tasks(spec).values():
+        if "cache_dir" in task.get("inputs", {}).get("parameters", {}):
             assert task["inputs"]["parameters"]["cache_dir"]["runtimeValue"]["constant"] == cluster.CACHE_PATH
 
 
-def test_pytorchjob_flag_compiles_distill_as_a_launcher_of_a_pytorchjob(tmp_path: Path) -> None:
+@pytest.mark.parametrize("api", ["trainjob", "pytorchjob"])
+def test_nodes_compile_distill_as_a_launcher_that_hands_its_gpus_to_the_job_through_its_task_config(
+    tmp_path: Path, api: str
+) -> None:
+    """``--nodes 3``: the launcher task names the job's nodes and GPUs; the component passes its resources,
+    tolerations, node selector and affinity through to the job without applying them to its own pod (no GPU
+    request there), and its env and volumes to both."""
     with pytest.raises(KdpipeError, match="needs --data-cache-pvc"):
-        compile_pipeline(tmp_path / "p.yaml", PARAMS_TEXT, Options(pytorchjob_nodes=2))
+        compile_pipeline(tmp_path / "p.yaml", PARAMS_TEXT, Options(nodes=2))
     spec, platform = _load(
-        compile_pipeline(tmp_path / "p.yaml", PARAMS_TEXT, Options(data_cache_pvc="shared", pytorchjob_nodes=3))
+        compile_pipeline(tmp_path / "p.yaml", PARAMS_TEXT, Options(data_cache_pvc="shared", nodes=3, training_api=api))
     )
-    launcher = spec["root"]["dag"]["tasks"]["distill-pytorchjob"]
+    launcher = _tasks(spec)["distill-multinode"]
     assert launcher["inputs"]["parameters"]["nodes"]["runtimeValue"]["constant"] == 3
-    assert launcher["inputs"]["parameters"]["gpus_per_node"] == {"componentInputParameter": "accelerator_count"}
+    assert launcher["inputs"]["parameters"]["training_api"]["runtimeValue"]["constant"] == api
+    assert launcher["inputs"]["parameters"]["gpus_per_node"] == {
+        "componentInputParameter": CHANNEL + "accelerator_count"
+    }
     assert launcher["retryPolicy"]["maxRetryCount"] == 3
-    assert "resources" not in spec["deploymentSpec"]["executors"]["exec-distill-pytorchjob"]["container"]
-    assert "tolerations" not in platform["exec-distill-pytorchjob"]  # the launcher itself needs no GPU
+    passed = {
+        p["field"]: p.get("applyToTask", False)
+        for p in spec["components"]["comp-distill-multinode"]["taskConfigPassthroughs"]
+    }
+    assert passed == {
+        "RESOURCES": False,
+        "KUBERNETES_TOLERATIONS": False,
+        "KUBERNETES_NODE_SELECTOR": False,
+        "KUBERNETES_AFFINITY": False,
+        "ENV": True,
+        "KUBERNETES_VOLUMES": True,
+    }
+    resources = spec["deploymentSpec"]["executors"]["exec-distill-multinode"]["container"]["resources"]
+    assert resources["accelerator"]["resourceCount"] == "{{$.inputs.parameters['pipelinechannel--accelerator_count']}}"
+    assert platform["exec-distill-multinode"]["tolerations"] == [dict(t) for t in cluster.GPU_TOLERATIONS]
+    assert platform["exec-distill-multinode"]["pvcMount"][0]["mountPath"] == cluster.CACHE_PATH
+
+
+def test_pytorchjob_nodes_is_a_deprecated_alias_of_nodes_with_the_pytorchjob_api(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from kdpipe.cli import main
+
+    out = tmp_path / "p.yaml"
+    args = ["pipeline", "compile", "-c", str(REPO / "params.yaml"), "-o", str(out), "--data-cache-pvc", "shared"]
+    assert main([*args, "--pytorchjob-nodes", "2"]) == 0
+    assert "--pytorchjob-nodes is deprecated: use --nodes 2 --training-api pytorchjob" in caplog.text
+    launcher = _tasks(_load(out)[0])["distill-multinode"]["inputs"]["parameters"]
+    assert (launcher["nodes"]["runtimeValue"]["constant"], launcher["training_api"]["runtimeValue"]["constant"]) == (
+        2,
+        "pytorchjob",
+    )
 
 
 def test_pytorchjob_manifest_places_torchrun_pods_on_gpu_nodes(tmp_path: Path) -> None:
     job = pytorchjob.manifest(
-        "kdpipe-distill-x", tmp_path, nodes=3, gpus_per_node=4, pvc_name="shared", secret_name="creds"
+        "kdpipe-distill-x", {}, tmp_path, nodes=3, gpus_per_node=4, pvc_name="shared", secret_name="creds"
     )
     assert job["kind"] == "PyTorchJob" and job["spec"]["nprocPerNode"] == "4"
     replicas = job["spec"]["pytorchReplicaSpecs"]
@@ -198,9 +292,9 @@ def test_pytorchjob_manifest_places_torchrun_pods_on_gpu_nodes(tmp_path: Path) -
     volumes = {v["name"]: v for v in pod["volumes"]}
     assert volumes["kdpipe-cache"]["persistentVolumeClaim"] == {"claimName": "shared"}
     assert volumes["dshm"]["emptyDir"] == {"medium": "Memory"}
-    assert "Worker" not in pytorchjob.manifest("one", tmp_path, nodes=1, gpus_per_node=2)["spec"]["pytorchReplicaSpecs"]
-    assert pytorchjob.job_state({"status": {"conditions": [{"type": "Running", "status": "True"}]}}) is None
-    assert pytorchjob.job_state({"status": {"conditions": [{"type": "Succeeded", "status": "True"}]}}) == "Succeeded"
+    one = pytorchjob.manifest("one", {}, tmp_path, nodes=1, gpus_per_node=2)
+    assert "Worker" not in one["spec"]["pytorchReplicaSpecs"]
+    assert pytorchjob.PYTORCHJOB.state({"status": {"conditions": [{"type": "Running", "status": "True"}]}}) is None
 
 
 def test_params_default_is_single_line_yaml_of_the_same_params() -> None:
@@ -209,7 +303,7 @@ def test_params_default_is_single_line_yaml_of_the_same_params() -> None:
     assert yaml.safe_load(text) == yaml.safe_load(PARAMS_TEXT)
 
 
-def test_pytorchjob_stage_puts_inputs_and_params_on_the_shared_volume(
+def test_multinode_stage_puts_inputs_and_params_on_the_shared_volume(
     make_params: Callable[..., Params], tmp_path: Path
 ) -> None:
     params = make_params()
@@ -218,7 +312,7 @@ def test_pytorchjob_stage_puts_inputs_and_params_on_the_shared_volume(
         (Path(getattr(params.paths, name)) / f"{name}.bin").write_bytes(b"x")
     work = tmp_path / "pvc" / "runs" / "r1"
     work.mkdir(parents=True)
-    staged = pytorchjob.stage(params, work)
+    staged = multinode.stage(params, work)
     assert (work / "prepared" / "prepared.bin").exists() and (work / "teacher" / "teacher.bin").exists()
     reread = step_params((work / "params.yaml").read_text(), [])
     assert reread == staged

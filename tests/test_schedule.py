@@ -24,6 +24,7 @@ import yaml
 from kdpipe.cli import main
 from kdpipe.infra.errors import KdpipeError
 from kdpipe.kubeflow.client import kfp_cron
+from servers import JsonHandler
 
 API = "/apis/v2beta1"
 REPO = Path(__file__).resolve().parents[1]
@@ -49,18 +50,7 @@ def _matches(item: dict[str, Any], query: dict[str, list[str]]) -> bool:
 
 
 def _handler(state: FakeKfp) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        def log_message(self, *args: Any) -> None:
-            pass
-
-        def _reply(self, body: dict[str, Any], status: int = 200) -> None:
-            data = json.dumps(body).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-
+    class Handler(JsonHandler):
         def _body(self) -> dict[str, Any]:
             return dict(json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))) or b"{}"))
 
@@ -209,7 +199,9 @@ def test_submit_starts_one_run_of_the_compiled_pipeline(
     assert run["display_name"] == "manual"
     assert state.experiments[run["experiment_id"]]["display_name"] == "nightly"
     assert _parameters(run)["data_ref"] == "s3://bucket/fashion"
-    assert run["pipeline_spec"]["pipeline_spec"]["root"]["dag"]["tasks"]["distill"]["retryPolicy"]["maxRetryCount"] == 3
+    spec = run["pipeline_spec"]["pipeline_spec"]
+    night = spec["components"]["comp-exit-handler-1"]["dag"]["tasks"]  # every step runs inside the exit handler
+    assert night["distill"]["retryPolicy"]["maxRetryCount"] == 3
 
 
 def test_study_submit_starts_one_run_of_the_study_fan_out(

@@ -100,6 +100,9 @@ def test_pipeline_run_is_tracked_and_the_champion_serves_the_trained_student(
     client = mlflow.MlflowClient(params.tracking.uri)
     for key in ("loss", "loss_ce", "loss_kl", "loss_feat", "train_acc", "val_acc", "lr", "images_per_s"):
         assert [m.step for m in client.get_metric_history(distill.info.run_id, key)] == [1], key
+    (hours,) = client.get_metric_history(distill.info.run_id, "gpu_hours")
+    (seconds,) = client.get_metric_history(distill.info.run_id, "train_seconds")
+    assert hours.value == 0.0 and seconds.value > 0  # a CPU run uses no GPU (the arithmetic: test_training)
     (rank,) = client.get_metric_history(distill.info.run_id, "projector_effective_rank")
     assert 1.0 <= rank.value <= feature_dim(params.teacher.arch)
 
@@ -219,3 +222,59 @@ def test_effective_rank_measures_how_many_directions_are_used() -> None:
     assert effective_rank(collapsed) == pytest.approx(1, abs=1e-3)
     assert effective_rank(torch.ones(16, 4)) == 0.0
     assert math.isfinite(effective_rank(torch.randn(3, 64, generator=gen)))
+
+
+def test_under_kfps_mlflow_integration_each_step_logs_into_its_task_run_and_kfp_ends_it(
+    make_params: Callable[..., Params], mlflow_server: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """KFP 2.17's MLflow integration (KEP-12862) opens a run per pipeline run and a nested run per task, sets the
+    task run's ``MLFLOW_RUN_ID`` in its environment and ends it itself. No KFP backend runs here, so this test
+    plays KFP against a real ``mlflow server``; each step gets its params as its component does
+    (:func:`kdpipe.kubeflow.params.step_params`). The whole pipeline leaves exactly KFP's runs, and they hold
+    kdpipe's tags and metrics; kdpipe ends none of them."""
+    from mlflow import MlflowClient
+
+    from kdpipe.kubeflow.params import KFP_TASK_RUN_ENV, dump_params, step_params
+    from kdpipe.tracking.runs import PARENT_TAG
+
+    suffix = uuid.uuid4().hex[:8]
+    client = MlflowClient(mlflow_server)
+    kfp_experiment = client.create_experiment(f"kfp-{suffix}")
+    text = dump_params(
+        make_params(
+            tracking__uri=mlflow_server,
+            tracking__experiment=f"kdpipe-own-{suffix}",
+            tracking__registered_model=f"kfp-student-{suffix}",
+            data__train_subset=1000,
+            data__test_subset=500,
+            data__val_size=200,
+        )
+    )
+    parent = client.create_run(kfp_experiment, run_name="kdpipe-distill-run").info.run_id
+    night = [
+        ("prepare-data", steps.prepare_data),
+        ("evaluate-teacher", steps.evaluate_teacher),
+        ("distill", steps.distill),
+        ("validate-student", steps.validate_student),
+        ("promote", steps.promote),
+    ]
+    task_runs = {}
+    for task, step in night:
+        task_runs[task] = client.create_run(kfp_experiment, run_name=task, tags={PARENT_TAG: parent}).info.run_id
+        monkeypatch.setenv(KFP_TASK_RUN_ENV, task_runs[task])
+        step(step_params(text, [], f"kfp-run-{suffix}"))
+        assert client.get_run(task_runs[task]).info.status == "RUNNING", f"kdpipe ended KFP's {task} run"
+        client.set_terminated(task_runs[task], "FINISHED")  # as KFP does
+    found = client.search_runs([kfp_experiment])
+    assert sorted(r.info.run_id for r in found) == sorted([parent, *task_runs.values()])
+    assert client.get_experiment_by_name(f"kdpipe-own-{suffix}") is None or not client.search_runs(
+        [client.get_experiment_by_name(f"kdpipe-own-{suffix}").experiment_id]
+    )
+    by_id = {r.info.run_id: r for r in found}
+    for task, run_id in task_runs.items():
+        run = by_id[run_id]
+        assert run.data.tags["kdpipe.pipeline_run_id"] == f"kfp-run-{suffix}", task
+        assert run.data.tags[PARENT_TAG] == parent, task  # one level under KFP's pipeline run, not two
+    assert by_id[task_runs["distill"]].data.tags["kdpipe.step"] == "distill"
+    assert "loss" in by_id[task_runs["distill"]].data.metrics
+    assert "student_test_top1" in by_id[task_runs["validate-student"]].data.metrics

@@ -26,6 +26,7 @@ from kdpipe.infra.errors import NonFiniteLossError, TeacherMismatchError
 from kdpipe.infra.files import file_sha256, load_checkpoint
 from kdpipe.models import create_model
 from kdpipe.models.file import load_model, save_model
+from kdpipe.tracking import tags
 from kdpipe.training.loop import CHECKPOINT_FILE, train
 from kdpipe.training.runtime import make_loader, make_runtime
 
@@ -48,18 +49,12 @@ def prepared_dir(tmp_path_factory: pytest.TempPathFactory, raw_root: Path) -> Pa
 
 @pytest.fixture
 def small(make_params: Callable[..., Params], prepared_dir: Path, tmp_path: Path) -> Callable[..., Params]:
-    """make_params on the module's prepared data, without MLflow (tracking is tested end to end elsewhere),
-    distilling from the teacher file that :func:`_install_teacher` writes."""
+    """make_params on the module's prepared data, without MLflow unless a test turns it on, distilling from the
+    teacher file that :func:`_install_teacher` writes."""
 
     def factory(**overrides: object) -> Params:
-        overrides = {"teacher__source": str(tmp_path / "installed-teacher.pt"), **overrides}
-        return make_params(
-            **SMALL_DATA,
-            paths__prepared=str(prepared_dir),
-            tracking__enabled=False,
-            train__batch_size=BATCH,
-            **overrides,
-        )
+        overrides = {"teacher__source": str(tmp_path / "installed-teacher.pt"), "tracking__enabled": False, **overrides}
+        return make_params(**SMALL_DATA, paths__prepared=str(prepared_dir), train__batch_size=BATCH, **overrides)
 
     return factory
 
@@ -146,8 +141,9 @@ def test_a_last_batch_of_one_image_does_not_crash(make_params: Callable[..., Par
     assert (Path(params.paths.checkpoints) / CHECKPOINT_FILE).is_file()
 
 
-def _interrupt_after_first_epoch(params_file: Path, checkpoint: Path, cwd: Path) -> None:
-    """Run `kdpipe distill` in its own process and kill it, as a preempted pod, once epoch 1 is saved."""
+def _interrupt_after_first_epoch(params_file: Path, checkpoint: Path, cwd: Path, stop: int) -> str:
+    """Run `kdpipe distill` in its own process and stop it with the signal ``stop`` once epoch 1 is saved, as
+    Kubernetes stops a pod (SIGTERM) or the kernel's OOM killer does (SIGKILL); returns its stderr."""
     proc = subprocess.Popen(
         [str(Path(sys.executable).with_name("kdpipe")), "distill", "-c", str(params_file)],
         cwd=cwd,
@@ -159,19 +155,35 @@ def _interrupt_after_first_epoch(params_file: Path, checkpoint: Path, cwd: Path)
         deadline = time.monotonic() + 300
         while proc.poll() is None and not checkpoint.exists() and time.monotonic() < deadline:
             time.sleep(0.01)
-        proc.send_signal(signal.SIGKILL)
+        proc.send_signal(stop)
     finally:
         _, stderr = proc.communicate(timeout=60)
-    assert proc.returncode == -signal.SIGKILL, f"the run ended before it could be interrupted: {stderr[-2000:]}"
+    expected = -stop if stop == signal.SIGKILL else 128 + stop
+    assert proc.returncode == expected, f"exit {proc.returncode}, not {expected}: {stderr[-2000:]}"
+    return stderr
 
 
+@pytest.mark.parametrize("stop", [signal.SIGKILL, signal.SIGTERM], ids=["sigkill", "sigterm"])
 def test_resume_ends_with_the_weights_of_an_uninterrupted_run(
-    small: Callable[..., Params], tmp_path: Path, caplog: pytest.LogCaptureFixture
+    small: Callable[..., Params],
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    request: pytest.FixtureRequest,
+    stop: int,
 ) -> None:
+    """Stopped after epoch 1 by SIGKILL (no chance to speak) or by SIGTERM (a pod's eviction or preemption,
+    tracked on a real ``mlflow server``), ``kdpipe distill --resume`` ends with the uninterrupted run's weights.
+    SIGTERM also gives one line and no traceback, exit 143, and its MLflow run ends KILLED with the reason."""
+    from kdpipe.cli import main
+
     straight = small(
         train__epochs=2, paths__student=str(tmp_path / "straight"), paths__checkpoints=str(tmp_path / "straight-ckpt")
     )
-    interrupted = small(train__epochs=2)
+    experiment, tracked = f"sigterm-{tmp_path.name}", {}
+    if stop == signal.SIGTERM:
+        server = request.getfixturevalue("mlflow_server")
+        tracked = {"tracking__enabled": True, "tracking__uri": server, "tracking__experiment": experiment}
+    interrupted = small(train__epochs=2, **tracked)
     data = load_prepared(straight.paths.prepared)
     _install_teacher(straight, data)
     _install_teacher(interrupted, data)
@@ -181,12 +193,16 @@ def test_resume_ends_with_the_weights_of_an_uninterrupted_run(
     checkpoint = Path(interrupted.paths.checkpoints) / "student" / CHECKPOINT_FILE
     params_file = tmp_path / "params.yaml"
     params_file.write_text(yaml.safe_dump(interrupted.to_dict()))
-    _interrupt_after_first_epoch(params_file, checkpoint, tmp_path)
+    stderr = _interrupt_after_first_epoch(params_file, checkpoint, tmp_path, stop)
     assert load_checkpoint(checkpoint)["epoch"] == 0
     assert not (Path(interrupted.paths.student) / "model.pt").exists()
+    if stop == signal.SIGTERM:
+        assert "Traceback" not in stderr
+        assert stderr.splitlines()[-1].startswith("kdpipe: terminated (SIGTERM: the pod was asked to stop")
+        assert stderr.splitlines()[-1].endswith("rerun with --resume to continue from the last checkpoint")
 
     caplog.set_level(logging.INFO, logger="kdpipe")
-    steps.distill(interrupted, resume=True)
+    assert main(["distill", "-c", str(params_file), "--resume"]) == 0
     assert "resuming from" in caplog.text
 
     expected = load_model(Path(straight.paths.student) / "model.pt")[0].state_dict()
@@ -196,6 +212,14 @@ def test_resume_ends_with_the_weights_of_an_uninterrupted_run(
         assert torch.equal(resumed[key], value), key
     history = [(Path(p.paths.student) / "history.csv").read_text().splitlines() for p in (straight, interrupted)]
     assert len(history[0]) == len(history[1]) == 3
+    if stop == signal.SIGTERM:
+        import mlflow
+
+        client = mlflow.MlflowClient(interrupted.tracking.uri)
+        runs = client.search_runs([client.get_experiment_by_name(experiment).experiment_id])
+        runs = sorted(runs, key=lambda r: r.info.start_time)
+        assert [r.info.status for r in runs] == ["KILLED", "FINISHED"]
+        assert runs[0].data.tags[tags.ERROR].startswith("Terminated: SIGTERM: the pod was asked to stop")
 
 
 def test_resume_after_a_change_of_crop_padding_trains_anew_instead_of_reusing_the_checkpoint(
@@ -277,3 +301,11 @@ def test_teacher_for_other_input_channels_is_refused(small: Callable[..., Params
     with pytest.raises(TeacherMismatchError, match="input channels"):
         steps.distill(params)
     assert not Path(params.paths.checkpoints).exists()
+
+
+def test_gpu_hours_are_the_ranks_gpus_times_the_wall_time_and_none_on_cpu() -> None:
+    """Two CUDA ranks for 90 minutes are 3 GPU-hours (a device object only: no GPU is needed to name one)."""
+    from kdpipe.training.runtime import Runtime, gpu_hours
+
+    assert gpu_hours(Runtime(torch.device("cuda")), 2, 5400.0) == 3.0
+    assert gpu_hours(Runtime(torch.device("cpu")), 2, 5400.0) == 0.0

@@ -25,7 +25,8 @@ from kdpipe.config import DEFAULT_PARAMS, Params, load_params
 from kdpipe.deploy.onnx import EXPORTER_LOGGERS
 from kdpipe.evaluation import report
 from kdpipe.evaluation.validation_metrics import ValidationMetrics
-from kdpipe.infra.errors import KdpipeError
+from kdpipe.infra.errors import KdpipeError, Terminated
+from kdpipe.infra.termination import EXIT_STATUS, stop_on_sigterm
 from kdpipe.promotion.records import PromotionRecord
 from kdpipe.steps.pipeline_run import with_pipeline_run_id
 from kdpipe.steps.spec import (
@@ -269,7 +270,8 @@ def main(argv: list[str] | None = None) -> int:
             }[args.registry_command](),
             "probe": lambda: steps.probe(params, args.target, args.images, args.device, args.probes, args.out),
         }
-        result = args.plugin.run(args) if hasattr(args, "plugin") else actions[args.command]()
+        with stop_on_sigterm(params.runtime.termination_grace_s):
+            result = args.plugin.run(args) if hasattr(args, "plugin") else actions[args.command]()
         if args.command == RUN_PIPELINE.verb:
             table = _summary_table(result["validation"], result["promotion"], params.teacher.arch, params.student.arch)
             print("\n".join([*table, *_tracking_lines(params)]))
@@ -287,9 +289,10 @@ def main(argv: list[str] | None = None) -> int:
     except KdpipeError as exc:
         print(f"kdpipe: error: {exc}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("kdpipe: interrupted; rerun with --resume to continue from the last checkpoint", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:
+        what = f"terminated ({exc})" if isinstance(exc, Terminated) else "interrupted"
+        print(f"kdpipe: {what}; rerun with --resume to continue from the last checkpoint", file=sys.stderr)
+        return EXIT_STATUS if isinstance(exc, Terminated) else 130
     return 0
 
 

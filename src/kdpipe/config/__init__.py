@@ -8,6 +8,7 @@ from kdpipe.config.cache import CacheConfig, CacheMode
 from kdpipe.config.data import DataConfig
 from kdpipe.config.export import ExportConfig
 from kdpipe.config.gate import GateConfig
+from kdpipe.config.kubeflow import KubeflowConfig
 from kdpipe.config.methods import FitNetConfig, KDConfig, MethodConfig, SRDConfig
 from kdpipe.config.params import (
     DEFAULT_PARAMS,
@@ -35,6 +36,7 @@ __all__ = [
     "FitNetConfig",
     "GateConfig",
     "KDConfig",
+    "KubeflowConfig",
     "MethodConfig",
     "OperationalSetConfig",
     "Params",

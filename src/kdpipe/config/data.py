@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from kdpipe.config.section import Section
+from kdpipe.config.section import MAX_IMAGES, MAX_PIXELS, Section
 
 
 class DataConfig(Section):
@@ -20,14 +20,18 @@ class DataConfig(Section):
         description="raw data directory (default data/raw); the ImageFolder root, or the manifest file; "
         "local, s3://, dvc+ or pvc: as data references accept them",
     )
-    image_size: int | None = Field(None, ge=8, description="resize ImageFolder images to this square size")
+    image_size: int | None = Field(
+        None, ge=8, le=MAX_PIXELS, description="resize ImageFolder images to this square size"
+    )
     split: Literal["auto", "stable", "seeded"] = Field(
         "auto",
         description="stable: each image's split is a pure function of its identity, so a growing set never moves "
         "an image between train, val and test; seeded: val_size images drawn with data.seed (the benchmark sets' "
         "split); auto: seeded for the benchmark sets, stable for imagefolder and manifest",
     )
-    val_size: int = Field(5000, ge=0, description="seeded split: training images held out for validation")
+    val_size: int = Field(
+        5000, ge=0, le=MAX_IMAGES, description="seeded split: training images held out for validation"
+    )
     val_fraction: float = Field(0.1, gt=0, lt=1, description="stable split: the share of images held out for val")
     test_fraction: float = Field(
         0.1, gt=0, lt=1, description="stable split: the share held out for test, when the source has no test split"
@@ -46,8 +50,12 @@ class DataConfig(Section):
     max_bad_fraction: float = Field(
         0.01, ge=0, le=1, description="with on_bad_image: skip, more unreadable images than this share is an error"
     )
-    train_subset: int | None = Field(None, ge=2, description="keep only this many training images (smoke runs)")
-    test_subset: int | None = Field(None, ge=2, description="keep only this many test images (smoke runs)")
+    train_subset: int | None = Field(
+        None, ge=2, le=MAX_IMAGES, description="keep only this many training images (smoke runs)"
+    )
+    test_subset: int | None = Field(
+        None, ge=2, le=MAX_IMAGES, description="keep only this many test images (smoke runs)"
+    )
     seed: int = 0
-    crop_padding: int = Field(2, ge=0)
+    crop_padding: int = Field(2, ge=0, le=MAX_PIXELS)
     hflip: bool | None = Field(None, description="horizontal flips; null picks the data set's default")

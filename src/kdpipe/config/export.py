@@ -6,7 +6,7 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator
 
-from kdpipe.config.section import Section
+from kdpipe.config.section import MAX_BATCH, MAX_CALLS, MAX_IMAGES, MAX_THREADS, Section
 
 
 class ExportConfig(Section):
@@ -21,7 +21,9 @@ class ExportConfig(Section):
         "PyTorch: onnx (ONNX Runtime; always made: the others are converted from it) and openvino (OpenVINO IR, "
         "int8 by NNCF)",
     )
-    calibration_size: int = Field(512, ge=1, description="transfer-set images that calibrate the int8 activations")
+    calibration_size: int = Field(
+        512, ge=1, le=MAX_IMAGES, description="transfer-set images that calibrate the int8 activations"
+    )
     max_int8_drop: float = Field(
         0.01,
         ge=0,
@@ -36,16 +38,21 @@ class ExportConfig(Section):
         description="the ONNX opset of every export, written into the file's metadata (18: what torch's exporter "
         "targets itself; others go through ONNX's version converter)",
     )
-    threads: int = Field(1, ge=1, description="CPU threads of every cost probe (1: the common edge case)")
-    batch_size: int = Field(64, ge=1, description="the batch of the throughput figure")
-    repeats: int = Field(200, ge=20, description="timed batch-1 calls per probe (p95 is the 10th slowest of 200)")
+    threads: int = Field(
+        1, ge=1, le=MAX_THREADS, description="CPU threads of every cost probe (1: the common edge case)"
+    )
+    batch_size: int = Field(64, ge=1, le=MAX_BATCH, description="the batch of the throughput figure")
+    repeats: int = Field(
+        200, ge=20, le=MAX_CALLS, description="timed batch-1 calls per probe (p95 is the 10th slowest of 200)"
+    )
     latency_probes: int = Field(
         3,
         ge=1,
+        le=99,
         description="fresh probes of the student's deploy format whose median the gate reads; over "
         "validate.max_latency_ms, latency_probes + 1 more are run before it refuses",
     )
-    warmup: int = Field(20, ge=0, description="untimed batch-1 calls before timing")
+    warmup: int = Field(20, ge=0, le=MAX_CALLS, description="untimed batch-1 calls before timing")
 
     @field_validator("formats", mode="before")
     @classmethod

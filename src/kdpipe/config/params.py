@@ -14,6 +14,7 @@ from kdpipe.config.cache import CacheConfig, move_deprecated_mode
 from kdpipe.config.data import DataConfig
 from kdpipe.config.export import ExportConfig
 from kdpipe.config.gate import GateConfig
+from kdpipe.config.kubeflow import KubeflowConfig
 from kdpipe.config.methods import MethodConfig
 from kdpipe.config.paths import PathsConfig
 from kdpipe.config.runtime import RuntimeConfig
@@ -40,6 +41,7 @@ class Params(Section):
     tracking: TrackingConfig = TrackingConfig()
     export: ExportConfig = ExportConfig()
     cache: CacheConfig = CacheConfig()
+    kubeflow: KubeflowConfig = KubeflowConfig()
     paths: PathsConfig = PathsConfig()
 
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True, populate_by_name=True)
@@ -107,14 +109,28 @@ def feature_dim(arch: str, image_size: int | None = None) -> int:
         return create_model(arch, num_classes=10, in_channels=3, image_size=image_size).feature_dim
 
 
+def _error_key(err: Any) -> str:
+    """The dotted params key a pydantic error is about."""
+    inner = (err.get("ctx") or {}).get("error")
+    if isinstance(inner, KeyedError):
+        return inner.key
+    return ".".join("validate" if str(p) == "validate_" else str(p) for p in err["loc"]) or "(top level)"
+
+
+def _origin(exc: ValidationError, path: Path, overrides: list[str]) -> str:
+    """Where the faulty value came from: the last ``-p`` override that set its key (or a section above it),
+    else the params file."""
+    key = _error_key(exc.errors()[0])
+    setting = [text for text in overrides if f"{key}.".startswith(f"{text.partition('=')[0].strip()}.")]
+    return f"-p {setting[-1]}" if setting else str(path)
+
+
 def _format_validation_error(exc: ValidationError, origin: str) -> str:
     err = exc.errors()[0]
-    loc = [str(p) for p in err["loc"]]
-    ctx = err.get("ctx") or {}
-    inner = ctx.get("error")
+    inner = (err.get("ctx") or {}).get("error")
+    key = _error_key(err)
     if isinstance(inner, KeyedError):
-        return f"{origin}: {inner.key}: {inner}"
-    key = ".".join("validate" if p == "validate_" else p for p in loc) or "(top level)"
+        return f"{origin}: {key}: {inner}"
     msg = err["msg"].removeprefix("Value error, ")
     if err["type"] == "extra_forbidden":
         msg = "unknown key"
@@ -152,17 +168,26 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
 
 def load_params(path: str | Path = DEFAULT_PARAMS, overrides: list[str] | None = None) -> Params:
     """Read and validate params.yaml, then apply ``KEY=VALUE`` overrides through the same schema."""
-    path = Path(path)
+    path, overrides = Path(path), overrides or []
     if not path.exists():
         raise ConfigError(f"{path}: file not found")
+    if path.is_dir():
+        raise ConfigError(f"{path}: is a directory; name a params file (e.g. {path / 'params.yaml'})")
     try:
-        raw = yaml.safe_load(path.read_text()) or {}
+        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {exc.object[exc.start]:#04x} at offset {exc.start})") from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot be read ({exc.strerror})") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: top level must be a mapping of sections")
-    raw = apply_overrides(raw, overrides or [])
-    return params_from_dict(raw, origin=str(path))
+    raw = apply_overrides(raw, overrides)
+    try:
+        return Params.model_validate(raw, context={"origin": str(path)})
+    except ValidationError as exc:
+        raise ConfigError(_format_validation_error(exc, _origin(exc, path, overrides))) from None
 
 
 def params_from_dict(raw: dict[str, Any], origin: str = "params") -> Params:

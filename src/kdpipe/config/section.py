@@ -6,6 +6,15 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
+# Upper bounds on sizes and counts: far above any real run, low enough that a typo (an epoch count of 10^31)
+# is an error naming the limit instead of a run that never ends.
+MAX_EPOCHS = 10_000
+MAX_IMAGES = 1_000_000_000
+MAX_BATCH = 65_536
+MAX_PIXELS = 4_096
+MAX_THREADS = 1_024
+MAX_CALLS = 100_000
+
 
 class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)

@@ -6,14 +6,14 @@ from typing import Literal
 
 from pydantic import Field
 
-from kdpipe.config.section import Section
+from kdpipe.config.section import MAX_PIXELS, Section
 from kdpipe.config.train import TrainConfig
 
 
 class TeacherPreprocess(Section):
     """What the teacher sees: its own input size, channels and normalisation, while the student keeps its own."""
 
-    image_size: int | None = Field(None, ge=8, description="the teacher's input size; null: the data's")
+    image_size: int | None = Field(None, ge=8, le=MAX_PIXELS, description="the teacher's input size; null: the data's")
     resize: Literal["square", "shorter_side_crop"] = Field(
         "square",
         description="square: resize to image_size x image_size; shorter_side_crop: shorter side to image_size, "

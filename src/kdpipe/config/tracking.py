@@ -22,6 +22,11 @@ class TrackingConfig(Section):
         None,
         description="set by the Kubeflow components: the KFP run, tagged on every step run (kdpipe.kubeflow_run_id)",
     )
+    task_run_id: str | None = Field(
+        None,
+        description="set by the Kubeflow components when KFP's MLflow integration opened a run for the task "
+        "(MLFLOW_RUN_ID): the step logs into that run and leaves ending it to KFP; null: the step opens its own",
+    )
     kubeflow_ui_url: str | None = Field(
         None,
         description="the Kubeflow Pipelines UI, e.g. https://kubeflow.example/pipeline; with it each step run "

@@ -6,24 +6,25 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from kdpipe.config.section import Section
+from kdpipe.config.section import MAX_BATCH, MAX_EPOCHS, MAX_IMAGES, Section
 
 
 class TrainConfig(Section):
-    epochs: int = Field(8, ge=1)
+    epochs: int = Field(8, ge=1, le=MAX_EPOCHS)
     subset: int | None = Field(
         None,
         ge=2,
+        le=MAX_IMAGES,
         description="train on a fixed sample of this many train-split images (data.seed picks it); null: all",
     )
-    batch_size: int = 256
+    batch_size: int = Field(256, le=MAX_BATCH)
     optimizer: Literal["sgd", "adamw"] = "sgd"
     lr: float = Field(0.1, gt=0)
     momentum: float = Field(0.9, ge=0, lt=1)
     nesterov: bool = True
     weight_decay: float = Field(5e-4, ge=0)
     schedule: Literal["cosine", "multistep", "constant"] = "cosine"
-    warmup_epochs: int = Field(0, ge=0)
+    warmup_epochs: int = Field(0, ge=0, le=MAX_EPOCHS)
     milestones: tuple[int, ...] = ()
     gamma: float = Field(0.1, gt=0, le=1)
     seed: int = 0

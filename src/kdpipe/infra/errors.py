@@ -43,3 +43,8 @@ class TrackingOutageError(TrackingError):
 
 class UnknownNameError(ConfigError, ValueError):
     """A name no table has; ConfigError so the CLI prints it on one line, ValueError so pydantic reports its key."""
+
+
+class Terminated(KeyboardInterrupt):
+    """The process got SIGTERM (Kubernetes' eviction, preemption or node drain): it stops as an interrupt does,
+    keeping its last checkpoint, and its MLflow run ends KILLED rather than FAILED."""

@@ -23,3 +23,11 @@ SECRET_ENV = (
     "MLFLOW_TRACKING_USERNAME",
     "MLFLOW_TRACKING_PASSWORD",
 )
+
+
+def secret_env(secret_name: str) -> list[dict[str, object]]:
+    """The container env that reads each of :data:`SECRET_ENV` from the secret (each key optional)."""
+    return [
+        {"name": key, "valueFrom": {"secretKeyRef": {"name": secret_name, "key": key, "optional": True}}}
+        for key in SECRET_ENV
+    ]

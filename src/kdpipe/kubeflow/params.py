@@ -6,6 +6,7 @@ what it ran with) and points ``paths.*`` at its own input and output artifact di
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import yaml
@@ -14,13 +15,16 @@ from kdpipe.config import Params, apply_overrides, params_from_dict
 from kdpipe.infra.errors import ConfigError
 
 ORIGIN = "pipeline parameter params_yaml"
+KFP_TASK_RUN_ENV = "MLFLOW_RUN_ID"  # the task's MLflow run, where KFP's MLflow integration (KFP 2.17+) opened one
 
 
 def step_params(params_yaml: str, overrides: list[str], run_id: str = "", **paths: str) -> Params:
     """Validate ``params_yaml`` plus ``KEY=VALUE`` overrides, then set the given ``paths.*``.
 
     ``run_id`` (the Kubeflow run's id) becomes ``tracking.pipeline_run_id``, the MLflow tag that
-    groups the steps of one run, and ``tracking.kubeflow_run_id``.
+    groups the steps of one run, and ``tracking.kubeflow_run_id``; with it, the MLflow run KFP opened for this
+    task (``MLFLOW_RUN_ID``, set where KFP's MLflow integration is on) becomes ``tracking.task_run_id``, so that
+    the step logs there instead of opening a second run.
     """
     try:
         raw: Any = yaml.safe_load(params_yaml) or {}
@@ -34,6 +38,8 @@ def step_params(params_yaml: str, overrides: list[str], run_id: str = "", **path
         if not isinstance(tracking, dict):
             raise ConfigError(f"{ORIGIN}: tracking must be a mapping")
         tracking["pipeline_run_id"] = tracking["kubeflow_run_id"] = run_id
+        if os.environ.get(KFP_TASK_RUN_ENV):
+            tracking["task_run_id"] = os.environ[KFP_TASK_RUN_ENV]
     if paths:
         section = raw.setdefault("paths", {})
         if not isinstance(section, dict):

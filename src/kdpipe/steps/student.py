@@ -28,7 +28,7 @@ from kdpipe.tracking import run_notes, tags
 from kdpipe.training import distributed
 from kdpipe.training.diagnostics import projector_effective_rank
 from kdpipe.training.loop import STUDENT_CHECKPOINTS, train, training_space
-from kdpipe.training.runtime import eval_loader, make_runtime, place_model, rank_probe, student_views
+from kdpipe.training.runtime import eval_loader, gpu_hours, make_runtime, place_model, rank_probe, student_views
 from kdpipe.training.student_init import INIT_REPORT_FILE, init_record, resolve_init
 
 log = logging.getLogger("kdpipe")
@@ -110,13 +110,16 @@ def distill(params: Params, resume: bool = False, *, rank: int = 0, world_size: 
             wrapped=distributed.wrap(distiller, runtime.device) if world_size > 1 else None,
         )
         run.log_epochs(history)  # a resumed run's earlier epochs, from the checkpoint
+        seconds = time.perf_counter() - start
         summary = {
             "method": method,
             "epochs": len(history),
             "final_val_acc": history[-1].get("val_acc"),
             "final_train_acc": history[-1]["train_acc"],
-            "train_seconds": time.perf_counter() - start,
+            "train_seconds": seconds,
+            tags.GPU_HOURS: gpu_hours(runtime, world_size, seconds),  # this attempt's: a resumed run adds its own
         }
+        run.log_metrics({k: summary[k] for k in ("train_seconds", tags.GPU_HOURS)})
         if runtime.is_main:
             save_model(
                 out / MODEL_FILE,

@@ -2,8 +2,9 @@
 
 Every kdpipe run, a step's and the study's parent, cell and seed runs alike, is opened by :func:`open_run`
 in the store :class:`Store` reached: created with its tags, params and parent, ended FINISHED with its block
-or FAILED with the reason. A run someone else opened for kdpipe (Kubeflow's MLflow integration opens one
-per task) is to be adopted there, as the study's parent run is continued there (``resume``).
+or FAILED with the reason. A run someone else opened for kdpipe (KFP's MLflow integration opens one per task,
+nested under one per pipeline run, and ends them itself) is adopted there (``tracking.task_run_id``): the step
+tags and logs into it and leaves it open, so a cluster with that integration gets one run per step, not two.
 
 One run per pipeline step, tied together by a shared pipeline-run id tag:
 
@@ -26,6 +27,7 @@ queue, at most ``tracking.retry_seconds``, only before its artifact uploads and 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import logging
 from collections.abc import Iterator
@@ -36,7 +38,7 @@ import yaml
 
 from kdpipe.config import Params
 from kdpipe.infra import files
-from kdpipe.infra.errors import TrackingOutageError
+from kdpipe.infra.errors import Terminated, TrackingOutageError
 from kdpipe.tracking import tags, ui_links
 from kdpipe.tracking.async_logging import AsyncRunLogger
 from kdpipe.tracking.lineage import lineage_tags
@@ -104,15 +106,18 @@ def open_run(
     params: dict[str, Any] | None = None,
     resume: str | None = None,
     what: str | None = None,
+    adopted: bool = False,
 ) -> Iterator[str]:
     """Open an MLflow run for the block and end it; yields its id. The one way kdpipe's runs come into being.
 
     The run is created in the store's experiment as ``name``, tagged with ``run_tags`` (as strings), the child of
     ``parent`` when given, with ``params`` logged (:func:`log_params`). With ``resume`` (a run id) that run is
     continued instead: tagged and logged to the same way. The run ends FINISHED with the block, or FAILED with
-    the reason in ``kdpipe.error`` when the block raises while the store still answers; after an outage it is left
-    RUNNING (a step's next run in the same place closes it). MLflow's own errors become one-line
-    :class:`TrackingError` messages naming ``what`` (default: the run's name).
+    the reason in ``kdpipe.error`` when the block raises while the store still answers (KILLED, with the reason,
+    on SIGTERM: :mod:`kdpipe.infra.termination`); after an outage it is left
+    RUNNING (a step's next run in the same place closes it). ``adopted``: the run ``resume`` names belongs to
+    someone else who ends it (KFP's MLflow integration): it is tagged and logged to, and never ended here. MLflow's
+    own errors become one-line :class:`TrackingError` messages naming ``what`` (default: the run's name).
     """
     client, what = store.client, what or f"the {name} run"
     all_tags = {k: str(v) for k, v in {**run_tags, **({PARENT_TAG: parent} if parent else {})}.items()}
@@ -127,13 +132,15 @@ def open_run(
             if params:
                 log_params(client, run_id, params)
             yield run_id
-            client.set_terminated(run_id, "FINISHED")
+            if not adopted:
+                client.set_terminated(run_id, "FINISHED")
     except BaseException as exc:
         if not isinstance(exc, TrackingOutageError) and reachable(store.params.tracking.uri):
             with contextlib.suppress(Exception):
                 client.set_tag(run_id, tags.ERROR, f"{type(exc).__name__}: {exc}"[:ERROR_CHARS])
             with contextlib.suppress(Exception):
-                client.set_terminated(run_id, "FAILED")
+                if not adopted:
+                    client.set_terminated(run_id, "KILLED" if isinstance(exc, Terminated) else "FAILED")
         raise
 
 
@@ -209,7 +216,11 @@ def step_run(
     step_tags = {tags.STEP: step, **workdir, **lineage_tags(params), **(run_tags or {})}
     pipeline_run_id = str(params.tracking.pipeline_run_id)
     name, flat = f"{step}-{pipeline_run_id}", flatten(params.to_dict())
-    with open_run(store, name, step_tags, params=flat, what=what) as run_id:
+    adopt = params.tracking.task_run_id
+    if adopt:  # KFP's task run: its experiment is KFP's, and KFP ends it
+        with tracking_errors(params, what):
+            store = dataclasses.replace(store, experiment_id=str(client.get_run(adopt).info.experiment_id))
+    with open_run(store, name, step_tags, params=flat, what=what, resume=adopt, adopted=bool(adopt)) as run_id:
         sender = AsyncRunLogger(client, run_id, reachable=functools.partial(reachable, uri))
         run = StepRun(client, run_id, uri, sender, params.tracking.retry_seconds, step, pipeline_run_id, rerun)
         monitor = _system_monitor(params, run_id) if system_metrics else None

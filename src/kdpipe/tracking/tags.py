@@ -81,6 +81,16 @@ ROLLED_BACK_AT = "kdpipe.rolled_back_at"
 ROLLED_BACK_TO = "kdpipe.rolled_back_to"
 LOCK_OWNER = "kdpipe.lock_owner"
 
+# On Kubernetes: the labels of a multi-node job's attempts, the manager of kdpipe's TrainJob runtime patch, and the
+# event of the failure notice the pipeline's exit handler posts.
+K8S_RUN_LABEL = "kdpipe.io/pipeline-run"
+K8S_ATTEMPT_LABEL = "kdpipe.io/attempt"
+K8S_PATCH_MANAGER = "kdpipe.io/launcher"
+FAILURE_EVENT = "kdpipe.pipeline_run.failed"
+
+# A distill run's GPUs x its training wall time, in hours (a metric): what the night cost the cluster.
+GPU_HOURS = "gpu_hours"
+
 # A registered version carries the student's validated figures; the champion's are read back from them.
 RECORDED_METRICS = ("top1", "top5", "parameters", "size_bytes", "latency_ms_batch1")
 

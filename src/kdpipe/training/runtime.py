@@ -40,6 +40,11 @@ class Runtime:
         return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp and self.device.type == "cuda")
 
 
+def gpu_hours(runtime: Runtime, world_size: int, seconds: float) -> float:
+    """What a run cost the cluster in GPUs: one per rank on CUDA (none on CPU), times its wall time, in hours."""
+    return (world_size if runtime.device.type == "cuda" else 0) * seconds / 3600
+
+
 def make_runtime(rt: RuntimeConfig, rank: int = 0) -> Runtime:
     """The device (``runtime.device``), CPU threads, autocast and progress of this process."""
     torch.set_num_threads(rt.num_threads or os.cpu_count() or 1)
