@@ -6,7 +6,8 @@ opens are observed, not mocked: a ``sitecustomize`` on the workers' PYTHONPATH i
 audit hook that appends each rename (atomic writes end in one) and each SQLite connection to a
 per-rank log. The same hook plays the preemption: asked to, it SIGKILLs rank 0 just before it
 replaces its checkpoint for the N-th time (torchrun then stops the other rank and fails, as a
-Kubeflow pod would), a point that a kill from outside could only race for.
+Kubeflow pod would), a point that a kill from outside could only race for. Asked to, it also sends SIGTERM to
+the launcher there, as Kubernetes stops a pod (the launcher passes it on through torchrun to both ranks).
 
 The tracking test runs the same launcher against the session's real ``mlflow server``.
 """
@@ -25,8 +26,9 @@ import torch
 
 from kdpipe import steps
 from kdpipe.config import Params
-from kdpipe.infra.errors import KdpipeError
+from kdpipe.infra.errors import KdpipeError, Terminated
 from kdpipe.infra.files import HISTORY_FILE, load_checkpoint
+from kdpipe.infra.termination import stop_on_sigterm
 from kdpipe.kubeflow import launch
 from kdpipe.kubeflow.params import dump_params
 from kdpipe.models.file import MODEL_FILE, load_model
@@ -50,6 +52,8 @@ if _rank is not None:
                 _checkpoints.append(target)
                 if len(_checkpoints) == _preempt_at:
                     os.kill(os.getpid(), signal.SIGKILL)
+                if len(_checkpoints) == int(os.environ.get("KDPIPE_SIGTERM_AT_CHECKPOINT", "0")) and _rank == "0":
+                    os.kill(int(os.environ["KDPIPE_SIGTERM_PID"]), signal.SIGTERM)
     sys.addaudithook(_hook)
 """
 
@@ -148,6 +152,21 @@ def test_distill_under_torchrun_trains_on_two_ranks_writes_on_rank0_only_and_res
     assert a.keys() == b.keys()
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert not [line for line in _audit(resumed_audit, 1) if str(tmp_path) in line]
+
+    # Kubernetes stops the pod instead: SIGTERM reaches the launcher (this process, inside stop_on_sigterm as the
+    # distill component runs it) at rank 0's second checkpoint; it passes it to torchrun and so to both ranks.
+    term = _variant(make_params, tmp_path, "term")
+    _ranks_watched(monkeypatch, tmp_path / "term" / "audit1")
+    monkeypatch.setenv("KDPIPE_SIGTERM_AT_CHECKPOINT", "2")
+    monkeypatch.setenv("KDPIPE_SIGTERM_PID", str(os.getpid()))
+    with pytest.raises(Terminated), stop_on_sigterm(120):
+        launch.distill(term, 2, steps.distill)
+    assert [status for _, status in _distill_runs(tmp_path / "term" / "mlruns.db")] == ["KILLED"]
+    assert not (Path(term.paths.student) / "model.pt").exists()
+    monkeypatch.delenv("KDPIPE_SIGTERM_AT_CHECKPOINT")
+    launch.distill(term, 2, steps.distill)
+    c = torch.load(Path(term.paths.student) / "model.pt", weights_only=True)["state_dict"]
+    assert all(torch.equal(a[k], c[k]) for k in a)
 
 
 def test_two_gloo_ranks_log_exactly_one_distill_run_from_rank_zero(

@@ -59,7 +59,7 @@ def test_an_unknown_name_on_the_command_line_is_one_line_naming_the_key_and_ever
     err = capsys.readouterr().err
     assert err.endswith("\n") and err.count("\n") == 1, err
     line = err.rstrip("\n")
-    assert line.startswith(f"kdpipe: error: params.yaml: {key}: unknown {kind} 'bogus'; choices: "), line
+    assert line.startswith(f"kdpipe: error: -p {key}=bogus: {key}: unknown {kind} 'bogus'; choices: "), line
     assert sorted(_listed(line)) == sorted(choices), "every valid name, and only those"
     assert "(got" not in line, "the message quotes the name once"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["params.yaml"], "a rejected run must not start"

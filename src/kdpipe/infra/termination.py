@@ -4,9 +4,9 @@ Kubernetes sends SIGTERM, waits ``terminationGracePeriodSeconds`` and then sends
 SIGTERM is to die at once, with no message and the MLflow run left RUNNING. Inside :func:`stop_on_sigterm` the
 signal raises :class:`~kdpipe.infra.errors.Terminated` in the main thread instead: every ``finally`` runs, a
 checkpoint being written is left whole (writes go to a temporary file and are renamed), the step's run ends
-KILLED with the reason, and the process exits with 143, the status a shell gives SIGTERM. Should it still be
-running ``grace_s`` seconds later (a call that does not return to Python), it prints one line and exits 143
-itself, before the SIGKILL that would leave nothing said.
+KILLED with the reason, and the process exits with 143, the status a shell gives SIGTERM. Should the block
+still be running ``grace_s`` seconds later (a call that does not return to Python), it prints one line and exits
+143 itself, before the SIGKILL that would leave nothing said.
 """
 
 from __future__ import annotations
@@ -42,10 +42,13 @@ def stop_on_sigterm(grace_s: float) -> Iterator[None]:
         yield
         return
 
+    deadlines: list[threading.Timer] = []
+
     def handler(signum: int, frame: FrameType | None) -> None:
         deadline = threading.Timer(grace_s, _exit_late, (grace_s,))
         deadline.daemon = True
         deadline.start()
+        deadlines.append(deadline)
         raise Terminated("SIGTERM: the pod was asked to stop (an eviction, a preemption or a node drain)")
 
     previous = signal.signal(signal.SIGTERM, handler)
@@ -53,3 +56,5 @@ def stop_on_sigterm(grace_s: float) -> Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
+        for deadline in deadlines:  # the step has stopped: what follows is the caller's one line and exit
+            deadline.cancel()

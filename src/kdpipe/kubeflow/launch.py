@@ -7,7 +7,9 @@ The params travel as a file, the same one ``kdpipe -c`` reads.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import signal
 import subprocess
 import sys
 import tempfile
@@ -62,10 +64,16 @@ def distill(params: Params, num_processes: int, in_process: DistillStep, *, resu
         return in_process(params, resume=resume)
     params_file = Path(params.paths.checkpoints) / PARAMS_FILE
     atomic_write_text(params_file, dump_params(params))
-    done = subprocess.run(torchrun_command(str(params_file), num_processes, resume=resume), check=False)
-    if done.returncode != 0:
+    with subprocess.Popen(torchrun_command(str(params_file), num_processes, resume=resume)) as torchrun:
+        try:
+            code = torchrun.wait()
+        except KeyboardInterrupt:  # SIGTERM (kdpipe.infra.termination) or Ctrl-C: the ranks stop as one process does
+            torchrun.send_signal(signal.SIGTERM)  # torchrun passes it on to every rank
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                torchrun.wait(timeout=params.runtime.termination_grace_s)
+            raise
+    if code != 0:
         raise KdpipeError(
-            f"distill: torchrun with {num_processes} processes exited with {done.returncode}; "
-            "the ranks' logs above say why"
+            f"distill: torchrun with {num_processes} processes exited with {code}; the ranks' logs above say why"
         )
     return read_json(Path(params.paths.student) / METRICS_FILE)
