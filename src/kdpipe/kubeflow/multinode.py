@@ -12,7 +12,7 @@ import dataclasses
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from kdpipe.config import Params
 from kdpipe.infra.files import METRICS_FILE, PARAMS_FILE, atomic_write_text, read_json
@@ -24,7 +24,7 @@ from kdpipe.kubeflow.params import dump_params, with_paths
 NAMESPACE_FILE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
 ATTEMPT_FILE = "job_attempt.txt"  # on the PVC beside the staged run: the last attempt created
 TrainingApi = Literal["trainjob", "pytorchjob"]
-TRAINING_APIS = ("trainjob", "pytorchjob")
+TRAINING_APIS: tuple[str, ...] = get_args(TrainingApi)  # the CLI's choices
 POLL_S = 30.0
 
 
