@@ -42,9 +42,10 @@ from kdpipe.distill import create_distiller
 from kdpipe.infra.errors import KdpipeError
 from kdpipe.models import FeatureClassifier, create_model
 from kdpipe.teacher.cache import TeacherCache, TeacherOutputs
-from kdpipe.training.runtime import Runtime, build_optimizer
+from kdpipe.training.loop import build_optimizer
+from kdpipe.training.runtime import Runtime
 
-METHODS = ("scratch", "kd", "fitnet", "srd")
+METHODS = ("scratch", "kd", "fitnet", "dkd", "lskd", "dist", "vkd", "srd")
 CACHED = ("kd", "srd")  # replaying a teacher cache: measured against the student step alone
 Batch = tuple[torch.Tensor, torch.Tensor]
 

@@ -13,7 +13,15 @@ import pytest
 import yaml
 
 from kdpipe.config import Params, load_params, params_from_dict
-from kdpipe.distill import FitNetSettings, KDSettings, SRDSettings
+from kdpipe.distill import (
+    DISTSettings,
+    DKDSettings,
+    FitNetSettings,
+    KDSettings,
+    LSKDSettings,
+    SRDSettings,
+    VKDSettings,
+)
 from kdpipe.infra.errors import ConfigError
 
 REPO_PARAMS = Path(__file__).resolve().parents[1] / "params.yaml"
@@ -111,7 +119,17 @@ def test_bad_override_syntax_is_a_config_error(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    ("name", "settings"), [("srd", SRDSettings), ("kd", KDSettings), ("fitnet", FitNetSettings)], ids=str
+    ("name", "settings"),
+    [
+        ("srd", SRDSettings),
+        ("kd", KDSettings),
+        ("fitnet", FitNetSettings),
+        ("dkd", DKDSettings),
+        ("lskd", LSKDSettings),
+        ("dist", DISTSettings),
+        ("vkd", VKDSettings),
+    ],
+    ids=str,
 )
 def test_each_method_section_spells_its_methods_settings_at_their_defaults(name: str, settings: type) -> None:
     """distill reads no config: ``method.<name>`` is turned into the keyword arguments of its method's settings,
@@ -130,9 +148,9 @@ def test_the_configured_method_alone_is_handed_to_the_distiller() -> None:
 def _old_style(text: str) -> str:
     """The repository's params.yaml as it was before cache.mode: each method section has its own cache key."""
     text = text.replace("  mode: auto ", "  # mode: auto ")
-    for last in ("    temperature: 1.0\n", "    ce_weight: 0.5\n", "    ce_weight: 1.0\n"):
-        assert text.count(last) == 1, last
-        text = text.replace(last, f"{last}    cache: auto\n")
+    for section in ("  srd:\n", "  kd:\n", "  fitnet:\n"):
+        assert text.count(section) == 1, section
+        text = text.replace(section, f"{section}    cache: auto\n")
     return text
 
 

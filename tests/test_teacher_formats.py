@@ -261,12 +261,20 @@ def test_a_file_in_no_accepted_format_is_refused_naming_the_formats(world: World
     _refused(world, world.params("timm", str(junk)), "not a format kdpipe reads; it accepts a kdpipe model file")
 
 
-def test_srd_without_a_findable_feature_layer_is_refused_listing_candidates_and_kd_works(world: World) -> None:
+def test_a_feature_method_without_a_findable_feature_layer_is_refused_listing_candidates_and_kd_works(
+    world: World,
+) -> None:
     torch.manual_seed(0)
     no_head = nn.Sequential(nn.Conv2d(1, 8, 3), nn.ReLU(), nn.Conv2d(8, 10, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten())
     path = _scripted(no_head, world.root / "no-linear-head.pt")
-    params = world.params("timm", str(path), method__name="srd")
-    _refused(world, params, r"no feature layer in the teacher .*; set teacher.feature_layer to one of \[.*'3'")
+    for method in ("srd", "vkd"):
+        params = world.params("timm", str(path), method__name=method)
+        _refused(
+            world,
+            params,
+            r"no feature layer in the teacher .*; set teacher.feature_layer to one of \[.*'3'.*\], "
+            r"or a method on logits only \(dist, dkd, kd, lskd\)$",
+        )
     kd = world.params("timm", str(path), method__name="kd", paths__teacher=params.paths.teacher)
     model, _, _ = teacher.resolve(kd, world.data, make_runtime(kd.runtime), on_epoch=lambda record: None)
     assert model.feature_dim == 0

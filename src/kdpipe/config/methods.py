@@ -13,12 +13,22 @@ from typing import Any
 from pydantic import Field, ValidationInfo, field_validator
 
 from kdpipe.config.section import Section
-from kdpipe.distill import METHODS, FitNetSettings, KDSettings, SRDSettings
+from kdpipe.distill import (
+    METHODS,
+    DISTSettings,
+    DKDSettings,
+    FitNetSettings,
+    KDSettings,
+    LSKDSettings,
+    SRDSettings,
+    VKDSettings,
+)
 from kdpipe.distill.distance import DISTANCES
 from kdpipe.distill.normalization import NORMS
 from kdpipe.distill.projector import PROJECTORS
 
 _SRD, _KD, _FITNET = SRDSettings(), KDSettings(), FitNetSettings()
+_DKD, _LSKD, _DIST, _VKD = DKDSettings(), LSKDSettings(), DISTSettings(), VKDSettings()
 
 
 class SRDConfig(Section):
@@ -62,11 +72,50 @@ class FitNetConfig(Section):
         return PROJECTORS.without("none").check(value)
 
 
+class DKDConfig(Section):
+    """Decoupled KD (Zhao et al., CVPR 2022): target and non-target KL weighted apart, plus cross-entropy."""
+
+    alpha: float = Field(_DKD.alpha, ge=0, description="weight of the target-class (binary) KL")
+    beta: float = Field(_DKD.beta, ge=0, description="weight of the KL over the non-target classes")
+    temperature: float = Field(_DKD.temperature, gt=0)
+    ce_weight: float = Field(_DKD.ce_weight, ge=0)
+
+
+class LSKDConfig(Section):
+    """Logit standardisation (Sun et al., CVPR 2024): KD on each sample's z-scored logits."""
+
+    temperature: float = Field(_LSKD.temperature, gt=0, description="applied after standardising")
+    kl_weight: float = Field(_LSKD.kl_weight, ge=0)
+    ce_weight: float = Field(_LSKD.ce_weight, ge=0)
+
+
+class DISTConfig(Section):
+    """DIST (Huang et al., NeurIPS 2022): Pearson correlation of class and sample relations, plus cross-entropy."""
+
+    inter_weight: float = Field(_DIST.inter_weight, ge=0, description="each sample's ranking of the classes")
+    intra_weight: float = Field(_DIST.intra_weight, ge=0, description="each class's ranking of the samples")
+    temperature: float = Field(_DIST.temperature, gt=0)
+    ce_weight: float = Field(_DIST.ce_weight, ge=0)
+
+
+class VKDConfig(Section):
+    """VkD (Miles et al., CVPR 2024): orthogonal projector, layer-normed teacher features, smooth L1, KL and CE."""
+
+    feat_weight: float = Field(_VKD.feat_weight, ge=0)
+    kl_weight: float = Field(_VKD.kl_weight, ge=0)
+    ce_weight: float = Field(_VKD.ce_weight, ge=0)
+    temperature: float = Field(_VKD.temperature, gt=0)
+
+
 class MethodConfig(Section):
     name: str = "srd"
     srd: SRDConfig = SRDConfig()
     kd: KDConfig = KDConfig()
     fitnet: FitNetConfig = FitNetConfig()
+    dkd: DKDConfig = DKDConfig()
+    lskd: LSKDConfig = LSKDConfig()
+    dist: DISTConfig = DISTConfig()
+    vkd: VKDConfig = VKDConfig()
 
     @field_validator("name")
     @classmethod

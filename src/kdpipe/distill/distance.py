@@ -34,6 +34,7 @@ DISTANCES: Factories[Distance] = Factories(
         "logsum": logsum,
         "mse": lambda alpha: F.mse_loss,
         "l1": lambda alpha: F.l1_loss,
+        "smooth_l1": lambda alpha: F.smooth_l1_loss,
         "cosine": lambda alpha: cosine,
     },
 )

@@ -1,8 +1,13 @@
-"""The projector that maps student features into the teacher's feature space."""
+"""The projector that maps student features into the teacher's feature space.
+
+``orthogonal`` is VkD's (Miles et al., CVPR 2024): a bias-free linear map kept (semi-)orthogonal by torch's
+parametrisation, so it can rotate the student's features but neither stretch nor collapse them.
+"""
 
 from __future__ import annotations
 
 from torch import nn
+from torch.nn.utils.parametrizations import orthogonal
 
 from kdpipe.infra.factories import Factories
 
@@ -22,6 +27,11 @@ def _mlp(d_student: int, d_teacher: int) -> nn.Module:
         nn.ReLU(inplace=True),
         nn.Linear(d_teacher, d_teacher),
     )
+
+
+@PROJECTORS.register("orthogonal")
+def _orthogonal(d_student: int, d_teacher: int) -> nn.Module:
+    return orthogonal(nn.Linear(d_student, d_teacher, bias=False))
 
 
 @PROJECTORS.register("none")

@@ -32,6 +32,10 @@ MAIN_CELLS: tuple[Cell, ...] = (
     Cell("scratch", ("method.name=scratch",), "cross-entropy only, no teacher"),
     Cell("kd", ("method.name=kd",), "Hinton KD: KL at params.yaml's T + CE"),
     Cell("fitnet", ("method.name=fitnet",), "projector + MSE on pooled features + CE"),
+    Cell("dkd", ("method.name=dkd",), "decoupled KD: target and non-target KL weighted apart + CE"),
+    Cell("lskd", ("method.name=lskd",), "KD on z-scored logits + CE"),
+    Cell("dist", ("method.name=dist",), "DIST: Pearson relations over classes and over samples + CE"),
+    Cell("vkd", ("method.name=vkd",), "VkD: orthogonal projector, layer-normed teacher, smooth L1 + KL + CE"),
     _srd("srd", None, "the recipe: linear projector, BN, LogSum alpha=4, KL T=1, CE"),
     _srd("srd_norm_none", "method.srd.norm=none", "no normalisation of the features"),
     _srd("srd_norm_l2", "method.srd.norm=l2", "L2-normalised rows instead of BN"),
@@ -42,6 +46,9 @@ MAIN_CELLS: tuple[Cell, ...] = (
     _srd("srd_no_feat", "method.srd.feat_weight=0.0", "no feature term: CE + KL at T=1 only"),
     _srd("srd_frozen_proj", "method.srd.train_projector=false", "random projector, frozen"),
 )
+
+BASELINES = ("kd", "fitnet", "dkd", "lskd", "dist", "vkd", "scratch")
+"""The cells srd is compared with, where a study ran them; the 2026 four at their official defaults, untuned."""
 
 GAP_METHODS = ("kd", "srd")
 GAP_ROLES = ("small", "large")

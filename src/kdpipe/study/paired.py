@@ -19,10 +19,10 @@ from dataclasses import dataclass
 
 from scipy import stats
 
+from kdpipe.study.cells import BASELINES
 from kdpipe.study.summary import Summary, pair
 
 CONFIDENCE = 0.95
-BASELINES = ("kd", "fitnet", "scratch")
 
 
 def paired_interval(a: list[float], b: list[float], level: float = CONFIDENCE) -> tuple[float, float, float]:

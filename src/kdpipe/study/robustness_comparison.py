@@ -14,10 +14,10 @@ from __future__ import annotations
 import statistics
 from typing import Any
 
+from kdpipe.study.cells import BASELINES
 from kdpipe.study.paired import CONFIDENCE, paired_interval
 from kdpipe.study.summary import pair
 
-BASELINES = ("kd", "fitnet", "scratch")
 LEVEL = CONFIDENCE
 KEYS = (("test_corrupted_top1", "mean corrupted top-1", 100.0, "points"), ("retention", "retention", 1.0, ""))
 

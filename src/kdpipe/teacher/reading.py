@@ -3,7 +3,7 @@ all checked on one batch of the data before anything is stored or trained.
 
 Each mismatch that params cannot resolve here is one line naming what to set: classes that differ, a
 channel count ``teacher.preprocess.channels`` does not fix, an input the teacher fails on, and, for a
-method that distils features (srd, fitnet), a teacher without a feature layer kdpipe can find.
+method that distils features (srd, fitnet, vkd), a teacher without a feature layer kdpipe can find.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from torch import nn
 from kdpipe.config import Params, TeacherConfig, feature_dim
 from kdpipe.config.teacher import TeacherPreprocess
 from kdpipe.data.prepared import PreparedData
+from kdpipe.distill import FEATURE_METHODS, METHODS
 from kdpipe.infra.errors import KdpipeError, TeacherMismatchError
 from kdpipe.models import FeatureClassifier
 from kdpipe.models.foreign import ForeignClassifier, LayerNotFoundError, candidate_layers, find_feature_layer
@@ -25,7 +26,6 @@ from kdpipe.teacher import classes as class_names
 from kdpipe.teacher.formats import Loaded
 from kdpipe.training.runtime import Runtime, make_loader
 
-FEATURE_METHODS = ("srd", "fitnet")
 OWN, NONE = "pooled", "none"
 PROBE_BATCH = 16
 
@@ -84,6 +84,9 @@ def _probe(params: Params, data: PreparedData) -> torch.Tensor:
     return next(iter(make_loader(data, split, PROBE_BATCH, params, Runtime(device=torch.device("cpu")))))[0]
 
 
+_LOGIT_METHODS = ", ".join(m for m in METHODS.names() if m not in (*FEATURE_METHODS, "scratch"))
+
+
 def _check_method(params: Params, data: PreparedData, teacher: FeatureClassifier, source: str) -> None:
     method = params.method.name
     if method not in FEATURE_METHODS:
@@ -93,9 +96,10 @@ def _check_method(params: Params, data: PreparedData, teacher: FeatureClassifier
         net = inner.net if isinstance(inner, ForeignClassifier) else inner
         raise KdpipeError(
             f"method.name {method} distils the teacher's features, but kdpipe finds no feature layer in the teacher "
-            f"{source}; set teacher.feature_layer to one of {candidate_layers(net)}, or use method.name kd"
+            f"{source}; set teacher.feature_layer to one of {candidate_layers(net)}, "
+            f"or a method on logits only ({_LOGIT_METHODS})"
         )
-    projector = getattr(params.method, method).projector
+    projector = getattr(params.method.section(), "projector", None)  # vkd's is always orthogonal
     d_s = feature_dim(params.student.arch, int(data.manifest["shape"][-1]))
     if projector == "none" and d_s != teacher.feature_dim:
         raise KdpipeError(
