@@ -65,6 +65,11 @@ def _options(params: Params, args: argparse.Namespace, command: str, parallelism
         raise ConfigError(f"--parallelism: must be at least 1, got {parallelism}")
     if args.join:
         raise ConfigError("--join: a Kubeflow study logs under its own parent run (its id comes from the KFP run)")
+    if phase_of(args).name == "tune":
+        raise ConfigError(
+            "--tune runs in rounds, each built from the last one's choices on val (the shared settings first, then "
+            "steps past a grid's ends), which a compiled pipeline cannot do: run kdpipe study --tune on one machine"
+        )
     cells, seeds, gap, data_seeds = selection(args)
     plan = make_plan(
         params,

@@ -23,7 +23,6 @@ from kdpipe.cli import main
 from kdpipe.config import Params
 from kdpipe.kubeflow.params import dump_params
 from kdpipe.study import budget, fanout, phases
-from kdpipe.study.grids import tuning_cells
 from kdpipe.study.mlflow_log import PARENT_TAG
 from kdpipe.study.plan import make_plan
 from kdpipe.tracking.tags import STUDY_ID as STUDY_TAG
@@ -161,14 +160,14 @@ def test_the_compiled_study_has_a_bounded_fan_out_of_gpu_runs_that_retry(tmp_pat
     assert resources["accelerator"]["resourceCount"] == "1"
 
 
-def test_the_compiled_tuning_study_fans_out_every_grid_setting_at_seed_0(tmp_path: Path) -> None:
+def test_the_tuning_study_is_refused_on_kubeflow_naming_why(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Its rounds are built from the previous round's choices, which a pipeline compiled ahead cannot know."""
     out = tmp_path / "tune.yaml"
-    assert main(["study", "-c", PARAMS_FILE, "--kubeflow", "compile", "-o", str(out), "--tune"]) == 0
-    spec, _ = yaml.safe_load_all(out.read_text())
-    (loop,) = [t for t in spec["root"]["dag"]["tasks"].values() if "parameterIterator" in t]
-    items = json.loads(loop["parameterIterator"]["items"]["raw"])
-    assert len(items) == 36 and {i["seed"] for i in items} == {0}
-    assert {i["cell"] for i in items} == {c.name for c in tuning_cells()}
+    assert main(["study", "-c", PARAMS_FILE, "--kubeflow", "compile", "-o", str(out), "--tune"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("kdpipe: error: --tune runs in rounds") and "\n" not in err
+    assert err.endswith("run kdpipe study --tune on one machine")
+    assert not out.exists()
 
 
 def test_a_bad_plan_is_refused_before_compiling(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -3,8 +3,9 @@ and the stability curves drawn from the runs' epoch records."""
 
 from __future__ import annotations
 
+import itertools
 import json
-from collections import Counter
+import statistics
 from collections.abc import Callable
 from pathlib import Path
 
@@ -14,46 +15,90 @@ import pytest
 from conftest import PARAMS_FILE, TINY, write_params
 from kdpipe.cli import main
 from kdpipe.config import Params
-from kdpipe.study import stability
-from kdpipe.study.grids import tuning_cells
+from kdpipe.study import stability, tune_rounds, tuning
+from kdpipe.study.grids import MAX_EXTENSIONS, Grid, choices, numeric
 from kdpipe.tracking.tags import STEP, STUDY_ID, STUDY_PHASE
 
+SMALL_GRIDS = {
+    "scratch": Grid(
+        "scratch",
+        (numeric("lr", ("train.lr",), (0.05, 0.1)), choices(("wd",), ("train.weight_decay",), ((0.0005,),))),
+    ),
+    "kd": Grid(
+        "kd",
+        (
+            numeric("t", ("method.kd.temperature",), (2.0, 4.0)),
+            choices(("ce", "kl"), ("method.kd.ce_weight", "method.kd.kl_weight"), ((0.5, 0.5),)),
+        ),
+    ),
+}
 
-def test_tune_trains_each_methods_grid_and_chooses_its_best_val_setting(
-    make_params: Callable[..., Params], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+
+def test_tune_chooses_scratchs_shared_settings_first_then_each_method_with_them_extending_choices_at_an_end(
+    make_params: Callable[..., Params], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """The rounds on two-setting grids (the real ones are 20 settings of 8 methods: tests/test_study_grids.py
+    checks them without training), so every first choice lies at an end and must be extended. Whatever val
+    says, the files must show the rule: each choice the best mean val over seeds 0 and 1 of every setting tried,
+    the settings past the ends one geometric step apart, and a final choice inside its range unless all
+    MAX_EXTENSIONS steps were used."""
+    monkeypatch.setattr(tuning, "GRIDS", SMALL_GRIDS)
+    monkeypatch.setattr(tune_rounds, "GRIDS", SMALL_GRIDS)
     params = make_params(**TINY, validate__corruptions="none")
     params_file = write_params(params, tmp_path / "params.yaml")
     study = tmp_path / "tune"
 
     assert main(["study", "-c", str(params_file), "--dir", str(study), "--tune", "--jobs", "2"]) == 0
 
-    grid = [c.name for c in tuning_cells()]
-    results = {p.parent.parent.name: json.loads(p.read_text()) for p in study.glob("runs/*/seed*/result.json")}
-    assert sorted(results) == sorted(grid) and {r["seed"] for r in results.values()} == {0}
-    assert Counter(r["method"] for r in results.values()) == {"kd": 12, "fitnet": 12, "srd": 12}
-    choices = json.loads((study / "tuning.json").read_text())
-    assert choices["selected_on"] == "val_top1"
-    for method in ("kd", "fitnet", "srd"):
-        mine = [name for name in grid if results[name]["method"] == method]
-        best = sorted(mine, key=lambda name: (-results[name]["val_top1"], mine.index(name)))[0]
-        chosen = choices["choices"][method]
-        assert chosen["cell"] == best and chosen["grid_size"] == 12
-        assert chosen["val_top1"] == results[best]["val_top1"]
-        assert all(f"-p {o}" in (study / "report.md").read_text() for o in chosen["overrides"])
+    results = [json.loads(p.read_text()) for p in study.glob("runs/*/seed*/result.json")]
+    by_cell: dict[str, list[dict]] = {}
+    for r in results:
+        by_cell.setdefault(r["cell"], []).append(r)
+    assert all(sorted(r["seed"] for r in runs) == [0, 1] for runs in by_cell.values())
+    choices = json.loads((study / "tuning.json").read_text())["choices"]
+    assert set(choices) == {"scratch", "kd"}
+    shared = choices["scratch"]["overrides"]
+    lr = float(shared[0].split("=")[1])
+    for method, key, grid in (("scratch", "train.lr", (0.05, 0.1)), ("kd", "method.kd.temperature", (2.0, 4.0))):
+        cells = [c for c in by_cell if by_cell[c][0]["method"] == method]
+        val = {c: statistics.fmean(r["val_top1"] for r in by_cell[c]) for c in cells}
+        chosen = choices[method]
+        best = max(val.values())
+        assert val[chosen["cell"]] == best and chosen["val_top1"] == pytest.approx(best)
+        in_grid = sorted(
+            (c for c in cells if val[c] == best and _value(by_cell[c][0], key) in grid),
+            key=lambda c: grid.index(_value(by_cell[c][0], key)),
+        )
+        assert not in_grid or chosen["cell"] == in_grid[0]  # a tie goes to the grid's earlier setting
+        values = sorted(_value(by_cell[c][0], key) for c in cells)
+        assert all(b == pytest.approx(2 * a) for a, b in itertools.pairwise(values)), values  # one step apart
+        assert set(grid) <= set(values) and chosen["extensions"] == len(values) - 2 <= MAX_EXTENSIONS
+        picked = _value(by_cell[chosen["cell"]][0], key)
+        inside = values[0] < picked < values[-1]
+        assert inside or chosen["extensions"] == MAX_EXTENSIONS
+        assert (chosen["still_at_edge"] == []) == inside
+        if method == "kd":
+            assert all(r["params"]["train"]["lr"] == lr for c in cells for r in by_cell[c])
+            assert set(shared) <= set(chosen["overrides"])
     report = (study / "report.md").read_text()
-    assert report.count("**yes**") == 3 and "test top-1 reported, not used" in report
-    assert not (study / "study.png").exists()  # a grid is a table, not a bar chart
+    assert report.count("**yes**") == 2 and "test top-1 reported, not used" in report
 
     client = mlflow.MlflowClient(params.tracking.uri)
     experiment = client.get_experiment_by_name(params.tracking.experiment).experiment_id
     study_id = json.loads((study / "study.json").read_text())["study_id"]
     runs = client.search_runs([experiment], filter_string=f"tags.`{STUDY_ID}` = '{study_id}'", max_results=500)
     cells = [r for r in runs if r.data.tags.get(STEP) == "study_cell"]
-    assert len(cells) == 36 and {r.data.tags[STUDY_PHASE] for r in cells} == {"tune"}
+    assert len(cells) == len(by_cell) and {r.data.tags[STUDY_PHASE] for r in cells} == {"tune"}
     (parent,) = [r for r in runs if r.data.tags.get(STEP) == "study"]
-    for method in ("kd", "fitnet", "srd"):
-        assert parent.data.params[f"tuned.{method}"] == " ".join(choices["choices"][method]["overrides"])
+    for method in ("scratch", "kd"):
+        assert parent.data.params[f"tuned.{method}"] == " ".join(choices[method]["overrides"])
+
+
+def _value(result: dict, dotted: str) -> float:
+    tree = result["params"]
+    for part in dotted.split("."):
+        tree = tree[part]
+    return float(tree)
 
 
 def test_tune_refuses_a_cell_list(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

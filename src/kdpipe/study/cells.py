@@ -77,6 +77,6 @@ def select_cells(names: list[str] | None, with_gap: bool = True, by_name_only: t
     unknown = [n for n in names if n not in known]
     if unknown:
         listed = sorted(c.name for c in all_cells(with_gap))
-        grids = f" and the {len(by_name_only)} cells of kdpipe study --tune and --budget" if by_name_only else ""
+        grids = f" and {len(by_name_only)} cells run only when named (kdpipe study --budget)" if by_name_only else ""
         raise ConfigError(f"--cells: unknown cell(s) {', '.join(unknown)}; available: {', '.join(listed)}{grids}")
     return [c for c in catalogue if c.name in names]

@@ -6,10 +6,12 @@ import argparse
 from typing import Any
 
 from kdpipe.config import Params
+from kdpipe.infra.errors import ConfigError
 from kdpipe.study import phases
 from kdpipe.study.orchestrator import run_study
 from kdpipe.study.phases import BUDGET, CONFIRM, GAP, MAIN, TUNE, selection
 from kdpipe.study.plan import SMALL_TEACHER
+from kdpipe.study.tune_rounds import run_tuning
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -22,7 +24,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--seeds",
         type=int,
         nargs="+",
-        help="training seeds (default: 0 1 2; with --tune 0; with --confirm 3-7; with --gap and --budget 3 4 5)",
+        help="training seeds (default: 0 1 2; with --tune 0 1; with --confirm 3-7; with --gap and --budget 3 4 5)",
     )
     p.add_argument(
         "--data-seeds",
@@ -53,6 +55,11 @@ def run_from_args(params: Params, args: argparse.Namespace, command: str | None 
     join = phases.joined(args)
     if join is not None:
         phases.check_tuned(params, join)
+    if phases.phase_of(args) is TUNE:
+        if args.data_seeds:
+            raise ConfigError("--tune chooses on data.seed's transfer set; leave out --data-seeds")
+        plot = not args.no_plot
+        return run_tuning(params, study_dir, seeds=seeds, jobs=args.jobs, plot=plot, command=command, join=join)
     return run_study(
         params,
         study_dir,

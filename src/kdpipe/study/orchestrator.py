@@ -19,6 +19,7 @@ from kdpipe.config import Params
 from kdpipe.infra.errors import ConfigError, KdpipeError
 from kdpipe.infra.files import write_json
 from kdpipe.study import fanout, runner, threads
+from kdpipe.study.cells import Cell
 from kdpipe.study.fanout import STUDY_FILE
 from kdpipe.study.phases import MAIN
 from kdpipe.study.plan import SMALL_TEACHER, make_plan
@@ -92,9 +93,13 @@ def run_study(
     data_seeds: list[int] | None = None,
     join: Path | None = None,
     phase: str = MAIN.name,
+    extra: tuple[Cell, ...] = (),
+    publish: bool = True,
 ) -> dict[str, Any]:
     """Run what is not finished, then report; returns which runs ran, which were kept, and the files. With
-    ``join`` (a study directory) the study takes that study's id: one MLflow parent run holds both."""
+    ``join`` (a study directory) the study takes that study's id: one MLflow parent run holds both. ``extra``:
+    cells built for this call (the tuning rounds'), found by name beside the catalogue's. ``publish`` false: no
+    report and no MLflow, only the finished runs' results (a tuning round before the last)."""
     seeds = list(seeds)
     plan = make_plan(
         base,
@@ -105,6 +110,7 @@ def run_study(
         large_teacher=large_teacher,
         data_seeds=data_seeds,
         phase=phase,
+        extra=extra,
     )
     if jobs < 1:
         raise ConfigError(f"--jobs: must be at least 1, got {jobs}")
@@ -167,6 +173,8 @@ def run_study(
             "rerun the same command to retry them (finished runs are kept)"
         )
     finished = [res for r in runs if (res := results[r.id]) is not None]
+    if not publish:
+        return {"results": finished, "ran": [r.id for r in pending], "kept": kept}
     published = fanout.publish(
         base, plan, study_id, finished, list(_teachers(study_dir).values()), study_dir, command, plot
     )

@@ -1,7 +1,9 @@
 """The study's phases: what each one trains, on which seeds and transfer sets, and where it writes.
 
 - ``main`` (``kdpipe study``): every cell of the catalogue on seeds 0 1 2 of data.seed's transfer set;
-- ``tune`` (``--tune``): each method's grid at seed 0 on data.seed's transfer set, chosen on val;
+- ``tune`` (``--tune``): scratch's grid (the shared optimiser settings), then every other method's grid with
+  scratch's choice, each extended past its ends where a choice lands there, at seeds 0 1 on data.seed's
+  transfer set, chosen on val (:mod:`kdpipe.study.tune_rounds`);
 - ``confirm`` (``--confirm``): the baselines and the recipe on transfer sets that no choice saw
   (data seeds 1 2) x seeds 3-7, compared by paired intervals;
 - ``gap`` (``--gap``): kd and srd from a small, the study's and a large teacher (cnn16_fc256,
@@ -30,7 +32,7 @@ from kdpipe.infra.errors import ConfigError
 from kdpipe.study.budget import budget_cells
 from kdpipe.study.cells import gap_cells
 from kdpipe.study.fanout import STUDY_FILE
-from kdpipe.study.grids import tuning_cells
+from kdpipe.study.grids import GRIDS
 from kdpipe.study.plan import MAIN_PHASE
 from kdpipe.study.tuning import TUNING_FILE
 
@@ -62,7 +64,8 @@ class Phase:
 
 
 MAIN = Phase(MAIN_PHASE, "artifacts/study", (0, 1, 2), None, None, gap=True)
-TUNE = Phase("tune", "artifacts/study-tune", (0,), None, tuple(c.name for c in tuning_cells()), gap=False)
+TUNE = Phase("tune", "artifacts/study-tune", (0, 1), None, None, gap=False)
+"""Its cells are built round by round (:mod:`kdpipe.study.tune_rounds`), not listed."""
 CONFIRM = Phase(
     "confirm", "artifacts/study-confirm", (3, 4, 5, 6, 7), (1, 2), CONFIRM_CELLS, gap=False, joins_tuning=True
 )
@@ -85,8 +88,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--tune",
         action="store_true",
-        help="train each method's tuning grid (12 settings of kd, fitnet and "
-        "srd each) at seed 0 and choose every method's setting on val top-1; writes tuning.json",
+        help=f"tune on val: scratch's learning rate and weight decay first, then {len(GRIDS) - 1} methods' grids "
+        f"with them ({len(GRIDS['kd'].cells())} settings each, extended past an end where the choice lands), at "
+        "seeds 0 1; writes tuning.json",
     )
     p.add_argument(
         "--confirm",

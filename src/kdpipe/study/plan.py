@@ -16,7 +16,6 @@ from kdpipe.infra.errors import ConfigError
 from kdpipe.models import is_known_model
 from kdpipe.study.budget import budget_cells
 from kdpipe.study.cells import GAP_ROLES, Cell, select_cells
-from kdpipe.study.grids import tuning_cells
 
 log = logging.getLogger("kdpipe")
 
@@ -81,8 +80,9 @@ class Plan:
 
 
 def phase_cells() -> tuple[Cell, ...]:
-    """The cells that run only when named: the tuning grids and the data-budget curve."""
-    return (*tuning_cells(), *budget_cells())
+    """The cells that run only when named: the data-budget curve. (The tuning grids are built round by round by
+    :mod:`kdpipe.study.tune_rounds`, which hands them to :func:`make_plan` as ``extra``.)"""
+    return budget_cells()
 
 
 def _drop_duplicate_gap(cells: list[Cell], archs: dict[str, str]) -> list[Cell]:
@@ -111,9 +111,11 @@ def make_plan(
     large_teacher: str | None = None,
     data_seeds: list[int] | None = None,
     phase: str = MAIN_PHASE,
+    extra: tuple[Cell, ...] = (),
 ) -> Plan:
     """The named cells (default: all) under ``seeds`` on each of ``data_seeds``' transfer sets (default: the one
-    ``data.seed`` draws); a bad seed list or teacher is a one-line error."""
+    ``data.seed`` draws), names looked up in the catalogue and in ``extra``; a bad seed list or teacher is a
+    one-line error."""
     if not seeds or len(set(seeds)) != len(seeds):
         raise ConfigError(f"--seeds: give distinct seeds, got {seeds}")
     if data_seeds is not None and (not data_seeds or len(set(data_seeds)) != len(data_seeds)):
@@ -122,5 +124,5 @@ def make_plan(
     for role in GAP_ROLES:
         if not is_known_model(archs[role]):
             raise ConfigError(f"--{role}-teacher: unknown model {archs[role]!r}")
-    chosen = select_cells(cells, gap, by_name_only=phase_cells())
+    chosen = select_cells(cells, gap, by_name_only=(*phase_cells(), *extra))
     return Plan(tuple(_drop_duplicate_gap(chosen, archs)), tuple(seeds), archs, tuple(data_seeds or (None,)), phase)

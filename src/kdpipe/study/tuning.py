@@ -1,8 +1,10 @@
 """Choosing each method's setting from its tuning grid on val, and the report of the whole grid.
 
 The choice reads val top-1 only (mean over the grid's seeds; a tie goes to the earlier setting in
-grid order). Test top-1 is printed beside it for the record: it decides nothing. What is chosen
-becomes the method's default in params.yaml by hand, with the tuning study named in the change log.
+grid order). Test top-1 is printed beside it for the record: it decides nothing. A choice at the end of
+an extending axis is not final: :mod:`kdpipe.study.tune_rounds` trains the next step past it first
+(:func:`kdpipe.study.grids.edge_cells`), and the report says where a choice is still at an end. What is
+chosen becomes the method's default in params.yaml by hand, with the tuning study named in the change log.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from kdpipe.infra.files import write_json
-from kdpipe.study.grids import PREFIX, TUNED_METHODS, knobs
+from kdpipe.study.grids import GRIDS, PREFIX, edge_cells, knobs
 from kdpipe.study.summary import Summary, pct, table
 
 TUNING_FILE = "tuning.json"
@@ -24,12 +26,24 @@ class Choice:
     method: str
     chosen: Summary
     grid: list[Summary]
+    """Every setting tried: the grid's and the steps past its ends."""
+
+    @property
+    def extensions(self) -> int:
+        """How many settings were tried past the grid's own ends."""
+        return len(self.grid) - len(GRIDS[self.method].cells())
+
+    def at_edge(self) -> list[str]:
+        """The cells one step past the choice that are still untried: empty once the choice is inside its ranges."""
+        return [c.name for c in edge_cells(GRIDS[self.method], [s.cell for s in self.grid], self.chosen.cell)]
 
     def as_dict(self) -> dict[str, Any]:
         return {
             "cell": self.chosen.cell.name,
             "overrides": knobs(self.chosen.cell),
             "grid_size": len(self.grid),
+            "extensions": self.extensions,
+            "still_at_edge": self.at_edge(),
             SELECTED_ON: self.chosen.mean(SELECTED_ON),
             "test_top1": self.chosen.mean("test_top1"),
             "seeds": [r["seed"] for r in self.chosen.runs],
@@ -41,9 +55,9 @@ def is_tuning(summary: Summary) -> bool:
 
 
 def choose(summaries: list[Summary]) -> list[Choice]:
-    """Per tuned method with a grid in ``summaries``, the setting with the highest mean val top-1."""
+    """Per method with a grid in ``summaries``, the setting with the highest mean val top-1."""
     choices = []
-    for method in TUNED_METHODS:
+    for method in GRIDS:
         grid = [s for s in summaries if is_tuning(s) and s.cell.method == method]
         if grid:
             best = max(grid, key=lambda s: s.mean(SELECTED_ON))  # max keeps the first of equal values
@@ -69,11 +83,15 @@ def section(choices: list[Choice]) -> list[str]:
                     "**yes**" if s is c.chosen else "",
                 ]
             )
+        past = f", {c.extensions} of them past the grid's ends" if c.extensions else ""
+        edge = c.at_edge()
+        note = [f"Still at an end of its range after {c.extensions} step(s) past it: {', '.join(edge)} untried."]
         lines += [
             "",
-            f"{c.method} ({len(c.grid)} settings): `{' '.join('-p ' + k for k in knobs(c.chosen.cell))}`",
+            f"{c.method} ({len(c.grid)} settings{past}): `{' '.join('-p ' + k for k in knobs(c.chosen.cell))}`",
             "",
             *table(rows),
+            *(["", *note] if edge else []),
         ]
     return lines
 
