@@ -65,6 +65,11 @@ def _options(params: Params, args: argparse.Namespace, command: str, parallelism
         raise ConfigError(f"--parallelism: must be at least 1, got {parallelism}")
     if args.join:
         raise ConfigError("--join: a Kubeflow study logs under its own parent run (its id comes from the KFP run)")
+    if phase_of(args).name == "full":
+        raise ConfigError(
+            "--full reads its baseline from the tuning study's choices, which a Kubeflow study cannot join: "
+            "run kdpipe study --full on one machine"
+        )
     if phase_of(args).name == "tune":
         raise ConfigError(
             "--tune runs in rounds, each built from the last one's choices on val (the shared settings first, then "
@@ -80,6 +85,9 @@ def _options(params: Params, args: argparse.Namespace, command: str, parallelism
         large_teacher=large_teacher(args),
         data_seeds=data_seeds,
         phase=phase_of(args).name,
+        paired=phase_of(args).paired,
+        excluding=params.data.seed if phase_of(args).avoids_tuning else None,
+        corrected=phase_of(args).corrected,
     )
     gpu = {"accelerator_type": args.accelerator_type} if args.accelerator_type else {}
     return StudyOptions(plan, command, parallelism, cluster=Options(args.data_cache_pvc), **gpu)

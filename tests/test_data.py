@@ -18,11 +18,11 @@ import pytest
 import torch
 
 from kdpipe import steps
-from kdpipe.config import Params
+from kdpipe.config import Params, params_from_dict
 from kdpipe.data.loader import InMemoryLoader, random_crop
 from kdpipe.data.prepared import TENSORS_FILE, load_prepared, sample
 from kdpipe.data.sources import DEBIAN_FASHION_MNIST, MNIST_FILES, load_mnist_like
-from kdpipe.infra.errors import DataError
+from kdpipe.infra.errors import ConfigError, DataError
 from kdpipe.training.runtime import make_loader, make_runtime
 
 
@@ -238,3 +238,23 @@ def test_the_content_hash_read_in_chunks_is_the_hash_of_all_the_bytes(monkeypatc
     whole.update(json.dumps(["a", "b"]).encode())
     monkeypatch.setattr(prepared, "HASH_CHUNK", 7)
     assert prepared.content_sha256(tensors, ["a", "b"]) == whole.hexdigest()
+
+
+def test_a_transfer_set_drawn_excluding_another_shares_no_image_with_it_and_is_fixed_by_its_seed() -> None:
+    """The confirmation's draws avoid the tuning set: indices stand in for images, so sharing is exact."""
+    ids = torch.arange(1000)
+    x, y = ids.view(-1, 1, 1, 1), ids % 10
+    tuning = set(sample(x, y, 300, 0)[0].flatten().tolist())
+    drawn = {seed: sample(x, y, 300, seed, excluding=0)[0].flatten().tolist() for seed in (1, 2)}
+    for seed, images in drawn.items():
+        assert len(set(images)) == 300 and tuning.isdisjoint(images), seed
+        assert sample(x, y, 300, seed, excluding=0)[0].flatten().tolist() == images
+    assert drawn[1] != drawn[2]
+    assert set(sample(x, y, 300, 1)[0].flatten().tolist()) & tuning, "without excluding, draws overlap"
+    with pytest.raises(DataError, match=r"^train\.subset_excludes: a transfer set of 600 images cannot avoid"):
+        sample(x, y, 600, 1, excluding=0)
+
+
+def test_excluding_a_draw_from_the_whole_split_is_a_one_line_config_error() -> None:
+    with pytest.raises(ConfigError, match=r"^params: train: subset_excludes needs subset: the whole split excludes"):
+        params_from_dict({"train": {"subset": None, "subset_excludes": 0}})

@@ -262,6 +262,7 @@ def test_the_train_identity_leaves_a_null_subset_seed_out_but_keeps_one_that_is_
         "view_seed": None,
     }
     assert identity.train_identity(_params("defaults", "train.subset_seed=0").train)["subset_seed"] == 0
+    assert identity.train_identity(_params("defaults", "train.subset_excludes=0").train)["subset_excludes"] == 0
 
 
 def test_a_run_is_its_own_methods_settings_and_the_cache_dtype_nothing_of_another_method() -> None:
@@ -316,6 +317,11 @@ def test_a_run_replays_the_cache_of_any_run_that_agrees_on_its_views() -> None:
     }
     other_student = _params("kd_moved_views", "train.seed=9", "method.kd.temperature=1", "train.lr=0.05")
     assert identity.replayed_views(other_student.data, other_student.train) == identity.replayed_views(p.data, p.train)
+    disjoint = _params("kd_moved_views", "train.subset_excludes=0")
+    assert identity.replayed_views(disjoint.data, disjoint.train) == {
+        **identity.replayed_views(p.data, p.train),
+        "sample_excluding": 0,
+    }
 
 
 def test_a_teacher_read_and_fed_as_today_keeps_every_digest_whether_or_not_it_says_so() -> None:

@@ -160,13 +160,17 @@ def test_the_compiled_study_has_a_bounded_fan_out_of_gpu_runs_that_retry(tmp_pat
     assert resources["accelerator"]["resourceCount"] == "1"
 
 
-def test_the_tuning_study_is_refused_on_kubeflow_naming_why(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    """Its rounds are built from the previous round's choices, which a pipeline compiled ahead cannot know."""
-    out = tmp_path / "tune.yaml"
-    assert main(["study", "-c", PARAMS_FILE, "--kubeflow", "compile", "-o", str(out), "--tune"]) == 2
+@pytest.mark.parametrize("phase", ["tune", "full"])
+def test_the_tuning_and_full_data_phases_are_refused_on_kubeflow_naming_why(
+    phase: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The tuning's rounds are built from the previous round's choices, and --full reads its baseline from the
+    tuning study: a pipeline compiled ahead knows neither."""
+    out = tmp_path / f"{phase}.yaml"
+    assert main(["study", "-c", PARAMS_FILE, "--kubeflow", "compile", "-o", str(out), f"--{phase}"]) == 2
     err = capsys.readouterr().err.strip()
-    assert err.startswith("kdpipe: error: --tune runs in rounds") and "\n" not in err
-    assert err.endswith("run kdpipe study --tune on one machine")
+    assert err.startswith(f"kdpipe: error: --{phase} ") and "\n" not in err
+    assert err.endswith(f"run kdpipe study --{phase} on one machine")
     assert not out.exists()
 
 

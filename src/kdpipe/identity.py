@@ -88,6 +88,7 @@ def replayed_views(data: DataConfig, train: StudentTrainConfig) -> dict[str, Any
         "batch_size": train.batch_size,
         "subset": train.subset,
         "sample_seed": transfer_seed(data, train),
+        **({} if train.subset_excludes is None else {"sample_excluding": train.subset_excludes}),
     }
 
 
@@ -102,9 +103,10 @@ def training_views(data_cfg: DataConfig, data: Prepared) -> dict[str, Any]:
 
 
 def train_identity(train: StudentTrainConfig) -> dict[str, Any]:
-    """What decides training. A ``subset_seed`` left null (``data.seed``, as before the key existed) is left out,
-    so checkpoints and study results from before it stay valid."""
-    return train.model_dump(mode="json", exclude={"subset_seed"} if train.subset_seed is None else None)
+    """What decides training. ``subset_seed`` and ``subset_excludes`` left null (as before the keys existed) are
+    left out, so checkpoints and study results from before them stay valid."""
+    unset = {k for k in ("subset_seed", "subset_excludes") if getattr(train, k) is None}
+    return train.model_dump(mode="json", exclude=unset or None)
 
 
 def method_identity(method: MethodConfig, cache: CacheConfig) -> dict[str, Any]:

@@ -61,3 +61,14 @@ class StudentTrainConfig(TrainConfig):
         description="seed that draws the transfer set (subset) from the train split; null: data.seed, which "
         "also splits val off. A fresh transfer set for confirmation without moving the val split or the teacher",
     )
+    subset_excludes: int | None = Field(
+        None,
+        description="draw the transfer set from the train-split images that the draw of this seed (of the same "
+        "size) leaves out: confirmation sets that share no image with the tuning set; null: from all of them",
+    )
+
+    @model_validator(mode="after")
+    def _excludes_needs_a_subset(self) -> StudentTrainConfig:
+        if self.subset_excludes is not None and self.subset is None:
+            raise ValueError("subset_excludes needs subset: the whole split excludes nothing")
+        return self

@@ -104,11 +104,24 @@ def pick(n: int, k: int | None, gen: torch.Generator) -> torch.Tensor:
     return torch.randperm(n, generator=gen)[:k].sort().values
 
 
-def sample(x: torch.Tensor, y: torch.Tensor, n: int | None, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """The same ``n`` images for a seed, whatever trains on them: a fixed transfer set."""
+def sample(
+    x: torch.Tensor, y: torch.Tensor, n: int | None, seed: int, excluding: int | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The same ``n`` images for a seed, whatever trains on them: a fixed transfer set. ``excluding``: drawn from
+    the images that seed ``excluding``'s draw of ``n`` leaves out (too few left is a DataError)."""
     if n is None or n >= len(y):
         return x, y
-    idx = pick(len(y), n, torch.Generator().manual_seed(seed))
+    if excluding is None:
+        idx = pick(len(y), n, torch.Generator().manual_seed(seed))
+        return x[idx], y[idx]
+    kept = torch.ones(len(y), dtype=torch.bool)
+    kept[pick(len(y), n, torch.Generator().manual_seed(excluding))] = False
+    rest = kept.nonzero().squeeze(1)
+    if n > len(rest):
+        raise DataError(
+            f"train.subset_excludes: a transfer set of {n} images cannot avoid another of {n}; the split has {len(y)}"
+        )
+    idx = rest[pick(len(rest), n, torch.Generator().manual_seed(seed))]
     return x[idx], y[idx]
 
 

@@ -33,7 +33,7 @@ class Int8Top1:
 
 def calibration_images(params: Params, data: PreparedData) -> torch.Tensor:
     """A fixed sample of the transfer set (``train.subset`` of the train split, drawn by :func:`transfer_seed`)."""
-    transfer = sample(*data.split("train"), params.train.subset, transfer_seed(params))
+    transfer = sample(*data.split("train"), params.train.subset, transfer_seed(params), params.train.subset_excludes)
     return sample(*transfer, params.export.calibration_size, params.data.seed)[0]
 
 

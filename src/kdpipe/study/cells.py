@@ -50,6 +50,10 @@ MAIN_CELLS: tuple[Cell, ...] = (
 BASELINES = ("kd", "fitnet", "dkd", "lskd", "dist", "vkd", "scratch")
 """The cells srd is compared with, where a study ran them; the 2026 four at their official defaults, untuned."""
 
+ABLATIONS = ("srd_norm_none", "srd_no_feat", "srd_mse")
+"""The recipe without its normalisation, without its feature term, with MSE for LogSum: the parts it is made of.
+(No projector needs equal feature sizes, which the study's student and teacher do not have.)"""
+
 GAP_METHODS = ("kd", "srd")
 GAP_ROLES = ("small", "large")
 

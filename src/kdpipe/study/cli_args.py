@@ -9,7 +9,7 @@ from kdpipe.config import Params
 from kdpipe.infra.errors import ConfigError
 from kdpipe.study import phases
 from kdpipe.study.orchestrator import run_study
-from kdpipe.study.phases import BUDGET, CONFIRM, GAP, MAIN, TUNE, selection
+from kdpipe.study.phases import BUDGET, CONFIRM, FULL, GAP, MAIN, TUNE, selection
 from kdpipe.study.plan import SMALL_TEACHER
 from kdpipe.study.tune_rounds import run_tuning
 
@@ -18,13 +18,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--dir",
         help=f"study directory (default: {MAIN.directory}; with --tune {TUNE.directory}, with "
-        f"--confirm {CONFIRM.directory}, --gap {GAP.directory}, --budget {BUDGET.directory})",
+        f"--confirm {CONFIRM.directory}, --gap {GAP.directory}, --budget {BUDGET.directory}, --full {FULL.directory})",
     )
     p.add_argument(
         "--seeds",
         type=int,
         nargs="+",
-        help="training seeds (default: 0 1 2; with --tune 0 1; with --confirm 3-7; with --gap and --budget 3 4 5)",
+        help="training seeds (default: 0 1 2; --tune 0 1; --confirm 3-10; --gap, --budget 3 4 5; --full 3-7)",
     )
     p.add_argument(
         "--data-seeds",
@@ -32,8 +32,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         nargs="+",
         metavar="SEED",
         help="run every seed on each transfer set "
-        "these draw (train.subset_seed; default: the one data.seed draws; with --confirm 1 2, with --gap "
-        "and --budget 1)",
+        "these draw (train.subset_seed; default: the one data.seed draws; with --gap and --budget 1); with "
+        "--confirm 1-8, the i-th with the i-th seed only, each without the tuning set's images",
     )
     p.add_argument("--cells", nargs="+", metavar="CELL", help="only these cells (default: all)")
     p.add_argument("--jobs", type=int, default=1, help="runs in parallel worker processes (default: 1)")
@@ -55,7 +55,10 @@ def run_from_args(params: Params, args: argparse.Namespace, command: str | None 
     join = phases.joined(args)
     if join is not None:
         phases.check_tuned(params, join)
-    if phases.phase_of(args) is TUNE:
+    phase = phases.phase_of(args)
+    if phase is FULL:
+        cells, params = phases.full_cells(join), whole_split(params)
+    if phase is TUNE:
         if args.data_seeds:
             raise ConfigError("--tune chooses on data.seed's transfer set; leave out --data-seeds")
         plot = not args.no_plot
@@ -73,5 +76,13 @@ def run_from_args(params: Params, args: argparse.Namespace, command: str | None 
         command=command,
         data_seeds=data_seeds,
         join=join,
-        phase=phases.phase_of(args).name,
+        phase=phase.name,
+        paired=phase.paired,
+        excluding=params.data.seed if phase.avoids_tuning else None,
+        corrected=phase.corrected,
     )
+
+
+def whole_split(params: Params) -> Params:
+    """``params`` with ``train.subset`` null: every run trains on the whole train split."""
+    return params.model_copy(update={"train": params.train.model_copy(update={"subset": None})})

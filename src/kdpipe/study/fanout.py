@@ -38,7 +38,8 @@ def study_id(kubeflow_run_id: str) -> str:
 def _run(base: Params, plan: Plan, cell: str, seed: int, work: Path, data_seed: int | None = None) -> runner.Run:
     """The study's run of ``cell`` under ``seed`` (on ``data_seed``'s transfer set), taught by the teacher at
     ``paths.teacher``, its files under ``work``."""
-    run = runner.make_run(base, work, plan.cell(cell), seed, plan.archs, threads.available(base.runtime), data_seed)
+    each = threads.available(base.runtime)
+    run = runner.make_run(base, work, plan.cell(cell), seed, plan.archs, each, data_seed, plan.excluding)
     return dataclasses.replace(
         run, params=with_paths(run.params, teacher=base.paths.teacher, student=base.paths.student)
     )

@@ -20,13 +20,26 @@ from kdpipe.deploy.int8 import measure_int8
 from kdpipe.evaluation import robustness
 from kdpipe.evaluation.metrics import predict_logits
 from kdpipe.evaluation.metrics import top1 as score
+from kdpipe.models.top1 import hits
+from kdpipe.study.corrected import pack
 from kdpipe.training.runtime import Runtime, eval_loader, images_loader, place_model
 
 
 def top1(model: torch.nn.Module, data: PreparedData, split: str, runtime: Runtime) -> float:
     """The model's top-1 on ``split``."""
-    logits = predict_logits(place_model(model, runtime), eval_loader(data, split, runtime))
-    return score(logits, data.split(split)[1])
+    return score(_logits(model, data, split, runtime), data.split(split)[1])
+
+
+def top1_and_test_hits(model: torch.nn.Module, data: PreparedData, runtime: Runtime) -> dict[str, Any]:
+    """Test top-1, and which test images it got right (packed, :func:`kdpipe.study.corrected.pack`): what the
+    confirmation's bootstrap over test images resamples."""
+    logits, labels = _logits(model, data, "test", runtime), data.split("test")[1]
+    right = hits(logits.cpu(), labels).numpy()
+    return {"test_top1": score(logits, labels), "test_hits": pack(right), "test_images": len(right)}
+
+
+def _logits(model: torch.nn.Module, data: PreparedData, split: str, runtime: Runtime) -> torch.Tensor:
+    return predict_logits(place_model(model, runtime), eval_loader(data, split, runtime))
 
 
 def corrupted_top1(model: torch.nn.Module, data: PreparedData, cfg: ValidateConfig, runtime: Runtime) -> dict[str, Any]:

@@ -95,6 +95,9 @@ def run_study(
     phase: str = MAIN.name,
     extra: tuple[Cell, ...] = (),
     publish: bool = True,
+    paired: bool = False,
+    excluding: int | None = None,
+    corrected: bool = False,
 ) -> dict[str, Any]:
     """Run what is not finished, then report; returns which runs ran, which were kept, and the files. With
     ``join`` (a study directory) the study takes that study's id: one MLflow parent run holds both. ``extra``:
@@ -111,6 +114,9 @@ def run_study(
         data_seeds=data_seeds,
         phase=phase,
         extra=extra,
+        paired=paired,
+        excluding=excluding,
+        corrected=corrected,
     )
     if jobs < 1:
         raise ConfigError(f"--jobs: must be at least 1, got {jobs}")
@@ -119,7 +125,9 @@ def run_study(
     study_id = _study_id(study_dir, join)
     each = threads.per_worker(base.runtime, jobs)
     runs = [
-        runner.make_run(base, study_dir, c, s, archs, each, d) for d in plan.data_seeds for s in seeds for c in chosen
+        runner.make_run(base, study_dir, c, s, archs, each, d, plan.excluding)
+        for d, s in plan.replicates()
+        for c in chosen
     ]
     results = {r.id: runner.read_result(r) for r in runs}
     pending = [r for r in runs if results[r.id] is None]

@@ -4,14 +4,18 @@
 - ``tune`` (``--tune``): scratch's grid (the shared optimiser settings), then every other method's grid with
   scratch's choice, each extended past its ends where a choice lands there, at seeds 0 1 on data.seed's
   transfer set, chosen on val (:mod:`kdpipe.study.tune_rounds`);
-- ``confirm`` (``--confirm``): the baselines and the recipe on transfer sets that no choice saw
-  (data seeds 1 2) x seeds 3-7, compared by paired intervals;
+- ``confirm`` (``--confirm``): every tuned baseline, the recipe and its ablations on 8 independent pairs of
+  a transfer set that shares no image with the tuning set (data seeds 1-8) and a seed (3-10), compared by
+  Holm-corrected intervals that count the test images' sampling (:mod:`kdpipe.study.corrected`);
 - ``gap`` (``--gap``): kd and srd from a small, the study's and a large teacher (cnn16_fc256,
   cnn32_fc512, cnn64_fc1024), on data seed 1 x seeds 3-5;
 - ``budget`` (``--budget``): scratch, kd and srd over transfer sets of 2k to 55k images at equal steps,
-  on data seed 1 x seeds 3-5.
+  on data seed 1 x seeds 3-5;
+- ``full`` (``--full``): srd against the best tuned baseline (by the tuning study's val) on the whole train
+  split at the full epoch budget, seeds 3-7, with the confirmation's corrected verdicts. The whole split holds
+  the tuning images: the question is the regime, not data no choice saw.
 
-confirm, gap and budget are the tuning study's later phases. They join it: they log into its MLflow parent
+confirm, gap, budget and full are the tuning study's later phases. They join it: they log into its MLflow parent
 run (they take its study id), and they refuse to start while params.yaml's method settings are not
 the ones it chose, so the evidence is about the tuned baselines it claims to be about.
 """
@@ -30,7 +34,7 @@ import yaml
 from kdpipe.config import Params
 from kdpipe.infra.errors import ConfigError
 from kdpipe.study.budget import budget_cells
-from kdpipe.study.cells import gap_cells
+from kdpipe.study.cells import ABLATIONS, BASELINES, gap_cells
 from kdpipe.study.fanout import STUDY_FILE
 from kdpipe.study.grids import GRIDS
 from kdpipe.study.plan import MAIN_PHASE
@@ -38,8 +42,8 @@ from kdpipe.study.tuning import TUNING_FILE
 
 log = logging.getLogger("kdpipe")
 
-CONFIRM_CELLS = ("scratch", "kd", "fitnet", "srd")
-"""The baselines and the recipe; the ablations are the main study's (one seed list per study keeps the pairs whole)."""
+CONFIRM_CELLS = (*BASELINES, "srd", *ABLATIONS)
+"""Every tuned baseline, the recipe and the ablations that test its parts at the tuned weights."""
 GAP_CELLS = ("kd", "srd", *(c.name for c in gap_cells()))
 LARGE_TEACHER = "cnn64_fc1024"
 
@@ -57,6 +61,12 @@ class Phase:
     joins_tuning: bool = False
     large_teacher: str | None = None
     """The capacity gap's large teacher when ``--large-teacher`` is not given; None: the study's own."""
+    paired: bool = False
+    """Seeds and data seeds paired one to one (:attr:`kdpipe.study.plan.Plan.paired`)."""
+    avoids_tuning: bool = False
+    """Its transfer sets share no image with the tuning set (``train.subset_excludes`` = ``data.seed``)."""
+    corrected: bool = False
+    """Its report gives corrected verdicts (:attr:`kdpipe.study.plan.Plan.corrected`)."""
 
     def default_join(self, study_dir: Path) -> Path | None:
         """The tuning study a later phase joins: ``study-tune`` beside its own directory."""
@@ -67,7 +77,16 @@ MAIN = Phase(MAIN_PHASE, "artifacts/study", (0, 1, 2), None, None, gap=True)
 TUNE = Phase("tune", "artifacts/study-tune", (0, 1), None, None, gap=False)
 """Its cells are built round by round (:mod:`kdpipe.study.tune_rounds`), not listed."""
 CONFIRM = Phase(
-    "confirm", "artifacts/study-confirm", (3, 4, 5, 6, 7), (1, 2), CONFIRM_CELLS, gap=False, joins_tuning=True
+    "confirm",
+    "artifacts/study-confirm",
+    (3, 4, 5, 6, 7, 8, 9, 10),
+    (1, 2, 3, 4, 5, 6, 7, 8),
+    CONFIRM_CELLS,
+    gap=False,
+    joins_tuning=True,
+    paired=True,
+    avoids_tuning=True,
+    corrected=True,
 )
 GAP = Phase(
     "gap", "artifacts/study-gap", (3, 4, 5), (1,), GAP_CELLS, gap=True, joins_tuning=True, large_teacher=LARGE_TEACHER
@@ -81,7 +100,9 @@ BUDGET = Phase(
     gap=False,
     joins_tuning=True,
 )
-FLAGS = {"tune": TUNE, "confirm": CONFIRM, "gap": GAP, "budget": BUDGET}
+FULL = Phase("full", "artifacts/study-full", (3, 4, 5, 6, 7), None, None, gap=False, joins_tuning=True, corrected=True)
+"""Its two cells are srd and the best tuned baseline, read from the tuning study it joins (:func:`full_cells`)."""
+FLAGS = {"tune": TUNE, "confirm": CONFIRM, "gap": GAP, "budget": BUDGET, "full": FULL}
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -95,8 +116,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--confirm",
         action="store_true",
-        help="confirm on data used for no choice: scratch, kd, fitnet "
-        "and srd on fresh transfer sets (data seeds 1 2) x seeds 3-7, paired intervals",
+        help=f"confirm on data used for no choice: the {len(BASELINES)} baselines, srd and its ablations on 8 "
+        "independent pairs of a transfer set without tuning images (data seeds 1-8) and a seed (3-10); "
+        "Holm-corrected bootstrap intervals",
     )
     p.add_argument(
         "--gap",
@@ -109,6 +131,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         action="store_true",
         help="the data-budget curve: scratch, kd and srd on transfer sets "
         "of 2k, 5k, 10k, 20k and all 55k images at equal steps, data seed 1 x seeds 3-5",
+    )
+    p.add_argument(
+        "--full",
+        action="store_true",
+        help="the full-data regime: srd against the best tuned baseline on the whole train split at the "
+        "full epoch budget, seeds 3-7, corrected verdicts (needs the tuning study)",
     )
     p.add_argument(
         "--join",
@@ -170,6 +198,21 @@ def _value(tree: dict[str, Any], dotted: str) -> Any:
     for part in dotted.split("."):
         tree = tree[part]
     return tree
+
+
+def full_cells(tuning_dir: Path | None) -> list[str]:
+    """srd and the baseline with the highest val top-1 in the tuning study's choices."""
+    path = None if tuning_dir is None else tuning_dir / TUNING_FILE
+    if path is None or not path.exists():
+        raise ConfigError(
+            "--full compares srd with the best tuned baseline, chosen on the tuning study's val: run "
+            "kdpipe study --tune first (its directory beside --dir, or --join DIR)"
+        )
+    choices = json.loads(path.read_text())["choices"]
+    tuned = {m: c["val_top1"] for m, c in choices.items() if m in BASELINES}
+    if not tuned:
+        raise ConfigError(f"--full: the tuning study in {tuning_dir} chose no baseline ({path})")
+    return ["srd", max(tuned, key=tuned.__getitem__)]
 
 
 def check_tuned(params: Params, tuning_dir: Path) -> None:

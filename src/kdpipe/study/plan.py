@@ -35,6 +35,20 @@ class Plan:
     """The transfer sets (``train.subset_seed``) each seed runs on; None is ``data.seed``'s."""
     phase: str = MAIN_PHASE
     """Which of the study's phases this is (:mod:`kdpipe.study.phases`): MLflow tags every cell with it."""
+    paired: bool = False
+    """True: the i-th seed runs on the i-th transfer set only, so no transfer set or seed is in two pairs and the
+    pairs are independent (the confirmation's); False: every seed on every transfer set."""
+    excluding: int | None = None
+    """``train.subset_excludes`` of every run: the seed of the tuning set its transfer sets avoid; None: none."""
+    corrected: bool = False
+    """Its report gives corrected verdicts over independent pairs (:mod:`kdpipe.study.confirmed`) in place of
+    paired t-intervals: the confirmation and the full-data phase."""
+
+    def replicates(self) -> list[tuple[int | None, int]]:
+        """The (transfer set, seed) pairs each cell runs, transfer set by transfer set."""
+        if self.paired:
+            return list(zip(self.data_seeds, self.seeds, strict=True))
+        return [(d, s) for d in self.data_seeds for s in self.seeds]
 
     @property
     def roles(self) -> list[str]:
@@ -46,8 +60,7 @@ class Plan:
         """The (cell, data seed, seed) runs taught by ``role``'s teacher, transfer set by transfer set, seed by seed."""
         return [
             {"cell": c.name, "seed": s, **({} if d is None else {"data_seed": d})}
-            for d in self.data_seeds
-            for s in self.seeds
+            for d, s in self.replicates()
             for c in self.cells
             if (c.gap_role or MAIN) == role
         ]  # kfp takes no nulls
@@ -57,12 +70,16 @@ class Plan:
 
     def as_dict(self) -> dict[str, Any]:
         fresh = {"data_seeds": list(self.data_seeds)} if self.data_seeds != (None,) else {}  # kfp takes no nulls
+        excluding = {} if self.excluding is None else {"excluding": self.excluding}
         return {
             "cells": [c.name for c in self.cells],
             "seeds": list(self.seeds),
             "archs": dict(self.archs),
             "phase": self.phase,
             **fresh,
+            **({"paired": True} if self.paired else {}),
+            **({"corrected": True} if self.corrected else {}),
+            **excluding,
         }
 
     @classmethod
@@ -76,6 +93,9 @@ class Plan:
             dict(raw["archs"]),
             data_seeds,
             str(raw.get("phase", MAIN_PHASE)),
+            bool(raw.get("paired", False)),
+            None if raw.get("excluding") is None else int(raw["excluding"]),
+            bool(raw.get("corrected", False)),
         )
 
 
@@ -112,6 +132,9 @@ def make_plan(
     data_seeds: list[int] | None = None,
     phase: str = MAIN_PHASE,
     extra: tuple[Cell, ...] = (),
+    paired: bool = False,
+    excluding: int | None = None,
+    corrected: bool = False,
 ) -> Plan:
     """The named cells (default: all) under ``seeds`` on each of ``data_seeds``' transfer sets (default: the one
     ``data.seed`` draws), names looked up in the catalogue and in ``extra``; a bad seed list or teacher is a
@@ -120,9 +143,20 @@ def make_plan(
         raise ConfigError(f"--seeds: give distinct seeds, got {seeds}")
     if data_seeds is not None and (not data_seeds or len(set(data_seeds)) != len(data_seeds)):
         raise ConfigError(f"--data-seeds: give distinct seeds, got {data_seeds}")
+    if excluding is not None and base.train.subset is None:
+        raise ConfigError(
+            "this phase draws transfer sets that share no image with the tuning set, so it needs train.subset "
+            "(their size); with null every run trains on the whole split"
+        )
+    if paired and (data_seeds is None or len(data_seeds) != len(seeds)):
+        raise ConfigError(
+            f"--seeds and --data-seeds: this phase pairs them one to one (independent pairs), so give as many of "
+            f"each; got {len(seeds)} seeds and {len(data_seeds or [])} data seeds"
+        )
     archs = {MAIN: base.teacher.arch, "small": small_teacher, "large": large_teacher or base.teacher.arch}
     for role in GAP_ROLES:
         if not is_known_model(archs[role]):
             raise ConfigError(f"--{role}-teacher: unknown model {archs[role]!r}")
     chosen = select_cells(cells, gap, by_name_only=(*phase_cells(), *extra))
-    return Plan(tuple(_drop_duplicate_gap(chosen, archs)), tuple(seeds), archs, tuple(data_seeds or (None,)), phase)
+    cells_kept = tuple(_drop_duplicate_gap(chosen, archs))
+    return Plan(cells_kept, tuple(seeds), archs, tuple(data_seeds or (None,)), phase, paired, excluding, corrected)

@@ -18,7 +18,7 @@ from matplotlib.figure import Figure
 from kdpipe.config import Params
 from kdpipe.evaluation.plots import save_png
 from kdpipe.infra.files import REPORT_FILE, atomic_write_bytes, write_json
-from kdpipe.study import budget, paired, robustness_comparison, stability, tuning
+from kdpipe.study import budget, confirmed, paired, robustness_comparison, stability, tuning
 from kdpipe.study.plan import Plan
 from kdpipe.study.summary import Summary, pct, summarise, table
 
@@ -110,6 +110,9 @@ def _replicates(plan: Plan) -> str:
     seeds = f"seeds {', '.join(map(str, plan.seeds))}"
     if plan.data_seeds == (None,):
         return seeds
+    avoid = f", none holding an image of data seed {plan.excluding}'s draw" if plan.excluding is not None else ""
+    if plan.paired:
+        return f"{len(plan.seeds)} independent pairs (data seed, seed) {plan.replicates()}{avoid} (train.subset_seed)"
     return f"{seeds} on each transfer set drawn by data seed {', '.join(map(str, plan.data_seeds))} (train.subset_seed)"
 
 
@@ -174,7 +177,8 @@ def markdown(
             ]
         )
     lines += ["", *table(rows)] if len(rows) > 1 else []
-    lines += paired.section([s for s in summaries if not s.cell.gap_role])
+    main_cells = [s for s in summaries if not s.cell.gap_role]
+    lines += confirmed.section(summaries) if plan.corrected else paired.section(main_cells)
     lines += tuning.section(tuning.choose(summaries))
     lines += budget.section(summaries)
     lines += robustness_comparison.section(
@@ -189,7 +193,7 @@ def markdown(
             "",
             *table([head, *gap]),
         ]
-    acceptance = _acceptance(summaries)
+    acceptance = [] if plan.corrected else _acceptance(summaries)  # the corrected verdicts replace its t-intervals
     if acceptance:
         lines += ["", "Targets (srd over each baseline, judged on the paired 95 % interval):", *acceptance]
     return "\n".join(lines) + "\n"

@@ -27,7 +27,7 @@ from kdpipe.infra.errors import TeacherMismatchError
 from kdpipe.models import count_parameters
 from kdpipe.models.file import MODEL_FILE, load_model
 from kdpipe.study.cells import Cell
-from kdpipe.study.measure import corrupted_top1, int8_top1, top1
+from kdpipe.study.measure import corrupted_top1, int8_top1, top1, top1_and_test_hits
 from kdpipe.study.tasks import FillTask, RunTask, TeacherTask
 from kdpipe.teacher import cache as teacher_cache
 from kdpipe.teacher import source as teacher
@@ -110,13 +110,15 @@ def make_run(
     teacher_archs: dict[str, str],
     threads: int,
     data_seed: int | None = None,
+    excluding: int | None = None,
 ) -> Run:
-    """The cell's overrides, then the seeds and its teacher, then the run's own paths, validated as one."""
+    """The cell's overrides, the seeds, the set to avoid, its teacher and its own paths, validated as one."""
     directory = study_dir / RUNS_DIR / cell.name / replicate(seed, data_seed)
     overrides = [
         *cell.overrides,
         f"train.seed={seed}",
         *([f"train.subset_seed={data_seed}"] if data_seed is not None else []),
+        *([f"train.subset_excludes={excluding}"] if excluding is not None else []),
     ]
     if cell.gap_role:
         overrides += [f"teacher.arch={teacher_archs[cell.gap_role]}", "teacher.source=train"]
@@ -205,7 +207,7 @@ def execute_run(task: RunTask) -> dict[str, Any]:
         "teacher_role": task.teacher_role,
         "data_sha256": data.sha256,
         "transfer_images": split if params.train.subset is None else min(split, params.train.subset),
-        "test_top1": top1(student, data, "test", runtime),
+        **top1_and_test_hits(student, data, runtime),
         "val_top1": top1(student, data, "val", runtime),
         **corrupted_top1(student, data, params.validate_, runtime),
         **int8_top1(student, data, params, Path(params.paths.student)),
@@ -265,11 +267,6 @@ def execute_teacher(task: TeacherTask) -> dict[str, Any]:
     return info
 
 
-def fill_teacher_cache(params: Params) -> dict[str, Any]:
-    """The teacher's outputs for one run's views, recorded ahead of the run (one rank: a study run is one process)."""
-    return steps.fill_teacher_cache(params, world_size=1)
-
-
 def _views(run: Run) -> tuple[Any, ...]:
     """What, besides the teacher, decides the outputs a run replays (:func:`kdpipe.identity.replayed_views`)."""
     return run.teacher_role, *identity.replayed_views(run.params.data, run.params.train).values()
@@ -289,7 +286,8 @@ def fill_tasks(runs: list[Run], threads: int) -> list[FillTask]:
 
 
 def execute_fill(task: FillTask) -> dict[str, Any]:
-    return fill_teacher_cache(params_from_dict(task.params, origin=f"study {task.id}"))
+    """The teacher's outputs for one run's views, recorded ahead of the run (one rank: a study run is one process)."""
+    return steps.fill_teacher_cache(params_from_dict(task.params, origin=f"study {task.id}"), world_size=1)
 
 
 def ensure_prepared(base: Params) -> None:

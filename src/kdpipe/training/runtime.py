@@ -75,10 +75,12 @@ def make_loader(
     world_size: int = 1,
     subset: int | None = None,
     sample_seed: int | None = None,
+    sample_excluding: int | None = None,
 ) -> InMemoryLoader:
     """Batches of one split on the runtime's device; ``subset`` draws a fixed sample by ``sample_seed``
-    (default ``data.seed``)."""
-    x, y = sample(*data.split(split), subset, params.data.seed if sample_seed is None else sample_seed)
+    (default ``data.seed``), from what ``sample_excluding``'s draw leaves out when given."""
+    seed = params.data.seed if sample_seed is None else sample_seed
+    x, y = sample(*data.split(split), subset, seed, sample_excluding)
     m = data.manifest
     return InMemoryLoader(
         x,
@@ -119,6 +121,7 @@ def student_views(
         world_size=world_size,
         subset=params.train.subset,
         sample_seed=identity.transfer_seed(params.data, params.train),
+        sample_excluding=params.train.subset_excludes,
     )
 
 
