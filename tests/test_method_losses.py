@@ -197,3 +197,21 @@ def test_gradients_reach_the_student_and_the_projector_never_the_teacher(name: s
     assert bool(own) == (name == "vkd")
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in own)
     assert all(not p.requires_grad and p.grad is None for p in d.teacher.parameters())
+
+
+def test_vkds_checkpointed_projector_loads_back_to_the_same_orthogonal_map_and_loss() -> None:
+    """Its projector is a parametrised module: a checkpoint holds the parametrisation's ``original``, not the
+    weight, and resuming must rebuild the same map (and so the same loss) from it."""
+    trained = _distiller("vkd")
+    with torch.no_grad():
+        for p in trained.projector.parameters():
+            p.add_(0.3)
+    state = trained.trainable_state_dict()
+    assert any("parametrizations.weight.original" in k for k in state)
+    torch.manual_seed(5)
+    fresh = create_distiller("vkd", create_model("cnn8", K, 1), create_model("cnn16", K, 1)).train()
+    fresh.teacher.load_state_dict(trained.teacher.state_dict())
+    fresh.load_trainable_state_dict(state)
+    torch.testing.assert_close(fresh.projector.weight, trained.projector.weight, rtol=0, atol=0)
+    inputs = _inputs(trained)
+    assert torch.equal(fresh.loss_parts(*inputs)["feat"], trained.loss_parts(*inputs)["feat"])

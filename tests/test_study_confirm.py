@@ -23,6 +23,7 @@ from kdpipe.study.corrected import compare, holm, unpack
 from kdpipe.study.paired import PairedDifference, paired_difference
 from kdpipe.study.phases import CONFIRM_CELLS
 from kdpipe.study.summary import Summary
+from kdpipe.study.threads import machine
 from kdpipe.tracking.tags import STEP, STUDY_ID, STUDY_PHASE
 
 
@@ -67,6 +68,10 @@ def test_confirm_runs_every_cell_on_independent_pairs_without_tuning_images_and_
         for verdict in holm(comparisons):
             assert f"- {verdict.line()}" in report.splitlines()
     assert "95 % CI" not in report  # no uncorrected t-interval beside the corrected verdicts
+    (compute,) = [x for x in report.splitlines() if x.startswith("- compute: ")]
+    hours = sum(r["wall_seconds"] for r in results) / 3600
+    assert compute.startswith(f"- compute: {len(results)} runs, {hours:.2f} h summed over runs")
+    assert compute.endswith(f"; {machine()}") and "cores" in machine()
 
     client = mlflow.MlflowClient(params.tracking.uri)
     experiment = client.get_experiment_by_name(params.tracking.experiment).experiment_id

@@ -24,13 +24,7 @@ SMALL_GRIDS = {
         "scratch",
         (numeric("lr", ("train.lr",), (0.05, 0.1)), choices(("wd",), ("train.weight_decay",), ((0.0005,),))),
     ),
-    "kd": Grid(
-        "kd",
-        (
-            numeric("t", ("method.kd.temperature",), (2.0, 4.0)),
-            choices(("ce", "kl"), ("method.kd.ce_weight", "method.kd.kl_weight"), ((0.5, 0.5),)),
-        ),
-    ),
+    "kd": Grid("kd", (choices(("t",), ("method.kd.temperature",), ((2.0,), (4.0,))),)),
 }
 
 
@@ -38,13 +32,15 @@ def test_tune_chooses_scratchs_shared_settings_first_then_each_method_with_them_
     make_params: Callable[..., Params], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The rounds on two-setting grids (the real ones are 20 settings of 8 methods: tests/test_study_grids.py
-    checks them without training), so every first choice lies at an end and must be extended. Whatever val
-    says, the files must show the rule: each choice the best mean val over seeds 0 and 1 of every setting tried,
-    the settings past the ends one geometric step apart, and a final choice inside its range unless all
-    MAX_EXTENSIONS steps were used."""
+    checks them without training): scratch's learning rate is a range, so its first choice lies at an end and
+    must be extended; kd's two temperatures are choices here, never extended. Whatever val says, the files must
+    show the rule: each choice the best mean val over seeds 0 and 1 of every setting tried, the settings past
+    the ends one geometric step apart, a final choice inside its range unless all MAX_EXTENSIONS steps were
+    used, and kd trained with scratch's choice."""
     monkeypatch.setattr(tuning, "GRIDS", SMALL_GRIDS)
     monkeypatch.setattr(tune_rounds, "GRIDS", SMALL_GRIDS)
-    params = make_params(**TINY, validate__corruptions="none")
+    params = make_params(**TINY)  # validate.corruptions fast: the tuning leaves the suite out on its own
+    assert params.validate_.corruptions != "none"
     params_file = write_params(params, tmp_path / "params.yaml")
     study = tmp_path / "tune"
 
@@ -55,6 +51,7 @@ def test_tune_chooses_scratchs_shared_settings_first_then_each_method_with_them_
     for r in results:
         by_cell.setdefault(r["cell"], []).append(r)
     assert all(sorted(r["seed"] for r in runs) == [0, 1] for runs in by_cell.values())
+    assert not any("test_corrupted_top1" in r for r in results)
     choices = json.loads((study / "tuning.json").read_text())["choices"]
     assert set(choices) == {"scratch", "kd"}
     shared = choices["scratch"]["overrides"]
@@ -71,15 +68,17 @@ def test_tune_chooses_scratchs_shared_settings_first_then_each_method_with_them_
         )
         assert not in_grid or chosen["cell"] == in_grid[0]  # a tie goes to the grid's earlier setting
         values = sorted(_value(by_cell[c][0], key) for c in cells)
+        if method == "kd":  # choices: never extended, and trained with scratch's choice
+            assert values == [2.0, 4.0] and chosen["extensions"] == 0 and chosen["still_at_edge"] == []
+            assert all(r["params"]["train"]["lr"] == lr for c in cells for r in by_cell[c])
+            assert set(shared) <= set(chosen["overrides"])
+            continue
         assert all(b == pytest.approx(2 * a) for a, b in itertools.pairwise(values)), values  # one step apart
         assert set(grid) <= set(values) and chosen["extensions"] == len(values) - 2 <= MAX_EXTENSIONS
         picked = _value(by_cell[chosen["cell"]][0], key)
         inside = values[0] < picked < values[-1]
         assert inside or chosen["extensions"] == MAX_EXTENSIONS
         assert (chosen["still_at_edge"] == []) == inside
-        if method == "kd":
-            assert all(r["params"]["train"]["lr"] == lr for c in cells for r in by_cell[c])
-            assert set(shared) <= set(chosen["overrides"])
     report = (study / "report.md").read_text()
     assert report.count("**yes**") == 2 and "test top-1 reported, not used" in report
 

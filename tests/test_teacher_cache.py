@@ -51,7 +51,7 @@ def _cache_files(params: Params) -> list[Path]:
     return sorted(Path(params.paths.teacher_cache).rglob("epoch*.pt"))
 
 
-@pytest.mark.parametrize("method", ["srd", "kd", "fitnet", "dkd", "lskd", "dist", "vkd"])
+@pytest.mark.parametrize("method", ["srd", "kd", "fitnet", "dkd", "vkd"])  # lskd and dist read what kd reads
 def test_a_float32_replay_trains_the_bit_identical_student(base: Callable[..., Params], method: str) -> None:
     live = base(method__name=method, cache__mode="off")
     steps.distill(live)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import io
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,7 @@ from matplotlib.figure import Figure
 from kdpipe.config import Params
 from kdpipe.evaluation.plots import save_png
 from kdpipe.infra.files import REPORT_FILE, atomic_write_bytes, write_json
-from kdpipe.study import budget, confirmed, paired, robustness_comparison, stability, tuning
+from kdpipe.study import budget, confirmed, paired, robustness_comparison, stability, targets, tuning
 from kdpipe.study.plan import Plan
 from kdpipe.study.summary import Summary, pct, summarise, table
 
@@ -43,9 +44,6 @@ CSV_FIELDS = (
     "device",
     "threads",
 )
-TARGETS = {"scratch": 1.0, "kd": 0.3}
-"""The margins, in top-1 points, by which srd must beat each baseline: 'met' when the paired 95 % interval of the
-difference lies above the margin, 'NOT met' when it lies below, 'not shown' when it contains the margin."""
 
 
 def _gap_rows(
@@ -79,27 +77,17 @@ def _gap_rows(
     return rows
 
 
-def _acceptance(summaries: list[Summary]) -> list[str]:
-    by_name = {s.cell.name: s for s in summaries}
-    srd = by_name.get("srd")
-    lines = []
-    for baseline, target in TARGETS.items():
-        other = by_name.get(baseline)
-        if srd is None or other is None:
-            continue
-        found = paired.paired_difference(srd, other)
-        if found is None:
-            lines.append(f"- srd - {baseline}: fewer than two paired runs, nothing shown (target ≥ +{target:.1f})")
-            continue
-        low, high = 100 * found.low, 100 * found.high
-        verdict = (
-            "met" if low >= target else "NOT met" if high < target else "not shown (the interval contains the target)"
-        )
-        lines.append(
-            f"- srd - {baseline}: {100 * found.mean:+.2f} points, 95 % CI [{low:+.2f}, {high:+.2f}] "
-            f"(target ≥ +{target:.1f}): {verdict}"
-        )
-    return lines
+def _compute(runs: list[dict[str, Any]]) -> str:
+    """How many runs, how long they took and where: summed per run, and from the first start to the last finish
+    (which includes any pause between an interrupted study and its continuation)."""
+    ends = [datetime.strptime(r["finished_at"], "%Y-%m-%dT%H:%M:%S%z") for r in runs]
+    starts = [end - timedelta(seconds=r["wall_seconds"]) for end, r in zip(ends, runs, strict=True)]
+    where = sorted({r.get("machine", "machine not recorded") for r in runs})
+    return (
+        f"- compute: {len(runs)} runs, {sum(r['wall_seconds'] for r in runs) / 3600:.2f} h summed over runs "
+        f"(training and measuring), {(max(ends) - min(starts)).total_seconds() / 3600:.2f} h from the first start "
+        f"to the last finish; {'; '.join(where)}"
+    )
 
 
 def _images(subset: int | None) -> str:
@@ -140,6 +128,7 @@ def markdown(
         "- top-1 in %, mean ± sample std over seeds on the test split; val is the held-out validation split; "
         "train s and images/s are the training loop alone, per run",
     ]
+    lines.append(_compute(runs))
     if command:
         lines.append(f"- reproduce: `{command}`")
     int8 = all("test_int8_top1" in r for s in summaries for r in s.runs)  # studies from before the export have none
@@ -193,9 +182,7 @@ def markdown(
             "",
             *table([head, *gap]),
         ]
-    acceptance = [] if plan.corrected else _acceptance(summaries)  # the corrected verdicts replace its t-intervals
-    if acceptance:
-        lines += ["", "Targets (srd over each baseline, judged on the paired 95 % interval):", *acceptance]
+    lines += [] if plan.corrected else targets.section(summaries)  # the corrected verdicts replace its t-intervals
     return "\n".join(lines) + "\n"
 
 

@@ -29,6 +29,7 @@ from kdpipe.models.file import MODEL_FILE, load_model
 from kdpipe.study.cells import Cell
 from kdpipe.study.measure import corrupted_top1, int8_top1, top1, top1_and_test_hits
 from kdpipe.study.tasks import FillTask, RunTask, TeacherTask
+from kdpipe.study.threads import machine
 from kdpipe.teacher import cache as teacher_cache
 from kdpipe.teacher import source as teacher
 from kdpipe.teacher import stored
@@ -217,6 +218,7 @@ def execute_run(task: RunTask) -> dict[str, Any]:
         "images_per_s": images / train_seconds if train_seconds else 0.0,
         "wall_seconds": wall,
         "device": _device_name(runtime),
+        "machine": machine(),
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
         "pid": os.getpid(),

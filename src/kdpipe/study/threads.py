@@ -1,8 +1,11 @@
-"""How many CPU threads each of the study's worker processes gets: the cores shared by those running at once."""
+"""How many CPU threads each of the study's worker processes gets (the cores shared by those running at once), and
+the machine a report names."""
 
 from __future__ import annotations
 
 import os
+import platform
+from pathlib import Path
 
 from kdpipe.config import RuntimeConfig
 
@@ -21,3 +24,11 @@ def per_worker(runtime: RuntimeConfig, workers: int) -> int:
     """The threads of each of ``workers`` processes running at once: an equal share of :func:`available`, at
     least one."""
     return max(1, available(runtime) // max(1, workers))
+
+
+def machine() -> str:
+    """The CPU model and the cores this process may use, for a report: where a run's time was measured."""
+    cpuinfo = Path("/proc/cpuinfo")
+    lines = cpuinfo.read_text().splitlines() if cpuinfo.exists() else []
+    names = [line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")]
+    return f"{names[0] if names else platform.processor() or platform.machine()}, {cores()} cores"

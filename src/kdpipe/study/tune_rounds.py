@@ -19,7 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from kdpipe.config import Params
+from kdpipe.config import Params, apply_overrides, params_from_dict
 from kdpipe.study.cells import Cell
 from kdpipe.study.grids import GRIDS, MAX_EXTENSIONS, SHARED_METHOD, Grid, edge_cells, knobs
 from kdpipe.study.orchestrator import run_study
@@ -55,7 +55,11 @@ def _extend(grids: list[Grid], tried: dict[str, list[Cell]], train: Train, archs
 
 def run_tuning(base: Params, study_dir: Path, *, seeds: list[int], jobs: int, **study: Any) -> dict[str, Any]:
     """Both stages and their extensions, then the report over every cell tried; ``study`` goes to
-    :func:`run_study` (plot, command, join)."""
+    :func:`run_study` (plot, command, join). The corruption suite is left out: a choice reads val top-1 alone, and
+    the suite would cost a large share of each of some 320 runs."""
+    if base.validate_.corruptions != "none":
+        log.info("study: tune: validate.corruptions none for the grids (the choice reads val top-1 only)")
+        base = params_from_dict(apply_overrides(base.to_dict(), ["validate.corruptions=none"]), origin="study tune")
     archs = {"main": base.teacher.arch}
     tried: dict[str, list[Cell]] = {}
 
