@@ -36,7 +36,7 @@ def _comparable(report: str) -> list[str]:
     """The report without what differs between any two studies: the id, the command, the timings."""
     lines, drop = [], set()
     for line in report.splitlines():
-        if line.startswith(("# kdpipe study ", "- reproduce:")):
+        if line.startswith(("# kdpipe study ", "- reproduce:", "- compute:")):
             continue
         cells = line.split(" | ")
         if "| cell | what it changes" in line:
