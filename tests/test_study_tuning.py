@@ -93,6 +93,55 @@ def test_tune_chooses_scratchs_shared_settings_first_then_each_method_with_them_
         assert parent.data.params[f"tuned.{method}"] == " ".join(choices[method]["overrides"])
 
 
+DIVERGING_GRIDS = {
+    "scratch": Grid(
+        "scratch", (choices(("lr",), ("train.lr",), ((0.4,),)), choices(("wd",), ("train.weight_decay",), ((0.001,),)))
+    ),
+    "fitnet": Grid("fitnet", (choices(("feat",), ("method.fitnet.feat_weight",), ((1.0,), (100000.0,))),)),
+}
+
+
+def test_a_setting_whose_loss_stops_being_finite_is_ruled_out_reported_and_not_retried(
+    make_params: Callable[..., Params],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A learning rate of 1e5 diverges under every seed: the tuning keeps those runs as diverged, chooses among the
+    rest, says so in tuning.json, the report and results.json, and a rerun does not train them again; any other
+    phase stops on a diverged run and names it."""
+    monkeypatch.setattr(tuning, "GRIDS", DIVERGING_GRIDS)
+    monkeypatch.setattr(tune_rounds, "GRIDS", DIVERGING_GRIDS)
+    params_file = write_params(make_params(**TINY), tmp_path / "params.yaml")
+    study = tmp_path / "tune"
+    command = ["study", "-c", str(params_file), "--dir", str(study), "--tune", "--jobs", "2"]
+
+    assert main(command) == 0
+
+    runs = json.loads((study / "results.json").read_text())["runs"]
+    lost = [r for r in runs if "method.fitnet.feat_weight=100000.0" in r["overrides"]]
+    assert sorted(r["seed"] for r in lost) == [0, 1]
+    assert all("loss became" in r["diverged"] and r["val_top1"] is None for r in lost)
+    assert not any("diverged" in r for r in runs if r not in lost)
+    fitnet = json.loads((study / "tuning.json").read_text())["choices"]["fitnet"]
+    assert "method.fitnet.feat_weight=1.0" in fitnet["overrides"] and fitnet["diverged"] == [lost[0]["cell"]]
+    assert fitnet["extensions"] == 0
+    assert "Ruled out, the loss stopped being finite" in (study / "report.md").read_text()
+    assert "diverged" in (study / "results.csv").read_text().splitlines()[0]
+
+    kept = {r["id"]: (study / "runs" / r["id"] / "result.json").stat().st_mtime_ns for r in lost}
+    assert main(command) == 0
+    assert {i: (study / "runs" / i / "result.json").stat().st_mtime_ns for i in kept} == kept
+
+    capsys.readouterr()
+    other = ["study", "-c", str(params_file), "--dir", str(tmp_path / "main"), "--cells", "fitnet", "--no-gap"]
+    wild = ["-p", "train.lr=0.4", "-p", "method.fitnet.feat_weight=100000"]
+    assert main([*other, "--seeds", "0", *wild]) == 2
+    err = capsys.readouterr().err
+    assert "1 run(s) diverged (fitnet/seed0: distill[fitnet]: loss became nan" in err
+    assert "rerunning does not retry them" in err
+
+
 def _value(result: dict, dotted: str) -> float:
     tree = result["params"]
     for part in dotted.split("."):

@@ -18,10 +18,10 @@ from typing import Any
 from kdpipe.config import Params
 from kdpipe.infra.errors import ConfigError, KdpipeError
 from kdpipe.infra.files import write_json
-from kdpipe.study import fanout, runner, threads
+from kdpipe.study import diverged, fanout, runner, threads
 from kdpipe.study.cells import Cell
 from kdpipe.study.fanout import STUDY_FILE
-from kdpipe.study.phases import MAIN
+from kdpipe.study.phases import MAIN, TUNE
 from kdpipe.study.plan import SMALL_TEACHER, make_plan
 from kdpipe.study.tasks import FillTask, RunTask, TeacherTask, execute
 from kdpipe.teacher.stored import payload_sha256
@@ -164,6 +164,9 @@ def run_study(
         def run_done(task: RunTask, result: dict[str, Any]) -> None:
             results[task.id] = result
             finished = sum(v is not None for v in results.values())
+            if diverged.DIVERGED in result:
+                log.warning("study: %d/%d finished: %s diverged: %s", finished, len(runs), task.id, result["diverged"])
+                return
             log.info(
                 "study: %d/%d finished: %s test top-1 %.4f, val %.4f (%.1f s training)",
                 finished,
@@ -181,6 +184,11 @@ def run_study(
             "rerun the same command to retry them (finished runs are kept)"
         )
     finished = [res for r in runs if (res := results[r.id]) is not None]
+    if diverged.runs(finished) and plan.phase != TUNE.name:
+        raise KdpipeError(
+            f"study: {len(diverged.runs(finished))} run(s) diverged ({diverged.describe(finished)}); they are kept as "
+            "diverged, so rerunning does not retry them: change their settings"
+        )
     if not publish:
         return {"results": finished, "ran": [r.id for r in pending], "kept": kept}
     published = fanout.publish(

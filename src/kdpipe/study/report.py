@@ -19,7 +19,7 @@ from matplotlib.figure import Figure
 from kdpipe.config import Params
 from kdpipe.evaluation.plots import save_png
 from kdpipe.infra.files import REPORT_FILE, atomic_write_bytes, write_json
-from kdpipe.study import budget, confirmed, paired, robustness_comparison, stability, targets, tuning
+from kdpipe.study import budget, confirmed, diverged, paired, robustness_comparison, stability, targets, tuning
 from kdpipe.study.plan import Plan
 from kdpipe.study.summary import Summary, pct, summarise, table
 
@@ -43,6 +43,7 @@ CSV_FIELDS = (
     "wall_seconds",
     "device",
     "threads",
+    diverged.DIVERGED,
 )
 
 
@@ -115,8 +116,8 @@ def markdown(
 ) -> str:
     t, teacher_archs = base.train, plan.archs
     main_t = teachers.get("main", {})
-    devices = sorted({r["device"] for r in runs})
-    shas = sorted({r["data_sha256"][:12] for r in runs})
+    devices = sorted({r["device"] for r in diverged.scored(runs)})
+    shas = sorted({r["data_sha256"][:12] for r in diverged.scored(runs)})
     lines = [
         f"# kdpipe study {study_id}",
         "",
@@ -168,7 +169,7 @@ def markdown(
     lines += ["", *table(rows)] if len(rows) > 1 else []
     main_cells = [s for s in summaries if not s.cell.gap_role]
     lines += confirmed.section(summaries) if plan.corrected else paired.section(main_cells)
-    lines += tuning.section(tuning.choose(summaries))
+    lines += tuning.section(tuning.choose(summaries, diverged.cells(plan.cells, runs)))
     lines += budget.section(summaries)
     lines += robustness_comparison.section(
         {s.cell.name: s.runs for s in summaries if not s.cell.gap_role}, teachers.get("main", {})
@@ -272,7 +273,7 @@ def write_report(
         },
     )
     atomic_write_bytes(files["csv"], results_csv(runs))
-    choices = tuning.choose(summaries)
+    choices = tuning.choose(summaries, diverged.cells(plan.cells, runs))
     if choices:
         files["tuning"] = study_dir / tuning.TUNING_FILE
         tuning.write_choices(files["tuning"], choices)

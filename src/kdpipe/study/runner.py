@@ -23,9 +23,10 @@ from kdpipe import identity, steps
 from kdpipe.config import Params, apply_overrides, params_from_dict
 from kdpipe.data.prepared import MANIFEST_FILE, load_prepared
 from kdpipe.infra import files
-from kdpipe.infra.errors import TeacherMismatchError
+from kdpipe.infra.errors import NonFiniteLossError, TeacherMismatchError
 from kdpipe.models import count_parameters
 from kdpipe.models.file import MODEL_FILE, load_model
+from kdpipe.study import diverged
 from kdpipe.study.cells import Cell
 from kdpipe.study.measure import corrupted_top1, int8_top1, top1, top1_and_test_hits
 from kdpipe.study.tasks import FillTask, RunTask, TeacherTask
@@ -34,7 +35,7 @@ from kdpipe.teacher import cache as teacher_cache
 from kdpipe.teacher import source as teacher
 from kdpipe.teacher import stored
 from kdpipe.tracking import tags
-from kdpipe.training.runtime import Runtime, make_runtime
+from kdpipe.training.runtime import make_runtime
 from kdpipe.training.student_init import init_sha256
 
 log = logging.getLogger("kdpipe")
@@ -164,10 +165,6 @@ def read_result(run: Run) -> dict[str, Any] | None:
     return result
 
 
-def _device_name(runtime: Runtime) -> str:
-    return torch.cuda.get_device_name(runtime.device) if runtime.device.type == "cuda" else "cpu"
-
-
 def run_task(run: Run) -> RunTask:
     """What a worker needs for one run."""
     return RunTask(
@@ -184,10 +181,19 @@ def run_task(run: Run) -> RunTask:
 
 
 def execute_run(task: RunTask) -> dict[str, Any]:
-    """Worker side of one run: distil (resuming), measure val and test top-1 and the corruptions, write the result."""
+    """Worker side of one run: distil (resuming), measure val and test top-1 and the corruptions, write the result;
+    a run whose loss stops being finite is kept as diverged (:mod:`kdpipe.study.diverged`)."""
     params = params_from_dict(task.params, origin=f"study run {task.id}")
+    own = {"id": task.id, "cell": task.cell, "seed": task.seed, "overrides": list(task.overrides)}
+    own |= {"fingerprint": task.fingerprint, "data_seed": task.data_seed, "method": params.method.name}
+    own["measured"] = measured(params)
     start = time.perf_counter()
-    history = steps.distill(params, resume=True)["history"]
+    try:
+        history = steps.distill(params, resume=True)["history"]
+    except NonFiniteLossError as exc:
+        kept = diverged.result(own, str(exc), time.perf_counter() - start, machine())
+        files.write_json(task.directory / RESULT_FILE, kept)
+        return kept
     wall = time.perf_counter() - start
     data = load_prepared(params.paths.prepared, progress_mode=params.runtime.progress)
     runtime = make_runtime(params.runtime)
@@ -196,13 +202,7 @@ def execute_run(task: RunTask) -> dict[str, Any]:
     split = len(data.split("train")[1])
     images = sum(h["images_per_s"] * h["epoch_seconds"] for h in history)
     result = {
-        "id": task.id,
-        "cell": task.cell,
-        "seed": task.seed,
-        "overrides": list(task.overrides),
-        "fingerprint": task.fingerprint,
-        "data_seed": task.data_seed,
-        "method": params.method.name,
+        **own,
         "student_arch": params.student.arch,
         "teacher_arch": params.teacher.arch if params.method.name != "scratch" else None,
         "teacher_role": task.teacher_role,
@@ -212,12 +212,11 @@ def execute_run(task: RunTask) -> dict[str, Any]:
         "val_top1": top1(student, data, "val", runtime),
         **corrupted_top1(student, data, params.validate_, runtime),
         **int8_top1(student, data, params, Path(params.paths.student)),
-        "measured": measured(params),
         "epochs": len(history),
         "train_seconds": train_seconds,
         "images_per_s": images / train_seconds if train_seconds else 0.0,
         "wall_seconds": wall,
-        "device": _device_name(runtime),
+        "device": torch.cuda.get_device_name(runtime.device) if runtime.device.type == "cuda" else "cpu",
         "machine": machine(),
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),

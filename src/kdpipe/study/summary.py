@@ -6,6 +6,7 @@ import statistics
 from dataclasses import dataclass
 from typing import Any
 
+from kdpipe.study import diverged
 from kdpipe.study.cells import Cell
 
 Pair = tuple[int, int]  # (data seed, or -1 for data.seed's transfer set; seed)
@@ -59,8 +60,9 @@ class Summary:
 
 
 def summarise(cells: list[Cell], results: list[dict[str, Any]], teacher_archs: dict[str, str]) -> list[Summary]:
+    """Each cell's scored runs (a diverged run has no score: :mod:`kdpipe.study.diverged`)."""
     by_cell: dict[str, list[dict[str, Any]]] = {}
-    for r in sorted(results, key=pair):
+    for r in sorted(diverged.scored(results), key=pair):
         by_cell.setdefault(r["cell"], []).append(r)
     return [
         Summary(c, None if c.method == "scratch" else teacher_archs[c.gap_role or "main"], by_cell[c.name])

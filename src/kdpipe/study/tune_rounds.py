@@ -8,7 +8,8 @@
 
 Each round is one :func:`run_study` call on the same directory at the same seeds: finished runs are kept by their
 fingerprints, so an interrupted tuning continues where it stopped, and the rounds it had already decided come out
-the same. Only the last call writes the report and ``tuning.json`` and logs to MLflow, over every cell tried.
+the same. Only the last call writes the report and ``tuning.json`` and logs to MLflow, over every cell tried. A
+setting with a run whose loss stopped being finite is ruled out and reported (:mod:`kdpipe.study.diverged`).
 """
 
 from __future__ import annotations
@@ -20,10 +21,11 @@ from pathlib import Path
 from typing import Any
 
 from kdpipe.config import Params, apply_overrides, params_from_dict
+from kdpipe.study import diverged
 from kdpipe.study.cells import Cell
 from kdpipe.study.grids import GRIDS, MAX_EXTENSIONS, SHARED_METHOD, Grid, edge_cells, knobs
 from kdpipe.study.orchestrator import run_study
-from kdpipe.study.summary import summarise
+from kdpipe.study.summary import Summary, summarise
 from kdpipe.study.tuning import Choice, choose
 
 log = logging.getLogger("kdpipe")
@@ -31,12 +33,17 @@ log = logging.getLogger("kdpipe")
 Train = Callable[[list[Cell], bool], dict[str, Any]]
 
 
+def _scored(cells: list[Cell], results: list[Any], archs: dict[str, str]) -> tuple[list[Summary], list[Cell]]:
+    """What :func:`choose` reads: the cells' scored runs, and the cells ruled out by a diverged run."""
+    return summarise(cells, results, archs), diverged.cells(cells, results)
+
+
 def _extend(grids: list[Grid], tried: dict[str, list[Cell]], train: Train, archs: dict[str, str]) -> list[Choice]:
     """Train the grids' steps past their ends until every choice is inside its ranges or has had its steps."""
     every = [c for g in grids for c in tried[g.method]]
     results = train(every, False)["results"]
     for _ in range(MAX_EXTENSIONS):
-        choices = [c for c in choose(summarise(every, results, archs)) if c.method in tried]
+        choices = [c for c in choose(*_scored(every, results, archs)) if c.method in tried]
         beyond = {c.method: edge_cells(GRIDS[c.method], tried[c.method], c.chosen.cell) for c in choices}
         beyond = {m: cells for m, cells in beyond.items() if cells}
         if not beyond:
@@ -50,7 +57,7 @@ def _extend(grids: list[Grid], tried: dict[str, list[Cell]], train: Train, archs
             tried[method] += cells
         every = [c for g in grids for c in tried[g.method]]
         results = train(every, False)["results"]
-    return [c for c in choose(summarise(every, results, archs)) if c.method in tried]
+    return [c for c in choose(*_scored(every, results, archs)) if c.method in tried]
 
 
 def run_tuning(base: Params, study_dir: Path, *, seeds: list[int], jobs: int, **study: Any) -> dict[str, Any]:

@@ -9,11 +9,13 @@ chosen becomes the method's default in params.yaml by hand, with the tuning stud
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from kdpipe.infra.files import write_json
+from kdpipe.study.cells import Cell
 from kdpipe.study.grids import GRIDS, PREFIX, edge_cells, knobs
 from kdpipe.study.summary import Summary, pct, table
 
@@ -26,16 +28,19 @@ class Choice:
     method: str
     chosen: Summary
     grid: list[Summary]
-    """Every setting tried: the grid's and the steps past its ends."""
+    """Every setting tried and scored: the grid's and the steps past its ends."""
+    diverged: tuple[Cell, ...] = ()
+    """Settings tried and ruled out: a run's loss stopped being finite (:mod:`kdpipe.study.diverged`)."""
 
     @property
     def extensions(self) -> int:
         """How many settings were tried past the grid's own ends."""
-        return len(self.grid) - len(GRIDS[self.method].cells())
+        return len(self.grid) + len(self.diverged) - len(GRIDS[self.method].cells())
 
     def at_edge(self) -> list[str]:
         """The cells one step past the choice that are still untried: empty once the choice is inside its ranges."""
-        return [c.name for c in edge_cells(GRIDS[self.method], [s.cell for s in self.grid], self.chosen.cell)]
+        tried = [s.cell for s in self.grid] + list(self.diverged)
+        return [c.name for c in edge_cells(GRIDS[self.method], tried, self.chosen.cell)]
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -43,6 +48,7 @@ class Choice:
             "overrides": knobs(self.chosen.cell),
             "grid_size": len(self.grid),
             "extensions": self.extensions,
+            "diverged": [c.name for c in self.diverged],
             "still_at_edge": self.at_edge(),
             SELECTED_ON: self.chosen.mean(SELECTED_ON),
             "test_top1": self.chosen.mean("test_top1"),
@@ -54,14 +60,17 @@ def is_tuning(summary: Summary) -> bool:
     return summary.cell.name.startswith(PREFIX)
 
 
-def choose(summaries: list[Summary]) -> list[Choice]:
-    """Per method with a grid in ``summaries``, the setting with the highest mean val top-1."""
+def choose(summaries: list[Summary], diverged: Collection[Cell] = ()) -> list[Choice]:
+    """Per method with a grid in ``summaries``, the setting with the highest mean val top-1 among those none of
+    whose runs ``diverged``."""
+    out = {c.name for c in diverged}
     choices = []
     for method in GRIDS:
-        grid = [s for s in summaries if is_tuning(s) and s.cell.method == method]
+        grid = [s for s in summaries if is_tuning(s) and s.cell.method == method and s.cell.name not in out]
         if grid:
             best = max(grid, key=lambda s: s.mean(SELECTED_ON))  # max keeps the first of equal values
-            choices.append(Choice(method, best, grid))
+            lost = tuple(c for c in diverged if c.name.startswith(PREFIX) and c.method == method)
+            choices.append(Choice(method, best, grid, lost))
     return choices
 
 
@@ -86,14 +95,21 @@ def section(choices: list[Choice]) -> list[str]:
         past = f", {c.extensions} of them past the grid's ends" if c.extensions else ""
         edge = c.at_edge()
         note = [f"Still at an end of its range after {c.extensions} step(s) past it: {', '.join(edge)} untried."]
+        lost = [f"Ruled out, the loss stopped being finite (results.json has each error): {_names(c.diverged)}."]
+        tried = len(c.grid) + len(c.diverged)
         lines += [
             "",
-            f"{c.method} ({len(c.grid)} settings{past}): `{' '.join('-p ' + k for k in knobs(c.chosen.cell))}`",
+            f"{c.method} ({tried} settings{past}): `{' '.join('-p ' + k for k in knobs(c.chosen.cell))}`",
             "",
             *table(rows),
+            *(["", *lost] if c.diverged else []),
             *(["", *note] if edge else []),
         ]
     return lines
+
+
+def _names(cells: tuple[Cell, ...]) -> str:
+    return ", ".join(c.what for c in cells)
 
 
 def write_choices(path: Path, choices: list[Choice]) -> None:
