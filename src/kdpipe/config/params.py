@@ -34,7 +34,7 @@ class Params(Section):
     teacher: TeacherConfig = TeacherConfig()
     student: StudentConfig = StudentConfig()
     method: MethodConfig = MethodConfig()
-    train: StudentTrainConfig = StudentTrainConfig(epochs=10, subset=10_000)
+    train: StudentTrainConfig = StudentTrainConfig(epochs=10, subset=10_000, lr=0.4, weight_decay=0.001)
     runtime: RuntimeConfig = RuntimeConfig()
     validate_: ValidateConfig = Field(ValidateConfig(), alias="validate")
     gate: GateConfig = GateConfig()

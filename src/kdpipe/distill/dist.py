@@ -27,9 +27,9 @@ class DISTSettings:
     """The inter- and intra-class weights, the softmax temperature and the CE weight; these defaults are
     ``method.dist``'s."""
 
-    inter_weight: float = 2.0
-    intra_weight: float = 2.0
-    temperature: float = 4.0
+    inter_weight: float = 0.5
+    intra_weight: float = 0.5
+    temperature: float = 1.0
     ce_weight: float = 1.0
 
 

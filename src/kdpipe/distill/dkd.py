@@ -21,11 +21,12 @@ from kdpipe.models import FeatureClassifier
 
 @dataclass(frozen=True)
 class DKDSettings:
-    """The two parts' weights, the temperature and the CE weight; these defaults are ``method.dkd``'s, the
-    official CIFAR-100 ones (mdistiller's ``CFG.DKD``)."""
+    """The two parts' weights, the temperature and the CE weight; these defaults are ``method.dkd``'s, chosen
+    on val by ``kdpipe study --tune`` (docs: results/changes.md); the official CIFAR-100 ones (mdistiller's
+    ``CFG.DKD``) have beta 8."""
 
     alpha: float = 1.0
-    beta: float = 8.0
+    beta: float = 1.0
     temperature: float = 4.0
     ce_weight: float = 1.0
 

@@ -20,8 +20,8 @@ class FitNetSettings:
     loss's two parts; these defaults are ``method.fitnet``'s."""
 
     projector: str = "linear"
-    feat_weight: float = 30.0
-    ce_weight: float = 1.0
+    feat_weight: float = 10.0
+    ce_weight: float = 0.5
 
 
 class FitNet(Distiller):

@@ -17,7 +17,7 @@ from kdpipe.models import FeatureClassifier
 class KDSettings:
     """The KL's temperature and the weights of its two parts; these defaults are ``method.kd``'s."""
 
-    temperature: float = 8.0
+    temperature: float = 16.0
     kl_weight: float = 0.5
     ce_weight: float = 0.5
 

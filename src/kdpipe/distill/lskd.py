@@ -23,11 +23,12 @@ EPS = 1e-7
 @dataclass(frozen=True)
 class LSKDSettings:
     """The KL's temperature (applied after standardising) and the two weights; these defaults are ``method.lskd``'s,
-    the official CIFAR-100 ones (``--base-temp 2 --kd-weight 9``, CE weight 0.1)."""
+    chosen on val by ``kdpipe study --tune`` (docs: results/changes.md); the official CIFAR-100 ones are
+    ``--base-temp 2 --kd-weight 9`` with CE weight 0.1."""
 
-    temperature: float = 2.0
-    kl_weight: float = 9.0
-    ce_weight: float = 0.1
+    temperature: float = 1.0
+    kl_weight: float = 0.5
+    ce_weight: float = 0.5
 
 
 def standardise(logits: torch.Tensor) -> torch.Tensor:

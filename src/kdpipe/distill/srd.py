@@ -28,7 +28,7 @@ class SRDSettings:
     norm: str = "bn"
     distance: str = "logsum"
     alpha: float = 4.0
-    feat_weight: float = 2.0
+    feat_weight: float = 0.5
     kl_weight: float = 0.9
     ce_weight: float = 0.1
     temperature: float = 1.0

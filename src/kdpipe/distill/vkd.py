@@ -27,9 +27,9 @@ from kdpipe.models import FeatureClassifier
 class VKDSettings:
     """The weights of the loss's three parts and the KL's temperature; these defaults are ``method.vkd``'s."""
 
-    feat_weight: float = 1.0
-    kl_weight: float = 1.0
-    ce_weight: float = 1.0
+    feat_weight: float = 4.0
+    kl_weight: float = 0.5
+    ce_weight: float = 0.5
     temperature: float = 1.0
 
 
