@@ -21,7 +21,27 @@ class DataConfig(Section):
         "local, s3://, dvc+ or pvc: as data references accept them",
     )
     image_size: int | None = Field(
-        None, ge=8, le=MAX_PIXELS, description="resize ImageFolder images to this square size"
+        None, ge=8, le=MAX_PIXELS, description="the size a model sees: images are resized to it (data.resize)"
+    )
+    resize: Literal["square", "shorter_side", "none"] = Field(
+        "square",
+        description="how a team's images reach their size: square (aspect ignored), shorter_side (shorter side to "
+        "the size, then the central square) or none (every image must have one size)",
+    )
+    store: Literal["auto", "memory", "disk"] = Field(
+        "auto",
+        description="memory: uint8 tensors (small sets); disk: the prepared store, streamed; auto: disk when the "
+        "decoded images would pass data.in_memory_max_gb",
+    )
+    in_memory_max_gb: float = Field(4.0, gt=0, description="store: auto keeps sets up to this size in memory")
+    stored_size: int | None = Field(
+        None,
+        ge=8,
+        le=MAX_PIXELS,
+        description="the disk store's image size, from which training crops are drawn; null: 8/7 of image_size",
+    )
+    workers: int | None = Field(
+        None, ge=0, le=1024, description="decoding processes at prepare; null: one per core for large sets; 0: none"
     )
     split: Literal["auto", "stable", "seeded"] = Field(
         "auto",

@@ -31,6 +31,28 @@ def random_hflip(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     return torch.where(flip[:, None, None, None], x.flip(3), x)
 
 
+def epoch_order(
+    n: int, train: bool, seed: int, epoch: int, rank: int, world_size: int, device: torch.device
+) -> torch.Tensor:
+    """The epoch's image order: a permutation from ``(seed, epoch)`` for training, the split's order otherwise;
+    with ``world_size > 1`` this rank's equal share of it (every rank the same count when training, for DDP)."""
+    if not train:
+        idx = torch.arange(n, device=device)
+    else:
+        gen = torch.Generator(device="cpu").manual_seed(seed * 1_000_003 + epoch)
+        idx = torch.randperm(n, generator=gen).to(device)
+    if world_size > 1:
+        per_rank = n // world_size if train else -(-n // world_size)
+        idx = idx[rank::world_size][:per_rank]
+    return idx
+
+
+def batch_count(n: int, batch_size: int, train: bool) -> int:
+    """Batches in an epoch of ``n``: a last training batch of one image is dropped (BatchNorm cannot use it)."""
+    full, rest = divmod(n, batch_size)
+    return full + (1 if rest > 1 or (rest == 1 and not train) else 0)
+
+
 class InMemoryLoader:
     """Iterates ``(float images, labels)`` batches over uint8 tensors held on ``device``.
 
@@ -77,25 +99,14 @@ class InMemoryLoader:
         self.epoch = epoch
 
     def _indices(self) -> torch.Tensor:
-        n = len(self.labels)
-        if not self.train:
-            idx = torch.arange(n, device=self.device)
-        else:
-            gen = torch.Generator(device="cpu").manual_seed(self.seed * 1_000_003 + self.epoch)
-            idx = torch.randperm(n, generator=gen).to(self.device)
-        if self.world_size > 1:
-            per_rank = n // self.world_size if self.train else -(-n // self.world_size)
-            idx = idx[self.rank :: self.world_size][:per_rank]
-        return idx
+        return epoch_order(len(self.labels), self.train, self.seed, self.epoch, self.rank, self.world_size, self.device)
 
     @property
     def num_samples(self) -> int:
         return len(self._indices())
 
     def __len__(self) -> int:
-        n = self.num_samples
-        full, rest = divmod(n, self.batch_size)
-        return full + (1 if rest > 1 or (rest == 1 and not self.train) else 0)
+        return batch_count(self.num_samples, self.batch_size, self.train)
 
     def normalize(self, x: torch.Tensor) -> torch.Tensor:
         out = x.float().div_(255).sub_(self.mean).div_(self.std)

@@ -190,7 +190,7 @@ def export_and_measure(
     is read on that device, so the pod's probe is settled against the limit divided by its ratio."""
     cfg, m, out, split = params.export, data.manifest, Path(params.paths.validation), params.gate.split
     files = {name: out / filename for name, filename in ONNX_FILES.items()}
-    images, labels = data.split(split)
+    images, labels = data.eval_split(split)
     props = onnx_metadata.export_props(m, cfg.opset, "fp32", teacher_lineage)
     parity, accuracy, not_measured = {}, {}, {}
     parity["student"], accuracy["student"] = _fp32(
