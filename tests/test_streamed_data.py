@@ -12,7 +12,9 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+import logging
 import os
+import shutil
 import subprocess
 import sys
 from collections import defaultdict
@@ -128,6 +130,49 @@ def test_a_byte_flipped_in_a_shard_is_caught_and_named_by_the_next_step(
     (Path(params.paths.prepared) / MANIFEST_FILE).write_text(json.dumps(manifest))
     with pytest.raises(DataError, match="the shard hashes in the manifest do not match its sha256"):
         load_prepared(params.paths.prepared)
+
+
+def _inodes(prepared: Path) -> dict[str, int]:
+    return {p.name: p.stat().st_ino for p in (prepared / STORE_DIR).glob("*.u8")}
+
+
+def test_a_night_that_adds_images_keeps_yesterdays_shards_and_writes_only_the_new_images(
+    line_images: Path, make_params: Callable[..., Params], tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    frames = sorted(line_images.rglob("*.png"))
+    yesterdays = [f for f in frames if int(f.stem.removeprefix("frame")) <= 20]  # 20 of each class's 24
+    root = tmp_path / "grows"
+    for f in yesterdays:
+        (root / f.parent.name).mkdir(parents=True, exist_ok=True)
+        shutil.copy(f, root / f.parent.name / f.name)
+    params = _streamed(make_params, root)
+    first = steps.prepare_data(params)
+    before = _inodes(Path(params.paths.prepared))
+    for f in set(frames) - set(yesterdays):  # tonight: 40 more
+        shutil.copy(f, root / f.parent.name / f.name)
+    with caplog.at_level(logging.INFO, logger="kdpipe"):
+        second = steps.prepare_data(params)
+    assert "yesterday's store holds 200 of today's 240 images; writing the 40 new ones in new shards" in caplog.text
+    after = _inodes(Path(params.paths.prepared))
+    assert all(after[name] == inode for name, inode in before.items())  # the same files, not rewritten
+    assert len(after) == len(before) + 3  # one new shard per split
+    assert sum(second["splits"].values()) == 240 and second["sha256"] != first["sha256"]
+    data = load_prepared(params.paths.prepared)  # verified
+    with open(Path(params.paths.prepared) / IMAGES_FILE, newline="") as fh:
+        rows = [r for r in csv.DictReader(fh) if r["split"] == "train"]
+    images, labels = data.split("train")
+    assert len(rows) == len(images) and isinstance(images, StoredImages)
+    last = len(rows) - 1  # a new image, in the new train shard
+    alone = decode((root / rows[last]["path"]).read_bytes(), STORED, "shorter_side")
+    assert torch.equal(images.read([last])[0], torch.from_numpy(alone))
+    assert data.classes[int(labels[last])] == rows[last]["label"]
+
+    (root / rows[0]["path"]).unlink()  # an image gone: the whole store is written again
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="kdpipe"):
+        steps.prepare_data(params)
+    assert "writing the whole store (1 of yesterday's images are gone, moved or rewritten)" in caplog.text
+    assert not set(_inodes(Path(params.paths.prepared)).values()) & set(after.values())
 
 
 def test_auto_streams_only_a_set_whose_decoded_images_pass_in_memory_max_gb(make_params: Callable[..., Params]) -> None:

@@ -76,10 +76,20 @@ class StoreContent:
 class ShardWriter:
     """Appends one split's images to numbered shards in ``directory``, hashing each shard as it is written."""
 
-    def __init__(self, directory: Path, split: str, shape: tuple[int, int, int], shard_images: int = SHARD_IMAGES):
+    def __init__(
+        self,
+        directory: Path,
+        split: str,
+        shape: tuple[int, int, int],
+        shard_images: int = SHARD_IMAGES,
+        carried: Sequence[Shard] = (),
+        labels: Sequence[int] = (),
+    ) -> None:
+        """``carried``: shards already in ``directory`` (yesterday's), kept as they are, with their ``labels``;
+        new images go to new shards after them."""
         self.directory, self.split, self.shape, self.shard_images = directory, split, tuple(shape), shard_images
-        self.shards: list[Shard] = []
-        self.labels: list[int] = []
+        self.shards: list[Shard] = list(carried)
+        self.labels: list[int] = list(labels)
         self._fh: Any = None
         self._digest = hashlib.sha256()
         self._in_shard = 0

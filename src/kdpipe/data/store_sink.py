@@ -12,8 +12,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from kdpipe.data.store import ShardWriter, StoreContent
+from kdpipe.data.store import ShardWriter, SplitRecord, StoreContent
 from kdpipe.infra.errors import DataError
+from kdpipe.infra.files import link_or_copy
 
 FLUSH = 64
 
@@ -41,6 +42,21 @@ class StoreSink:
         self.buffers: dict[str, tuple[list[np.ndarray], list[int]]] = {s: ([], []) for s in splits}
         self.sums = np.zeros((2, channels))
         self.pixels = 0
+
+    def carry(self, old: Path, records: dict[str, SplitRecord], labels: dict[str, list[int]], manifest: dict) -> None:
+        """Start from yesterday's store in ``old``: its shards hard-linked here (nothing is copied), its labels and
+        training statistics kept; today's images go to new shards after them."""
+        self.shape, self.first = tuple(manifest["store"]["shape"]), f"{old} (yesterday's store)"
+        for split in self.splits:
+            for shard in records[split].shards:
+                link_or_copy(old / shard.file, self.directory / shard.file)
+        self.writers = {
+            s: ShardWriter(self.directory, s, self.shape, carried=records[s].shards, labels=labels[s])
+            for s in self.splits
+        }
+        n = records["train"].images * self.shape[1] * self.shape[2]
+        mean, std = np.asarray(manifest["mean"]), np.asarray(manifest["std"])
+        self.sums, self.pixels = np.stack([mean * n, std**2 * (n - 1) + n * mean**2]), n
 
     def add(self, split: str, image: np.ndarray, label: int, name: str) -> None:
         image = to_channels(image, self.channels)

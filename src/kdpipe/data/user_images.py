@@ -42,6 +42,7 @@ from kdpipe.data.references import fetch, is_remote, parse
 from kdpipe.data.sampling import pick
 from kdpipe.data.stable_split import SplitScheme, compile_group, path_group, stable_scheme
 from kdpipe.data.store import StoreContent
+from kdpipe.data.store_append import Yesterday, todays_new, yesterday
 from kdpipe.data.store_sink import StoreSink
 from kdpipe.infra.errors import DataError
 from kdpipe.infra.files import need_space
@@ -116,8 +117,10 @@ def _read_all(
     sink: _InMemory | StoreSink,
     size: int | None,
     progress_mode: str,
+    carried: list[ImageRow] | None = None,
 ) -> int:
-    """Hand each image to ``sink`` with its split, in the listing's order; how many files were skipped."""
+    """Hand each image to ``sink`` with its split, in the listing's order; how many files were skipped.
+    ``carried``: rows of yesterday's store, written to ``record`` before today's."""
     pattern = compile_group(data.group_by) if data.group_by and not listing.grouped else None
     index = {c: i for i, c in enumerate(listing.classes)}
     skipped = 0
@@ -127,6 +130,8 @@ def _read_all(
         record_writer(record) as rows,
         progress("prepare: reading images", len(files), mode=progress_mode) as bar,
     ):
+        for row in carried or ():
+            rows.write(row)
         for entry, got in zip(listing.entries, images, strict=True):
             bar.advance()
             group = path_group(pattern, entry.rel) if pattern else entry.group
@@ -193,21 +198,40 @@ def uses_store(data: DataConfig, files: int, channels: int) -> bool:
     return files * channels * data.image_size**2 > data.in_memory_max_gb * 1e9
 
 
-def _to_store(listing: Listing, data: DataConfig, scheme: SplitScheme, record: Path, store: Path, mode: str) -> tuple:
-    files = [e.file for e in listing.entries]
-    channels = data.channels or header_channels(files)
+def _to_store(
+    listing: Listing, data: DataConfig, scheme: SplitScheme, record: Path, store: Path, mode: str, previous: Path | None
+) -> tuple[StoreContent, int]:
+    before = yesterday(previous, data, scheme, listing.classes) if previous else "no store there yet"
+    fresh = todays_new(listing, before, mode) if isinstance(before, Yesterday) else before
     size = stored_size(data)
+    if isinstance(before, Yesterday) and not isinstance(fresh, str):
+        log.info(
+            "prepare: yesterday's store holds %d of today's %d images; writing the %d new ones in new shards",
+            len(listing.entries) - len(fresh),
+            len(listing.entries),
+            len(fresh),
+        )
+        channels, listing = before.manifest["store"]["shape"][0], replace(listing, entries=tuple(fresh))
+    else:
+        log.info("prepare: writing the whole store (%s)", fresh)
+        channels = data.channels or header_channels([e.file for e in listing.entries])
     if size is not None:
-        need_space({store: len(files) * channels * size * size}, "prepared store's shards")
+        need_space({store: len(listing.entries) * channels * size * size}, "prepared store's shards")
     sink = StoreSink(store, channels, SPLITS)
-    skipped = _read_all(listing, data, scheme, record, sink, size, mode)
+    if isinstance(before, Yesterday) and not isinstance(fresh, str):
+        sink.carry(before.store, before.records, before.labels, before.manifest)
+        skipped = _read_all(listing, data, scheme, record, sink, size, mode, carried=before.rows)
+    else:
+        skipped = _read_all(listing, data, scheme, record, sink, size, mode)
     return sink.close(_empty_hint(data)), skipped
 
 
-def load_user_data(data: DataConfig, record: Path, store: Path, progress_mode: str = "auto") -> UserData:
+def load_user_data(
+    data: DataConfig, record: Path, store: Path, progress_mode: str = "auto", previous: Path | None = None
+) -> UserData:
     """Read ``data.root`` (class folders or a manifest), split it stably, and list each image in ``record``;
-    a set for the disk store (:func:`uses_store`) is written under ``store``. ``progress_mode``:
-    ``runtime.progress``."""
+    a set for the disk store (:func:`uses_store`) is written under ``store``, extending the store prepared at
+    ``previous`` where it can (:mod:`kdpipe.data.store_append`). ``progress_mode``: ``runtime.progress``."""
     if data.root is None:
         raise DataError(
             f"data.root: a {data.source} source needs its {'manifest file' if data.source == 'manifest' else 'folder'}"
@@ -220,7 +244,7 @@ def load_user_data(data: DataConfig, record: Path, store: Path, progress_mode: s
         scheme = stable_scheme(data, "sha256 of file bytes", own_test=listing.own_test, own_val=listing.own_val)
         total = len(listing.entries)
         if uses_store(data, total, data.channels or 3):
-            content, skipped = _to_store(listing, data, scheme, record, store, progress_mode)
+            content, skipped = _to_store(listing, data, scheme, record, store, progress_mode, previous)
             _check_bad(total, skipped, data, record.name)
             return UserData(list(listing.classes), listing.description, scheme, skipped, store=content)
         memory = _InMemory(resized=data.image_size is not None)

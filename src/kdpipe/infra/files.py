@@ -211,3 +211,13 @@ def staged(out_dir: Path) -> Iterator[Path]:
             raise write_failure(out_dir, exc) from None
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def link_or_copy(src: Path, dst: Path) -> None:
+    """``dst`` as a hard link to ``src`` (no bytes copied); a copy where the two lie on different file systems."""
+    try:
+        os.link(src, dst)
+    except OSError as exc:
+        if exc.errno not in (errno.EXDEV, errno.EPERM, errno.EMLINK):
+            raise
+        shutil.copy2(src, dst)

@@ -46,7 +46,7 @@ def prepare_data(params: Params, *, prepared_elsewhere: bool = False) -> dict[st
                     staging, tensors, raw.classes, raw.description, d.model_dump(), scheme, progress_mode
                 )
             else:
-                own = load_user_data(d, staging / IMAGES_FILE, staging / STORE_DIR, progress_mode)
+                own = load_user_data(d, staging / IMAGES_FILE, staging / STORE_DIR, progress_mode, previous=out)
                 common = (own.classes, own.description, d.model_dump(), own.scheme)
                 if own.store is not None:
                     manifest = write_store(staging, own.store, *common, skipped=own.skipped)
