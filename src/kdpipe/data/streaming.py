@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from kdpipe.data.loader import InMemoryLoader, batch_count, epoch_order
+from kdpipe.data.loader import EpochBatches, InMemoryLoader
 from kdpipe.data.store import StoredImages
 from kdpipe.data.views import center_crops, resized_crops, train_views
 
@@ -63,7 +63,7 @@ def read_ahead(make: Callable[[int], Any], count: int, depth: int) -> Iterator[A
         thread.join()
 
 
-class StreamingLoader:
+class StreamingLoader(EpochBatches):
     """Iterates ``(float images, labels)`` batches of ``image_size`` views over a stored split."""
 
     def __init__(
@@ -84,30 +84,11 @@ class StreamingLoader:
         world_size: int = 1,
         prefetch: int = PREFETCH,
     ) -> None:
-        self.device = torch.device(device)
-        self.images, self.labels = images, labels.cpu()
-        self.batch_size, self.image_size, self.train, self.hflip, self.seed = batch_size, image_size, train, hflip, seed
-        self.rank, self.world_size, self.channels_last, self.prefetch = rank, world_size, channels_last, prefetch
-        self.mean = torch.tensor(mean, device=self.device).view(1, -1, 1, 1)
-        self.std = torch.tensor(std, device=self.device).view(1, -1, 1, 1)
-        self.epoch = 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def _indices(self) -> torch.Tensor:
-        return epoch_order(len(self.labels), self.train, self.seed, self.epoch, self.rank, self.world_size, "cpu")
-
-    @property
-    def num_samples(self) -> int:
-        return len(self._indices())
-
-    def __len__(self) -> int:
-        return batch_count(self.num_samples, self.batch_size, self.train)
-
-    def normalize(self, x: torch.Tensor) -> torch.Tensor:
-        out = x.float().div_(255).sub_(self.mean).div_(self.std)
-        return out.contiguous(memory_format=torch.channels_last) if self.channels_last else out
+        super().__init__(
+            labels, batch_size, mean, std, train=train, hflip=hflip, seed=seed, device=device,
+            channels_last=channels_last, rank=rank, world_size=world_size, on_device=False,
+        )  # fmt: skip
+        self.images, self.image_size, self.prefetch = images, image_size, prefetch
 
     def _read(self, batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, np.ndarray]:
         pixels = self.images.read(batch)
