@@ -3,8 +3,8 @@
 Each 28-px image is upsampled to a ``--width`` x ``--height`` RGB frame (320 x 240 by default: the shorter
 side above 256, as a camera's would be), tinted, lit and shifted a little differently per frame, with sensor
 noise, and saved as JPEG at ``--quality`` in one folder per class (``kdpipe.data.operational.folder_name``):
-the layout ``data.source: imagefolder`` reads. Deterministic: the same ``--seed`` writes the same files. The
-docs' worked 224-px example and ``benchmarks/data_scale.py`` use it.
+the layout ``data.source: imagefolder`` reads. Deterministic: the same ``--seed`` writes the same files.
+``benchmarks/data_scale.py`` and ``benchmarks/loader.py --case 224`` use it.
 
     python scripts/line_camera_set.py --out data/line-camera --count 5000
 """

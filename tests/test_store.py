@@ -15,7 +15,8 @@ import numpy as np
 import pytest
 import torch
 
-from kdpipe.data.store import ShardWriter, StoredImages, verify
+from kdpipe.data import store
+from kdpipe.data.store import ShardWriter, SplitRecord, StoredImages, verify
 from kdpipe.data.streaming import StreamingLoader, read_ahead
 from kdpipe.data.views import RATIO, SCALE, center_crops, resized_crops, train_views, uniforms
 from kdpipe.infra.errors import DataError
@@ -27,12 +28,12 @@ def _images(n: int, seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).integers(0, 256, size=(n, *SHAPE), dtype=np.uint8)
 
 
-def _store(directory: Path, images: np.ndarray, shard_images: int = 7) -> StoredImages:
+def _store(directory: Path, images: np.ndarray, shard_images: int = 7) -> tuple[StoredImages, SplitRecord]:
     writer = ShardWriter(directory, "train", SHAPE, shard_images=shard_images)
     for start in range(0, len(images), 5):  # appends that straddle the shard boundaries
         writer.append(images[start : start + 5], list(range(start, min(start + 5, len(images)))))
     record = writer.close()
-    assert [s.images for s in record.shards] == [7, 7, 7, 2]
+    assert [s.images for s in record.shards] == [min(shard_images, len(images) - k) for k in range(0, 23, shard_images)]
     return StoredImages(directory, record.shards, SHAPE), record
 
 
@@ -45,7 +46,21 @@ def test_reads_give_back_the_written_images_in_any_order_and_across_shard_bounda
     view = stored.subset(torch.tensor([22, 3, 14]))
     assert view.shape == (3, *SHAPE)
     assert torch.equal(view.read([2, 0]), torch.from_numpy(images[[14, 22]]))
-    assert torch.equal(torch.cat(list(stored.batches(6))), torch.from_numpy(images))
+    assert torch.equal(stored.read(np.arange(23)), torch.from_numpy(images))
+
+
+def test_a_view_keeps_few_shard_files_open_however_many_it_reads(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(store, "OPEN_SHARDS", 4)
+    images = _images(23)
+    stored, record = _store(tmp_path, images, shard_images=1)  # 23 shards
+    assert len(record.shards) == 23
+    order = np.random.default_rng(2).permutation(23)
+    assert torch.equal(stored.read(order), torch.from_numpy(images[order]))
+    assert len(stored._fds) == 4
+    stored.close()
+    assert stored._fds == {}
 
 
 def test_the_labels_are_kept_in_image_order(tmp_path: Path) -> None:

@@ -222,8 +222,8 @@ def test_a_float32_replay_on_the_streamed_path_trains_the_bit_identical_student(
     steps.evaluate_teacher(live)
     steps.distill(live)
     expected = load_model(Path(live.paths.student) / MODEL_FILE)[0].state_dict()
-    cached = live.model_copy(update={"cache": live.cache.model_copy(update={"mode": "auto"})})
-    for _ in ("record", "replay"):
+    for mode in ("auto", "require"):  # auto records while training live; require replays, or fails
+        cached = live.model_copy(update={"cache": live.cache.model_copy(update={"mode": mode})})
         steps.distill(cached)
         got = load_model(Path(cached.paths.student) / MODEL_FILE)[0].state_dict()
         assert all(torch.equal(got[k], expected[k]) for k in expected)

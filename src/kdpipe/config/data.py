@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from kdpipe.config.section import MAX_IMAGES, MAX_PIXELS, Section
 
@@ -79,3 +79,12 @@ class DataConfig(Section):
     seed: int = 0
     crop_padding: int = Field(2, ge=0, le=MAX_PIXELS)
     hflip: bool | None = Field(None, description="horizontal flips; null picks the data set's default")
+
+    @model_validator(mode="after")
+    def _check_stored_size(self) -> DataConfig:
+        if self.stored_size is not None and self.image_size is not None and self.stored_size < self.image_size:
+            raise ValueError(
+                f"stored_size ({self.stored_size}) must be at least image_size ({self.image_size}): training crops "
+                "and the evaluation's central crop are cut from the stored image"
+            )
+        return self

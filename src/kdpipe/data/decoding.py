@@ -9,8 +9,9 @@ channels (a greyscale mode stays one channel, any other becomes RGB, alpha dropp
 - ``none``: as it is (every image must then have one size).
 
 :func:`decoded` spreads the files over ``workers`` processes in chunks of :data:`CHUNK` and yields them back in
-order, with at most :data:`IN_FLIGHT` chunks per worker decoded ahead: memory is bounded by those chunks, not by
-the set, and the result is the same bytes as decoding in this process.
+order, with at most :data:`IN_FLIGHT_IMAGES` images decoded ahead (one chunk a worker where that is more): memory
+is bounded by those chunks, not by the set (with ``data.image_size`` null, by the images' own size), and the
+result is the same bytes as decoding in this process.
 """
 
 from __future__ import annotations
@@ -20,16 +21,19 @@ import io
 import os
 from collections import deque
 from collections.abc import Iterator, Sequence
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from multiprocessing import get_context
 from pathlib import Path
 
 import numpy as np
 
+from kdpipe.infra.errors import DataError
+
 GREY_MODES = ("1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "F")
 CHUNK = 64
-IN_FLIGHT = 4
+IN_FLIGHT_IMAGES = 2048  # decoded ahead at most (400 MB at 256 px RGB), or one chunk a worker where there are more
 PARALLEL_MIN = 2000  # below this many files, starting worker processes costs more than it saves
 
 
@@ -90,15 +94,25 @@ def decoded(paths: Sequence[Path], size: int | None, resize: str, workers: int) 
         for p in paths:
             yield read_file(p, size, resize)
         return
-    chunks = (paths[k : k + CHUNK] for k in range(0, len(paths), CHUNK))
+    ahead = max(workers, IN_FLIGHT_IMAGES // CHUNK)
     with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
         pending: deque = deque()
-        for chunk in chunks:
-            pending.append(pool.submit(_read_chunk, chunk, size, resize))
-            if len(pending) >= IN_FLIGHT * workers:
-                yield from pending.popleft().result()
+        for start in range(0, len(paths), CHUNK):
+            pending.append((paths[start], pool.submit(_read_chunk, paths[start : start + CHUNK], size, resize)))
+            if len(pending) >= ahead:
+                yield from _result(*pending.popleft())
         while pending:
-            yield from pending.popleft().result()
+            yield from _result(*pending.popleft())
+
+
+def _result(first: Path, future: Future) -> list[Decoded]:
+    try:
+        return future.result()
+    except BrokenProcessPool as exc:
+        raise DataError(
+            f"a decoding process died reading the {CHUNK} files from {first} on ({exc}); out of memory? "
+            "lower data.workers"
+        ) from None
 
 
 def header_channels(paths: Sequence[Path]) -> int:

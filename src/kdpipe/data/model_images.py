@@ -33,7 +33,7 @@ class CroppedImages:
         return (len(self), self.stored.image_shape[0], self.size, self.size)
 
     def __getitem__(self, key: slice | torch.Tensor | np.ndarray) -> torch.Tensor:
-        index = np.arange(len(self))[key] if isinstance(key, slice) else key
+        index = np.arange(*key.indices(len(self))) if isinstance(key, slice) else key
         return center_crops(self.stored.read(index), self.size).contiguous()
 
 

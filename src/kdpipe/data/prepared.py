@@ -201,7 +201,8 @@ def write_store(
     """The manifest of a store written into ``staging / STORE_DIR`` (:class:`kdpipe.data.store_sink.StoreSink`)."""
     picks = {"train": recipe["train_subset"], "test": recipe["test_subset"], "seed": recipe["seed"]}
     counts = {
-        s: len(p) for s, p in store_splits.positions({s: r.images for s, r in content.records.items()}, picks).items()
+        s: len(p)
+        for s, p in store_splits.positions({s: r.images for s, r in content.records.items()}, picks, SPLITS).items()
     }
     manifest = _manifest(
         classes,
@@ -218,6 +219,7 @@ def write_store(
                 "format": FORMAT,
                 "shape": list(content.shape),
                 "picks": picks,
+                "train_stats": {"sums": content.sums, "pixels": content.pixels},
                 "splits": {s: r.as_dict() for s, r in content.records.items()},
             }
         },
@@ -264,14 +266,14 @@ def load_prepared(
         manifest = json.loads(manifest_path.read_text())
     except json.JSONDecodeError as exc:
         raise DataError(f"{manifest_path}: not valid JSON ({exc})") from None
+    if expect is not None:  # before any hashing: a wrong param is said at once
+        check_recipe(manifest, expect, out_dir)
     if STORE_SECTION in manifest:
-        tensors = store_splits.open_store(out_dir / STORE_DIR, manifest, verify, progress_mode)
+        tensors = store_splits.open_store(out_dir / STORE_DIR, manifest, verify, progress_mode, SPLITS)
     else:
         tensors = _load_tensors(tensors_path)
         if verify and content_sha256(tensors, manifest["classes"], progress_mode) != manifest.get("sha256"):
             raise DataError(f"{tensors_path}: content does not match the sha256 in {manifest_path}")
-    if expect is not None:
-        check_recipe(manifest, expect, out_dir)
     return PreparedData(tensors, manifest)
 
 

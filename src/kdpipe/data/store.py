@@ -19,7 +19,9 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Iterator, Sequence
+import threading
+from collections import OrderedDict
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -29,11 +31,13 @@ import torch
 
 from kdpipe.data.progress import progress
 from kdpipe.infra.errors import DataError
+from kdpipe.infra.files import file_sha256
 
 STORE_DIR = "store"
 FORMAT = "uint8-shards-v1"
 SHARD_IMAGES = 1024  # 192 MiB at 256 px RGB: big enough for long sequential reads, small enough to add often
 HASH_CHUNK = 16 << 20
+OPEN_SHARDS = 32  # per view of a split; a batch of 256 random images from a million touches at most 256 shards
 
 
 @dataclass(frozen=True)
@@ -71,6 +75,10 @@ class StoreContent:
     shape: tuple[int, int, int]
     mean: list[float]
     std: list[float]
+    sums: list[list[float]]
+    """Per channel, the training split's sum and sum of squares of pixel values in [0, 1] over ``pixels``: what a
+    later night extending the store adds to, exactly."""
+    pixels: int
 
 
 class ShardWriter:
@@ -111,7 +119,7 @@ class ShardWriter:
         start = 0
         while start < len(images):
             if self._fh is None:
-                self._fh = open(self.directory / self.shards_file(len(self.shards)), "wb")  # noqa: SIM115
+                self._fh = open(self.directory / self.shards_file(len(self.shards)), "xb")  # noqa: SIM115 (never over a kept shard)
             take = min(self.shard_images - self._in_shard, len(images) - start)
             chunk = np.ascontiguousarray(images[start : start + take])
             self._fh.write(chunk.data)
@@ -131,18 +139,16 @@ class ShardWriter:
         return SplitRecord(tuple(self.shards), name, file_sha256(self.directory / name))
 
 
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while chunk := fh.read(HASH_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def store_sha256(shape: Sequence[int], splits: dict[str, SplitRecord], classes: list[str], picks: dict) -> str:
-    """The data set's sha256: of the shards' and labels' hashes in order, the shape, the classes and the subset
-    picks (``data.train_subset``/``test_subset`` and their seed), so it names exactly the images a step reads."""
-    named = {split: [s.sha256 for s in r.shards] + [r.labels_sha256] for split, r in sorted(splits.items())}
+def store_sha256(
+    shape: Sequence[int], splits: dict[str, SplitRecord], classes: list[str], picks: dict[str, int | None]
+) -> str:
+    """The data set's sha256: of each shard's file, image count and hash in order, the labels' hash, the shape, the
+    classes and the subset picks (``data.train_subset``/``test_subset`` and their seed), so it names exactly the
+    images a step reads, where it reads them."""
+    named = {
+        split: [[s.file, s.images, s.sha256] for s in r.shards] + [r.labels_sha256]
+        for split, r in sorted(splits.items())
+    }
     body = json.dumps({"format": FORMAT, "shape": list(shape), "splits": named, "picks": picks}, sort_keys=True)
     return hashlib.sha256(body.encode() + json.dumps(classes).encode()).hexdigest()
 
@@ -169,8 +175,10 @@ def verify(directory: Path, splits: dict[str, SplitRecord], progress_mode: str =
 class StoredImages:
     """A split's images on disk, indexed like a tensor's first dimension but read only when asked.
 
-    ``subset`` makes a view (no read); ``read`` returns a uint8 tensor of the asked images. File descriptors are
-    opened per process on first read, so a loader can be pickled to a worker.
+    ``subset`` makes a view (no read); ``read`` returns a uint8 tensor of the asked images. Each view keeps at most
+    :data:`OPEN_SHARDS` shard files open (the least recently read closed first), opened per process on first
+    read, so a million-image split stays within the descriptor limit and a loader can be pickled to a worker.
+    Reads of one view are serialised (the read-ahead thread and the caller may share it).
     """
 
     def __init__(
@@ -185,7 +193,11 @@ class StoredImages:
         total = int(self.starts[-1])
         self.positions = np.arange(total, dtype=np.int64) if positions is None else np.asarray(positions, np.int64)
         self.stride = int(np.prod(self.image_shape))
-        self._fds: dict[int, int] = {}
+        self._open()
+
+    def _open(self) -> None:
+        self._fds: OrderedDict[int, int] = OrderedDict()
+        self._lock = threading.Lock()
         self._pid = os.getpid()
 
     def __len__(self) -> int:
@@ -200,10 +212,14 @@ class StoredImages:
         return StoredImages(self.directory, self.shards, self.image_shape, self.positions[idx])
 
     def _fd(self, shard: int) -> int:
-        if self._pid != os.getpid():
-            self._fds, self._pid = {}, os.getpid()
-        if shard not in self._fds:
-            self._fds[shard] = os.open(self.directory / self.shards[shard].file, os.O_RDONLY)
+        if self._pid != os.getpid():  # a forked copy: its parent's descriptors are not its own to reuse
+            self._fds, self._pid = OrderedDict(), os.getpid()
+        if shard in self._fds:
+            self._fds.move_to_end(shard)
+            return self._fds[shard]
+        if len(self._fds) >= OPEN_SHARDS:
+            os.close(self._fds.popitem(last=False)[1])
+        self._fds[shard] = os.open(self.directory / self.shards[shard].file, os.O_RDONLY)
         return self._fds[shard]
 
     def read(self, index: torch.Tensor | np.ndarray | Sequence[int]) -> torch.Tensor:
@@ -215,29 +231,30 @@ class StoredImages:
         shard = np.searchsorted(self.starts, where, side="right") - 1
         local = where - self.starts[shard]
         k = 0
-        while k < len(where):  # one read for each run of neighbours in one shard
-            end = k + 1
-            while end < len(where) and shard[end] == shard[k] and local[end] == local[end - 1] + 1:
-                end += 1
-            view = memoryview(flat[k:end]).cast("B")
-            got = os.preadv(self._fd(int(shard[k])), [view], int(local[k]) * self.stride)
-            if got != len(view):
-                raise DataError(f"{self.directory / self.shards[shard[k]].file}: shorter than its manifest says")
-            k = end
+        with self._lock:
+            while k < len(where):  # one read for each run of neighbours in one shard
+                end = k + 1
+                while end < len(where) and shard[end] == shard[k] and local[end] == local[end - 1] + 1:
+                    end += 1
+                view = memoryview(flat[k:end]).cast("B")
+                got = os.preadv(self._fd(int(shard[k])), [view], int(local[k]) * self.stride)
+                if got != len(view):
+                    raise DataError(f"{self.directory / self.shards[shard[k]].file}: shorter than its manifest says")
+                k = end
         return torch.from_numpy(out)
 
-    def batches(self, batch_size: int) -> Iterator[torch.Tensor]:
-        """Every image in order, ``batch_size`` at a time."""
-        for start in range(0, len(self), batch_size):
-            yield self.read(np.arange(start, min(start + batch_size, len(self))))
-
     def close(self) -> None:
-        for fd in self._fds.values():
-            os.close(fd)
-        self._fds = {}
+        with self._lock:
+            for fd in self._fds.values():
+                os.close(fd)
+            self._fds.clear()
 
     def __getstate__(self) -> dict[str, Any]:
-        return {**self.__dict__, "_fds": {}}
+        return {k: v for k, v in self.__dict__.items() if k not in ("_fds", "_lock", "_pid")}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._open()
 
     def __del__(self) -> None:
         if getattr(self, "_pid", None) == os.getpid():

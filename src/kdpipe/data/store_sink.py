@@ -54,9 +54,8 @@ class StoreSink:
             s: ShardWriter(self.directory, s, self.shape, carried=records[s].shards, labels=labels[s])
             for s in self.splits
         }
-        n = records["train"].images * self.shape[1] * self.shape[2]
-        mean, std = np.asarray(manifest["mean"]), np.asarray(manifest["std"])
-        self.sums, self.pixels = np.stack([mean * n, std**2 * (n - 1) + n * mean**2]), n
+        stats = manifest["store"]["train_stats"]
+        self.sums, self.pixels = np.asarray(stats["sums"], dtype=np.float64), int(stats["pixels"])
 
     def add(self, split: str, image: np.ndarray, label: int, name: str) -> None:
         image = to_channels(image, self.channels)
@@ -66,7 +65,7 @@ class StoreSink:
         elif tuple(image.shape) != self.shape:
             raise DataError(
                 f"{name}: {image.shape[2]}x{image.shape[1]} pixels, but {self.first} has "
-                f"{self.shape[2]}x{self.shape[1]}; set data.image_size to bring every image to one size"
+                f"{self.shape[2]}x{self.shape[1]}; set data.image_size and a data.resize other than none"
             )
         if split == "train":
             flat = image.reshape(self.channels, -1).astype(np.float64) / 255
@@ -98,4 +97,5 @@ class StoreSink:
         mean = self.sums[0] / n
         var = (self.sums[1] - n * mean**2) / max(n - 1, 1)
         std = np.sqrt(np.maximum(var, 0)).clip(min=1e-3)
-        return StoreContent(records, self.shape or (0, 0, 0), mean.tolist(), std.tolist())
+        sums = self.sums.tolist()
+        return StoreContent(records, self.shape or (0, 0, 0), mean.tolist(), std.tolist(), sums, self.pixels)

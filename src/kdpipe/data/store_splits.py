@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -14,15 +14,16 @@ from kdpipe.data.store import FORMAT, SplitRecord, StoredImages, store_sha256, v
 from kdpipe.infra.errors import DataError
 
 
-def positions(counts: Mapping[str, int], picks: Mapping[str, Any]) -> dict[str, torch.Tensor]:
-    """Per split (in ``counts``' order: train, val, test), the stored positions a step reads:
-    ``data.train_subset``/``test_subset`` drawn with ``data.seed`` one split after another, as the in-memory path
-    draws them."""
+def positions(counts: Mapping[str, int], picks: Mapping[str, Any], order: Sequence[str]) -> dict[str, torch.Tensor]:
+    """Per split, the stored positions a step reads: ``data.train_subset``/``test_subset`` drawn with ``data.seed``
+    one split after another in ``order`` (train, val, test), as the in-memory path draws them."""
     gen = torch.Generator().manual_seed(int(picks["seed"]))
-    return {split: pick(n, picks.get(split), gen) for split, n in counts.items()}
+    return {split: pick(counts[split], picks.get(split), gen) for split in order}
 
 
-def open_store(directory: Path, manifest: Mapping[str, Any], check: bool, progress_mode: str) -> dict[str, Images]:
+def open_store(
+    directory: Path, manifest: Mapping[str, Any], check: bool, progress_mode: str, order: Sequence[str]
+) -> dict[str, Images]:
     """``<split>_x`` (:class:`kdpipe.data.store.StoredImages`) and ``<split>_y`` of the store in ``directory``;
     with ``check`` every shard is re-hashed against the manifest, and the manifest's hashes against its sha256."""
     section = manifest["store"]
@@ -34,7 +35,7 @@ def open_store(directory: Path, manifest: Mapping[str, Any], check: bool, progre
         if store_sha256(shape, records, manifest["classes"], section["picks"]) != manifest["sha256"]:
             raise DataError(f"{directory}: the shard hashes in the manifest do not match its sha256")
         verify(directory, records, progress_mode)
-    kept = positions({s: r.images for s, r in records.items()}, section["picks"])
+    kept = positions({s: r.images for s, r in records.items()}, section["picks"], order)
     out: dict[str, Images] = {}
     for split, record in records.items():
         try:

@@ -86,9 +86,9 @@ def stored_size(data: DataConfig) -> int | None:
 class _InMemory:
     """The in-memory path's images, per split, in the listing's order."""
 
-    def __init__(self, resized: bool) -> None:
+    def __init__(self, resized: bool, sized: bool) -> None:
         self.out: dict[str, tuple[list[torch.Tensor], list[int]]] = {s: ([], []) for s in SPLITS}
-        self.resized, self.first = resized, ("", (0, 0, 0))
+        self.resized, self.sized, self.first = resized, sized, ("", (0, 0, 0))
 
     def add(self, split: str, image: np.ndarray, label: int, name: str) -> None:
         t = torch.from_numpy(image)
@@ -98,15 +98,29 @@ class _InMemory:
             raise DataError(
                 f"{name}: {t.shape[2]}x{t.shape[1]} pixels, but {self.first[0]} has "
                 f"{self.first[1][2]}x{self.first[1][1]}; set data.image_size to resize every image"
+                + (" (and a data.resize other than none)" if self.sized else "")
             )
         self.out[split][0].append(t)
         self.out[split][1].append(label)
 
 
-def _split_of(entry: ImageEntry, identity: str, scheme: SplitScheme) -> str:
-    if entry.given_split in ("val", "test"):
-        return entry.given_split
-    return scheme.split_of(identity)
+class Placement:
+    """Where an image goes: its group (``data.group_by``) and split, from its entry and its bytes' sha256."""
+
+    def __init__(self, listing: Listing, data: DataConfig, scheme: SplitScheme) -> None:
+        self.pattern = compile_group(data.group_by) if data.group_by and not listing.grouped else None
+        self.scheme = scheme
+
+    def group(self, entry: ImageEntry) -> str | None:
+        return path_group(self.pattern, entry.rel) if self.pattern else entry.group
+
+    def __call__(self, entry: ImageEntry, sha256: str) -> tuple[str, str]:
+        """(split, group) of the image; the group is "" when it has none."""
+        group = self.group(entry)
+        if entry.given_split in ("val", "test"):
+            return entry.given_split, group or ""
+        identity = f"group:{group}" if group is not None else f"sha256:{sha256}"
+        return self.scheme.split_of(identity), group or ""
 
 
 def _read_all(
@@ -121,8 +135,7 @@ def _read_all(
 ) -> int:
     """Hand each image to ``sink`` with its split, in the listing's order; how many files were skipped.
     ``carried``: rows of yesterday's store, written to ``record`` before today's."""
-    pattern = compile_group(data.group_by) if data.group_by and not listing.grouped else None
-    index = {c: i for i, c in enumerate(listing.classes)}
+    place, index = Placement(listing, data, scheme), {c: i for i, c in enumerate(listing.classes)}
     skipped = 0
     files = [e.file for e in listing.entries]
     images = decoded(files, size, data.resize, worker_count(data.workers, len(files)))
@@ -134,7 +147,6 @@ def _read_all(
             rows.write(row)
         for entry, got in zip(listing.entries, images, strict=True):
             bar.advance()
-            group = path_group(pattern, entry.rel) if pattern else entry.group
             if got.image is None:
                 if data.on_bad_image == "fail":
                     raise DataError(
@@ -142,12 +154,11 @@ def _read_all(
                         "data.on_bad_image: skip leaves such files out"
                     )
                 skipped += 1
-                rows.write(ImageRow(entry.rel, entry.label, "", group or "", "", "skipped", got.error))
+                rows.write(ImageRow(entry.rel, entry.label, "", place.group(entry) or "", "", "skipped", got.error))
                 continue
-            identity = f"group:{group}" if group is not None else f"sha256:{got.sha256}"
-            split = _split_of(entry, identity, scheme)
+            split, group = place(entry, got.sha256)
             sink.add(split, got.image, index[entry.label], str(entry.file))
-            rows.write(ImageRow(entry.rel, entry.label, split, group or "", got.sha256))
+            rows.write(ImageRow(entry.rel, entry.label, split, group, got.sha256))
     return skipped
 
 
@@ -201,8 +212,9 @@ def uses_store(data: DataConfig, files: int, channels: int) -> bool:
 def _to_store(
     listing: Listing, data: DataConfig, scheme: SplitScheme, record: Path, store: Path, mode: str, previous: Path | None
 ) -> tuple[StoreContent, int]:
-    before = yesterday(previous, data, scheme, listing.classes) if previous else "no store there yet"
-    fresh = todays_new(listing, before, mode) if isinstance(before, Yesterday) else before
+    before = yesterday(previous, data, scheme, listing.classes, mode) if previous else "no store there yet"
+    place = Placement(listing, data, scheme)
+    fresh = todays_new(listing, before, place, mode) if isinstance(before, Yesterday) else before
     size = stored_size(data)
     if isinstance(before, Yesterday) and not isinstance(fresh, str):
         log.info(
@@ -223,6 +235,7 @@ def _to_store(
         skipped = _read_all(listing, data, scheme, record, sink, size, mode, carried=before.rows)
     else:
         skipped = _read_all(listing, data, scheme, record, sink, size, mode)
+    _check_bad(len(listing.entries), skipped, data, record.name)  # before an empty split can be the complaint
     return sink.close(_empty_hint(data)), skipped
 
 
@@ -245,9 +258,9 @@ def load_user_data(
         total = len(listing.entries)
         if uses_store(data, total, data.channels or 3):
             content, skipped = _to_store(listing, data, scheme, record, store, progress_mode, previous)
-            _check_bad(total, skipped, data, record.name)
             return UserData(list(listing.classes), listing.description, scheme, skipped, store=content)
-        memory = _InMemory(resized=data.image_size is not None)
+        sized = data.image_size is not None
+        memory = _InMemory(resized=sized and data.resize != "none", sized=sized)
         skipped = _read_all(listing, data, scheme, record, memory, data.image_size, progress_mode)
     _check_bad(total, skipped, data, record.name)
     return UserData(list(listing.classes), listing.description, scheme, skipped, tensors=_stack(memory.out, data))

@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import shutil
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, get_args
@@ -57,7 +58,7 @@ def stage(params: Params, work_dir: Path, shared: Path) -> Params:
         sha256 = read_json(prepared / MANIFEST_FILE)["sha256"]
         target = shared / "prepared" / sha256[:16]
         if not ((target / MANIFEST_FILE).exists() and read_json(target / MANIFEST_FILE)["sha256"] == sha256):
-            staging = target.with_name(f".{target.name}.{os.getpid()}")
+            staging = target.with_name(f".{target.name}.{uuid.uuid4().hex}")  # pods may share a pid
             shutil.rmtree(staging, ignore_errors=True)
             shutil.copytree(prepared, staging)
             shutil.rmtree(target, ignore_errors=True)

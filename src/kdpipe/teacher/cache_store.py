@@ -20,7 +20,7 @@ import torch
 
 from kdpipe import identity
 from kdpipe.infra import files
-from kdpipe.infra.errors import KdpipeError
+from kdpipe.infra.errors import ForeignFileError, KdpipeError
 from kdpipe.infra.files import FILE_OVERHEAD
 
 log = logging.getLogger("kdpipe")
@@ -28,11 +28,13 @@ log = logging.getLogger("kdpipe")
 KEY_FILE = "key.json"
 DTYPES = {"float32": torch.float32, "float16": torch.float16}
 PART_VIEWS = 8192
+PART_KEYS = ("features", "logits", "labels")
 
 
 def epoch_bytes(samples: int, feature_dim: int, num_classes: int, dtype: str) -> int:
     """One epoch's files: pooled features and logits of every view, at ``dtype``."""
-    return samples * (feature_dim + num_classes) * DTYPES[dtype].itemsize + FILE_OVERHEAD * (1 + samples // PART_VIEWS)
+    parts = max(1, -(-samples // PART_VIEWS))  # and an index of a few bytes
+    return samples * (feature_dim + num_classes) * DTYPES[dtype].itemsize + FILE_OVERHEAD * parts
 
 
 class EpochWriter:
@@ -51,7 +53,8 @@ class EpochWriter:
     def _flush(self, n: int) -> None:
         rows = [torch.cat([p[i] for p in self.pending]) for i in range(3)]
         dtype = DTYPES[self.cache.key["dtype"]]
-        part = {"features": rows[0][:n].to(dtype), "logits": rows[1][:n].to(dtype), "labels": rows[2][:n].clone()}
+        part = {k: t[:n].to(dtype if k != "labels" else t.dtype).clone() for k, t in zip(PART_KEYS, rows, strict=True)}
+        # clone: a slice saved as it is would carry its whole buffer (torch.save writes the storage)
         files.atomic_torch_save(part, self.cache.part(self.epoch, len(self.sizes)))
         self.sizes.append(n)
         self.pending = [(rows[0][n:], rows[1][n:], rows[2][n:])] if len(rows[2]) > n else []
@@ -78,9 +81,12 @@ class EpochReader:
             if self._rows is None or self._at == len(self._rows[2]):
                 self._part += 1
                 path = self.cache.part(self.epoch, self._part)
-                if not path.exists():
-                    return None
-                blob = files.load_tensors(path)
+                try:
+                    blob = files.load_tensors(path)
+                except ForeignFileError:
+                    if not path.exists():  # evicted meanwhile by another run's recording
+                        return None
+                    raise
                 if len(blob["labels"]) != self.sizes[self._part]:
                     raise KdpipeError(
                         f"{path}: holds {len(blob['labels'])} views, but {self.cache.path(self.epoch).name} says "
