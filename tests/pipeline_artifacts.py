@@ -56,10 +56,10 @@ def check_run(run: Path, params: Params, ui: str, operational_count: int) -> Non
     assert teacher["teacher"]["metadata"]["arch"] == params.teacher.arch
     assert (run / "evaluate-teacher" / "teacher" / "model.pt").exists()
 
-    # Teacher outputs: the teacher's features and logits for every view distill trains on, one file per epoch.
+    # Teacher outputs: the teacher's features and logits for every view distill trains on, an index per epoch.
     cached = _outputs(run / "teacher-outputs")["artifacts"]["outputs"]["metadata"]
     assert cached["recorded"] == 2 and cached["world_size"] == 1
-    assert len(list((run / "teacher-outputs" / "outputs").rglob("epoch*-rank0.pt"))) == 2
+    assert len(list((run / "teacher-outputs" / "outputs").rglob("epoch*-rank0.json"))) == 2
 
     # Student: a Model artifact that loads and predicts.
     distilled = _outputs(run / "distill")["artifacts"]

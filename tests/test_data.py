@@ -20,7 +20,8 @@ import torch
 from kdpipe import steps
 from kdpipe.config import Params, params_from_dict
 from kdpipe.data.loader import InMemoryLoader, random_crop
-from kdpipe.data.prepared import TENSORS_FILE, load_prepared, sample
+from kdpipe.data.prepared import TENSORS_FILE, load_prepared
+from kdpipe.data.sampling import sample
 from kdpipe.data.sources import DEBIAN_FASHION_MNIST, MNIST_FILES, load_mnist_like
 from kdpipe.infra.errors import ConfigError, DataError
 from kdpipe.training.runtime import make_loader, make_runtime

@@ -24,6 +24,8 @@ class Data:
 
     sha256: str
     manifest: dict[str, Any] = field(default_factory=dict)
+    view_scheme: str | None = None  # None: in memory; the streamed store names its scheme
+    image_size: int = 28
 
 
 DATA = {"a": Data("a" * 64, {"hflip": False}), "b": Data("b" * 64, {"hflip": True})}
@@ -242,6 +244,16 @@ def test_a_teacher_cache_key_holds_exactly_what_decides_the_outputs_in_the_order
         ("channels_last", False),
         ("dtype", "float16"),
     ]
+
+
+def test_a_streamed_data_sets_cache_key_also_names_its_view_scheme_and_size_so_it_never_replays_in_memory_views() -> (
+    None
+):
+    params = _params("kd_moved_views")
+    streamed = Data("b" * 64, {"hflip": True}, view_scheme="rrc-splitmix64-v1", image_size=224)
+    key = _key(params, streamed, "cpu")
+    assert (key["views"], key["image_size"]) == ("rrc-splitmix64-v1", 224)
+    assert identity.cache_directory(key) != identity.cache_directory(_key(params, DATA["b"], "cpu"))
 
 
 def test_the_train_identity_leaves_a_null_subset_seed_out_but_keeps_one_that_is_set() -> None:

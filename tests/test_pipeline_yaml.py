@@ -6,6 +6,7 @@ platform spec that kfp-kubernetes writes.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -303,21 +304,30 @@ def test_params_default_is_single_line_yaml_of_the_same_params() -> None:
     assert yaml.safe_load(text) == yaml.safe_load(PARAMS_TEXT)
 
 
-def test_multinode_stage_puts_inputs_and_params_on_the_shared_volume(
+def test_multinode_stage_reads_the_data_on_the_shared_volume_by_reference_and_copies_it_at_most_once(
     make_params: Callable[..., Params], tmp_path: Path
 ) -> None:
     params = make_params()
     for name in ("prepared", "teacher"):
         Path(getattr(params.paths, name)).mkdir(parents=True)
         (Path(getattr(params.paths, name)) / f"{name}.bin").write_bytes(b"x")
-    work = tmp_path / "pvc" / "runs" / "r1"
+    (Path(params.paths.prepared) / "manifest.json").write_text(json.dumps({"sha256": "ab" * 32}))
+    pvc = tmp_path / "pvc"
+    work = pvc / "runs" / "r1"
     work.mkdir(parents=True)
-    staged = multinode.stage(params, work)
-    assert (work / "prepared" / "prepared.bin").exists() and (work / "teacher" / "teacher.bin").exists()
+    staged = multinode.stage(params, work, pvc)
+    shared = pvc / "prepared" / ("ab" * 8)
+    assert (shared / "prepared.bin").exists() and (work / "teacher" / "teacher.bin").exists()
     reread = step_params((work / "params.yaml").read_text(), [])
     assert reread == staged
     assert {reread.paths.prepared, reread.paths.student, reread.paths.checkpoints} == {
-        str(work / "prepared"),
+        str(shared),
         str(work / "student"),
         str(work / "checkpoints"),
     }
+    copied = (shared / "prepared.bin").stat().st_mtime_ns
+    (pvc / "runs" / "r2").mkdir()
+    assert multinode.stage(params, pvc / "runs" / "r2", pvc).paths.prepared == str(shared)
+    assert (shared / "prepared.bin").stat().st_mtime_ns == copied  # the second night read it, did not copy it
+    on_pvc = params.model_copy(update={"paths": params.paths.model_copy(update={"prepared": str(shared)})})
+    assert multinode.stage(on_pvc, pvc / "runs" / "r2", pvc).paths.prepared == str(shared)

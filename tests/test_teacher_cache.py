@@ -4,6 +4,7 @@ budget and ``require`` behave as documented. Also the global-batch semantics und
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from pathlib import Path
 
@@ -113,6 +114,10 @@ def test_a_replay_whose_views_moved_is_an_error_not_another_images_teacher(base:
     blob["labels"] = blob["labels"].roll(-1)[:-64]  # and as if it held one batch fewer
     blob["features"], blob["logits"] = blob["features"][:-64], blob["logits"][:-64]
     torch.save(blob, first)
+    with pytest.raises(KdpipeError, match=r"holds 536 views, but epoch0000-rank0.json says 600"):
+        steps.distill(params)
+    index = first.with_name("epoch0000-rank0.json")
+    index.write_text(json.dumps({"parts": [536]}))  # the index agreeing: an epoch recorded short
     with pytest.raises(KdpipeError, match="holds fewer views than the loader yields"):
         steps.distill(params)
 

@@ -39,6 +39,12 @@ class Prepared(Protocol):
     @property
     def manifest(self) -> dict[str, Any]: ...
 
+    @property
+    def view_scheme(self) -> str | None: ...
+
+    @property
+    def image_size(self) -> int: ...
+
 
 # Sections as identities see them.
 
@@ -53,6 +59,10 @@ ADDED_KEYS: dict[str, tuple[str, ...]] = {
         "channels",
         "on_bad_image",
         "max_bad_fraction",
+        "resize",
+        "store",
+        "in_memory_max_gb",
+        "stored_size",
     ),
     "teacher": ("feature_layer", "classes", "preprocess", "trust_pickle"),
     "student": ("init",),
@@ -160,14 +170,14 @@ def run_fingerprint(
     train: StudentTrainConfig,
     init_sha256: str | None = None,
 ) -> str:
-    """What decides a study run's result: data (not where its raw files lie), teacher, student (its starting
-    weights by their bytes' sha256, not by where they lie), the method's own settings and the training budget;
-    not where or how it ran, nor another method's settings."""
+    """What decides a study run's result: data (not where its raw files lie, nor how many processes read them),
+    teacher, student (its starting weights by their bytes' sha256, not by where they lie), the method's own settings
+    and the training budget; not where or how it ran, nor another method's settings."""
     _check_init(student, init_sha256)
     init = {} if init_sha256 is None else {"init_sha256": init_sha256}
     return fingerprint(
         {
-            "data": section_identity("data", data, frozenset({"root"})),
+            "data": section_identity("data", data, frozenset({"root", "workers"})),  # not how fast it was prepared
             "teacher": section_identity("teacher", teacher),
             "student": {**section_identity("student", student, frozenset({"init"})), **init},
             "method": method_identity(method, cache),
@@ -248,15 +258,19 @@ def cache_key(
     how: TeacherIdentity = TODAYS_TEACHER,
 ) -> dict[str, Any]:
     """Everything that decides the cached teacher outputs; :func:`cache_directory` names the cache's directory by it.
-    The device type is in it because the crops and flips are drawn by a generator on the loader's device (CPU and
-    CUDA draw differently from one seed), the precision and memory format because they change the teacher's output.
+    The device type is in it because the in-memory loader draws crops and flips from a generator on its device (CPU
+    and CUDA draw differently from one seed), the precision and memory format because they change the teacher's
+    output. Streamed data names its view scheme (per-image boxes, not a stream) and the training size its crops are
+    resized to; the in-memory key is as it was before the store existed.
     """
+    streamed = {"views": data.view_scheme, "image_size": data.image_size} if data.view_scheme else {}
     return {
         "teacher_sha256": teacher_sha256,
         "data_sha256": data.sha256,
         **replayed_views(data_cfg, train),
         "crop_padding": data_cfg.crop_padding,
         "hflip": bool(data.manifest["hflip"]),
+        **streamed,
         "world_size": world_size,
         "device": device_type,
         "amp": amp,

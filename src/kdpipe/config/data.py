@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from kdpipe.config.section import MAX_IMAGES, MAX_PIXELS, Section
 
@@ -21,7 +21,27 @@ class DataConfig(Section):
         "local, s3://, dvc+ or pvc: as data references accept them",
     )
     image_size: int | None = Field(
-        None, ge=8, le=MAX_PIXELS, description="resize ImageFolder images to this square size"
+        None, ge=8, le=MAX_PIXELS, description="the size a model sees: images are resized to it (data.resize)"
+    )
+    resize: Literal["square", "shorter_side", "none"] = Field(
+        "square",
+        description="how a team's images reach their size: square (aspect ignored), shorter_side (shorter side to "
+        "the size, then the central square) or none (every image must have one size)",
+    )
+    store: Literal["auto", "memory", "disk"] = Field(
+        "auto",
+        description="memory: uint8 tensors (small sets); disk: the prepared store, streamed; auto: disk when the "
+        "decoded images would pass data.in_memory_max_gb",
+    )
+    in_memory_max_gb: float = Field(4.0, gt=0, description="store: auto keeps sets up to this size in memory")
+    stored_size: int | None = Field(
+        None,
+        ge=8,
+        le=MAX_PIXELS,
+        description="the disk store's image size, from which training crops are drawn; null: 8/7 of image_size",
+    )
+    workers: int | None = Field(
+        None, ge=0, le=1024, description="decoding processes at prepare; null: one per core for large sets; 0: none"
     )
     split: Literal["auto", "stable", "seeded"] = Field(
         "auto",
@@ -59,3 +79,12 @@ class DataConfig(Section):
     seed: int = 0
     crop_padding: int = Field(2, ge=0, le=MAX_PIXELS)
     hflip: bool | None = Field(None, description="horizontal flips; null picks the data set's default")
+
+    @model_validator(mode="after")
+    def _check_stored_size(self) -> DataConfig:
+        if self.stored_size is not None and self.image_size is not None and self.stored_size < self.image_size:
+            raise ValueError(
+                f"stored_size ({self.stored_size}) must be at least image_size ({self.image_size}): training crops "
+                "and the evaluation's central crop are cut from the stored image"
+            )
+        return self

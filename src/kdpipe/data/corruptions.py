@@ -196,16 +196,18 @@ def stripes(x: torch.Tensor, severity: int, gen: torch.Generator) -> torch.Tenso
     return x.masked_fill(hit, 0.0)
 
 
-def generator(seed: int, name: str, severity: int) -> torch.Generator:
-    """The one source of randomness of (seed, corruption, severity): stable across runs and machines."""
+def generator(seed: int, name: str, severity: int, part: int = 0) -> torch.Generator:
+    """The one source of randomness of (seed, corruption, severity) and, for a streamed split corrupted part by
+    part, the part's index (part 0 draws as a whole split always has): stable across runs and machines."""
     offset = CORRUPTIONS.names().index(name)
-    return torch.Generator().manual_seed(seed * 1_000_003 + offset * 101 + severity)
+    return torch.Generator().manual_seed(seed * 1_000_003 + offset * 101 + severity + part * 7_919)
 
 
-def corrupt(images: torch.Tensor, name: str, severity: int, seed: int = 0) -> torch.Tensor:
-    """``images`` (uint8, N x C x H x W) with corruption ``name`` at ``severity`` 1-5, as uint8."""
+def corrupt(images: torch.Tensor, name: str, severity: int, seed: int = 0, part: int = 0) -> torch.Tensor:
+    """``images`` (uint8, N x C x H x W) with corruption ``name`` at ``severity`` 1-5, as uint8; ``part``: which
+    part of a streamed split they are (:func:`generator`)."""
     if severity not in SEVERITIES:
         raise ValueError(f"severity must be one of {SEVERITIES}, got {severity}")
     x = images.float() / 255
-    out = CORRUPTIONS.get(name)(x, severity, generator(seed, name, severity))
+    out = CORRUPTIONS.get(name)(x, severity, generator(seed, name, severity, part))
     return (out.clamp(0, 1) * 255).round().to(torch.uint8)

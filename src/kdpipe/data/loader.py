@@ -31,7 +31,77 @@ def random_hflip(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     return torch.where(flip[:, None, None, None], x.flip(3), x)
 
 
-class InMemoryLoader:
+def epoch_order(
+    n: int, train: bool, seed: int, epoch: int, rank: int, world_size: int, device: torch.device
+) -> torch.Tensor:
+    """The epoch's image order: a permutation from ``(seed, epoch)`` for training, the split's order otherwise;
+    with ``world_size > 1`` this rank's equal share of it (every rank the same count when training, for DDP)."""
+    if not train:
+        idx = torch.arange(n, device=device)
+    else:
+        gen = torch.Generator(device="cpu").manual_seed(seed * 1_000_003 + epoch)
+        idx = torch.randperm(n, generator=gen).to(device)
+    if world_size > 1:
+        per_rank = n // world_size if train else -(-n // world_size)
+        idx = idx[rank::world_size][:per_rank]
+    return idx
+
+
+def batch_count(n: int, batch_size: int, train: bool) -> int:
+    """Batches in an epoch of ``n``: a last training batch of one image is dropped (BatchNorm cannot use it)."""
+    full, rest = divmod(n, batch_size)
+    return full + (1 if rest > 1 or (rest == 1 and not train) else 0)
+
+
+class EpochBatches:
+    """What both loaders share: the epoch's order (:func:`epoch_order`) and batch count, and the normalisation.
+    ``on_device``: the labels and the order live on ``device`` (in memory) or on the CPU (streamed)."""
+
+    def __init__(
+        self,
+        labels: torch.Tensor,
+        batch_size: int,
+        mean: list[float],
+        std: list[float],
+        *,
+        train: bool,
+        hflip: bool,
+        seed: int,
+        device: torch.device | str,
+        channels_last: bool,
+        rank: int,
+        world_size: int,
+        on_device: bool,
+    ) -> None:
+        self.device = torch.device(device)
+        self.order_device = self.device if on_device else torch.device("cpu")
+        self.labels = labels.to(self.order_device)
+        self.batch_size, self.train, self.hflip, self.seed = batch_size, train, hflip, seed
+        self.rank, self.world_size, self.channels_last = rank, world_size, channels_last
+        self.mean = torch.tensor(mean, device=self.device).view(1, -1, 1, 1)
+        self.std = torch.tensor(std, device=self.device).view(1, -1, 1, 1)
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def _indices(self) -> torch.Tensor:
+        n = len(self.labels)
+        return epoch_order(n, self.train, self.seed, self.epoch, self.rank, self.world_size, self.order_device)
+
+    @property
+    def num_samples(self) -> int:
+        return len(self._indices())
+
+    def __len__(self) -> int:
+        return batch_count(self.num_samples, self.batch_size, self.train)
+
+    def normalize(self, x: torch.Tensor) -> torch.Tensor:
+        out = x.float().div_(255).sub_(self.mean).div_(self.std)
+        return out.contiguous(memory_format=torch.channels_last) if self.channels_last else out
+
+
+class InMemoryLoader(EpochBatches):
     """Iterates ``(float images, labels)`` batches over uint8 tensors held on ``device``.
 
     Shuffling and augmentation draw from a generator seeded by ``(seed, epoch)``, so an epoch is
@@ -59,47 +129,12 @@ class InMemoryLoader:
     ) -> None:
         if images.dtype != torch.uint8:
             raise TypeError(f"images must be uint8, got {images.dtype}")
-        self.device = torch.device(device)
+        super().__init__(
+            labels, batch_size, mean, std, train=train, hflip=hflip, seed=seed, device=device,
+            channels_last=channels_last, rank=rank, world_size=world_size, on_device=True,
+        )  # fmt: skip
         self.images = images.to(self.device)
-        self.labels = labels.to(self.device)
-        self.batch_size = batch_size
-        self.train = train
         self.crop_padding = crop_padding
-        self.hflip = hflip
-        self.seed = seed
-        self.rank, self.world_size = rank, world_size
-        self.channels_last = channels_last
-        self.mean = torch.tensor(mean, device=self.device).view(1, -1, 1, 1)
-        self.std = torch.tensor(std, device=self.device).view(1, -1, 1, 1)
-        self.epoch = 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def _indices(self) -> torch.Tensor:
-        n = len(self.labels)
-        if not self.train:
-            idx = torch.arange(n, device=self.device)
-        else:
-            gen = torch.Generator(device="cpu").manual_seed(self.seed * 1_000_003 + self.epoch)
-            idx = torch.randperm(n, generator=gen).to(self.device)
-        if self.world_size > 1:
-            per_rank = n // self.world_size if self.train else -(-n // self.world_size)
-            idx = idx[self.rank :: self.world_size][:per_rank]
-        return idx
-
-    @property
-    def num_samples(self) -> int:
-        return len(self._indices())
-
-    def __len__(self) -> int:
-        n = self.num_samples
-        full, rest = divmod(n, self.batch_size)
-        return full + (1 if rest > 1 or (rest == 1 and not self.train) else 0)
-
-    def normalize(self, x: torch.Tensor) -> torch.Tensor:
-        out = x.float().div_(255).sub_(self.mean).div_(self.std)
-        return out.contiguous(memory_format=torch.channels_last) if self.channels_last else out
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         idx = self._indices()

@@ -114,11 +114,11 @@ def _read_prepared(
     except KdpipeError as exc:
         raise _error(spec, str(exc)) from None
     index = _label_map(spec, data.classes, classes, by="name")
-    images, labels = data.split(spec.split)
+    images, labels = data.eval_split(spec.split)
     if not len(labels):
         raise _error(spec, f"its {spec.split} split is empty")
     remap = torch.tensor([index[c] for c in data.classes], dtype=torch.long)
-    return conform(images, shape), remap[labels]
+    return conform(images[0 : len(labels)], shape), remap[labels]  # a streamed set read whole: field sets are small
 
 
 def _read(spec: OperationalSetConfig, root: Path, manifest: dict[str, Any], progress_mode: str) -> OperationalSet:

@@ -1,19 +1,16 @@
-"""The prepared data set: fixed splits as uint8 tensors plus a manifest that names them by hash.
+"""The prepared data set: fixed splits plus a manifest that names them by hash.
 
-Every later step, MLflow run and registered model records the manifest's ``sha256`` so it can say
-exactly which data it saw. The files are written to a temporary directory and renamed into place,
-so a failed prepare never leaves a half-written data set where a good one was.
+A small set is uint8 tensors in one file, loaded whole; a large one is the prepared store
+(:mod:`kdpipe.data.store`), its images read when asked. Every later step, MLflow run and registered model
+records the manifest's ``sha256`` so it can say exactly which data it saw. The files are written to a temporary
+directory and renamed into place, so a failed prepare never leaves a half-written data set where a good one was.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import os
-import shutil
-import tempfile
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,15 +18,21 @@ from typing import Any
 import numpy as np
 import torch
 
+from kdpipe.data import store_splits
 from kdpipe.data.image_record import IMAGES_FILE
+from kdpipe.data.model_images import CroppedImages, ModelImages
 from kdpipe.data.progress import progress
+from kdpipe.data.sampling import Images
 from kdpipe.data.sources import DEFAULT_HFLIP
 from kdpipe.data.stable_split import SplitScheme
+from kdpipe.data.store import FORMAT, STORE_DIR, StoreContent, StoredImages, store_sha256
+from kdpipe.data.views import SCHEME
 from kdpipe.infra.errors import DataError, ForeignFileError
-from kdpipe.infra.files import atomic_torch_save, atomic_write_text, load_tensors, write_failure
+from kdpipe.infra.files import atomic_torch_save, atomic_write_text, load_tensors
 
 TENSORS_FILE = "splits.pt"
 MANIFEST_FILE = "manifest.json"
+STORE_SECTION = "store"
 SPLITS = ("train", "val", "test")
 HASH_CHUNK = 64 << 20  # bytes hashed between two progress updates
 RECIPE_KEYS = (
@@ -46,16 +49,24 @@ RECIPE_KEYS = (
     "channels",
     "on_bad_image",
     "max_bad_fraction",
-)  # data params that make the data
+    "resize",
+    "stored_size",
+)  # data params that make the data (those added later are not checked on manifests written before them)
 
 
 @dataclass(frozen=True)
 class PreparedData:
-    tensors: dict[str, torch.Tensor]
+    tensors: dict[str, Images]
+    """``<split>_x`` (images) and ``<split>_y`` (labels) for each split."""
     manifest: dict[str, Any]
 
-    def split(self, name: str) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.tensors[f"{name}_x"], self.tensors[f"{name}_y"]
+    def split(self, name: str) -> tuple[Images, torch.Tensor]:
+        return self.tensors[f"{name}_x"], self.tensors[f"{name}_y"]  # type: ignore[return-value]
+
+    def eval_split(self, name: str) -> tuple[ModelImages, torch.Tensor]:
+        """The split as a model sees it in evaluation: in memory as it is, from the store centre-cropped."""
+        images, labels = self.split(name)
+        return (CroppedImages(images, self.image_size) if isinstance(images, StoredImages) else images), labels
 
     @property
     def classes(self) -> list[str]:
@@ -72,6 +83,21 @@ class PreparedData:
     @property
     def sha256(self) -> str:
         return str(self.manifest["sha256"])
+
+    @property
+    def streamed(self) -> bool:
+        """Whether the images are in the prepared store (read in batches) rather than in memory."""
+        return STORE_SECTION in self.manifest
+
+    @property
+    def view_scheme(self) -> str | None:
+        """The streamed views' scheme (:data:`kdpipe.data.views.SCHEME`) for the teacher cache key; None in memory."""
+        return SCHEME if self.streamed else None
+
+    @property
+    def image_size(self) -> int:
+        """The size a model sees (the stored size in memory; the store's views are cropped to it)."""
+        return int(self.manifest["shape"][-1])
 
     @property
     def split_fingerprint(self) -> str | None:
@@ -97,65 +123,41 @@ def content_sha256(tensors: dict[str, torch.Tensor], classes: list[str], progres
     return digest.hexdigest()
 
 
-def pick(n: int, k: int | None, gen: torch.Generator) -> torch.Tensor:
-    """Sorted indices of ``k`` of ``n`` items drawn with ``gen`` (all of them when ``k`` is None or too large)."""
-    if k is None or k >= n:
-        return torch.arange(n)
-    return torch.randperm(n, generator=gen)[:k].sort().values
-
-
-def sample(
-    x: torch.Tensor, y: torch.Tensor, n: int | None, seed: int, excluding: int | None = None
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """The same ``n`` images for a seed, whatever trains on them: a fixed transfer set. ``excluding``: drawn from
-    the images that seed ``excluding``'s draw of ``n`` leaves out (too few left is a DataError)."""
-    if n is None or n >= len(y):
-        return x, y
-    if excluding is None:
-        idx = pick(len(y), n, torch.Generator().manual_seed(seed))
-        return x[idx], y[idx]
-    kept = torch.ones(len(y), dtype=torch.bool)
-    kept[pick(len(y), n, torch.Generator().manual_seed(excluding))] = False
-    rest = kept.nonzero().squeeze(1)
-    if n > len(rest):
-        raise DataError(
-            f"train.subset_excludes: a transfer set of {n} images cannot avoid another of {n}; the split has {len(y)}"
-        )
-    idx = rest[pick(len(rest), n, torch.Generator().manual_seed(seed))]
-    return x[idx], y[idx]
-
-
 def channel_stats(x: torch.Tensor) -> tuple[list[float], list[float]]:
     xf = x.float().div_(255)
     return xf.mean(dim=(0, 2, 3)).tolist(), xf.std(dim=(0, 2, 3)).clamp_min(1e-3).tolist()
 
 
-@contextmanager
-def staged(out_dir: Path) -> Iterator[Path]:
-    """A fresh directory beside ``out_dir`` for the block to fill, swapped in when the block succeeds.
-
-    A block that fails (a refused input, a full disk) leaves ``out_dir`` as it was and removes the staging.
-    """
-    try:
-        out_dir.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
-    except OSError as exc:
-        raise write_failure(out_dir, exc) from None
-    try:
-        yield staging
-        try:
-            if out_dir.exists():
-                retired = out_dir.with_name(f".{out_dir.name}.old")
-                shutil.rmtree(retired, ignore_errors=True)
-                os.replace(out_dir, retired)
-                os.replace(staging, out_dir)
-                shutil.rmtree(retired, ignore_errors=True)
-            else:
-                os.replace(staging, out_dir)
-        except OSError as exc:
-            raise write_failure(out_dir, exc) from None
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+def _manifest(
+    classes: list[str],
+    description: str,
+    recipe: Mapping[str, Any],
+    scheme: SplitScheme,
+    *,
+    shape: list[int],
+    splits: dict[str, int],
+    mean: list[float],
+    std: list[float],
+    sha256: str,
+    **more: Any,
+) -> dict[str, Any]:
+    source, hflip = recipe["source"], recipe.get("hflip")
+    return {
+        "source": source,
+        "description": description,
+        "classes": classes,
+        "shape": shape,
+        "splits": splits,
+        "seed": recipe["seed"],
+        "mean": mean,
+        "std": std,
+        "hflip": DEFAULT_HFLIP[source] if hflip is None else hflip,
+        "sha256": sha256,
+        **more,
+        "recipe": {key: recipe[key] for key in RECIPE_KEYS},
+        "split": scheme.record(),
+        "images": IMAGES_FILE,
+    }
 
 
 def write_data(
@@ -170,27 +172,71 @@ def write_data(
 ) -> dict[str, Any]:
     """Write the splits and the manifest into ``staging``; ``recipe``: the ``data`` params; ``extra``: more
     manifest entries (what was skipped); ``progress_mode``: ``runtime.progress``."""
-    source, seed, hflip = recipe["source"], recipe["seed"], recipe.get("hflip")
     mean, std = channel_stats(tensors["train_x"])
-    manifest = {
-        "source": source,
-        "description": description,
-        "classes": classes,
-        "shape": list(tensors["train_x"].shape[1:]),
-        "splits": {s: len(tensors[f"{s}_y"]) for s in SPLITS},
-        "seed": seed,
-        "mean": mean,
-        "std": std,
-        "hflip": DEFAULT_HFLIP[source] if hflip is None else hflip,
-        "sha256": content_sha256(tensors, classes, progress_mode),
-        "recipe": {key: recipe[key] for key in RECIPE_KEYS},
-        "split": scheme.record(),
-        "images": IMAGES_FILE,
-        **extra,
-    }
+    manifest = _manifest(
+        classes,
+        description,
+        recipe,
+        scheme,
+        shape=list(tensors["train_x"].shape[1:]),
+        splits={s: len(tensors[f"{s}_y"]) for s in SPLITS},
+        mean=mean,
+        std=std,
+        sha256=content_sha256(tensors, classes, progress_mode),
+    )
     atomic_torch_save(tensors, staging / TENSORS_FILE)
-    atomic_write_text(staging / MANIFEST_FILE, json.dumps(manifest, indent=2) + "\n")
-    return manifest
+    atomic_write_text(staging / MANIFEST_FILE, json.dumps({**manifest, **extra}, indent=2) + "\n")
+    return {**manifest, **extra}
+
+
+def write_store(
+    staging: Path,
+    content: StoreContent,
+    classes: list[str],
+    description: str,
+    recipe: Mapping[str, Any],
+    scheme: SplitScheme,
+    **extra: Any,
+) -> dict[str, Any]:
+    """The manifest of a store written into ``staging / STORE_DIR`` (:class:`kdpipe.data.store_sink.StoreSink`)."""
+    picks = {"train": recipe["train_subset"], "test": recipe["test_subset"], "seed": recipe["seed"]}
+    counts = {
+        s: len(p)
+        for s, p in store_splits.positions({s: r.images for s, r in content.records.items()}, picks, SPLITS).items()
+    }
+    manifest = _manifest(
+        classes,
+        description,
+        recipe,
+        scheme,
+        shape=[content.shape[0], *([recipe["image_size"]] * 2 if recipe["image_size"] else content.shape[1:])],
+        splits=counts,
+        mean=content.mean,
+        std=content.std,
+        sha256=store_sha256(content.shape, content.records, classes, picks),
+        **{
+            STORE_SECTION: {
+                "format": FORMAT,
+                "shape": list(content.shape),
+                "picks": picks,
+                "train_stats": {"sums": content.sums, "pixels": content.pixels},
+                "splits": {s: r.as_dict() for s, r in content.records.items()},
+            }
+        },
+    )
+    atomic_write_text(staging / MANIFEST_FILE, json.dumps({**manifest, **extra}, indent=2) + "\n")
+    return {**manifest, **extra}
+
+
+def data_files(manifest: Mapping[str, Any]) -> tuple[str, ...]:
+    """The files of a prepared data set, relative to its directory, the manifest last: uploaded in this order, a
+    reader never finds the manifest without its data."""
+    if STORE_SECTION in manifest:
+        splits = manifest[STORE_SECTION]["splits"].values()
+        body = [f"{STORE_DIR}/{name}" for r in splits for name in (*(s["file"] for s in r["shards"]), r["labels"])]
+    else:
+        body = [TENSORS_FILE]
+    return (*body, *([IMAGES_FILE] if manifest.get("images") == IMAGES_FILE else []), MANIFEST_FILE)
 
 
 def check_recipe(manifest: Mapping[str, Any], data: Mapping[str, Any], where: Path) -> None:
@@ -214,22 +260,31 @@ def load_prepared(
     them (:func:`check_recipe`)."""
     out_dir = Path(out_dir)
     manifest_path, tensors_path = out_dir / MANIFEST_FILE, out_dir / TENSORS_FILE
-    for p in (manifest_path, tensors_path):
-        if not p.exists():
-            raise DataError(f"{p}: missing; run `kdpipe prepare` first")
+    if not manifest_path.exists():
+        raise DataError(f"{manifest_path}: missing; run `kdpipe prepare` first")
     try:
         manifest = json.loads(manifest_path.read_text())
     except json.JSONDecodeError as exc:
         raise DataError(f"{manifest_path}: not valid JSON ({exc})") from None
+    if expect is not None:  # before any hashing: a wrong param is said at once
+        check_recipe(manifest, expect, out_dir)
+    if STORE_SECTION in manifest:
+        tensors = store_splits.open_store(out_dir / STORE_DIR, manifest, verify, progress_mode, SPLITS)
+    else:
+        tensors = _load_tensors(tensors_path)
+        if verify and content_sha256(tensors, manifest["classes"], progress_mode) != manifest.get("sha256"):
+            raise DataError(f"{tensors_path}: content does not match the sha256 in {manifest_path}")
+    return PreparedData(tensors, manifest)
+
+
+def _load_tensors(path: Path) -> dict[str, torch.Tensor]:
+    if not path.exists():
+        raise DataError(f"{path}: missing; run `kdpipe prepare` first")
     try:
-        tensors = load_tensors(tensors_path)
+        tensors = load_tensors(path)
     except ForeignFileError as exc:
         raise DataError(str(exc)) from None
     expected = {f"{s}_{k}" for s in SPLITS for k in "xy"}
     if not isinstance(tensors, dict) or set(tensors) != expected:
-        raise DataError(f"{tensors_path}: expected tensors {sorted(expected)}")
-    if verify and content_sha256(tensors, manifest["classes"], progress_mode) != manifest.get("sha256"):
-        raise DataError(f"{tensors_path}: content does not match the sha256 in {manifest_path}")
-    if expect is not None:
-        check_recipe(manifest, expect, out_dir)
-    return PreparedData(tensors, manifest)
+        raise DataError(f"{path}: expected tensors {sorted(expected)}")
+    return tensors

@@ -115,6 +115,7 @@ def fetch(ref: DataRef, into: Path, names: tuple[str, ...] | None = None, what: 
             if names is None:
                 fs.get(root, str(into), recursive=True)
             for name in names or ():
+                (into / name).parent.mkdir(parents=True, exist_ok=True)
                 fs.get_file(f"{root}/{name}", str(into / name))
         except Exception as exc:  # dvc and scmrepo raise many types; each is turned into one line
             raise DataError(f"{what} {ref.uri}: cannot read it with DVC ({type(exc).__name__}: {exc})") from None

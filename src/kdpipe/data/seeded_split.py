@@ -15,7 +15,8 @@ import torch
 
 from kdpipe.config import DataConfig
 from kdpipe.data.image_record import ImageRow, record_writer
-from kdpipe.data.prepared import SPLITS, pick
+from kdpipe.data.prepared import SPLITS
+from kdpipe.data.sampling import pick
 from kdpipe.data.sources import RawData
 from kdpipe.data.stable_split import SplitScheme, seeded_scheme, stable_scheme
 from kdpipe.infra.errors import DataError

@@ -37,7 +37,7 @@ from kdpipe.deploy.int8 import int8_verdict, measure_int8
 from kdpipe.infra.errors import KdpipeError
 from kdpipe.infra.files import ONNX_FILES
 from kdpipe.models.file import MODEL_FILE
-from kdpipe.models.serving import ServingClassifier, predict_unit_images
+from kdpipe.models.serving import ServingClassifier, SlicedImages, predict_unit_images
 from kdpipe.models.top1 import top1
 from kdpipe.teacher import stored
 from kdpipe.tracking import tags
@@ -58,7 +58,7 @@ def _fp32(
     net: torch.nn.Module,
     m: dict[str, Any],
     path: Path,
-    images: torch.Tensor,
+    images: SlicedImages,
     labels: torch.Tensor,
     split: str,
     cfg: ExportConfig,
@@ -92,7 +92,7 @@ def _teacher_fp32(
     net: torch.nn.Module,
     m: dict[str, Any],
     path: Path,
-    images: torch.Tensor,
+    images: SlicedImages,
     labels: torch.Tensor,
     split: str,
     cfg: ExportConfig,
@@ -190,7 +190,7 @@ def export_and_measure(
     is read on that device, so the pod's probe is settled against the limit divided by its ratio."""
     cfg, m, out, split = params.export, data.manifest, Path(params.paths.validation), params.gate.split
     files = {name: out / filename for name, filename in ONNX_FILES.items()}
-    images, labels = data.split(split)
+    images, labels = data.eval_split(split)
     props = onnx_metadata.export_props(m, cfg.opset, "fp32", teacher_lineage)
     parity, accuracy, not_measured = {}, {}, {}
     parity["student"], accuracy["student"] = _fp32(

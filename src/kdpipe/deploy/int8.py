@@ -16,7 +16,9 @@ from typing import Any
 import torch
 
 from kdpipe.config import ExportConfig, Params
-from kdpipe.data.prepared import PreparedData, sample
+from kdpipe.data.prepared import PreparedData
+from kdpipe.data.sampling import sample
+from kdpipe.data.views import center_crops
 from kdpipe.deploy import onnx as export
 from kdpipe.models.top1 import top1
 from kdpipe.training.runtime import transfer_seed
@@ -34,14 +36,17 @@ class Int8Top1:
 def calibration_images(params: Params, data: PreparedData) -> torch.Tensor:
     """A fixed sample of the transfer set (``train.subset`` of the train split, drawn by :func:`transfer_seed`)."""
     transfer = sample(*data.split("train"), params.train.subset, transfer_seed(params), params.train.subset_excludes)
-    return sample(*transfer, params.export.calibration_size, params.data.seed)[0]
+    images = sample(*transfer, params.export.calibration_size, params.data.seed)[0]
+    return (
+        images if isinstance(images, torch.Tensor) else center_crops(images.read(range(len(images))), data.image_size)
+    )
 
 
 def measure_int8(params: Params, data: PreparedData, fp32: Path, path: Path, split: str) -> Int8Top1:
     """Quantise the student's fp32 export ``fp32`` to static int8 at ``path`` and measure its top-1 on ``split``."""
     calibration = calibration_images(params, data)
     export.quantize_int8(fp32, calibration, path, "student")
-    images, labels = data.split(split)
+    images, labels = data.eval_split(split)
     logits = export.onnx_logits(export.session(path, params.export.threads), images)
     return Int8Top1(top1(logits, labels), split, len(calibration))
 

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from kdpipe.infra.errors import KdpipeError
-from kdpipe.models.serving import ServingClassifier
+from kdpipe.models.serving import ServingClassifier, SlicedImages
 
 INPUT, OUTPUT = "images", "logits"
 EXPORTER_LOGGERS = ("onnxscript", "onnx_ir")
@@ -81,7 +81,7 @@ def session(path: Path, threads: int) -> Any:
         raise ExportError(f"{path}: ONNX Runtime cannot load it ({str(exc).splitlines()[0][:300]})") from None
 
 
-def onnx_logits(sess: Any, images: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
+def onnx_logits(sess: Any, images: SlicedImages, batch_size: int = 1000) -> torch.Tensor:
     """Logits of an ONNX session for uint8 images, as float32 in [0, 1] (the model's input contract)."""
     outs = [
         sess.run([OUTPUT], {INPUT: images[i : i + batch_size].float().div_(255).numpy()})[0]

@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from kdpipe.deploy.onnx import ExportError
+from kdpipe.models.serving import SlicedImages
 from kdpipe.tracking import tags
 
 OPENVINO_FORMATS = ("openvino", "openvino_int8")
@@ -108,7 +109,7 @@ def compiled(path: Path, threads: int) -> Any:
         raise ExportError(f"{path}: OpenVINO cannot compile it ({str(exc).splitlines()[0][:300]})") from None
 
 
-def logits(model: Any, images: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
+def logits(model: Any, images: SlicedImages, batch_size: int = 1000) -> torch.Tensor:
     """Logits of a compiled IR for uint8 images, fed as float32 in [0, 1] (the model's input contract)."""
     outs = [model(images[i : i + batch_size].float().div_(255).numpy())[0] for i in range(0, len(images), batch_size)]
     return torch.from_numpy(np.concatenate(outs)).float()

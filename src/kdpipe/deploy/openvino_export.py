@@ -42,7 +42,7 @@ def measure(
     cfg, m, split = params.export, data.manifest, params.gate.split
     out = Path(params.paths.validation)
     files = {name: out / filename for name, filename in OPENVINO_FILES.items()}
-    images, labels = data.split(split)
+    images, labels = data.eval_split(split)
     ov.from_onnx(onnx_fp32, files["student_openvino"], props)
     net = copy.deepcopy(student).cpu().eval()
     eager = predict_unit_images(ServingClassifier(net, m["mean"], m["std"]).eval(), images)

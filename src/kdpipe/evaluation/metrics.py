@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from kdpipe.data.loader import InMemoryLoader
+from kdpipe.data.streaming import Loader
 from kdpipe.models.folding import inference_copy
 from kdpipe.models.top1 import top1
 
@@ -22,7 +22,7 @@ ECE_BINS = 15
 
 
 @torch.no_grad()
-def predict_logits(model: nn.Module, loader: InMemoryLoader) -> torch.Tensor:
+def predict_logits(model: nn.Module, loader: Loader) -> torch.Tensor:
     """The model's logits on every batch, in eval mode with its BatchNorms folded (the model is untouched)."""
     folded = inference_copy(model)
     return torch.cat([folded(x).float() for x, _ in loader]).cpu()

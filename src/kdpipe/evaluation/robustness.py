@@ -27,6 +27,7 @@ from dataclasses import dataclass
 import torch
 
 from kdpipe.data.corruptions import CORRUPTIONS, FAST_SEVERITY, SEVERITIES, corrupt
+from kdpipe.data.model_images import ModelImages, parts
 from kdpipe.data.prepared import channel_stats
 from kdpipe.evaluation.metrics import top1
 
@@ -48,17 +49,27 @@ class Robustness:
 
 
 def measure(
-    predictors: dict[str, Predict], images: torch.Tensor, labels: torch.Tensor, mode: str, seed: int
+    predictors: dict[str, Predict], images: ModelImages, labels: torch.Tensor, mode: str, seed: int
 ) -> tuple[dict[str, Robustness], float]:
-    """Every model on every corrupted copy of ``images``; returns the results and the seconds it took."""
+    """Every model on every corrupted copy of ``images``; returns the results and the seconds it took. A split in
+    memory is corrupted whole; a streamed one part by part (:func:`kdpipe.data.model_images.parts`), each part with
+    its own draw, so memory is one part's."""
     start = time.perf_counter()
     cells: dict[str, dict[str, dict[int, float]]] = {who: {} for who in predictors}
-    clean = {who: top1(predict(images), labels) for who, predict in predictors.items()}
+    logits: dict[str, list[torch.Tensor]] = {who: [] for who in predictors}
+    for part in parts(images):
+        for who, predict in predictors.items():
+            logits[who].append(predict(part))
+    clean = {who: top1(torch.cat(logits[who]), labels) for who in predictors}
     for name in CORRUPTIONS.names() if MODES[mode] else ():
         for severity in MODES[mode]:
-            shifted = corrupt(images, name, severity, seed)
-            for who, predict in predictors.items():
-                cells[who].setdefault(name, {})[severity] = top1(predict(shifted), labels)
+            logits = {who: [] for who in predictors}
+            for k, part in enumerate(parts(images)):
+                shifted = corrupt(part, name, severity, seed, part=k)
+                for who, predict in predictors.items():
+                    logits[who].append(predict(shifted))
+            for who in predictors:
+                cells[who].setdefault(name, {})[severity] = top1(torch.cat(logits[who]), labels)
     return {who: Robustness(clean[who], cells[who]) for who in predictors}, time.perf_counter() - start
 
 

@@ -16,6 +16,7 @@ from typing import Any
 import torch
 
 from kdpipe.config import Params, ValidateConfig
+from kdpipe.data.model_images import parts
 from kdpipe.data.operational import OperationalSet
 from kdpipe.data.prepared import PreparedData
 from kdpipe.deploy.deployment_record import Deployment
@@ -108,8 +109,8 @@ def measure(
     }
     if champ.module is not None and champ.logits is not None:
         predictors["champion"] = lambda imgs: predict_unit_images(champ.module, imgs, params.runtime.eval_batch_size)
-    g_images, g_labels = data.split(split)
-    g_logits = {who: predict(g_images) for who, predict in predictors.items()}
+    g_images, g_labels = data.eval_split(split)
+    g_logits = {who: torch.cat([predict(p) for p in parts(g_images)]) for who, predict in predictors.items()}
     cfg = params.validate_
     robust, seconds = (
         robustness.measure(predictors, g_images, g_labels, cfg.corruptions, cfg.corruption_seed)

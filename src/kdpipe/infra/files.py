@@ -18,7 +18,8 @@ import os
 import pickle
 import shutil
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -182,3 +183,41 @@ def need_space(needs: Mapping[Path, int], what: str) -> None:
                 f"{directory}: {free / 1e6:.2f} MB free, but the {what} need about {total / 1e6:.2f} MB; "
                 "free space or point paths.* elsewhere (checked before any work, nothing was changed)"
             )
+
+
+@contextmanager
+def staged(out_dir: Path) -> Iterator[Path]:
+    """A fresh directory beside ``out_dir`` for the block to fill, swapped in when the block succeeds.
+
+    A block that fails (a refused input, a full disk) leaves ``out_dir`` as it was and removes the staging.
+    """
+    try:
+        out_dir.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    except OSError as exc:
+        raise write_failure(out_dir, exc) from None
+    try:
+        yield staging
+        try:
+            if out_dir.exists():
+                retired = out_dir.with_name(f".{out_dir.name}.old")
+                shutil.rmtree(retired, ignore_errors=True)
+                os.replace(out_dir, retired)
+                os.replace(staging, out_dir)
+                shutil.rmtree(retired, ignore_errors=True)
+            else:
+                os.replace(staging, out_dir)
+        except OSError as exc:
+            raise write_failure(out_dir, exc) from None
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def link_or_copy(src: Path, dst: Path) -> None:
+    """``dst`` as a hard link to ``src`` (no bytes copied); a copy where the two lie on different file systems."""
+    try:
+        os.link(src, dst)
+    except OSError as exc:
+        if exc.errno not in (errno.EXDEV, errno.EPERM, errno.EMLINK):
+            raise
+        shutil.copy2(src, dst)

@@ -21,8 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from kdpipe.config import Params
-from kdpipe.data.image_record import IMAGES_FILE
-from kdpipe.data.prepared import MANIFEST_FILE, TENSORS_FILE
+from kdpipe.data.prepared import MANIFEST_FILE, data_files
 from kdpipe.data.references import DataRef, fetch, parse, s3_client, split_s3, storage_error
 from kdpipe.infra.errors import DataError
 from kdpipe.infra.files import atomic_write_text
@@ -31,9 +30,6 @@ from kdpipe.kubeflow.params import with_paths
 
 REFERENCE_FILE = "reference.json"
 PrepareStep = Callable[..., dict[str, Any]]
-# The manifest last: a reader never sees it without its data. The per-image record is fetched where the manifest
-# names it (data prepared before it existed has none).
-DATA_FILES = (TENSORS_FILE, IMAGES_FILE, MANIFEST_FILE)
 
 
 def writable_dir(ref: DataRef, artifact_path: str, scratch: str) -> str:
@@ -54,7 +50,7 @@ def publish(ref: DataRef, prepared_dir: str) -> None:
     bucket, prefix = split_s3(ref.location)
     client = s3_client()
     try:
-        for name in DATA_FILES:
+        for name in data_files(read_manifest(Path(prepared_dir))):  # the manifest last
             client.upload_file(str(Path(prepared_dir) / name), bucket, f"{prefix}/{name}" if prefix else name)
     except Exception as exc:  # botocore raises many types; each is turned into one line
         raise storage_error(ref, exc) from None
@@ -95,9 +91,8 @@ def materialize(ref: DataRef, cache_dir: str, expected_sha256: str | None = None
         if not (current.exists() and json.loads(current.read_text()).get("sha256") == expected_sha256):
             staging = Path(tempfile.mkdtemp(prefix=f".{key}.", dir=_ensure(local.parent)))
             try:
-                fetch(ref, staging, (TENSORS_FILE, MANIFEST_FILE))
-                if read_manifest(staging).get("images") == IMAGES_FILE:
-                    fetch(ref, staging, (IMAGES_FILE,))
+                fetch(ref, staging, (MANIFEST_FILE,))
+                fetch(ref, staging, data_files(read_manifest(staging))[:-1])  # the tensors or the store's shards
                 shutil.rmtree(local, ignore_errors=True)
                 os.replace(staging, local)
             finally:

@@ -1,6 +1,7 @@
 """The distill step across several nodes, from the pipeline's launcher task: stage, run the job, collect.
 
-The launcher stages the data set and the teacher on the shared PVC under the run's directory, runs the job
+The launcher stages the teacher on the shared PVC under the run's directory (the data set by reference, copied
+there at most once per content, never per run), runs the job
 (a Trainer v2 TrainJob, or a PyTorchJob with ``training_api: pytorchjob``) through the attempts of
 :mod:`kdpipe.kubeflow.cluster_job`, and copies the student back into its Model artifact. The launcher itself
 requests no GPU: the pods of the job do.
@@ -9,12 +10,15 @@ requests no GPU: the pods of the job do.
 from __future__ import annotations
 
 import dataclasses
+import os
 import shutil
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, get_args
 
 from kdpipe.config import Params
+from kdpipe.data.prepared import MANIFEST_FILE
 from kdpipe.infra.files import METRICS_FILE, PARAMS_FILE, atomic_write_text, read_json
 from kdpipe.kubeflow import cluster, pytorchjob, trainjob
 from kdpipe.kubeflow.cluster_job import ATTEMPT_LABEL, JobOutcome, Jobs, run_job
@@ -43,12 +47,24 @@ class Placement:
     task_config: dict[str, Any] = field(default_factory=dict)
 
 
-def stage(params: Params, work_dir: Path) -> Params:
-    """Copy the data set and the teacher under ``work_dir`` (the shared PVC) and point params there."""
-    paths = {name: str(work_dir / name) for name in ("prepared", "teacher", "student", "checkpoints")}
-    for name in ("prepared", "teacher"):
-        shutil.copytree(getattr(params.paths, name), paths[name], dirs_exist_ok=True)
-    staged = with_paths(params, **paths)
+def stage(params: Params, work_dir: Path, shared: Path) -> Params:
+    """Put the teacher and params under ``work_dir`` (the run's directory on the shared PVC ``shared``) and point
+    params at the data set there by reference: where it already lies on the PVC, in place; else copied once under
+    ``shared/prepared/<sha256>`` and read from there by every later run while its manifest names the same data."""
+    paths = {name: str(work_dir / name) for name in ("teacher", "student", "checkpoints")}
+    shutil.copytree(params.paths.teacher, paths["teacher"], dirs_exist_ok=True)
+    prepared = Path(params.paths.prepared)
+    if not prepared.resolve().is_relative_to(shared.resolve()):
+        sha256 = read_json(prepared / MANIFEST_FILE)["sha256"]
+        target = shared / "prepared" / sha256[:16]
+        if not ((target / MANIFEST_FILE).exists() and read_json(target / MANIFEST_FILE)["sha256"] == sha256):
+            staging = target.with_name(f".{target.name}.{uuid.uuid4().hex}")  # pods may share a pid
+            shutil.rmtree(staging, ignore_errors=True)
+            shutil.copytree(prepared, staging)
+            shutil.rmtree(target, ignore_errors=True)
+            os.replace(staging, target)
+        prepared = target
+    staged = with_paths(params, prepared=str(prepared), **paths)
     atomic_write_text(work_dir / PARAMS_FILE, dump_params(staged))
     return staged
 
@@ -101,7 +117,7 @@ def distill(params: Params, cache_dir: str, run_id: str, student_dir: str, place
     where = Placement(*fields, task_config=dataclasses.asdict(task_config) if task_config else {})
     config.load_incluster_config()
     work_dir = Path(scratch_dir(cache_dir, "runs", run_id))
-    staged = stage(params, work_dir)
+    staged = stage(params, work_dir, Path(cache_dir) if cache_dir else work_dir)
     outcome = run(staged, work_dir, run_id, where, client.CustomObjectsApi(), NAMESPACE_FILE.read_text().strip())
     shutil.copytree(staged.paths.student, student_dir, dirs_exist_ok=True)
     return {**read_json(Path(student_dir) / METRICS_FILE), "job_attempt": outcome.attempt}

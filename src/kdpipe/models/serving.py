@@ -8,6 +8,8 @@ forward (features then head) is exported.
 
 from __future__ import annotations
 
+from typing import Protocol
+
 import torch
 from torch import nn
 
@@ -25,8 +27,17 @@ class ServingClassifier(nn.Module):
         return self.net((x - self.mean) / self.std)
 
 
+class SlicedImages(Protocol):
+    """uint8 images ``[N, C, H, W]`` read a slice at a time: a tensor, or a streamed split's centre crops
+    (:class:`kdpipe.data.model_images.CroppedImages`), which are read only when sliced."""
+
+    def __len__(self) -> int: ...
+
+    def __getitem__(self, key: slice) -> torch.Tensor: ...
+
+
 @torch.no_grad()
-def predict_unit_images(model: nn.Module, images: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
+def predict_unit_images(model: nn.Module, images: SlicedImages, batch_size: int = 1000) -> torch.Tensor:
     """Logits of a serving model (exported modules cannot switch to eval) for uint8 images."""
     outs = [model(images[i : i + batch_size].float().div_(255)) for i in range(0, len(images), batch_size)]
     return torch.cat(outs).float().cpu()

@@ -59,7 +59,7 @@ def serving_module(params: Params, mlflow_client: Any, version: str) -> torch.nn
 def score_version(params: Params, mlflow_client: Any, version: str, data: PreparedData, split: str) -> torch.Tensor:
     """Logits of a registered version on one of ``data``'s splits, through its exported serving module."""
     module = serving_module(params, mlflow_client, version)
-    return predict_unit_images(module, data.split(split)[0], params.runtime.eval_batch_size)
+    return predict_unit_images(module, data.eval_split(split)[0], params.runtime.eval_batch_size)
 
 
 def validated_on(data: PreparedData) -> Basis:
@@ -82,7 +82,7 @@ def measure(params: Params, data: PreparedData) -> ChampionScore:
     if comparison.refused is not None:
         return ChampionScore(version, sha, None, dict(mv.tags), comparison.refused)
     module = serving_module(params, mlflow_client, version)
-    logits = predict_unit_images(module, data.split("test")[0], params.runtime.eval_batch_size)
+    logits = predict_unit_images(module, data.eval_split("test")[0], params.runtime.eval_batch_size)
     note = (
         f"v{version} measured on this test split"
         if comparison.same_data

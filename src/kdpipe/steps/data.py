@@ -8,11 +8,13 @@ from typing import Any
 
 from kdpipe.config import Params
 from kdpipe.data.image_record import IMAGES_FILE
-from kdpipe.data.prepared import MANIFEST_FILE, load_prepared, staged, write_data
+from kdpipe.data.prepared import MANIFEST_FILE, load_prepared, write_data, write_store
 from kdpipe.data.seeded_split import benchmark_splits
 from kdpipe.data.sources import load_source
 from kdpipe.data.stable_split import SEEDED_SOURCES, resolve
+from kdpipe.data.store import STORE_DIR
 from kdpipe.data.user_images import load_user_data
+from kdpipe.infra.files import staged
 from kdpipe.steps.spec import PREPARE_DATA
 from kdpipe.steps.tracked import tracked_run
 from kdpipe.steps.workdir import claims
@@ -44,17 +46,12 @@ def prepare_data(params: Params, *, prepared_elsewhere: bool = False) -> dict[st
                     staging, tensors, raw.classes, raw.description, d.model_dump(), scheme, progress_mode
                 )
             else:
-                own = load_user_data(d, staging / IMAGES_FILE, progress_mode)
-                manifest = write_data(
-                    staging,
-                    own.tensors,
-                    own.classes,
-                    own.description,
-                    d.model_dump(),
-                    own.scheme,
-                    progress_mode,
-                    skipped=own.skipped,
-                )
+                own = load_user_data(d, staging / IMAGES_FILE, staging / STORE_DIR, progress_mode, previous=out)
+                common = (own.classes, own.description, d.model_dump(), own.scheme)
+                if own.store is not None:
+                    manifest = write_store(staging, own.store, *common, skipped=own.skipped)
+                else:
+                    manifest = write_data(staging, own.tensors, *common, progress_mode, skipped=own.skipped)
     with tracked_run(params, PREPARE_DATA, {tags.DATA_SHA256: manifest["sha256"]}) as run:
         run.log_metrics({f"{k}_size": v for k, v in manifest["splits"].items()})
         run.log_artifact(out / MANIFEST_FILE)

@@ -47,7 +47,7 @@ def corrupted_top1(model: torch.nn.Module, data: PreparedData, cfg: ValidateConf
     what the study's robustness comparison reads."""
     if cfg.corruptions == "none":
         return {}
-    images, labels = data.split("test")
+    images, labels = data.eval_split("test")
     model = place_model(model, runtime)
     robust, _ = robustness.measure(
         {"model": lambda imgs: predict_logits(model, images_loader(imgs, data, runtime))},

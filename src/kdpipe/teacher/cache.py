@@ -31,13 +31,14 @@ from torch import nn
 
 from kdpipe import identity
 from kdpipe.config import Params
-from kdpipe.data.loader import InMemoryLoader
 from kdpipe.data.prepared import PreparedData
+from kdpipe.data.progress import progress
+from kdpipe.data.streaming import Loader
 from kdpipe.infra.errors import KdpipeError, WriteError
 from kdpipe.infra.files import need_space
 from kdpipe.models import FeatureClassifier
 from kdpipe.teacher import stored
-from kdpipe.teacher.cache_store import TeacherCache, directory_size, epoch_bytes, make_room
+from kdpipe.teacher.cache_store import EpochReader, EpochWriter, TeacherCache, directory_size, epoch_bytes, make_room
 from kdpipe.training.runtime import Runtime
 
 log = logging.getLogger("kdpipe")
@@ -73,62 +74,75 @@ class TeacherOutputs(nn.Module):
     def __init__(self, live: FeatureClassifier | None, cache: TeacherCache, record: bool, feature_dim: int) -> None:
         super().__init__()
         self.live, self.cache, self.record, self.feature_dim = live, cache, record, feature_dim
-        self._cached: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
-        self._recorded: list[tuple[torch.Tensor, torch.Tensor]] = []
-        self._labels: list[torch.Tensor] = []
-        self._offset, self._epoch = 0, -1
+        self._reader: EpochReader | None = None
+        self._writer: EpochWriter | None = None
+        self._next: tuple[torch.Tensor, torch.Tensor] | None = None
+        self._labels = torch.empty(0, dtype=torch.long)
+        self._epoch = -1
 
     def begin_epoch(self, epoch: int) -> None:
-        self._epoch, self._offset, self._recorded, self._labels = epoch, 0, [], []
-        self._cached = self.cache.load(epoch) if self.cache.has(epoch) else None
-        if self._cached is None and self.live is None:
+        self._epoch, self._next = epoch, None
+        self._reader = self.cache.reader(epoch) if self.cache.has(epoch) else None
+        if self._reader is None and self.live is None:
             raise KdpipeError(
                 f"teacher cache {self.cache.directory}: epoch {epoch + 1} is missing and no live teacher is loaded"
             )
+        self._writer = self.cache.writer(epoch) if self._reader is None and self.record else None
 
     def expect(self, labels: torch.Tensor) -> None:
-        """The next batch's labels: a replay checks them against the recorded ones (a view that moved is an
-        error, never silently another image's teacher output); a recording keeps them."""
-        if self._cached is None:
-            self._labels.append(labels.detach().cpu())
+        """The next batch's labels: a replay takes that batch's rows and checks their labels (a view that moved is
+        an error, never silently another image's teacher output); a recording keeps them for its rows."""
+        labels = labels.detach().cpu()
+        if self._reader is None:
+            self._labels = labels
             return
-        recorded = self._cached[2][self._offset : self._offset + len(labels)]
-        if len(recorded) < len(labels):
+        at = self._reader.offset
+        rows = self._reader.take(len(labels))
+        if rows is None:  # evicted meanwhile by another run's recording: the live teacher takes over
+            if self.live is None:
+                raise KdpipeError(
+                    f"teacher cache {self.cache.directory}: epoch {self._epoch + 1} was evicted meanwhile"
+                )
+            log.info("teacher cache: epoch %d was evicted meanwhile; the live teacher takes over", self._epoch + 1)
+            self._reader, self._labels = None, labels
+            return
+        if len(rows[2]) < len(labels):
             raise KdpipeError(f"teacher cache {self.cache.path(self._epoch)}: holds fewer views than the loader yields")
-        if not torch.equal(recorded, labels.detach().cpu()):
+        if not torch.equal(rows[2], labels):
             raise KdpipeError(
                 f"teacher cache {self.cache.path(self._epoch)}: the loader's views differ from the recorded "
-                f"ones at view {self._offset} (labels disagree); delete the file or set the cache off"
+                f"ones at view {at} (labels disagree); delete the file or set the cache off"
             )
+        self._next = rows[0], rows[1]
 
     def end_epoch(self) -> None:
-        if self._cached is not None and self._offset != len(self._cached[0]):
+        if self._reader is not None and self._reader.offset != self._reader.total:
             raise KdpipeError(
-                f"teacher cache {self.cache.path(self._epoch)}: holds {len(self._cached[0])} views, the "
-                f"loader yielded {self._offset}"
+                f"teacher cache {self.cache.path(self._epoch)}: holds {self._reader.total} views, the "
+                f"loader yielded {self._reader.offset}"
             )
-        if self._cached is None and self.record and self._recorded:
-            features, logits = (torch.cat([r[i] for r in self._recorded]) for i in (0, 1))
-            self.cache.save(self._epoch, features, logits, torch.cat(self._labels))
-        self._recorded, self._labels = [], []
+        if self._writer is not None:
+            self._writer.close()
+        self._reader = self._writer = None
 
     def forward_with_features(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        if self._cached is not None:
-            n, start = len(x), self._offset
-            self._offset += n
-            features, logits = (t[start : start + n].to(x.device) for t in self._cached[:2])
+        if self._reader is not None:
+            if self._next is None:
+                raise KdpipeError("teacher cache: a replayed batch was asked for before its labels were given")
+            features, logits = (t.to(x.device) for t in self._next)
+            self._next = None
             return features, logits
         assert self.live is not None
         features, logits = self.live.forward_with_features(x)
-        if self.record:
-            self._recorded.append((features.detach().float().cpu(), logits.detach().float().cpu()))
+        if self._writer is not None:
+            self._writer.add(features.detach().float().cpu(), logits.detach().float().cpu(), self._labels)
         return features, logits
 
 
 class CachedViews:
     """The training loader, telling the teacher's stand-in where each epoch begins and ends."""
 
-    def __init__(self, loader: InMemoryLoader, outputs: TeacherOutputs) -> None:
+    def __init__(self, loader: Loader, outputs: TeacherOutputs) -> None:
         self.loader, self.outputs = loader, outputs
 
     def set_epoch(self, epoch: int) -> None:
@@ -217,7 +231,7 @@ def fill(
     data: PreparedData,
     live: FeatureClassifier,
     teacher_sha256: str,
-    views: Callable[[int], InMemoryLoader],
+    views: Callable[[int], Loader],
     world_size: int,
     runtime: Runtime,
 ) -> dict[str, Any]:
@@ -250,10 +264,13 @@ def fill(
         loader = CachedViews(views(rank), outputs)
         for epoch in epochs:
             loader.set_epoch(epoch)
-            for x, _ in loader:
-                with runtime.autocast:
-                    outputs.forward_with_features(x)
-            log.info("teacher cache: epoch %d/%d rank %d recorded", epoch + 1, params.train.epochs, rank)
+            what = f"teacher cache: epoch {epoch + 1}/{params.train.epochs} rank {rank}"
+            with progress(what, loader.num_samples, mode=runtime.progress) as bar:
+                for x, _ in loader:
+                    with runtime.autocast:
+                        outputs.forward_with_features(x)
+                    bar.advance(len(x))
+            log.info("%s recorded", what)
     return {
         "directory": str(caches[0].directory),
         "recorded": files_todo,

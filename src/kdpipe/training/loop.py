@@ -18,8 +18,8 @@ import torch
 from torch import nn
 
 from kdpipe.config import TrainConfig
-from kdpipe.data.loader import InMemoryLoader
 from kdpipe.data.progress import display
+from kdpipe.data.streaming import Loader
 from kdpipe.distill.base import Distiller
 from kdpipe.infra.errors import KdpipeError, NonFiniteLossError
 from kdpipe.infra.files import FILE_OVERHEAD, atomic_torch_save, load_checkpoint
@@ -64,7 +64,7 @@ def lr_factor(step: int, steps_per_epoch: int, cfg: TrainConfig) -> float:
 
 
 @torch.no_grad()
-def accuracy(model: nn.Module, loader: InMemoryLoader, runtime: Runtime) -> float:
+def accuracy(model: nn.Module, loader: Loader, runtime: Runtime) -> float:
     """Top-1 of ``model`` on ``loader``: its :func:`~kdpipe.models.top1.hits` counted on the device, batch by
     batch, on the model as :func:`kdpipe.evaluation.metrics.predict_logits` evaluates it (BNs folded)."""
     folded = inference_copy(model)
@@ -102,8 +102,8 @@ class _Progress:
 
 def train(
     distiller: Distiller,
-    train_loader: InMemoryLoader,
-    val_loader: InMemoryLoader | None,
+    train_loader: Loader,
+    val_loader: Loader | None,
     cfg: TrainConfig,
     runtime: Runtime,
     checkpoint_dir: Path,

@@ -14,7 +14,10 @@ import torch
 from kdpipe import identity
 from kdpipe.config import Params, RuntimeConfig
 from kdpipe.data.loader import InMemoryLoader
-from kdpipe.data.prepared import PreparedData, sample
+from kdpipe.data.prepared import PreparedData
+from kdpipe.data.sampling import Images, sample
+from kdpipe.data.store import StoredImages
+from kdpipe.data.streaming import Loader, StreamingLoader
 from kdpipe.infra.errors import KdpipeError
 from kdpipe.models import FeatureClassifier
 from kdpipe.training.diagnostics import RANK_BATCH
@@ -76,27 +79,52 @@ def make_loader(
     subset: int | None = None,
     sample_seed: int | None = None,
     sample_excluding: int | None = None,
-) -> InMemoryLoader:
+) -> Loader:
     """Batches of one split on the runtime's device; ``subset`` draws a fixed sample by ``sample_seed``
     (default ``data.seed``), from what ``sample_excluding``'s draw leaves out when given."""
     seed = params.data.seed if sample_seed is None else sample_seed
     x, y = sample(*data.split(split), subset, seed, sample_excluding)
-    m = data.manifest
-    return InMemoryLoader(
+    return split_loader(
         x,
         y,
+        data,
         batch_size,
-        m["mean"],
-        m["std"],
+        runtime,
         train=train,
-        crop_padding=params.data.crop_padding,
-        hflip=bool(m["hflip"]),
         seed=seed,
-        device=runtime.device,
-        channels_last=runtime.channels_last,
+        crop_padding=params.data.crop_padding,
         rank=rank,
         world_size=world_size,
     )
+
+
+def split_loader(
+    images: Images,
+    labels: torch.Tensor,
+    data: PreparedData,
+    batch_size: int,
+    runtime: Runtime,
+    *,
+    train: bool = False,
+    seed: int = 0,
+    crop_padding: int = 0,
+    rank: int = 0,
+    world_size: int = 1,
+) -> Loader:
+    """The in-memory loader for tensors, the streaming loader for the store's images, normalised as ``data``'s."""
+    m = data.manifest
+    common = {
+        "train": train,
+        "hflip": bool(m["hflip"]),
+        "seed": seed,
+        "device": runtime.device,
+        "channels_last": runtime.channels_last,
+        "rank": rank,
+        "world_size": world_size,
+    }
+    if isinstance(images, StoredImages):
+        return StreamingLoader(images, labels, batch_size, m["mean"], m["std"], image_size=data.image_size, **common)
+    return InMemoryLoader(images, labels, batch_size, m["mean"], m["std"], crop_padding=crop_padding, **common)
 
 
 def transfer_seed(params: Params) -> int:
@@ -104,9 +132,7 @@ def transfer_seed(params: Params) -> int:
     return identity.transfer_seed(params.data, params.train)
 
 
-def student_views(
-    data: PreparedData, params: Params, runtime: Runtime, rank: int = 0, world_size: int = 1
-) -> InMemoryLoader:
+def student_views(data: PreparedData, params: Params, runtime: Runtime, rank: int = 0, world_size: int = 1) -> Loader:
     """What the student trains on, on this rank: the transfer set (``train.subset``), augmented from
     :func:`kdpipe.identity.view_seed`, in this rank's share of the global ``train.batch_size``."""
     return make_loader(
@@ -139,13 +165,9 @@ def images_loader(images: torch.Tensor, data: PreparedData, runtime: Runtime) ->
     )
 
 
-def eval_loader(data: PreparedData, split: str, runtime: Runtime) -> InMemoryLoader:
+def eval_loader(data: PreparedData, split: str, runtime: Runtime) -> Loader:
     """The split in order, unaugmented, at ``runtime.eval_batch_size``."""
-    m = data.manifest
-    x, y = data.split(split)
-    return InMemoryLoader(
-        x, y, runtime.eval_batch_size, m["mean"], m["std"], device=runtime.device, channels_last=runtime.channels_last
-    )
+    return split_loader(*data.split(split), data, runtime.eval_batch_size, runtime)
 
 
 def place_model(model: FeatureClassifier, runtime: Runtime) -> FeatureClassifier:
