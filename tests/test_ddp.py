@@ -15,6 +15,7 @@ The tracking test runs the same launcher against the session's real ``mlflow ser
 from __future__ import annotations
 
 import os
+import re
 import sqlite3
 import subprocess
 import uuid
@@ -125,12 +126,12 @@ def test_distill_under_torchrun_trains_on_two_ranks_writes_on_rank0_only_and_res
     assert f"os.rename {Path(full.paths.checkpoints) / 'student' / CHECKPOINT_FILE}" in rank0
     assert f"os.rename {Path(full.paths.student) / 'model.pt'}" in rank0
     assert any(line.startswith("sqlite3.connect") for line in rank0)
-    # Rank 1 writes nothing but its own shard of the teacher cache (cache.mode: auto records it).
+    # Rank 1 writes nothing but its own shard of the teacher cache (cache.mode: auto records it): its epochs' parts
+    # and indexes (``epoch0002-rank1-part00000.pt``, ``epoch0002-rank1.json``) and the key beside them.
     cache = str(Path(full.paths.teacher_cache))
     written = [line for line in rank1 if str(tmp_path) in line]
-    assert written and all(cache in line and ("-rank1.pt" in line or line.endswith("key.json")) for line in written), (
-        rank1
-    )
+    own = re.compile(r"epoch\d{4}-rank1[-.]|key\.json$")
+    assert written and all(cache in line and own.search(line) for line in written), rank1
     assert not [line for line in rank1 if line.startswith("sqlite3.connect")], rank1
     runs = _distill_runs(tmp_path / "full" / "mlruns.db")
     assert [status for _, status in runs] == ["FINISHED"]
