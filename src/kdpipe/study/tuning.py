@@ -109,7 +109,7 @@ def section(choices: list[Choice]) -> list[str]:
 
 
 def _names(cells: tuple[Cell, ...]) -> str:
-    return ", ".join(c.what for c in cells)
+    return "; ".join(c.what for c in cells)
 
 
 def write_choices(path: Path, choices: list[Choice]) -> None:
