@@ -48,7 +48,7 @@ MAIN_CELLS: tuple[Cell, ...] = (
 )
 
 BASELINES = ("kd", "fitnet", "dkd", "lskd", "dist", "vkd", "scratch")
-"""The cells srd is compared with, where a study ran them; the 2026 four at their official defaults, untuned."""
+"""The cells srd is compared with, where a study ran them, each at its default (the tuning's choice on val)."""
 
 ABLATIONS = ("srd_norm_none", "srd_no_feat", "srd_mse")
 """The recipe without its normalisation, without its feature term, with MSE for LogSum: the parts it is made of.
