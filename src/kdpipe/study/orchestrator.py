@@ -184,9 +184,10 @@ def run_study(
             "rerun the same command to retry them (finished runs are kept)"
         )
     finished = [res for r in runs if (res := results[r.id]) is not None]
-    if diverged.runs(finished) and plan.phase != TUNE.name:
+    lost = diverged.runs(finished)
+    if lost and plan.phase != TUNE.name:
         raise KdpipeError(
-            f"study: {len(diverged.runs(finished))} run(s) diverged ({diverged.describe(finished)}); they are kept as "
+            f"study: {len(lost)} run(s) diverged ({diverged.describe(finished)}); they are kept as "
             "diverged, so rerunning does not retry them: change their settings"
         )
     if not publish:

@@ -116,8 +116,8 @@ def markdown(
 ) -> str:
     t, teacher_archs = base.train, plan.archs
     main_t = teachers.get("main", {})
-    devices = sorted({r["device"] for r in diverged.scored(runs)})
-    shas = sorted({r["data_sha256"][:12] for r in diverged.scored(runs)})
+    scored = diverged.scored(runs)
+    devices, shas = sorted({r["device"] for r in scored}), sorted({r["data_sha256"][:12] for r in scored})
     lines = [
         f"# kdpipe study {study_id}",
         "",
