@@ -1,24 +1,29 @@
-"""The defaults params.yaml gives, recomputed from the committed per-run results of the study that chose them.
+"""The README's confirmation table, the results page's verdicts and the defaults params.yaml gives, recomputed from
+the committed per-run results of the study that made them.
 
 Every figure a reader is shown must follow from files in the repository: ``docs/results/data/`` holds each cited
 study phase's ``results.json`` (every run's settings, scores, per-image test hits, and each diverged run's error)
 beside ``results.csv``, and the tuning's ``tuning.json``. The tuning's choices are recomputed here from the runs'
-val top-1 on their own, not with the code that made them.
+val top-1 on their own, not with the code that made them; the verdicts with the same bootstrap (fixed seed) and
+Holm steps that wrote the report.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import statistics
 from pathlib import Path
 
+import pytest
+
 from kdpipe.config import load_params
-from kdpipe.study.confirmed import by_cell
+from kdpipe.study.confirmed import by_cell, families, table
 from kdpipe.study.phases import check_tuned
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO / "docs" / "results" / "data"
-TUNE = DATA / "4717d9b428c3-tune"
+TUNE, CONFIRM = DATA / "4717d9b428c3-tune", DATA / "4717d9b428c3-confirm"
 
 
 def _runs(phase: Path) -> list[dict]:
@@ -43,6 +48,48 @@ def test_params_yaml_holds_the_settings_the_committed_tuning_chose() -> None:
     check_tuned(load_params(REPO / "params.yaml"), TUNE)
 
 
-def test_the_committed_csv_lists_the_same_runs_as_the_json() -> None:
-    rows = (TUNE / "results.csv").read_text().splitlines()
-    assert len(rows) == len(_runs(TUNE)) + 1
+@functools.cache
+def _found(phase: Path) -> list:
+    """The corrected verdicts, computed once per phase (the bootstrap takes seconds)."""
+    found = families(by_cell(_runs(phase)))
+    assert not isinstance(found, str), found
+    return found
+
+
+def test_the_confirmation_trains_every_cell_on_the_same_eight_independent_pairs() -> None:
+    cells = by_cell(_runs(CONFIRM))
+    assert len(cells) == 11  # 7 tuned baselines, srd, 3 ablations
+    for runs in cells.values():
+        assert sorted((r["data_seed"], r["seed"]) for r in runs) == [(d, d + 2) for d in range(1, 9)]
+
+
+def test_the_readmes_confirmation_table_is_recomputed_from_the_committed_runs() -> None:
+    readme = (REPO / "README.md").read_text().splitlines()
+    rows = table(_found(CONFIRM))
+    assert len(rows) == 2 + 10
+    assert [row for row in rows if row not in readme] == []
+
+
+def test_each_verdicts_mean_is_srds_test_top1_minus_the_others_averaged_over_the_shared_pairs() -> None:
+    cells = by_cell(_runs(CONFIRM))
+    srd = {(r["data_seed"], r["seed"]): r["test_top1"] for r in cells["srd"]}
+    for family in _found(CONFIRM):
+        for v in family.verdicts:
+            other = {(r["data_seed"], r["seed"]): r["test_top1"] for r in cells[v.comparison.b]}
+            by_hand = statistics.fmean(srd[pair] - other[pair] for pair in srd)
+            # test_top1 is stored in float32's precision, the verdict's mean counts the per-image hits
+            assert v.comparison.mean == pytest.approx(by_hand, abs=1e-6), v.comparison.b
+
+
+def test_the_results_page_leads_with_that_table_and_states_each_corrected_verdict() -> None:
+    page = (REPO / "docs" / "results" / "index.md").read_text()
+    found = _found(CONFIRM)
+    assert page.index(table(found)[0]) < page.index("## How the study runs")
+    wanted = [*table(found), *(f"- {v.line()}" for family in found for v in family.verdicts)]
+    assert [line for line in wanted if line not in page.splitlines()] == []
+
+
+@pytest.mark.parametrize("phase", [TUNE, CONFIRM], ids=["tune", "confirm"])
+def test_the_committed_csv_lists_the_same_runs_as_the_json(phase: Path) -> None:
+    rows = (phase / "results.csv").read_text().splitlines()
+    assert len(rows) == len(_runs(phase)) + 1
