@@ -15,8 +15,10 @@ import pytest
 from conftest import PARAMS_FILE, TINY, write_params
 from kdpipe.cli import main
 from kdpipe.config import Params
-from kdpipe.study import stability, tune_rounds, tuning
+from kdpipe.infra.errors import KdpipeError
+from kdpipe.study import phases, pods, stability, tune_rounds, tuning
 from kdpipe.study.grids import MAX_EXTENSIONS, Grid, choices, numeric
+from kdpipe.study.plan import make_plan
 from kdpipe.tracking.tags import STEP, STUDY_ID, STUDY_PHASE
 
 SMALL_GRIDS = {
@@ -107,9 +109,9 @@ def test_a_setting_whose_loss_stops_being_finite_is_ruled_out_reported_and_not_r
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    """A learning rate of 1e5 diverges under every seed: the tuning keeps those runs as diverged, chooses among the
-    rest, says so in tuning.json, the report and results.json, and a rerun does not train them again; any other
-    phase stops on a diverged run and names it."""
+    """fitnet's feature weight of 1e5 diverges under every seed: the tuning keeps those runs as diverged, chooses
+    among the rest, says so in tuning.json, the report and results.json, and a rerun does not train them again; any
+    other phase stops on a diverged run and names it, and so does the Kubeflow study's report step."""
     monkeypatch.setattr(tuning, "GRIDS", DIVERGING_GRIDS)
     monkeypatch.setattr(tune_rounds, "GRIDS", DIVERGING_GRIDS)
     params_file = write_params(make_params(**TINY), tmp_path / "params.yaml")
@@ -140,6 +142,15 @@ def test_a_setting_whose_loss_stops_being_finite_is_ruled_out_reported_and_not_r
     err = capsys.readouterr().err
     assert "1 run(s) diverged (fitnet/seed0: distill[fitnet]: loss became nan" in err
     assert "rerunning does not retry them" in err
+
+    # The Kubeflow study's report step, called here as its component calls it (no Kubeflow), stops on it too,
+    # before it writes anything.
+    result = (tmp_path / "main" / "runs" / "fitnet" / "seed0" / "result.json").read_text()
+    plan = make_plan(make_params(**TINY), ["fitnet"], [0], gap=False, phase=phases.CONFIRM.name).as_dict()
+    kfp = tmp_path / "kfp"
+    with pytest.raises(KdpipeError, match=r"1 run\(s\) diverged \(fitnet/seed0: distill\[fitnet\]: loss became nan"):
+        pods.report(make_params(**TINY), plan, "run-1", [], [result], study_dir=str(kfp), report_copy="", command="")
+    assert not kfp.exists()
 
 
 def _value(result: dict, dotted: str) -> float:

@@ -12,6 +12,7 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
+from kdpipe.infra.errors import KdpipeError
 from kdpipe.study.cells import Cell
 
 DIVERGED = "diverged"
@@ -50,3 +51,14 @@ def cells(catalogue: Iterable[Cell], results: Iterable[dict[str, Any]]) -> list[
 def describe(results: Iterable[dict[str, Any]]) -> str:
     """One line naming each diverged run and its error."""
     return "; ".join(f"{r['id']}: {r[DIVERGED]}" for r in runs(results))
+
+
+def refuse(results: Iterable[dict[str, Any]]) -> None:
+    """Stop on a diverged run, naming each: every phase but the tuning, whose comparisons need a score from every
+    run. Called where the report is written, so the local study and the Kubeflow study's report step both stop."""
+    lost = runs(results)
+    if lost:
+        raise KdpipeError(
+            f"study: {len(lost)} run(s) diverged ({describe(lost)}); they are kept as diverged, so rerunning "
+            "does not retry them: change their settings"
+        )

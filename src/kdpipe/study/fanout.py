@@ -21,8 +21,8 @@ from typing import Any
 from kdpipe.config import Params
 from kdpipe.infra.files import fingerprint, write_json
 from kdpipe.kubeflow.params import with_paths
-from kdpipe.study import runner, threads
-from kdpipe.study.plan import Plan
+from kdpipe.study import diverged, runner, threads
+from kdpipe.study.plan import TUNE_PHASE, Plan
 from kdpipe.study.report import write_report
 from kdpipe.study.summary import summarise
 from kdpipe.study.tasks import TeacherTask
@@ -93,7 +93,10 @@ def publish(
     plot: bool = True,
 ) -> dict[str, Any]:
     """The report, plot, results and, with tracking on, the MLflow parent, cell and seed runs; from the runs'
-    results and the teachers' records alone, wherever they were computed."""
+    results and the teachers' records alone, wherever they were computed; a diverged run stops any phase but the
+    tuning here (:func:`kdpipe.study.diverged.refuse`), before anything is written."""
+    if plan.phase != TUNE_PHASE:
+        diverged.refuse(results)
     order = {c.name: i for i, c in enumerate(plan.cells)}
     results = sorted(
         results,

@@ -21,7 +21,7 @@ from kdpipe.infra.files import write_json
 from kdpipe.study import diverged, fanout, runner, threads
 from kdpipe.study.cells import Cell
 from kdpipe.study.fanout import STUDY_FILE
-from kdpipe.study.phases import MAIN, TUNE
+from kdpipe.study.phases import MAIN
 from kdpipe.study.plan import SMALL_TEACHER, make_plan
 from kdpipe.study.tasks import FillTask, RunTask, TeacherTask, execute
 from kdpipe.teacher.stored import payload_sha256
@@ -184,12 +184,6 @@ def run_study(
             "rerun the same command to retry them (finished runs are kept)"
         )
     finished = [res for r in runs if (res := results[r.id]) is not None]
-    lost = diverged.runs(finished)
-    if lost and plan.phase != TUNE.name:
-        raise KdpipeError(
-            f"study: {len(lost)} run(s) diverged ({diverged.describe(finished)}); they are kept as "
-            "diverged, so rerunning does not retry them: change their settings"
-        )
     if not publish:
         return {"results": finished, "ran": [r.id for r in pending], "kept": kept}
     published = fanout.publish(

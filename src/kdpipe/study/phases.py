@@ -37,7 +37,7 @@ from kdpipe.study.budget import budget_cells
 from kdpipe.study.cells import ABLATIONS, BASELINES, gap_cells
 from kdpipe.study.fanout import STUDY_FILE
 from kdpipe.study.grids import GRIDS
-from kdpipe.study.plan import MAIN_PHASE
+from kdpipe.study.plan import MAIN_PHASE, TUNE_PHASE
 from kdpipe.study.tuning import TUNING_FILE
 
 log = logging.getLogger("kdpipe")
@@ -74,7 +74,7 @@ class Phase:
 
 
 MAIN = Phase(MAIN_PHASE, "artifacts/study", (0, 1, 2), None, None, gap=True)
-TUNE = Phase("tune", "artifacts/study-tune", (0, 1), None, None, gap=False)
+TUNE = Phase(TUNE_PHASE, "artifacts/study-tune", (0, 1), None, None, gap=False)
 """Its cells are built round by round (:mod:`kdpipe.study.tune_rounds`), not listed."""
 CONFIRM = Phase(
     "confirm",

@@ -23,6 +23,8 @@ SMALL_TEACHER = "cnn16_fc256"
 MAIN = "main"
 MAIN_PHASE = "main"
 """The default study's phase (:mod:`kdpipe.study.phases`); its MLflow files sit at the parent's root."""
+TUNE_PHASE = "tune"
+"""The tuning's phase: the only one that keeps a diverged run as a result (:mod:`kdpipe.study.diverged`)."""
 
 
 @dataclass(frozen=True)
