@@ -23,7 +23,7 @@ from kdpipe.study.phases import check_tuned
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO / "docs" / "results" / "data"
-TUNE, CONFIRM = DATA / "4717d9b428c3-tune", DATA / "4717d9b428c3-confirm"
+TUNE, CONFIRM, FULL = (DATA / f"4717d9b428c3-{phase}" for phase in ("tune", "confirm", "full"))
 
 
 def _runs(phase: Path) -> list[dict]:
@@ -89,7 +89,24 @@ def test_the_results_page_leads_with_that_table_and_states_each_corrected_verdic
     assert [line for line in wanted if line not in page.splitlines()] == []
 
 
-@pytest.mark.parametrize("phase", [TUNE, CONFIRM], ids=["tune", "confirm"])
+def test_the_full_data_phase_pits_srd_against_the_baseline_best_on_val_at_five_seeds_on_the_whole_split() -> None:
+    choices = json.loads((TUNE / "tuning.json").read_text())["choices"]
+    best = max((m for m in choices if m != "srd"), key=lambda m: choices[m]["val_top1"])
+    cells = by_cell(_runs(FULL))
+    assert sorted(cells) == sorted(["srd", best])
+    for runs in cells.values():
+        assert sorted(r["seed"] for r in runs) == [3, 4, 5, 6, 7]
+        assert {r["params"]["train"]["subset"] for r in runs} == {None}  # the whole train split
+
+
+def test_the_results_page_states_the_full_data_phases_corrected_verdict() -> None:
+    page = (REPO / "docs" / "results" / "index.md").read_text().splitlines()
+    lines = [f"- {v.line()}" for family in _found(FULL) for v in family.verdicts]
+    assert len(lines) == 1
+    assert [line for line in lines if line not in page] == []
+
+
+@pytest.mark.parametrize("phase", [TUNE, CONFIRM, FULL], ids=["tune", "confirm", "full"])
 def test_the_committed_csv_lists_the_same_runs_as_the_json(phase: Path) -> None:
     rows = (phase / "results.csv").read_text().splitlines()
     assert len(rows) == len(_runs(phase)) + 1
