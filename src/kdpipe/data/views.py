@@ -100,11 +100,10 @@ def resized_crops(images: torch.Tensor, views: Views, size: int, pool: Executor 
     from torchvision.transforms.v2 import functional as tvf
 
     def crop(k: int) -> torch.Tensor:
-        return tvf.resized_crop(images[k], *(int(v) for v in views.boxes[k]), [size, size], antialias=True)
+        out = tvf.resized_crop(images[k], *(int(v) for v in views.boxes[k]), [size, size], antialias=True)
+        return out.flip(-1) if views.flips[k] else out
 
-    out = torch.stack(list(pool.map(crop, range(len(images))) if pool else map(crop, range(len(images)))))
-    flips = torch.from_numpy(views.flips).to(out.device)
-    return torch.where(flips[:, None, None, None], out.flip(3), out)
+    return torch.stack(list(pool.map(crop, range(len(images))) if pool else map(crop, range(len(images)))))
 
 
 def center_crops(images: torch.Tensor, size: int) -> torch.Tensor:
