@@ -54,8 +54,9 @@ def describe(results: Iterable[dict[str, Any]]) -> str:
 
 
 def refuse(results: Iterable[dict[str, Any]]) -> None:
-    """Stop on a diverged run, naming each: every phase but the tuning, whose comparisons need a score from every
-    run. Called where the report is written, so the local study and the Kubeflow study's report step both stop."""
+    """Stop on a diverged run, naming each. Every phase but the tuning calls it, since their comparisons need a
+    score from every run; it is called where the report is written, so the local study and the Kubeflow study's
+    report step both stop."""
     lost = runs(results)
     if lost:
         raise KdpipeError(
