@@ -9,15 +9,18 @@ from __future__ import annotations
 
 import math
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
+from conftest import THREADS
 from kdpipe.data import store
+from kdpipe.data.batch_buffers import BatchBuffers
 from kdpipe.data.store import ShardWriter, SplitRecord, StoredImages, verify
-from kdpipe.data.streaming import StreamingLoader, read_ahead
+from kdpipe.data.streaming import StreamingLoader, one_openmp_thread, read_ahead
 from kdpipe.data.views import RATIO, SCALE, center_crops, resized_crops, train_views, uniforms
 from kdpipe.infra.errors import DataError
 
@@ -124,14 +127,18 @@ def test_a_wide_image_falls_back_to_the_central_crop_at_the_largest_ratio() -> N
     assert math.isclose(5 / 4, RATIO[1], rel_tol=0.1)
 
 
-def test_resized_crops_resize_each_box_and_flip_where_asked() -> None:
+@pytest.mark.parametrize("size", [8, 48])  # boxes shrunk, boxes enlarged
+def test_resized_crops_are_torchvisions_resized_crop_of_each_box_flipped_where_asked(size: int) -> None:
+    """kdpipe resizes a channels-last copy of the box with torch's own uint8 kernel; torchvision's function is the
+    reference, to the bit (the teacher-output cache keys these pixels)."""
     from torchvision.transforms.v2 import functional as tvf
 
-    x = torch.from_numpy(_images(4))
-    views = train_views(1, 0, np.arange(4), *SHAPE[1:], hflip=True)
-    out = resized_crops(x, views, 8)
-    for k in range(4):
-        expected = tvf.resized_crop(x[k], *views.boxes[k].tolist(), [8, 8], antialias=True)
+    x = torch.from_numpy(_images(16))
+    views = train_views(1, 0, np.arange(16), *SHAPE[1:], hflip=True)
+    out = resized_crops(x, views, size)
+    assert views.flips.any() and not views.flips.all()
+    for k in range(16):
+        expected = tvf.resized_crop(x[k], *views.boxes[k].tolist(), [size, size], antialias=True)
         assert torch.equal(out[k], expected.flip(2) if views.flips[k] else expected)
 
 
@@ -160,6 +167,49 @@ def test_a_streamed_training_epoch_is_the_same_read_ahead_or_not_and_differs_by_
     later = _loader(stored, labels, train=True, hflip=True, seed=3)
     later.set_epoch(1)
     assert not torch.equal(next(iter(later))[1], a[0][1])
+
+
+@pytest.mark.parametrize("train", [True, False])
+def test_a_batch_kept_while_the_epoch_goes_on_is_never_overwritten_by_a_later_one(tmp_path: Path, train: bool) -> None:
+    """The loader reuses batch memory on the CPU (:mod:`kdpipe.data.batch_buffers`): batches kept all at once, and
+    views of them, must hold what they held when handed out."""
+    stored, _ = _store(tmp_path, _images(23))
+    labels = torch.arange(23)
+    loader = _loader(stored, labels, train=train, hflip=True, seed=3)
+    one_by_one = [(x.clone(), y) for x, y in loader]
+    kept = list(loader)
+    halves = [x[:2] for x, _ in loader]
+    assert len(kept) == 6
+    assert all(torch.equal(k[0], o[0]) for k, o in zip(kept, one_by_one, strict=True))
+    assert all(torch.equal(h, o[0][:2]) for h, o in zip(halves, one_by_one, strict=True))
+    assert len({x.data_ptr() for x, _ in kept}) == 6  # each kept batch its own memory
+
+
+def test_batch_memory_is_reused_once_nobody_holds_it_and_never_while_a_view_of_it_lives() -> None:
+    buffers = BatchBuffers(4, (3, 2, 2), keep=2)
+    a = buffers.take(4)
+    pointer = a.data_ptr()
+    b = buffers.take(3)  # a is held: another buffer
+    assert b.data_ptr() != pointer and b.shape == (3, 3, 2, 2)
+    corner = a[1:, 0]
+    del a
+    assert buffers.take(4).data_ptr() not in (pointer, b.data_ptr())  # a view of a still lives: a third, not kept
+    del corner
+    assert buffers.take(2).data_ptr() == pointer  # nobody holds a's memory now
+    assert buffers.take(5).shape == (5, 3, 2, 2)  # more than the batch size: its own memory
+    assert len(buffers.kept) == 2
+
+
+def test_a_view_thread_gets_one_openmp_thread_and_the_others_keep_theirs() -> None:
+    torch.set_num_threads(2)
+    try:
+        with ThreadPoolExecutor(1, initializer=one_openmp_thread) as pool:
+            assert pool.submit(torch.get_num_threads).result() == 1
+        with ThreadPoolExecutor(1) as pool:
+            assert pool.submit(torch.get_num_threads).result() == 2
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(THREADS)
 
 
 def test_each_rank_streams_its_own_equal_share_of_one_permutation(tmp_path: Path) -> None:

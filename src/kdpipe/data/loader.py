@@ -100,6 +100,10 @@ class EpochBatches:
         out = x.float().div_(255).sub_(self.mean).div_(self.std)
         return out.contiguous(memory_format=torch.channels_last) if self.channels_last else out
 
+    def normalize_into(self, x: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+        """:meth:`normalize` written into the float tensor ``out`` (its memory format kept): the same values."""
+        return out.copy_(x).div_(255).sub_(self.mean).div_(self.std)
+
 
 class InMemoryLoader(EpochBatches):
     """Iterates ``(float images, labels)`` batches over uint8 tensors held on ``device``.

@@ -222,12 +222,16 @@ class StoredImages:
         self._fds[shard] = os.open(self.directory / self.shards[shard].file, os.O_RDONLY)
         return self._fds[shard]
 
-    def read(self, index: torch.Tensor | np.ndarray | Sequence[int]) -> torch.Tensor:
-        """The images at ``index`` (positions in this view), as ``[k, C, S, S]`` uint8, in that order."""
+    def read(self, index: torch.Tensor | np.ndarray | Sequence[int], out: torch.Tensor | None = None) -> torch.Tensor:
+        """The images at ``index`` (positions in this view), as ``[k, C, S, S]`` uint8, in that order; into ``out``
+        (contiguous, that shape) when given."""
         idx = index.cpu().numpy() if isinstance(index, torch.Tensor) else np.asarray(index, dtype=np.int64)
         where = self.positions[idx]
-        out = np.empty((len(where), *self.image_shape), dtype=np.uint8)
-        flat = out.reshape(len(where), -1)
+        if out is None:
+            out = torch.empty((len(where), *self.image_shape), dtype=torch.uint8)
+        elif out.shape != (len(where), *self.image_shape) or out.dtype != torch.uint8 or not out.is_contiguous():
+            raise ValueError(f"read: out must be contiguous uint8 {[len(where), *self.image_shape]}, not {out.shape}")
+        flat = out.numpy().reshape(len(where), -1)
         shard = np.searchsorted(self.starts, where, side="right") - 1
         local = where - self.starts[shard]
         k = 0
@@ -241,7 +245,7 @@ class StoredImages:
                 if got != len(view):
                     raise DataError(f"{self.directory / self.shards[shard[k]].file}: shorter than its manifest says")
                 k = end
-        return torch.from_numpy(out)
+        return out
 
     def close(self) -> None:
         with self._lock:

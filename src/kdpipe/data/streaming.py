@@ -6,6 +6,10 @@ normalisation; what differs is where the uint8 pixels come from (a ``pread`` per
 the views (:mod:`kdpipe.data.views`: a random resized crop and flip for training, the central crop for
 evaluation). A reader thread keeps ``prefetch`` batches ready: ``pread`` releases the GIL, so reading overlaps
 the training step. Memory is those batches, never the split.
+
+On a GPU the views are cut from the whole batch on the device. On the CPU each image is cropped, resized and
+normalised in one go on a pool thread, while it is in that core's cache, into batch memory that is reused
+(:mod:`kdpipe.data.batch_buffers`); the values are the same as the whole-batch path's, to the bit.
 """
 
 from __future__ import annotations
@@ -14,17 +18,31 @@ import queue
 import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from typing import Any
 
 import numpy as np
 import torch
+from threadpoolctl import threadpool_limits
 
+from kdpipe.data.batch_buffers import BatchBuffers
 from kdpipe.data.loader import EpochBatches, InMemoryLoader
 from kdpipe.data.store import StoredImages
-from kdpipe.data.views import center_crops, resized_crops, train_views
+from kdpipe.data.views import Views, center_crops, resized_crop, resized_crops, train_views
 
 PREFETCH = 3
 _DONE = object()
+
+
+def one_openmp_thread() -> None:
+    """Gives the calling view thread one OpenMP thread (it is its own setting: the other threads keep theirs).
+
+    The views run one image per thread on as many threads as torch has; left alone, each of those threads would
+    also open a team of that many OpenMP threads for its resize and normalisation, and on 2 cores the four threads
+    were a fifth slower (``benchmarks/loader.py --case 224``). torch sets a new thread's OpenMP count the first
+    time the thread calls into it, so that call comes first."""
+    torch.get_num_threads()
+    threadpool_limits(1, user_api="openmp")
 
 
 def read_ahead(make: Callable[[int], Any], count: int, depth: int) -> Iterator[Any]:
@@ -89,9 +107,14 @@ class StreamingLoader(EpochBatches):
             channels_last=channels_last, rank=rank, world_size=world_size, on_device=False,
         )  # fmt: skip
         self.images, self.image_size, self.prefetch = images, image_size, prefetch
+        # On the CPU, reads: those queued, the one being read, the one being viewed; views: the one handed out and
+        # the next. Both kept across epochs: a new buffer is what costs.
+        self.read_buffers = BatchBuffers(batch_size, images.image_shape, prefetch + 2, torch.uint8)
+        view_shape = (images.image_shape[0], image_size, image_size)
+        self.view_buffers = BatchBuffers(batch_size, view_shape, 2, channels_last=channels_last)
 
-    def _read(self, batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, np.ndarray]:
-        pixels = self.images.read(batch)
+    def _read(self, batch: torch.Tensor, buffers: BatchBuffers | None) -> tuple[torch.Tensor, torch.Tensor, np.ndarray]:
+        pixels = self.images.read(batch, buffers.take(len(batch)) if buffers else None)
         if self.device.type == "cuda":
             pixels = pixels.pin_memory()
         return pixels, self.labels[batch], self.images.positions[batch.numpy()]
@@ -99,16 +122,37 @@ class StreamingLoader(EpochBatches):
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         idx = self._indices()
         batches = [idx[k * self.batch_size : (k + 1) * self.batch_size] for k in range(len(self))]
-        epoch, cpu = self.epoch, self.device.type == "cpu"
-        with ThreadPoolExecutor(torch.get_num_threads() if cpu else 1, thread_name_prefix="kdpipe-views") as pool:
-            for pixels, labels, positions in read_ahead(lambda k: self._read(batches[k]), len(batches), self.prefetch):
-                x = pixels.to(self.device, non_blocking=True)
+        cpu = self.device.type == "cpu"
+        buffers = self.read_buffers if cpu else None
+        reads = read_ahead(lambda k: self._read(batches[k], buffers), len(batches), self.prefetch)
+        if not cpu:
+            for pixels, labels, positions in reads:
+                x = self._view(pixels.to(self.device, non_blocking=True), positions)
+                yield x, labels.to(self.device, non_blocking=True)
+            return
+        with ThreadPoolExecutor(torch.get_num_threads(), "kdpipe-views", initializer=one_openmp_thread) as pool:
+            for pixels, labels, positions in reads:
+                out = self.view_buffers.take(len(pixels))
                 if self.train:
-                    views = train_views(self.seed, epoch, positions, x.shape[-2], x.shape[-1], self.hflip)
-                    x = resized_crops(x, views, self.image_size, pool if cpu else None)
+                    view_into = partial(self._view_into, self._views(pixels, positions))
+                    list(pool.map(view_into, range(len(out)), pixels, out.split(1)))
                 else:
-                    x = center_crops(x, self.image_size)
-                yield self.normalize(x), labels.to(self.device, non_blocking=True)
+                    self.normalize_into(center_crops(pixels, self.image_size), out)
+                yield out, labels
+
+    def _views(self, pixels: torch.Tensor, positions: np.ndarray) -> Views:
+        return train_views(self.seed, self.epoch, positions, pixels.shape[-2], pixels.shape[-1], self.hflip)
+
+    def _view(self, pixels: torch.Tensor, positions: np.ndarray) -> torch.Tensor:
+        """The whole batch's views on the device, normalised."""
+        if self.train:
+            return self.normalize(resized_crops(pixels, self._views(pixels, positions), self.image_size))
+        return self.normalize(center_crops(pixels, self.image_size))
+
+    def _view_into(self, views: Views, k: int, image: torch.Tensor, out: torch.Tensor) -> None:
+        """View ``k``, normalised into ``out``, on a pool thread: torch's uint8 resize releases the GIL, and one
+        image's crop, conversion and normalisation stay in that core's cache."""
+        self.normalize_into(resized_crop(image, views, k, self.image_size), out)
 
 
 Loader = InMemoryLoader | StreamingLoader
