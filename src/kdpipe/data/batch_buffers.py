@@ -1,8 +1,8 @@
 """Batch memory reused once nobody else holds it, for the streaming loader on the CPU.
 
-A fresh ``[128, 3, 224, 224]`` float batch is 77 MB of new pages that the kernel faults in and zeroes: on a
-2-core CPU that took about as long as cropping and normalising the batch (``benchmarks/loader.py --case 224``);
-the uint8 batch read from the store is another 25 MB. So the loader reads and writes each batch into one of a
+A fresh ``[128, 3, 224, 224]`` float batch is 77 MB of new pages that the kernel faults in and zeroes: on 2
+CPU cores the view step ran 1.7-1.8x as fast with its batch memory reused (``benchmarks/views.py``); the uint8
+batch read from the store is another 25 MB. So the loader reads and writes each batch into one of a
 few kept buffers and hands out a view of it, as FFCV and DALI reuse their batch memory. Unlike theirs, a batch is
 never overwritten while in use: a buffer is written again only when its memory has no other user (no batch handed
 out, no view of one, no tensor autograd saved from one). Keeping a batch is always safe; it costs a new buffer.

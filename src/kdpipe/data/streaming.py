@@ -38,9 +38,9 @@ def one_openmp_thread() -> None:
     """Gives the calling view thread one OpenMP thread (it is its own setting: the other threads keep theirs).
 
     The views run one image per thread on as many threads as torch has; left alone, each of those threads would
-    also open a team of that many OpenMP threads for its resize and normalisation, and on 2 cores the four threads
-    were a fifth slower (``benchmarks/loader.py --case 224``). torch sets a new thread's OpenMP count the first
-    time the thread calls into it, so that call comes first."""
+    also open a team of that many OpenMP threads for its resize and normalisation: on 2 cores the view step ran
+    1.1-1.6x as fast with one OpenMP thread each (``benchmarks/views.py``). torch sets a new thread's OpenMP
+    count the first time the thread calls into it, so that call comes first."""
     torch.get_num_threads()
     threadpool_limits(1, user_api="openmp")
 
