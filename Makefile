@@ -32,7 +32,7 @@ demo: env data $(RESHOT)
 test: env data browser
 	$(BIN)/ruff check src probe tests benchmarks components pipelines scripts docs/hooks
 	$(BIN)/ruff format --check src probe tests benchmarks components pipelines scripts docs/hooks
-	$(BIN)/python -m pytest -q --durations=30
+	KDPIPE_TEST_THREADS=1 $(BIN)/python -m pytest -q -n 2 --dist worksteal --durations=30
 
 lint: env
 	$(BIN)/ruff check src probe tests benchmarks components pipelines scripts docs/hooks

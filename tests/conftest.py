@@ -1,12 +1,12 @@
 """Shared fixtures: small but real Fashion-MNIST runs with every path inside a temporary directory.
 
-Tests run torch with ``KDPIPE_TEST_THREADS`` threads (default 2, the CI machine's core count);
-pytest runs them serially.
+Tests run torch with ``KDPIPE_TEST_THREADS`` threads (default 2, the CI machine's core count); ``make test``
+runs them on two pytest-xdist workers with one thread each.
 
 No test writes into the checkout: each test runs with a fresh temporary directory as its cwd, and the
 session- and module-scoped fixtures with one of their own (MLflow puts a SQLite store's artifacts in
-``./mlruns`` of the cwd, and kdpipe's default paths are relative); test_worktree.py, ordered last,
-fails when the work tree differs from the one the session started with.
+``./mlruns`` of the cwd, and kdpipe's default paths are relative); tests/worktree.py fails the session
+when the work tree differs from the one the session started with.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from kdpipe.config import Params, params_from_dict
 
 # Real MLflow and SeaweedFS servers (tests/servers.py), session-scoped, for the registry and S3 tests.
 from servers import mlflow_server, seaweedfs  # noqa: F401
+from worktree import WorktreeCheck
 
 THREADS = int(os.environ.get("KDPIPE_TEST_THREADS", "2"))
 torch.set_num_threads(THREADS)
@@ -78,49 +79,11 @@ def write_params(params: Params, path: Path) -> Path:
     return path
 
 
-# What the work-tree snapshot leaves out: caches Python, pytest and ruff keep by design, git's own
-# database and the virtualenv (at the top only: a new one deeper down is a leak).
-CACHE_NAMES = {"__pycache__", ".pytest_cache", ".ruff_cache"}
-TOP_SKIPPED = {".git", ".venv"}
-WORKTREE = pytest.StashKey[dict[str, tuple[int, int] | None]]()
-
-
-def worktree_state(root: Path = REPO) -> dict[str, tuple[int, int] | None]:
-    """Every path under ``root``, ignored ones included (mlruns/, artifacts/, .dvc/tmp, data/...):
-    (mtime_ns, size) for a file or link, None for a folder; caches, .git and .venv left out."""
-    state: dict[str, tuple[int, int] | None] = {}
-    for folder, dirs, files in os.walk(root):
-        here = Path(folder)
-        dirs[:] = [d for d in dirs if d not in CACHE_NAMES and not (here == root and d in TOP_SKIPPED)]
-        for d in dirs:
-            state[str((here / d).relative_to(root))] = None
-        for f in files:
-            if f.endswith(".pyc"):
-                continue
-            path = here / f
-            try:
-                st = path.lstat()
-            except FileNotFoundError:  # removed while walking
-                continue
-            state[str(path.relative_to(root))] = (st.st_mtime_ns, st.st_size)
-    return state
-
-
 def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line("markers", "last: runs after every other selected test (the work-tree check)")
-
-
-def pytest_sessionstart(session: pytest.Session) -> None:
-    """The work tree before any test or fixture runs: test_worktree.py compares it with the tree after."""
-    session.config.stash[WORKTREE] = worktree_state()
-
-
-@pytest.hookimpl(wrapper=True, tryfirst=True)
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> Iterator[None]:
-    """Tests marked ``last`` go to the end, after every other plugin's reordering (the outermost wrapper)."""
-    result = yield
-    items.sort(key=lambda item: item.get_closest_marker("last") is not None)  # stable: the rest keep their order
-    return result
+    """The work-tree check (tests/worktree.py) in the process that sees the whole session: the only one, or
+    pytest-xdist's controller."""
+    if not hasattr(config, "workerinput"):
+        config.pluginmanager.register(WorktreeCheck(REPO), "kdpipe-worktree-check")
 
 
 @pytest.fixture(scope="session", autouse=True)
