@@ -6,6 +6,7 @@ batch read from the store is another 25 MB. So the loader reads and writes each 
 few kept buffers and hands out a view of it, as FFCV and DALI reuse their batch memory. Unlike theirs, a batch is
 never overwritten while in use: a buffer is written again only when its memory has no other user (no batch handed
 out, no view of one, no tensor autograd saved from one). Keeping a batch is always safe; it costs a new buffer.
+The loader keeps its buffers for one epoch: between epochs, and in a loader not being read, nothing is held.
 """
 
 from __future__ import annotations

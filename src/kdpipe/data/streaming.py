@@ -107,11 +107,6 @@ class StreamingLoader(EpochBatches):
             channels_last=channels_last, rank=rank, world_size=world_size, on_device=False,
         )  # fmt: skip
         self.images, self.image_size, self.prefetch = images, image_size, prefetch
-        # On the CPU, reads: those queued, the one being read, the one being viewed; views: the one handed out and
-        # the next. Both kept across epochs: a new buffer is what costs.
-        self.read_buffers = BatchBuffers(batch_size, images.image_shape, prefetch + 2, torch.uint8)
-        view_shape = (images.image_shape[0], image_size, image_size)
-        self.view_buffers = BatchBuffers(batch_size, view_shape, 2, channels_last=channels_last)
 
     def _read(self, batch: torch.Tensor, buffers: BatchBuffers | None) -> tuple[torch.Tensor, torch.Tensor, np.ndarray]:
         pixels = self.images.read(batch, buffers.take(len(batch)) if buffers else None)
@@ -123,19 +118,25 @@ class StreamingLoader(EpochBatches):
         idx = self._indices()
         batches = [idx[k * self.batch_size : (k + 1) * self.batch_size] for k in range(len(self))]
         cpu = self.device.type == "cpu"
-        buffers = self.read_buffers if cpu else None
-        reads = read_ahead(lambda k: self._read(batches[k], buffers), len(batches), self.prefetch)
+        # On the CPU, this epoch's batch memory. Reads: those queued, the one being read, the one being viewed;
+        # views: the one handed out and the next.
+        read_into = (
+            BatchBuffers(self.batch_size, self.images.image_shape, self.prefetch + 2, torch.uint8) if cpu else None
+        )
+        reads = read_ahead(lambda k: self._read(batches[k], read_into), len(batches), self.prefetch)
         if not cpu:
             for pixels, labels, positions in reads:
                 x = self._view(pixels.to(self.device, non_blocking=True), positions)
                 yield x, labels.to(self.device, non_blocking=True)
             return
+        view_shape = (self.images.image_shape[0], self.image_size, self.image_size)
+        view_into = BatchBuffers(self.batch_size, view_shape, 2, channels_last=self.channels_last)
         with ThreadPoolExecutor(torch.get_num_threads(), "kdpipe-views", initializer=one_openmp_thread) as pool:
             for pixels, labels, positions in reads:
-                out = self.view_buffers.take(len(pixels))
+                out = view_into.take(len(pixels))
                 if self.train:
-                    view_into = partial(self._view_into, self._views(pixels, positions))
-                    list(pool.map(view_into, range(len(out)), pixels, out.split(1)))
+                    one = partial(self._view_into, self._views(pixels, positions))
+                    list(pool.map(one, range(len(out)), pixels, out.split(1)))
                 else:
                     self.normalize_into(center_crops(pixels, self.image_size), out)
                 yield out, labels
