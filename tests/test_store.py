@@ -170,6 +170,20 @@ def test_a_streamed_training_epoch_is_the_same_read_ahead_or_not_and_differs_by_
 
 
 @pytest.mark.parametrize("train", [True, False])
+def test_the_cpu_view_step_gives_the_whole_batch_paths_values_to_the_bit(tmp_path: Path, train: bool) -> None:
+    """On the CPU each image is viewed and normalised on a pool thread into reused memory; on a GPU the whole batch
+    is viewed, then normalised. Both must give the same floats (the teacher-output cache keys the views, not the
+    device)."""
+    stored, _ = _store(tmp_path, _images(23))
+    loader = _loader(stored, torch.arange(23), train=train, hflip=True, seed=3)
+    loader.set_epoch(2)
+    order = loader._indices()
+    for k, (x, _) in enumerate(loader):
+        pixels, _, positions = loader._read(order[4 * k : 4 * k + 4], None)
+        assert torch.equal(x, loader._view(pixels, positions))
+
+
+@pytest.mark.parametrize("train", [True, False])
 def test_a_batch_kept_while_the_epoch_goes_on_is_never_overwritten_by_a_later_one(tmp_path: Path, train: bool) -> None:
     """The loader reuses batch memory on the CPU (:mod:`kdpipe.data.batch_buffers`): batches kept all at once, and
     views of them, must hold what they held when handed out."""
