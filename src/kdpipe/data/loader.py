@@ -97,11 +97,12 @@ class EpochBatches:
         return batch_count(self.num_samples, self.batch_size, self.train)
 
     def normalize(self, x: torch.Tensor) -> torch.Tensor:
-        out = x.float().div_(255).sub_(self.mean).div_(self.std)
+        out = self.normalize_into(x, torch.empty(x.shape, device=x.device))
         return out.contiguous(memory_format=torch.channels_last) if self.channels_last else out
 
     def normalize_into(self, x: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
-        """:meth:`normalize` written into the float tensor ``out`` (its memory format kept): the same values."""
+        """uint8 ``x`` as floats scaled to [0, 1] and standardised per channel, written into ``out`` (its memory
+        format kept)."""
         return out.copy_(x).div_(255).sub_(self.mean).div_(self.std)
 
 
